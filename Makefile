@@ -1,0 +1,32 @@
+# Two entry points on a fresh machine:  `make quickstart` (the default sweep end to end) and `make test`.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: install system-deps quickstart test bench clean-results
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	# CPU torch first, so nothing pulls a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian packages the tests need: a real local Slurm cluster and the Fashion-MNIST files.
+system-deps:
+	bash slurm/install.sh
+	dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dataset-fashion-mnist; }
+
+quickstart: install
+	$(BIN)/python -m scaling.launch +sweep=quickstart
+	$(BIN)/python -m analysis report --results results --out results/report
+
+test: install system-deps
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/layers.py

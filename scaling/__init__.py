@@ -1,0 +1,1 @@
+"""Scaling-law harness for structured linear layers: build, train, launch."""

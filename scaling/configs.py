@@ -1,0 +1,31 @@
+"""Compose run configs from `conf/` with Hydra, validated against the schema in scaling.config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
+
+from scaling.config import RunConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
+
+
+def register_schemas() -> None:
+    """Make `run_schema` (the typed RunConfig) available to conf/run.yaml's defaults list."""
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+def compose_run_config(overrides: Sequence[str] = (), config_name: str = "run") -> DictConfig:
+    """Compose conf/<config_name>.yaml with Hydra overrides, e.g. ["model=vit", "model.width=128"]."""
+    register_schemas()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose(config_name=config_name, overrides=list(overrides))
+    OmegaConf.set_struct(cfg, True)
+    return cfg

@@ -1,0 +1,162 @@
+"""Launch a sweep: expand, validate, dedupe, cost, submit.
+
+    python -m scaling.launch +sweep=btt_gpt2                    # run locally, wait for the results
+    python -m scaling.launch +sweep=btt_gpt2 dry_run=true       # table of runs, estimated time; submit nothing
+    python -m scaling.launch +sweep=btt_gpt2 cluster=slurm cluster.partition=gpu cluster.gpus_per_node=1
+
+Every run is composed and validated before anything is submitted. Finished runs (completed/diverged) are skipped,
+interrupted ones resume, failed ones are retried only with retry_failed=true, runs alive elsewhere are left alone.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import submitit
+from omegaconf import DictConfig, OmegaConf
+
+from scaling.jobs import RunBatch
+from scaling.results import atomic_write_json, read_json
+from scaling.status import run_state, wait_for_jobs
+from scaling.sweeps import Expansion, PlannedRun, SweepError, compose_launch_config, expand
+from scaling.throughput import estimate_seconds
+
+SUBMIT_STATES = ("pending", "interrupted")
+
+
+@dataclass
+class Decision:
+    run: PlannedRun
+    state: str
+    submit: bool
+
+
+def decide(expansion: Expansion, results_root: str, retry_failed: bool) -> list[Decision]:
+    decisions = []
+    for run in expansion.runs:
+        state = run_state(results_root, run.plan.run_id)
+        submit = state in SUBMIT_STATES or (retry_failed and state == "failed")
+        decisions.append(Decision(run, state, submit))
+    return decisions
+
+
+def print_table(decisions: list[Decision], seconds: dict[str, float] | None) -> None:
+    header = f"{'run_id':16}  {'state':11}  {'family':6}  {'structure':9}  {'width':>5}  {'params':>9}  " \
+             f"{'tokens':>9}  {'FLOPs':>9}  {'est_s':>7}  label"
+    print(header)
+    print("-" * len(header))
+    for d in decisions:
+        p = d.run.plan
+        est = f"{seconds[p.run_id]:7.0f}" if seconds and p.run_id in seconds else f"{'-':>7}"
+        print(f"{p.run_id:16}  {d.state:11}  {p.family:6}  {p.structure:9}  {p.width:>5}  {p.params:>9,}  "
+              f"{p.units:>9.3g}  {p.train_flops:>9.3g}  {est}  {d.run.label}")
+
+
+def make_executor(cluster: DictConfig, folder: Path) -> submitit.Executor:
+    kind = cluster.kind
+    if kind not in ("local", "debug", "slurm"):
+        raise SweepError(f"cluster.kind={kind!r} is not known; choose local, debug or slurm")
+    executor = submitit.AutoExecutor(folder=folder, cluster=kind, slurm_max_num_timeout=cluster.max_num_timeout)
+    params = dict(timeout_min=cluster.timeout_min, cpus_per_task=cluster.cpus_per_task,
+                  tasks_per_node=cluster.tasks_per_node, nodes=1)
+    if cluster.gpus_per_node:
+        params["gpus_per_node"] = cluster.gpus_per_node
+    if cluster.mem_gb:
+        params["mem_gb"] = cluster.mem_gb
+    if kind == "slurm":
+        extra = dict(cluster.additional_parameters)
+        for key in ("account", "qos"):
+            if cluster[key]:
+                extra[key] = cluster[key]
+        params.update(
+            slurm_partition=cluster.partition, slurm_array_parallelism=cluster.parallel_jobs or 256,
+            slurm_signal_delay_s=cluster.signal_delay_s, slurm_additional_parameters=extra,
+            slurm_setup=list(cluster.setup),
+        )
+        params = {k: v for k, v in params.items() if v is not None}
+    executor.update_parameters(**params)
+    return executor
+
+
+def pack(runs: list[PlannedRun], cluster: DictConfig) -> list[list[PlannedRun]]:
+    """Group runs into jobs: `runs_per_job` each, or (locally) one job per parallel CPU slot."""
+    if cluster.runs_per_job:
+        per_job = cluster.runs_per_job
+    elif cluster.kind == "slurm":
+        per_job = 1
+    else:
+        slots = cluster.parallel_jobs or max(1, len(os.sched_getaffinity(0)) // max(1, cluster.cpus_per_task))
+        per_job = math.ceil(len(runs) / slots)
+    per_job = max(1, per_job)
+    return [runs[i:i + per_job] for i in range(0, len(runs), per_job)]
+
+
+def submit(runs: list[PlannedRun], cluster: DictConfig, folder: Path) -> list[submitit.Job]:
+    executor = make_executor(cluster, folder)
+    batches = [RunBatch([OmegaConf.to_container(r.cfg, resolve=True) for r in group]) for group in pack(runs, cluster)]
+    with executor.batch():
+        jobs = [executor.submit(batch) for batch in batches]
+    return jobs
+
+
+def write_manifest(results_root: str, name: str, decisions: list[Decision], jobs: list[submitit.Job],
+                   overrides: Sequence[str]) -> Path:
+    """results_root/sweeps/<name>.json: the sweep's runs (for scaling.status and analysis) and its jobs."""
+    path = Path(results_root).resolve() / "sweeps" / f"{name}.json"
+    previous = read_json(path) or {}
+    atomic_write_json(path, {
+        "name": name, "overrides": list(overrides), "updated": time.time(),
+        "runs": [{"run_id": d.run.plan.run_id, "label": d.run.label} for d in decisions],
+        "jobs": previous.get("jobs", []) + [str(j.job_id) for j in jobs],
+    })
+    return path
+
+
+def launch(cfg: DictConfig) -> list[submitit.Job]:
+    results_root = str(Path(cfg.results_root).resolve())
+    extra = [*cfg.overrides, f"results_root={results_root}"]
+    expansion = expand(cfg.sweep, extra)
+    decisions = decide(expansion, results_root, cfg.retry_failed)
+    todo = [d.run for d in decisions if d.submit]
+    counts = {s: sum(d.state == s for d in decisions) for s in sorted({d.state for d in decisions})}
+    print(f"sweep {expansion.name!r}: {len(decisions)} runs {counts}; {len(todo)} to run")
+    if cfg.dry_run:
+        seconds = estimate_seconds([d.run for d in decisions], results_root, measure=cfg.estimate_time)
+        print_table(decisions, seconds)
+        flops = sum(d.run.plan.train_flops for d in decisions if d.submit)
+        est = sum(seconds.get(r.plan.run_id, 0.0) for r in todo)
+        time_note = f"~{est / 60:.1f} min of compute" if seconds else "no time estimate (estimate_time=false)"
+        print(f"total to run: {len(todo)} runs, {flops:.3g} training FLOPs, {time_note} (dry run: nothing submitted)")
+        return []
+    if not todo:
+        print("nothing to submit: every run is finished, running elsewhere, or failed (retry_failed=true)")
+        return []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder = Path(results_root) / "submitit" / expansion.name / f"{stamp}-{os.getpid()}" / "%j"
+    jobs = submit(todo, cfg.cluster, folder)
+    manifest = write_manifest(results_root, expansion.name, decisions, jobs, cfg.overrides)
+    print(f"submitted {len(todo)} runs in {len(jobs)} {cfg.cluster.kind} job(s): "
+          f"{', '.join(str(j.job_id) for j in jobs)}; manifest {manifest}")
+    if cfg.cluster.wait:
+        wait_for_jobs(jobs, results_root, [d.run.plan.run_id for d in decisions])
+    return jobs
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = compose_launch_config(sys.argv[1:] if argv is None else argv)
+        launch(cfg)
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Progress of a sweep, read from its run directories.
+
+    python -m scaling.status +sweep=btt_gpt2            # counts per state, and the runs that failed
+    python -m scaling.status +sweep=btt_gpt2 wait=true  # progress bar until every run has finished
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+import submitit
+from tqdm import tqdm
+
+from scaling.results import read_json, read_summary, run_dir
+from scaling.sweeps import SweepError, check_name, compose_launch_config, expand
+
+DONE_STATES = ("completed", "diverged", "failed")
+HEARTBEAT_FRESH_S = 300.0  # a run whose heartbeat is younger than this is alive in some process
+
+
+def run_state(results_root: str, rid: str) -> str:
+    """pending | running | interrupted | completed | diverged | failed, read from the run directory."""
+    rdir = run_dir(results_root, rid)
+    summary = read_summary(rdir)
+    if summary is None:
+        return "pending"
+    status = summary.get("status", "failed")
+    if status != "running":
+        return status
+    beat = read_json(rdir / "heartbeat.json")
+    alive = beat is not None and time.time() - beat.get("time", 0) < HEARTBEAT_FRESH_S
+    return "running" if alive else "interrupted"
+
+
+def sweep_run_ids(cfg) -> tuple[str, list[str]]:
+    """Run ids of a sweep: from the manifest the launcher wrote, else by expanding the sweep file."""
+    results_root = str(Path(cfg.results_root).resolve())
+    name = check_name(cfg.sweep.get("name"))
+    manifest = read_json(Path(results_root) / "sweeps" / f"{name}.json")
+    if manifest is not None:
+        return name, [r["run_id"] for r in manifest["runs"]]
+    expansion = expand(cfg.sweep, [*cfg.overrides, f"results_root={results_root}"])
+    return name, [r.plan.run_id for r in expansion.runs]
+
+
+def count_states(results_root: str, run_ids: Sequence[str]) -> Counter:
+    return Counter(run_state(results_root, rid) for rid in run_ids)
+
+
+def wait_for_jobs(jobs: Sequence[submitit.Job], results_root: str, run_ids: Sequence[str],
+                  desc: str = "runs finished") -> None:
+    """Block with a progress bar over the sweep's runs until the jobs end (or, with no jobs, every run has
+    finished); job failures are reported, not raised: the run directories say which runs failed."""
+    pending = list(jobs)
+    with tqdm(total=len(run_ids), desc=desc, unit="run") as bar:
+        while True:
+            if pending and all(isinstance(j, submitit.DebugJob) for j in pending):
+                for job in pending:  # debug jobs run in this process when their result is asked for
+                    _result_or_report(job)
+                pending = []
+            for job in [j for j in pending if j.done()]:
+                _result_or_report(job)
+                pending.remove(job)
+            states = count_states(results_root, run_ids)
+            bar.n = sum(states[s] for s in DONE_STATES)
+            bar.set_postfix(dict(states))
+            bar.refresh()
+            if (jobs and not pending) or (not jobs and bar.n >= len(run_ids)):
+                return
+            time.sleep(2.0)
+
+
+def _result_or_report(job: submitit.Job) -> None:
+    try:
+        job.result()
+    except Exception as err:
+        print(f"job {job.job_id} failed: {err}", file=sys.stderr)
+
+
+def print_status(results_root: str, name: str, run_ids: Sequence[str]) -> Counter:
+    states = count_states(results_root, run_ids)
+    print(f"sweep {name!r}: {len(run_ids)} runs: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
+    for rid in run_ids:
+        summary = read_summary(run_dir(results_root, rid)) or {}
+        if summary.get("status") == "failed":
+            print(f"  failed {rid}: {summary.get('error', '')}")
+    return states
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    wait = any(a in ("wait=true", "wait=True") for a in args)
+    args = [a for a in args if not a.startswith("wait=")]
+    try:
+        cfg = compose_launch_config(args)
+        name, run_ids = sweep_run_ids(cfg)
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    results_root = str(Path(cfg.results_root).resolve())
+    if wait:
+        wait_for_jobs([], results_root, run_ids, desc=f"{name}: runs finished")
+    states = print_status(results_root, name, run_ids)
+    return 1 if states.get("failed") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Block Tensor-Train (BTT) linear layer with 2 cores and BTT-rank r, and `btt_norm`, its RMS-capped variant.
+
+d_in = m1 * m0 and d_out = n0 * n1 are near-equal factorisations with m1 <= m0 and n0 <= n1 (the smaller factors
+are the block counts, which minimises params); widths without a clean factorisation raise StructureError with the
+nearest valid widths (no padding), as for `kron` and `tt`. The input is read as x[i1, i0] (i1 < m1 outer) and
+the output written as y[j0, j1] (j0 < n0 outer). Cores are stored in bmm layout (blocks, in, out):
+    W0: (m1, m0, n0 * r)   block i1 maps x[i1, :] (m0) -> z[i1, j0, rho]          fan-in m0,     fan-out r * n0
+    W1: (n0, m1 * r, n1)   block j0 maps z[:, j0, :] (m1 * r) -> y[j0, :] (n1)     fan-in r * m1, fan-out n1
+so  W[(j0, j1), (i1, i0)] = sum_rho W0[i1, i0, j0 * r + rho] * W1[j0, i1 * r + rho, j1]   (y = x W^T),
+    params = FLOPs/token / 2 = r * (n0 * d_in + m1 * d_out)          (square, r = 1: 2 d^1.5).
+Each (i1, j0) block of W is a rank-r (m0 x n1) matrix, so r is capped at min(m0, n1) (beyond it adds nothing).
+Rank-1 BTT with m1 = n0 = b blocks is Monarch with b blocks. `structure.rank` None means r = 1; BTT has
+exactly 2 cores, so `structure.cores` must be 2.
+
+`btt_norm` rescales each factor in the forward pass (CBS), an RMS cap at the factor's init scale:
+    W <- gamma_f * W / max(1, rms(W) / sigma_f),   sigma_f = spectral_std(fan_in_f, fan_out_f),
+with one learnable scalar gamma_f per factor (two per layer, initialised to 1). The cap never scales a factor up.
+Validation: `validate(cfg, d_in, d_out)` resolves the shapes without allocating; `from_config` calls it first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from scaling.config import StructureConfig
+from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register, spectral_std
+from scaling.structures.factorize import clean_factors
+
+
+@dataclass(frozen=True)
+class BTTLayout:
+    m1: int  # input blocks (first core's batch)
+    m0: int  # input features per block
+    n0: int  # output blocks (second core's batch)
+    n1: int  # output features per block
+    rank: int
+
+    @property
+    def w0_shape(self) -> tuple[int, int, int]:
+        return self.m1, self.m0, self.n0 * self.rank
+
+    @property
+    def w1_shape(self) -> tuple[int, int, int]:
+        return self.n0, self.m1 * self.rank, self.n1
+
+
+def btt_apply(x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, layout: BTTLayout) -> torch.Tensor:
+    """y = x W^T for the BTT matrix with cores w0, w1 (shapes BTTLayout.w0_shape / w1_shape); x: (..., m1 * m0)."""
+    m1, m0, n0, n1, r = layout.m1, layout.m0, layout.n0, layout.n1, layout.rank
+    lead = x.shape[:-1]
+    z = torch.bmm(x.reshape(-1, m1, m0).transpose(0, 1), w0)  # (m1, N, n0 * r)
+    tokens = z.shape[1]
+    z = z.view(m1, tokens, n0, r).permute(2, 1, 0, 3).reshape(n0, tokens, m1 * r)
+    y = torch.bmm(z, w1)  # (n0, N, n1)
+    return y.transpose(0, 1).reshape(*lead, n0 * n1)
+
+
+@register("btt")
+class BlockTensorTrain(StructuredLinear):
+    """Two block-diagonal cores with a rank-r transpose between them (see the module docstring for the layout)."""
+
+    def __init__(self, d_in: int, d_out: int, layout: BTTLayout, bias: bool = False):
+        super().__init__(d_in, d_out, bias)
+        self.layout = layout
+        self.W0 = nn.Parameter(torch.empty(layout.w0_shape))
+        self.W1 = nn.Parameter(torch.empty(layout.w1_shape))
+
+    @classmethod
+    def validate(cls, cfg: StructureConfig, d_in: int, d_out: int) -> BTTLayout:
+        """Resolve block sizes and rank; StructureError names the width or field to change."""
+        name = cls.structure
+        if cfg.cores != 2:
+            raise StructureError(f"{name} has exactly 2 cores, got structure.cores={cfg.cores}; set structure.cores=2")
+        rank = 1 if cfg.rank is None else cfg.rank
+        m1, m0 = clean_factors(d_in, 2, name, "d_in")
+        n0, n1 = clean_factors(d_out, 2, name, "d_out")
+        if not 1 <= rank <= min(m0, n1):
+            raise StructureError(
+                f"{name} structure.rank={rank} must be between 1 and min(m0, n1)={min(m0, n1)} for a "
+                f"{d_in} -> {d_out} layer (blocks {m1}x{m0} -> {n0}x{n1}); a higher rank adds nothing"
+            )
+        return BTTLayout(m1, m0, n0, n1, rank)
+
+    @classmethod
+    def from_config(cls, cfg: StructureConfig, d_in: int, d_out: int, bias: bool = False) -> "BlockTensorTrain":
+        return cls(d_in, d_out, cls.validate(cfg, d_in, d_out), bias)
+
+    def factor_specs(self) -> list[FactorSpec]:
+        lay = self.layout
+        return [
+            FactorSpec("W0", lay.w0_shape, lay.m0, lay.rank * lay.n0),
+            FactorSpec("W1", lay.w1_shape, lay.rank * lay.m1, lay.n1),
+        ]
+
+    def flops_per_token(self) -> int:
+        # 2 * r * (n0 * d_in + m1 * d_out)
+        return 2 * self.layout.rank * (self.layout.n0 * self.d_in + self.layout.m1 * self.d_out)
+
+    def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cores as used in the forward pass."""
+        return self.W0, self.W1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = btt_apply(x, *self.weights(), self.layout)
+        return y if self.bias is None else y + self.bias
+
+
+def rms_cap(w: torch.Tensor, sigma_max: float) -> torch.Tensor:
+    """w / max(1, rms(w) / sigma_max): scales w down to RMS sigma_max when it is larger, never up.
+
+    Computed as sqrt(max(1, mean(w^2) / sigma_max^2)) so a zero factor (zero-init layers) gets finite gradients:
+    sqrt'(0) is infinite, and clamping after it would give 0 * inf = NaN.
+    """
+    return w / torch.clamp(w.square().mean() / sigma_max**2, min=1.0).sqrt()
+
+
+@register("btt_norm")
+class BlockTensorTrainNorm(BlockTensorTrain):
+    """BTT whose cores are RMS-capped at their spectral init std and scaled by learnable gammas (CBS `btt_norm`)."""
+
+    def __init__(self, d_in: int, d_out: int, layout: BTTLayout, bias: bool = False):
+        super().__init__(d_in, d_out, layout, bias)
+        self.gamma0 = nn.Parameter(torch.ones(()))
+        self.gamma1 = nn.Parameter(torch.ones(()))
+
+    def reset_parameters(self, stds: dict[str, float] | None = None) -> None:
+        super().reset_parameters(stds)
+        with torch.no_grad():
+            self.gamma0.fill_(1.0)
+            self.gamma1.fill_(1.0)
+
+    def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        s0, s1 = (spectral_std(spec.fan_in, spec.fan_out) for spec in self.factor_specs())
+        return self.gamma0 * rms_cap(self.W0, s0), self.gamma1 * rms_cap(self.W1, s1)

@@ -1,0 +1,118 @@
+"""Tensor-Train (TT) linear layer: c cores of TT-rank r; the Kronecker product is its r = 1 case.
+
+d_in = n_1 * ... * n_c and d_out = m_1 * ... * m_c are split into c near-equal factors (`factorize.clean_factors`);
+widths without a clean factorisation (primes, lopsided splits) raise StructureError with the nearest valid widths
+rather than being padded, since padding would silently change what the structure is. Core k maps the axes
+(r_{k-1}, n_k) to (m_k, r_k), with r_0 = r_c = 1, and is stored like an nn.Linear weight as (m_k, r_k, r_{k-1}, n_k):
+
+    W[(j_1..j_c), (i_1..i_c)] = sum_{s} prod_k G_k[j_k, s_k, s_{k-1}, i_k]       (y = x W^T, axes row-major)
+
+Cores are applied in order 1..c; core k sees the m's already produced and the n's still to contract, so
+    FLOPs/token = 2 * sum_k (m_1...m_{k-1}) * (n_{k+1}...n_c) * (r_{k-1} n_k) * (m_k r_k)
+(2-core Kronecker, square d = n^2: 4 d^1.5). Params = sum_k r_{k-1} n_k m_k r_k.
+`structure.rank` None means r = 1. A rank above the largest useful TT-rank of some bond
+(min(prod_{j<=k} n_j m_j, prod_{j>k} n_j m_j)) is rejected: it adds parameters without adding expressivity.
+Validation: `validate(cfg, d_in, d_out)` resolves the shapes without allocating; `from_config` calls it first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from scaling.config import StructureConfig
+from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register
+from scaling.structures.factorize import clean_factors
+
+
+@dataclass(frozen=True)
+class TTLayout:
+    in_factors: tuple[int, ...]  # n_1..n_c
+    out_factors: tuple[int, ...]  # m_1..m_c
+    ranks: tuple[int, ...]  # r_0..r_c, r_0 = r_c = 1
+
+    def core_shape(self, k: int) -> tuple[int, int, int, int]:
+        """Shape (m_k, r_k, r_{k-1}, n_k) of core k (0-based)."""
+        return self.out_factors[k], self.ranks[k + 1], self.ranks[k], self.in_factors[k]
+
+    def flops_per_token(self) -> int:
+        """2 * sum_k (m_1...m_{k-1}) * (n_{k+1}...n_c) * (r_{k-1} n_k) * (m_k r_k), see the module docstring."""
+        total = 0
+        for k, (m, r_out, r_in, n) in enumerate(map(self.core_shape, range(len(self.in_factors)))):
+            rows = math.prod(self.out_factors[:k]) * math.prod(self.in_factors[k + 1 :])
+            total += 2 * rows * (r_in * n) * (m * r_out)
+        return total
+
+
+def check_cores(cores: int, structure: str) -> None:
+    """Kron and TT need at least two cores."""
+    if cores < 2:
+        raise StructureError(f"{structure} needs structure.cores >= 2, got {cores}; one core is a dense layer")
+
+
+def tt_apply(x: torch.Tensor, cores: list[torch.Tensor], in_factors: tuple[int, ...], d_out: int) -> torch.Tensor:
+    """Contract x (..., d_in) with 4-D cores (m_k, r_k, r_{k-1}, n_k), core 0 first; returns (..., d_out).
+
+    The state is kept as (N, P, r, n_k, Q): P = the m's produced so far, Q = the n's still to contract.
+    """
+    lead = x.shape[:-1]
+    z = x.reshape(-1, 1, 1, in_factors[0], math.prod(in_factors[1:]))
+    for k, core in enumerate(cores):
+        z = torch.einsum("bprnq,msrn->bpmsq", z, core)  # (N, P, m_k, r_k, Q)
+        if k + 1 < len(cores):
+            n_next = in_factors[k + 1]
+            z = z.reshape(z.shape[0], z.shape[1] * z.shape[2], z.shape[3], n_next, z.shape[4] // n_next)
+    return z.reshape(*lead, d_out)
+
+
+@register("tt")
+class TensorTrain(StructuredLinear):
+    """Tensor-Train matrix: a sum over rank indices of Kronecker products of c small cores."""
+
+    def __init__(self, d_in: int, d_out: int, layout: TTLayout, bias: bool = False):
+        super().__init__(d_in, d_out, bias)
+        self.layout = layout
+        for k in range(len(layout.in_factors)):
+            setattr(self, f"core{k}", nn.Parameter(torch.empty(layout.core_shape(k))))
+
+    @classmethod
+    def validate(cls, cfg: StructureConfig, d_in: int, d_out: int) -> TTLayout:
+        """Resolve factors and ranks; StructureError names the width or field to change."""
+        check_cores(cfg.cores, "tt")
+        rank = 1 if cfg.rank is None else cfg.rank
+        if rank < 1:
+            raise StructureError(f"tt needs structure.rank >= 1, got {rank}")
+        ns = clean_factors(d_in, cfg.cores, "tt", "d_in")
+        ms = clean_factors(d_out, cfg.cores, "tt", "d_out")
+        sizes = [n * m for n, m in zip(ns, ms)]
+        useful = min(min(math.prod(sizes[:k]), math.prod(sizes[k:])) for k in range(1, cfg.cores))
+        if rank > useful:
+            raise StructureError(
+                f"tt structure.rank={rank} exceeds the largest useful TT-rank {useful} of a {d_in} -> {d_out} "
+                f"layer with {cfg.cores} cores (factors {ns} -> {ms}); use structure.rank <= {useful}"
+            )
+        return TTLayout(ns, ms, (1,) + (rank,) * (cfg.cores - 1) + (1,))
+
+    @classmethod
+    def from_config(cls, cfg: StructureConfig, d_in: int, d_out: int, bias: bool = False) -> "TensorTrain":
+        return cls(d_in, d_out, cls.validate(cfg, d_in, d_out), bias)
+
+    def cores(self) -> list[torch.Tensor]:
+        return [getattr(self, f"core{k}") for k in range(len(self.layout.in_factors))]
+
+    def factor_specs(self) -> list[FactorSpec]:
+        specs = []
+        for k in range(len(self.layout.in_factors)):
+            m, r_out, r_in, n = self.layout.core_shape(k)
+            specs.append(FactorSpec(f"core{k}", (m, r_out, r_in, n), r_in * n, m * r_out))
+        return specs
+
+    def flops_per_token(self) -> int:
+        return self.layout.flops_per_token()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = tt_apply(x, self.cores(), self.layout.in_factors, self.d_out)
+        return y if self.bias is None else y + self.bias

@@ -1,0 +1,161 @@
+"""Sweep files (`sweeps/NAME.yaml`) and their expansion into validated, planned runs.
+
+A sweep declares:
+    name, description
+    base:     run overrides shared by every run, e.g. [model=gpt2, data=shakespeare, model.depth=2]
+    axes:     {override key: [values]} crossed for every variant (lr, seed, ...)
+    variants: {label: {overrides: [...], axes: {key: [values]}}}, e.g. one per structure, each with its own
+              widths (per-structure width lists) or settings; the variant's axes are crossed with `axes`
+    budgets:  exactly one of
+              tokens: [...]            Cartesian token budgets
+              flops: [...]             isoFLOP grid: every (variant x axes) point at each FLOP budget; tokens are
+                                       derived from that model's FLOPs per token (train.flops)
+              tokens_per_param: [...]  tokens = ratio x effective params (training FLOPs per token / 6)
+Override values are Hydra override strings (`structure=btt`, `model.width=256`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
+
+from scaling.config import LaunchConfig
+from scaling.configs import CONF_DIR, REPO_ROOT, compose_run_config
+from scaling.plan import ConfigError, RunPlan, plan_run
+
+SWEEPS_DIR = REPO_ROOT / "sweeps"
+BUDGET_KINDS = ("tokens", "flops", "tokens_per_param")
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
+
+
+class SweepError(ValueError):
+    """A sweep that cannot be expanded; the message lists every bad run with its field and fix."""
+
+
+@dataclass
+class PlannedRun:
+    label: str  # human-readable: variant and axis values
+    overrides: list[str]
+    cfg: DictConfig
+    plan: RunPlan
+
+
+@dataclass
+class Expansion:
+    name: str
+    runs: list[PlannedRun] = field(default_factory=list)
+
+
+def sweep_names() -> list[str]:
+    return sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+
+
+def register_sweeps() -> None:
+    """`launch_schema` for conf/launch.yaml, and every sweeps/*.yaml as an option of the group `sweep`."""
+    store = ConfigStore.instance()
+    store.store(name="launch_schema", node=LaunchConfig)
+    for path in SWEEPS_DIR.glob("*.yaml"):
+        store.store(group="sweep", name=path.stem, node=OmegaConf.load(path))
+
+
+def compose_launch_config(overrides: Sequence[str]) -> DictConfig:
+    """conf/launch.yaml with `+sweep=NAME` and launch overrides (cluster=slurm, dry_run=true, ...)."""
+    register_sweeps()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose(config_name="launch", overrides=list(overrides))
+    if cfg.get("sweep") is None:
+        raise SweepError(f"no sweep given: pass +sweep=NAME with NAME one of {sweep_names()}")
+    return cfg
+
+
+def check_name(name: object) -> str:
+    """Sweep names become file names (the manifest): letters, digits, `_`, `-`, `.`; no paths."""
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+        raise SweepError(f"sweep.name={name!r} must be a plain name of letters, digits, '_', '-' or '.' "
+                         "(not starting with '.'), e.g. my_sweep")
+    return name
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_format(v) for v in value) + "]"
+    return str(value)
+
+
+def _grid(axes: dict[str, Sequence[Any]] | None) -> list[list[str]]:
+    """Cartesian product of {key: values} as lists of `key=value` overrides."""
+    if not axes:
+        return [[]]
+    keys = list(axes)
+    for key in keys:
+        if not isinstance(axes[key], Sequence) or isinstance(axes[key], str) or len(axes[key]) == 0:
+            raise SweepError(f"axis {key!r} must be a non-empty list of values, got {axes[key]!r}")
+    return [[f"{k}={_format(v)}" for k, v in zip(keys, combo)] for combo in itertools.product(*axes.values())]
+
+
+def _budget_overrides(budgets: dict[str, list[float]]) -> tuple[str, list[float]]:
+    given = [k for k in BUDGET_KINDS if budgets.get(k)]
+    unknown = set(budgets) - set(BUDGET_KINDS)
+    if unknown or len(given) != 1:
+        raise SweepError(f"sweep.budgets must set exactly one of {BUDGET_KINDS}; got {sorted(budgets)}")
+    return given[0], list(budgets[given[0]])
+
+
+def expand(sweep: DictConfig, extra_overrides: Sequence[str] = ()) -> Expansion:
+    """All runs of a sweep, each composed, validated and planned. Raises SweepError listing every bad run."""
+    spec = OmegaConf.to_container(sweep, resolve=True)
+    name = check_name(spec.get("name"))
+    base = list(spec.get("base") or [])
+    axes = spec.get("axes") or {}
+    variants = spec.get("variants") or {"default": {}}
+    kind, values = _budget_overrides(spec.get("budgets") or {})
+    expansion, errors, seen = Expansion(name=name), [], set()
+    for label, variant in variants.items():
+        variant = variant or {}
+        for point in _grid({**axes, **(variant.get("axes") or {})}):
+            overrides = [*base, *(variant.get("overrides") or []), *point, *extra_overrides]
+            point_label = " ".join([label, *point])
+            try:
+                composed = compose_run_config(overrides)
+            except Exception as err:  # Hydra names the bad key or value
+                errors.append(f"run [{point_label}]: {type(err).__name__}: {err}")
+                continue
+            composed.sweep = name
+            for value in values:
+                run_label = f"{point_label} {kind}={value:g}"
+                try:
+                    planned = _plan(composed.copy(), kind, value, overrides, run_label)
+                except (ConfigError, SweepError) as err:
+                    errors.append(f"run [{run_label}]: {err}")
+                    continue
+                if planned.plan.run_id not in seen:
+                    seen.add(planned.plan.run_id)
+                    expansion.runs.append(planned)
+    if errors:
+        raise SweepError(f"sweep {name!r}: {len(errors)} invalid run(s); nothing was submitted\n  "
+                         + "\n  ".join(errors))
+    return expansion
+
+
+def _plan(cfg: DictConfig, kind: str, value: float, overrides: list[str], label: str) -> PlannedRun:
+    """Set the run's budget (tokens, FLOPs, or tokens per effective parameter) and plan it."""
+    if kind == "tokens":
+        cfg.train.tokens = int(value)
+        cfg.train.flops = None
+    elif kind == "flops":
+        cfg.train.flops = float(value)
+    else:
+        cfg.train.flops = None
+        effective_params = plan_run(cfg).train_flops_per_unit / 6
+        cfg.train.tokens = int(value * effective_params)
+    OmegaConf.resolve(cfg)
+    return PlannedRun(label=label, overrides=overrides, cfg=cfg, plan=plan_run(cfg))

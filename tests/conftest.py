@@ -1,0 +1,91 @@
+"""Shared pytest fixtures.
+
+`slurm_cluster` gives the Slurm integration tests a real single-node cluster (slurm/cluster.sh): it reuses one that
+is already running, or starts one and stops it again at the end of the session.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLUSTER_SCRIPT = REPO_ROOT / "slurm" / "cluster.sh"
+# One binary from each Debian package slurm/install.sh installs.
+SLURM_BINARIES = ("slurmctld", "slurmd", "sbatch", "munged", "slurmdbd", "mariadbd")
+START_TIMEOUT_S = 180
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    """A running local cluster: clients reach it through `conf` (exported as SLURM_CONF)."""
+
+    conf: Path
+    started_here: bool  # True when this session started it (and so stops it)
+
+
+def _missing_slurm_binaries() -> list[str]:
+    search_path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    return [name for name in SLURM_BINARIES if shutil.which(name, path=search_path) is None]
+
+
+def _cluster_script(command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(CLUSTER_SCRIPT), command],
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+        check=False,
+    )
+
+
+def _slurm_conf_path(output: str) -> Path:
+    """The SLURM_CONF path that `cluster.sh start|status` prints."""
+    match = re.search(r"SLURM_CONF=(\S+)", output)
+    if match is None:
+        raise RuntimeError(f"slurm/cluster.sh printed no SLURM_CONF line:\n{output}")
+    return Path(match.group(1))
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    """A real local Slurm cluster for the session, with SLURM_CONF set in os.environ.
+
+    Never skips: CI installs the packages, so a missing install is a failure with the fix in its message.
+    """
+    missing = _missing_slurm_binaries()
+    if missing:
+        pytest.fail(
+            f"the Slurm packages are not installed (missing {', '.join(missing)}): "
+            "run `bash slurm/install.sh` as root, then rerun the tests",
+            pytrace=False,
+        )
+    status = _cluster_script("status")
+    started_here = status.returncode != 0
+    if started_here:
+        start = _cluster_script("start")
+        if start.returncode != 0:
+            pytest.fail(
+                f"`bash slurm/cluster.sh start` failed (exit {start.returncode}):\n{start.stdout}{start.stderr}",
+                pytrace=False,
+            )
+        conf = _slurm_conf_path(start.stdout)
+    else:
+        conf = _slurm_conf_path(status.stdout)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLURM_CONF", str(conf))
+        try:
+            yield SlurmCluster(conf=conf, started_here=started_here)
+        finally:
+            if started_here:
+                stop = _cluster_script("stop")
+                if stop.returncode != 0:
+                    pytest.fail(f"`bash slurm/cluster.sh stop` failed:\n{stop.stdout}{stop.stderr}", pytrace=False)
