@@ -16,7 +16,7 @@ from analysis.errors import AnalysisError
 from analysis.extrapolate import frontier_holdout, isoflop_holdout
 from analysis.frontier import FrontierFit, fit_frontier
 from analysis.isoflop import IsoflopFit, fit_isoflop
-from analysis.load import RunRecord, RunTable, load_results, table_from_records
+from analysis.load import RunRecord, RunTable, load_coordchecks, load_results, table_from_records
 from analysis.lr_transfer import lr_drift, lr_sweeps, optimal_lr
 from analysis.parametric import ParametricFit, fit_parametric
 from analysis.report import Report, analyse, write_report
@@ -27,6 +27,6 @@ __all__ = [
     "AnalysisError", "FrontierFit", "Interval", "IsoflopFit", "ParametricFit", "Report", "RunRecord", "RunTable",
     "analyse", "compute_multiplier", "coordinates", "exponent_difference", "fit_frontier", "fit_isoflop",
     "fit_parametric", "frontier_from_table", "frontier_holdout", "isoflop_from_table", "isoflop_holdout",
-    "load_results", "lr_drift", "lr_sweeps", "optimal_lr", "parametric_from_table", "table_from_records",
-    "taxonomy_trends", "write_report",
+    "load_coordchecks", "load_results", "lr_drift", "lr_sweeps", "optimal_lr", "parametric_from_table",
+    "table_from_records", "taxonomy_trends", "write_report",
 ]

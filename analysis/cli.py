@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--results", help="results root holding runs/<run_id>/")
     src.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from a wandb project instead")
     rep.add_argument("--out", required=True, help="directory for report.md, fits.json and plots/")
+    rep.add_argument("--coordcheck", nargs="*", default=[], metavar="DIR",
+                     help="coordcheck.out folders (or coord.csv files) of `python -m scaling.coordcheck` to plot")
+    rep.add_argument("--workers", type=int, default=None, help="processes for fits and plots (default: all cores)")
     _common(rep)
 
     par = sub.add_parser("fit-parametric", help="approach 3: L(N, D) = E + A/N^alpha + B/D^beta")
@@ -122,7 +125,7 @@ def _isoflop(args: argparse.Namespace) -> str:
 
 
 def _report(args: argparse.Namespace) -> str:
-    from analysis.load import load_results
+    from analysis.load import load_coordchecks, load_results
     from analysis.report import analyse, write_report
 
     if args.wandb:
@@ -130,8 +133,9 @@ def _report(args: argparse.Namespace) -> str:
         table, source = load_wandb(args.wandb), f"wandb:{args.wandb}"
     else:
         table, source = load_results(args.results), str(args.results)
-    report = analyse(table, source, args.replicates, args.seed, args.level)
-    path = write_report(report, args.out)
+    checks = load_coordchecks(args.coordcheck)
+    report = analyse(table, source, args.replicates, args.seed, args.level, workers=args.workers, coordchecks=checks)
+    path = write_report(report, args.out, workers=args.workers)
     return f"{table.exclusion_note()}\nwrote {path}"
 
 

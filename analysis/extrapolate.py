@@ -2,7 +2,10 @@
 
 A fit that describes the data should predict the held-out largest budgets: for the loss frontier the
 envelope's loss there (the lowest final loss of that budget's runs), for isoFLOP the measured N*(C).
-Each row reports the prediction's interval, the relative error and whether the held-out value fell inside.
+The held-out value is itself a noisy measurement, so its prediction interval combines the refit's bootstrap
+predictions with that measurement's noise (log-normal: seed noise sigma for a loss, the budget's
+sigma(log N*) for N*). Each row reports the interval, the relative error and whether the held-out value
+fell inside.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.bootstrap import DEFAULT_LEVEL, DEFAULT_REPLICATES
+from analysis.bootstrap import DEFAULT_LEVEL, DEFAULT_REPLICATES, Interval, percentile_interval
 from analysis.errors import AnalysisError
 from analysis.frontier import fit_frontier
 from analysis.isoflop import DEFAULT_BUDGET_TOLERANCE, IsoflopFit, assign_budgets, fit_isoflop
@@ -27,6 +30,12 @@ def _row(fit: str, k: int, flops: float, note: str = "", pred=None, observed: fl
         if np.isfinite(observed):
             row.update(rel_error=pred.value / observed - 1, inside=pred.contains(observed))
     return row
+
+
+def _with_noise(point: float, reps: np.ndarray, sigma: float, seed: int, level: float) -> Interval:
+    """Interval of a new measurement: bootstrap predictions times exp(N(0, sigma^2)) measurement noise."""
+    noisy = reps * np.exp(np.random.default_rng(seed).normal(0.0, sigma, reps.shape))
+    return percentile_interval(point, noisy, level)
 
 
 def frontier_holdout(curves: pd.DataFrame, noise: SeedNoise | None, holdouts: tuple[int, ...] = (1, 2),
@@ -46,7 +55,10 @@ def frontier_holdout(curves: pd.DataFrame, noise: SeedNoise | None, holdouts: tu
         except AnalysisError as err:
             rows.extend(_row("frontier", k, c, f"refit failed: {err}", observed=observed[c]) for c in held)
             continue
-        rows.extend(_row("frontier", k, c, pred=fit.predict_interval(c), observed=observed[c]) for c in held)
+        for c in held:
+            pred = _with_noise(float(fit.predict(c)[0]), fit.replicate_predictions(c)[:, 0], fit.noise.sigma, seed,
+                               level)
+            rows.append(_row("frontier", k, c, pred=pred, observed=observed[c]))
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
@@ -60,11 +72,12 @@ def isoflop_holdout(points: pd.DataFrame, full: IsoflopFit, noise: SeedNoise | N
     rows = []
     for k in holdouts:
         held = levels[-k:] if len(levels) > k else levels
-        observed = {}
+        observed, sigma = {}, {}
         for c in held:
             match = measured.index[np.isclose(measured.index, c, rtol=1e-9)]
             used = len(match) and bool(measured.loc[match[0], "used"])
             observed[c] = float(measured.loc[match[0], "n_star"]) if used else float("nan")
+            sigma[c] = float(measured.loc[match[0], "sigma_log_n"]) if used else 0.0
         try:
             fit = fit_isoflop(points[budget < held.min()], noise, replicates, seed, level, budget_tolerance)
         except AnalysisError as err:
@@ -72,5 +85,7 @@ def isoflop_holdout(points: pd.DataFrame, full: IsoflopFit, noise: SeedNoise | N
             continue
         for c in held:
             note = "" if np.isfinite(observed[c]) else "held-out budget has no interior optimum to compare with"
-            rows.append(_row("isoflop", k, c, note, pred=fit.predict_n(c), observed=observed[c]))
+            reps = np.exp(fit.replicates[:, 0] * np.log(c) + fit.replicates[:, 1])
+            pred = _with_noise(fit.predict_n(c).value, reps, sigma[c], seed, level)
+            rows.append(_row("isoflop", k, c, note, pred=pred, observed=observed[c]))
     return pd.DataFrame(rows, columns=list(COLUMNS))

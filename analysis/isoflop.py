@@ -140,7 +140,7 @@ def fit_isoflop(points: pd.DataFrame, noise: SeedNoise | None = None, replicates
                "d_star": np.nan, "loss_star": np.nan, "sigma_log_n": np.nan, "valid_frac": np.nan,
                "params_star": np.nan, "used": False, "note": ""}
         if len(g) < 3:
-            row["note"] = f"only {len(g)} sizes (needs 3)"
+            row["note"] = f"only {len(g)} size{'s' if len(g) > 1 else ''} (needs 3)"
             rows.append(row)
             rep_log_n.append(np.full(replicates, np.nan))
             continue

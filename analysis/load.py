@@ -12,7 +12,7 @@ that tells structures apart (einsum runs are labelled by their theta and carry o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -43,12 +43,11 @@ class RunRecord:
 
 @dataclass
 class RunTable:
-    """Usable runs (one row each), their evaluation points, coordinate-check rows, and the excluded runs."""
+    """Usable runs (one row each), their evaluation points, and the excluded runs with their reasons."""
 
     runs: pd.DataFrame
     evals: pd.DataFrame
     excluded: pd.DataFrame
-    coords: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def exclusion_note(self) -> str:
         """One line such as `excluded 5 of 120 runs: 3 status diverged, 2 status running`."""
@@ -131,7 +130,7 @@ def _eval_rows(rid: str, ftok: float, metrics: list[dict[str, Any]]) -> list[dic
 
 def table_from_records(records: Iterable[RunRecord]) -> RunTable:
     """Build the run, evaluation and exclusion tables from run records of any source."""
-    runs, evals, excluded, coords = [], [], [], []
+    runs, evals, excluded = [], [], []
     for rec in records:
         reason = _exclusion_reason(rec.summary)
         if reason is not None:
@@ -149,12 +148,10 @@ def table_from_records(records: Iterable[RunRecord]) -> RunTable:
             curve = [{"run_id": row["run_id"], "step": row.get("steps"), "tokens": float(row["tokens"]),
                       "flops": float(row["flops"]), "val_loss": float(row["final_val_loss"])}]
         evals.extend(curve)
-        coords.extend({**m, "run_id": row["run_id"]} for m in rec.metrics if m.get("kind") == "coord")
     return RunTable(
         runs=pd.DataFrame(runs, columns=list(RUN_COLUMNS)),
         evals=pd.DataFrame(evals, columns=list(EVAL_COLUMNS)),
         excluded=pd.DataFrame(excluded, columns=list(EXCLUDED_COLUMNS)),
-        coords=pd.DataFrame(coords),
     )
 
 
@@ -185,3 +182,27 @@ def load_results(results_root: str | Path) -> RunTable:
         raise AnalysisError(f"--results {root}: no usable runs; {table.exclusion_note()}. "
                             "Wait for runs to finish or rerun the diverged ones with a lower lr")
     return table
+
+
+COORD_COLUMNS = ("width", "layer", "step", "delta_rms")
+
+
+def load_coordchecks(paths: Iterable[str | Path]) -> dict[str, pd.DataFrame]:
+    """coord.csv tables written by `python -m scaling.coordcheck`, keyed by their folder's name.
+
+    Each path is a coord.csv or a folder holding one; rows are (width, seed, layer, role, structure, step,
+    delta_rms, h_rms).
+    """
+    checks = {}
+    for path in map(Path, paths):
+        csv = path / "coord.csv" if path.is_dir() else path
+        if not csv.is_file():
+            raise AnalysisError(f"--coordcheck {path}: no coord.csv there; pass the coordcheck.out folder of "
+                                "`python -m scaling.coordcheck`")
+        df = pd.read_csv(csv)
+        missing = set(COORD_COLUMNS) - set(df.columns)
+        if missing:
+            raise AnalysisError(f"--coordcheck {csv}: missing columns {sorted(missing)}; expected the coord.csv "
+                                "of `python -m scaling.coordcheck`")
+        checks[csv.parent.name] = df
+    return checks

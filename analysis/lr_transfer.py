@@ -30,14 +30,20 @@ def optimal_lr(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, bool]:
     return float(np.exp(np.clip(vertex, xs[0], xs[-1]))), False
 
 
+def lr_curves(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean final loss per lr (geometric mean over seeds) of every LR sweep: GROUP_COLS, lr, loss."""
+    df = runs.assign(log_loss=np.log(runs["final_val_loss"].to_numpy(float)))
+    per_lr = df.groupby(list(GROUP_COLS) + ["lr"], dropna=False, sort=True)["log_loss"].mean().reset_index()
+    n_lrs = per_lr.groupby(list(GROUP_COLS), dropna=False)["lr"].transform("size").to_numpy()
+    swept = per_lr[n_lrs >= 3]
+    return swept.assign(loss=np.exp(swept["log_loss"].to_numpy())).drop(columns="log_loss")
+
+
 def lr_sweeps(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per LR sweep: lr*, whether it sits at the sweep's edge, the lrs tried and the best loss."""
     rows = []
-    df = runs.assign(log_loss=np.log(runs["final_val_loss"].to_numpy(float)))
-    per_lr = df.groupby(list(GROUP_COLS) + ["lr"], dropna=False, sort=True)["log_loss"].mean().reset_index()
-    n_lrs = per_lr.groupby(list(GROUP_COLS), dropna=False)["lr"].transform("size")
-    for key, g in per_lr[n_lrs.to_numpy() >= 3].groupby(list(GROUP_COLS), dropna=False):
-        lrs, losses = g["lr"].to_numpy(float), np.exp(g["log_loss"].to_numpy())
+    for key, g in lr_curves(runs).groupby(list(GROUP_COLS), dropna=False):
+        lrs, losses = g["lr"].to_numpy(float), g["loss"].to_numpy(float)
         lr_star, edge = optimal_lr(lrs, losses)
         rows.append({**dict(zip(GROUP_COLS, key)), "lr_star": lr_star, "at_edge": edge, "lrs": len(g),
                      "lr_min": float(lrs.min()), "lr_max": float(lrs.max()), "best_loss": float(losses.min())})

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.bootstrap import DEFAULT_LEVEL, DEFAULT_REPLICATES, Interval, check_settings, percentile_interval, resample_counts
+from analysis.bootstrap import (DEFAULT_LEVEL, DEFAULT_REPLICATES, Interval, check_settings, percentile_interval,
+                                resample_counts)
 from analysis.errors import AnalysisError
 from analysis.robust_fit import HUBER_DELTA, fit_multistart, make_problem, solve_batched
 

@@ -33,7 +33,7 @@ def _figure(ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float = 
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     if grid:
         h = height * nrows
-        fig.subplots_adjust(left=0.9 / (width * ncols), right=0.99, bottom=0.7 / h, top=1 - 0.9 / h, wspace=0.28,
+        fig.subplots_adjust(left=1.1 / (width * ncols), right=0.99, bottom=0.7 / h, top=1 - 0.9 / h, wspace=0.28,
                             hspace=0.5)
     return fig, axes
 
@@ -56,6 +56,11 @@ def _save(fig: Figure, stem: Path) -> Path:
     return stem.with_suffix(".png")
 
 
+def _line_style(i: int) -> str:
+    """Solid for the first ten structures, then dashed, then dotted, so colours never repeat with one style."""
+    return ("-", "--", ":")[i // 10 % 3]
+
+
 def _colours(labels: list[str]) -> dict[str, tuple]:
     cmap = colormaps["tab10" if len(labels) <= 10 else "tab20"]
     return {lab: cmap(i % cmap.N) for i, lab in enumerate(labels)}
@@ -76,7 +81,7 @@ def frontiers(fits: Mapping[str, FrontierFit], title: str, stem: Path) -> Path:
         ax.scatter(env["flops"], env["loss"], color=col, s=10, zorder=3, edgecolor="white", linewidth=0.3)
         c = np.geomspace(env["flops"].min(), env["flops"].max(), 60)
         _fit_band(ax, fit, c, col, f"{label}: alpha = {fit.params['alpha'].fmt('.3f')}",
-                  ls=("-", "--", ":")[i // 10 % 3])
+                  ls=_line_style(i))
     _log_axes(ax)
     ax.set(xlabel="training FLOPs C", ylabel="validation loss (envelope)",
            title=f"{title}: loss frontiers L(C) = E + A C^-alpha")
@@ -103,18 +108,20 @@ def loss_vs_flops(curves: Mapping[str, pd.DataFrame], fits: Mapping[str, Frontie
             env = fit.envelope
             ax.scatter(env["flops"], env["loss"], color=colours[label], s=9, zorder=3)
             c = np.geomspace(env["flops"].min(), env["flops"].max(), 60)
-            _fit_band(ax, fit, c, colours[label], f"alpha = {fit.params['alpha'].fmt('.3f')}")
+            _fit_band(ax, fit, c, colours[label], None)
             if ref is not None and label != dense:
-                ax.plot(c, ref.predict(c), color="black", lw=1, ls="--", label=f"{dense} fit")
-            ax.legend(fontsize=7, loc="lower left")
+                ax.plot(c, ref.predict(c), color="black", lw=1, ls="--")
         _log_axes(ax)
-        ax.set_title(label if fit else f"{label} (not fitted)", fontsize=8)
+        ax.set_title(f"{label}\nalpha = {fit.params['alpha'].fmt('.3f')}" if fit else f"{label}\n(not fitted)",
+                     fontsize=8)
         ax.grid(True, alpha=0.2)
     for ax in axes[len(labels):]:
         ax.set_visible(False)
     fig.supxlabel("training FLOPs C")
     fig.supylabel("validation loss")
-    fig.suptitle(f"{title}: loss vs FLOPs per structure (grey: runs, dots: envelope)")
+    fig.suptitle(f"{title}: loss vs FLOPs per structure (grey: runs, dots: envelope, line: fit with its band, "
+                 f"dashed: {dense} fit)" if dense else f"{title}: loss vs FLOPs per structure (grey: runs, dots: "
+                 "envelope, line: fit with its band)")
     return _save(fig, stem)
 
 
@@ -157,16 +164,16 @@ def optimal_size(fits: Mapping[str, IsoflopFit], title: str, stem: Path) -> Path
     """N*(C) per budget with its interval, and each structure's fitted N* = k C^a with band."""
     fig, (ax,) = _figure(width=9.0, height=5.4)
     colours = _colours(list(fits))
-    for label, fit in fits.items():
+    for i, (label, fit) in enumerate(fits.items()):
         col = colours[label]
         b = fit.budgets[fit.budgets["used"]]
         yerr = np.vstack([b["n_star"] - b["n_star_lo"], b["n_star_hi"] - b["n_star"]]).clip(min=0)
         ax.errorbar(b["flops"], b["n_star"], yerr=yerr, fmt="o", color=col, ms=4, capsize=2)
-        c = np.geomspace(fit.budgets["flops"].min(), fit.budgets["flops"].max(), 50)
+        c = np.geomspace(b["flops"].min(), b["flops"].max(), 50)
         reps = np.exp(fit.replicates[:, :1] * np.log(c)[None, :] + fit.replicates[:, 1:2])
         band = np.nanpercentile(reps, [2.5, 97.5], axis=0)
         ax.fill_between(c, band[0], band[1], color=col, alpha=0.2, lw=0)
-        ax.plot(c, np.exp(fit.a.value * np.log(c) + fit.intercept), color=col, lw=2,
+        ax.plot(c, np.exp(fit.a.value * np.log(c) + fit.intercept), color=col, lw=2, ls=_line_style(i),
                 label=f"{label}: N* ~ C^{fit.a.fmt('.3f')}")
     _log_axes(ax)
     ax.set(xlabel="training FLOPs C", ylabel="N*_eff (loss-minimising size)", title=f"{title}: compute-optimal size")
@@ -181,11 +188,11 @@ def multipliers(fits: Mapping[str, FrontierFit], dense: str, title: str, stem: P
     colours = _colours(list(fits))
     ref = fits[dense]
     c = np.geomspace(ref.envelope["flops"].min(), ref.envelope["flops"].max(), 25)
-    for label, fit in fits.items():
+    for i, (label, fit) in enumerate(fits.items()):
         if label == dense:
             continue
         ivs = [compute_multiplier(fit, ref, float(ci)) for ci in c]
-        ax.plot(c, [iv.value for iv in ivs], color=colours[label], lw=2, label=label)
+        ax.plot(c, [iv.value for iv in ivs], color=colours[label], lw=2, ls=_line_style(i), label=label)
         ax.fill_between(c, [iv.lo for iv in ivs], [iv.hi for iv in ivs], color=colours[label], alpha=0.2, lw=0)
     ax.axhline(1.0, color="black", lw=0.8, ls="--")
     _log_axes(ax)
@@ -197,77 +204,104 @@ def multipliers(fits: Mapping[str, FrontierFit], dense: str, title: str, stem: P
 
 
 def taxonomy(rows: pd.DataFrame, title: str, stem: Path) -> Path:
-    """Frontier exponent against omega, psi and nu (rows: label, omega, psi, nu, alpha, lo, hi)."""
-    fig, axes = _figure(3, 1, width=4.2, height=3.8)
-    yerr = np.vstack([rows["alpha"] - rows["lo"], rows["hi"] - rows["alpha"]]).clip(min=0)
+    """Frontier exponent against omega, psi and nu (rows: label, omega, psi, nu, alpha, lo, hi), with LS lines."""
+    fig, axes = _figure(3, 1, width=4.0, height=3.8)
+    fig.subplots_adjust(left=0.06, right=0.72, bottom=0.14, top=0.86, wspace=0.25)
+    colours = _colours(list(rows["label"]))
+    jitter = (np.arange(len(rows)) - (len(rows) - 1) / 2) * 0.004  # separates structures sharing a coordinate
     for ax, coord in zip(axes, ("omega", "psi", "nu")):
-        ax.errorbar(rows[coord], rows["alpha"], yerr=yerr, fmt="o", capsize=2)
-        for r in rows.itertuples():
-            ax.annotate(r.label.replace("einsum", ""), (getattr(r, coord), r.alpha), fontsize=6,
-                        xytext=(3, 3), textcoords="offset points")
-        ax.set(xlabel=coord, ylabel="frontier exponent alpha")
+        x = rows[coord].to_numpy(float)
+        for i, r in enumerate(rows.itertuples()):
+            ax.errorbar(x[i] + jitter[i], r.alpha, yerr=[[max(r.alpha - r.lo, 0)], [max(r.hi - r.alpha, 0)]],
+                        fmt="o", ms=4, capsize=2, color=colours[r.label], label=r.label)
+        if np.unique(x).size > 1:
+            slope, icpt = np.polyfit(x, rows["alpha"].to_numpy(float), 1)
+            xs = np.array([x.min(), x.max()])
+            ax.plot(xs, icpt + slope * xs, color="black", lw=1, ls="--")
+        ax.set_xlabel(coord)
         ax.grid(True, alpha=0.25)
-    fig.suptitle(f"{title}: Einsum taxonomy")
+    axes[0].set_ylabel("frontier exponent alpha")
+    axes[-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.03, 1.0), frameon=False)
+    fig.suptitle(f"{title}: Einsum taxonomy (dashed: least-squares trend)")
     return _save(fig, stem)
 
 
-def lr_vs_width(runs: pd.DataFrame, sweeps: pd.DataFrame, title: str, stem: Path) -> Path:
-    """Loss vs lr per width for each structure/parametrization (dotted: lr*), then lr* vs width for all."""
+def lr_sweeps(curves: pd.DataFrame, sweeps: pd.DataFrame, title: str, stem: Path) -> Path:
+    """Loss vs lr for each width (dotted: lr*), one panel per structure and parametrization.
+
+    curves: lr_transfer.lr_curves rows (label, parametrization, width, lr, loss, ...); sweeps: lr_sweeps rows.
+    """
     keys = list(sweeps.groupby(["label", "parametrization"]).groups)
-    ncols = min(4, len(keys) + 1)
-    fig, axes = _figure(ncols, int(np.ceil((len(keys) + 1) / ncols)), width=4.2, height=3.3)
-    widths = np.sort(sweeps["width"].unique().astype(float))
+    ncols = min(4, len(keys))
+    fig, axes = _figure(ncols, int(np.ceil(len(keys) / ncols)), width=4.2, height=3.3)
+    widths = sweeps["width"].to_numpy(float)
     norm = LogNorm(widths.min(), widths.max() * 1.5)
     cmap = colormaps["plasma"]
-    colours = _colours([f"{k[0]} ({k[1]})" for k in keys])
-    summary = axes[len(keys)]
     for ax, (label, param) in zip(axes, keys):
         sw = sweeps[(sweeps["label"] == label) & (sweeps["parametrization"] == param)].sort_values("width")
-        mine = runs[(runs["label"] == label) & (runs["parametrization"] == param)]
-        for s in sw.itertuples():
-            col = cmap(norm(float(s.width)))
-            g = mine[(mine["width"] == s.width) & (mine["tokens_target"].astype(str) == s.tokens_target)]
-            per_lr = g.groupby("lr")["final_val_loss"].mean()
-            ax.plot(per_lr.index, per_lr.to_numpy(), "o-", color=col, ms=3, lw=1, label=f"width {s.width:g}")
-            ax.axvline(s.lr_star, color=col, lw=0.8, ls=":")
+        mine = curves[(curves["label"] == label) & (curves["parametrization"] == param)]
+        for width, g in mine.groupby("width"):
+            col = cmap(norm(float(width)))
+            ax.plot(g["lr"], g["loss"], "o-", color=col, ms=3, lw=1)
+            for lr_star in sw.loc[sw["width"] == width, "lr_star"]:
+                ax.axvline(lr_star, color=col, lw=0.8, ls=":")
         ax.set_xscale("log")
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_title(f"{label}\n({param})", fontsize=8)
         ax.grid(True, alpha=0.2)
-        ax.legend(fontsize=6, loc="upper center")
-        name = f"{label} ({param})"
-        edge = sw["at_edge"].to_numpy(bool)
-        summary.plot(sw["width"].astype(float), sw["lr_star"], "o-", ms=3, color=colours[name], label=name)
-        summary.scatter(sw["width"].astype(float)[edge], sw["lr_star"][edge], marker="x", color="red", zorder=3)
-    _log_axes(summary)
-    summary.set(xlabel="width", ylabel="optimal lr*", title="lr* vs width (x: sweep edge)")
-    summary.title.set_fontsize(9)
-    summary.grid(True, alpha=0.2)
-    summary.legend(fontsize=5, loc="lower left", ncols=2)
-    for ax in axes[len(keys) + 1:]:
+    for ax in axes[len(keys):]:
         ax.set_visible(False)
-    fig.supxlabel("learning rate (panels) / width (last panel)")
-    fig.supylabel("final validation loss")
-    fig.suptitle(f"{title}: learning-rate transfer")
+    fig.colorbar(ScalarMappable(norm, cmap), ax=list(axes[:len(keys)]), label="width", shrink=0.5, fraction=0.03,
+                 pad=0.02)
+    fig.supxlabel("learning rate")
+    fig.supylabel("final validation loss (mean over seeds)")
+    fig.suptitle(f"{title}: learning-rate sweeps (dotted: interpolated optimum lr*)")
     return _save(fig, stem)
 
 
-def coordinate_check(coords: pd.DataFrame, runs: pd.DataFrame, title: str, stem: Path) -> Path:
-    """Activation scale per role against width at the last recorded step, one panel per structure/param."""
-    df = coords.merge(runs[["run_id", "label", "parametrization", "width"]], on="run_id")
-    df = df[df["step"] == df.groupby("run_id")["step"].transform("max")]
-    keys = list(df.groupby(["label", "parametrization"]).groups)
-    fig, axes = _figure(min(3, len(keys)), int(np.ceil(len(keys) / 3)), width=4.6, height=3.6)
-    for ax, (label, param) in zip(axes, keys):
-        sub = df[(df["label"] == label) & (df["parametrization"] == param)]
-        for role, g in sub.groupby("role"):
-            per_w = g.groupby("width")["act_rms"].mean()
-            ax.plot(per_w.index, per_w.to_numpy(), "o-", ms=3, label=str(role))
+def lr_vs_width(sweeps: pd.DataFrame, title: str, stem: Path) -> Path:
+    """lr* against width for every structure and parametrization (x: optimum at the sweep's edge)."""
+    fig, (ax,) = _figure(width=9.0, height=5.0)
+    keys = list(sweeps.groupby(["label", "parametrization"]).groups)
+    colours = _colours([f"{k[0]} ({k[1]})" for k in keys])
+    for i, (label, param) in enumerate(keys):
+        sw = sweeps[(sweeps["label"] == label) & (sweeps["parametrization"] == param)].sort_values("width")
+        name = f"{label} ({param})"
+        ax.plot(sw["width"].astype(float), sw["lr_star"], marker="o", ms=3, color=colours[name], label=name,
+                ls=_line_style(i))
+        edge = sw["at_edge"].to_numpy(bool)
+        ax.scatter(sw["width"].astype(float)[edge], sw["lr_star"][edge], marker="x", color="red", zorder=3)
+    _log_axes(ax)
+    ax.set(xlabel="width", ylabel="optimal lr*", title=f"{title}: optimal learning rate vs width")
+    ax.grid(True, alpha=0.25)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _save(fig, stem)
+
+
+def coordinate_checks(checks: Mapping[str, pd.DataFrame], stem: Path) -> Path:
+    """Per coordinate check: each layer's activation update after the last step against width (flat: muP holds)."""
+    names = list(checks)
+    ncols = min(3, len(names))
+    fig, axes = _figure(ncols, int(np.ceil(len(names) / ncols)), width=4.6, height=3.6)
+    for ax, name in zip(axes, names):
+        df = checks[name]
+        last = df[df["step"] == df["step"].max()]
+        per = last.groupby(["layer", "width"], sort=False)["delta_rms"].mean().reset_index()
+        slopes = []
+        for layer, g in per.groupby("layer", sort=False):
+            g = g[g["delta_rms"] > 0].sort_values("width")
+            if len(g) < 2:
+                continue
+            slopes.append(np.polyfit(np.log(g["width"]), np.log(g["delta_rms"]), 1)[0])
+            ax.plot(g["width"], g["delta_rms"], marker="o", ms=3, lw=1, label=f"{layer} ({slopes[-1]:+.2f})")
         _log_axes(ax)
-        ax.set(xlabel="width", ylabel="activation RMS", title=f"{label} ({param})")
-        ax.grid(True, alpha=0.25)
-        ax.legend(fontsize=6, loc="lower left")
-    for ax in axes[len(keys):]:
+        worst = f"{max(np.abs(slopes)):.2f}" if slopes else "n/a"
+        ax.set_title(f"{name}\nlargest |slope| {worst}", fontsize=8)
+        ax.grid(True, alpha=0.2)
+        ax.legend(fontsize=5, loc="lower left")
+    for ax in axes[len(names):]:
         ax.set_visible(False)
-    fig.suptitle(f"{title}: coordinate check (flat lines: width-independent activations)")
+    fig.supxlabel("width")
+    fig.supylabel("layer output update rms (last step)")
+    fig.suptitle("coordinate checks (log-log slope vs width in brackets; ~0 means width-independent updates)")
     return _save(fig, stem)

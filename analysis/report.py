@@ -27,8 +27,9 @@ from analysis.frontier import FrontierFit, fit_frontier
 from analysis.inputs import best_lr_runs, frontier_curves, isoflop_points, seed_noise
 from analysis.isoflop import IsoflopFit, fit_isoflop
 from analysis.load import RunTable
-from analysis.lr_transfer import lr_drift, lr_sweeps
+from analysis.lr_transfer import lr_curves, lr_drift, lr_sweeps
 from analysis.noise import SeedNoise
+from analysis.parallel import parallel_map
 from analysis.parametric import ParametricFit, fit_parametric
 from analysis.taxonomy import coordinates
 
@@ -81,6 +82,7 @@ class Report:
     replicates: int
     seed: int
     level: float
+    coordchecks: dict[str, pd.DataFrame] = field(default_factory=dict)  # name -> scaling.coordcheck's coord.csv
 
 
 def _fit_seed(base: int, *parts: str) -> int:
@@ -92,8 +94,9 @@ def _ordered(labels: list[str]) -> list[str]:
     return sorted(labels, key=lambda lab: (lab != DENSE, lab))
 
 
-def _analyse_structure(table: RunTable, runs: pd.DataFrame, experiment: str, label: str,
+def _analyse_structure(curves: pd.DataFrame, runs: pd.DataFrame, experiment: str, label: str,
                        fallback_noise: SeedNoise | None, replicates: int, seed: int, level: float) -> StructureResult:
+    """Every fit of one structure: its evaluation curves and its runs (one job of the parallel map)."""
     res = StructureResult(label, len(runs), (float(runs["params"].min()), float(runs["params"].max())),
                           (float(runs["n_eff"].min()), float(runs["n_eff"].max())))
     first = runs.iloc[0]
@@ -103,7 +106,6 @@ def _analyse_structure(table: RunTable, runs: pd.DataFrame, experiment: str, lab
         c = coordinates(DENSE_THETA)
         res.omega, res.psi, res.nu = c.omega, c.psi, c.nu
     noise = seed_noise(runs) or fallback_noise
-    curves = frontier_curves(table, runs)
     points = isoflop_points(runs)
     best = best_lr_runs(runs)
     kw = {"replicates": replicates, "level": level}
@@ -129,13 +131,8 @@ def _analyse_structure(table: RunTable, runs: pd.DataFrame, experiment: str, lab
     return res
 
 
-def _analyse_experiment(table: RunTable, name: str, runs: pd.DataFrame, replicates: int, seed: int,
-                        level: float) -> ExperimentResult:
-    fallback = seed_noise(runs)
-    structures = {}
-    for label in _ordered(list(runs["label"].unique())):
-        structures[label] = _analyse_structure(table, runs[runs["label"] == label], name, label, fallback,
-                                               replicates, seed, level)
+def _compare(name: str, runs: pd.DataFrame, structures: dict[str, StructureResult]) -> ExperimentResult:
+    """Dense comparisons, taxonomy trends and LR transfer of one experiment's fitted structures."""
     notes = []
     reference = None
     dense = structures.get(DENSE)
@@ -158,16 +155,33 @@ def _analyse_experiment(table: RunTable, name: str, runs: pd.DataFrame, replicat
 
 
 def analyse(table: RunTable, source: str = "", replicates: int = DEFAULT_REPLICATES, seed: int = 0,
-            level: float = DEFAULT_LEVEL) -> Report:
-    """Fit everything the runs allow; raises AnalysisError only if not a single fit succeeds."""
+            level: float = DEFAULT_LEVEL, workers: int | None = None,
+            coordchecks: dict[str, pd.DataFrame] | None = None) -> Report:
+    """Fit everything the runs allow (structures in parallel over `workers` processes, None: all cores).
+
+    `coordchecks` (from load.load_coordchecks) are carried along to be plotted.
+
+    Raises AnalysisError only if not a single fit succeeds.
+    """
     check_settings(replicates, level)
-    experiments = [_analyse_experiment(table, name, runs, replicates, seed, level)
-                   for name, runs in table.runs.groupby("experiment", sort=True)]
+    jobs, keys = [], []
+    groups = {name: runs for name, runs in table.runs.groupby("experiment", sort=True)}
+    for name, runs in groups.items():
+        fallback = seed_noise(runs)
+        for label in _ordered(list(runs["label"].unique())):
+            mine = runs[runs["label"] == label]
+            jobs.append((frontier_curves(table, mine), mine, name, label, fallback, replicates, seed, level))
+            keys.append((name, label))
+    results = parallel_map(_analyse_structure, jobs, workers)
+    experiments = []
+    for name, runs in groups.items():
+        structures = {label: res for (exp, label), res in zip(keys, results) if exp == name}
+        experiments.append(_compare(name, runs, structures))
     if not any(s.any_fit() for e in experiments for s in e.structures.values()):
         detail = "; ".join(f"{e.name} {s.label} {fit}: {msg}" for e in experiments for s in e.structures.values()
                            for fit, msg in s.errors.items())
         raise AnalysisError(f"no fit could be made from {source or 'these runs'}: {detail}")
-    return Report(source, table, experiments, replicates, seed, level)
+    return Report(source, table, experiments, replicates, seed, level, coordchecks or {})
 
 
 # ---------------------------------------------------------------- writing
@@ -187,38 +201,41 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + [""]
 
 
-def _draw(exp: ExperimentResult, table: RunTable, plot_dir: Path) -> dict[str, Path]:
+def _plot_jobs(exp: ExperimentResult, table: RunTable, plot_dir: Path) -> list[tuple[str, tuple]]:
+    """(figure name, (plot function, *arguments)) for every figure this experiment's results support."""
     runs = table.runs[table.runs["experiment"] == exp.name]
-    slug = _slug(exp.name)
-    out: dict[str, Path] = {}
+    stem = plot_dir / _slug(exp.name)
     structures = exp.structures
-    curves = {lab: frontier_curves(table, runs[runs["label"] == lab]) for lab in structures}
+    jobs: list[tuple[str, tuple]] = []
     frontier_fits = {lab: s.frontier for lab, s in structures.items() if s.frontier is not None}
     if frontier_fits:
-        out["loss frontiers"] = plots.frontiers(frontier_fits, exp.name, plot_dir / f"{slug}_frontiers")
+        jobs.append(("loss frontiers", (plots.frontiers, frontier_fits, exp.name, Path(f"{stem}_frontiers"))))
+    curves = {lab: frontier_curves(table, runs[runs["label"] == lab]) for lab in structures}
     dense = DENSE if DENSE in frontier_fits else None
-    out["loss vs FLOPs"] = plots.loss_vs_flops(curves, frontier_fits, dense, exp.name,
-                                               plot_dir / f"{slug}_loss_vs_flops")
+    jobs.append(("loss vs FLOPs", (plots.loss_vs_flops, curves, frontier_fits, dense, exp.name,
+                                   Path(f"{stem}_loss_vs_flops"))))
     if exp.reference_flops is not None and len(frontier_fits) > 1:
-        out["compute multiplier"] = plots.multipliers(frontier_fits, DENSE, exp.name, plot_dir / f"{slug}_multiplier")
+        jobs.append(("compute multiplier", (plots.multipliers, frontier_fits, DENSE, exp.name,
+                                            Path(f"{stem}_multiplier"))))
     iso = {lab: s.isoflop for lab, s in structures.items() if s.isoflop is not None}
     if iso:
-        out["isoFLOP curves"] = plots.isoflop_curves(iso, exp.name, plot_dir / f"{slug}_isoflop")
-        out["N*(C)"] = plots.optimal_size(iso, exp.name, plot_dir / f"{slug}_nstar")
+        jobs.append(("isoFLOP curves", (plots.isoflop_curves, iso, exp.name, Path(f"{stem}_isoflop"))))
+        jobs.append(("N*(C)", (plots.optimal_size, iso, exp.name, Path(f"{stem}_nstar"))))
     if exp.trends:
         rows = pd.DataFrame([{"label": s.label, "omega": s.omega, "psi": s.psi, "nu": s.nu,
                               "alpha": s.frontier.params["alpha"].value, "lo": s.frontier.params["alpha"].lo,
                               "hi": s.frontier.params["alpha"].hi}
                              for s in structures.values() if s.omega is not None and s.frontier is not None])
-        out["Einsum taxonomy"] = plots.taxonomy(rows, exp.name, plot_dir / f"{slug}_taxonomy")
+        jobs.append(("Einsum taxonomy", (plots.taxonomy, rows, exp.name, Path(f"{stem}_taxonomy"))))
     if len(exp.lr_sweeps):
-        out["LR vs width"] = plots.lr_vs_width(runs, exp.lr_sweeps, exp.name, plot_dir / f"{slug}_lr_transfer")
-    coords = table.coords
-    if len(coords) and {"role", "act_rms", "step"} <= set(coords.columns):
-        mine = coords[coords["run_id"].isin(runs["run_id"])]
-        if len(mine):
-            out["coordinate check"] = plots.coordinate_check(mine, runs, exp.name, plot_dir / f"{slug}_coord_check")
-    return out
+        jobs.append(("LR sweeps", (plots.lr_sweeps, lr_curves(runs), exp.lr_sweeps, exp.name,
+                                   Path(f"{stem}_lr_sweeps"))))
+        jobs.append(("LR vs width", (plots.lr_vs_width, exp.lr_sweeps, exp.name, Path(f"{stem}_lr_vs_width"))))
+    return jobs
+
+
+def _call(fn, *args):
+    return fn(*args)
 
 
 def _experiment_markdown(exp: ExperimentResult, figures: dict[str, Path], out: Path, level: float) -> list[str]:
@@ -281,6 +298,8 @@ def _experiment_markdown(exp: ExperimentResult, figures: dict[str, Path], out: P
             err = "–" if not np.isfinite(r.rel_error) else f"{r.rel_error:+.1%}"
             rows.append([s.label, what, r.held_out, f"{r.flops:.3g}", pred, f"{r.observed:.4g}", err, inside,
                          r.note])
+    lines += ["Refit without the largest 1 or 2 budgets; the interval is for the held-out measurement (the refit's "
+              "bootstrap predictions with that measurement's own noise).", ""]
     lines += _md_table(["structure", "quantity", "budgets held out", "C", "predicted", "observed", "error",
                         "inside interval", "note"], rows) if rows else ["No fit to check.", ""]
 
@@ -305,9 +324,7 @@ def _experiment_markdown(exp: ExperimentResult, figures: dict[str, Path], out: P
                          f"{r.lr_star_max / r.lr_star_min:.3g}x"])
         lines += _md_table(["structure", "parametrization", "lr* per width (* = sweep edge)",
                             "lr* change per width doubling", "lr* max/min"], rows)
-        lines += _figures(figures, ("LR vs width",), out)
-    if "coordinate check" in figures:
-        lines += ["### Coordinate check", ""] + _figures(figures, ("coordinate check",), out)
+        lines += _figures(figures, ("LR vs width", "LR sweeps"), out)
 
     problems = [(s.label, fit, msg) for s in structures.values() for fit, msg in s.errors.items()]
     problems += [(s.label, "isoflop", n) for s in structures.values() if s.isoflop for n in s.isoflop.notes]
@@ -329,6 +346,10 @@ def markdown(report: Report, figures: dict[str, dict[str, Path]], out: Path) -> 
              f"{table.exclusion_note()}. Bootstrap: {report.replicates} replicates per fit, seed {report.seed}.", ""]
     for exp in report.experiments:
         lines += _experiment_markdown(exp, figures.get(exp.name, {}), out, report.level)
+    if report.coordchecks:
+        lines += ["## Coordinate checks", "", "Activation-update size per layer against width, from "
+                  f"`python -m scaling.coordcheck` ({', '.join(report.coordchecks)}).", ""]
+        lines += _figures(figures.get("", {}), ("coordinate checks",), out)
     lines += ["## Excluded runs", ""]
     if table.excluded.empty:
         lines += ["None.", ""]
@@ -366,11 +387,19 @@ def report_dict(report: Report) -> dict:
             "level": report.level, "experiments": exps}
 
 
-def write_report(report: Report, out: str | Path) -> Path:
+def write_report(report: Report, out: str | Path, workers: int | None = None) -> Path:
     """Write report.md, fits.json, runs.csv, excluded.csv and plots/ (PNG + PDF) under `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    figures = {exp.name: _draw(exp, report.table, out / "plots") for exp in report.experiments}
+    jobs = [(exp.name, name, job) for exp in report.experiments
+            for name, job in _plot_jobs(exp, report.table, out / "plots")]
+    if report.coordchecks:
+        jobs.append(("", "coordinate checks", (plots.coordinate_checks, report.coordchecks,
+                                               out / "plots" / "coordinate_checks")))
+    paths = parallel_map(_call, [job for _, _, job in jobs], workers)
+    figures: dict[str, dict[str, Path]] = {}
+    for (exp, name, _), path in zip(jobs, paths):
+        figures.setdefault(exp, {})[name] = path
     path = out / "report.md"
     path.write_text(markdown(report, figures, out))
     (out / "fits.json").write_text(json.dumps(_plain(report_dict(report)), indent=2, allow_nan=False) + "\n")

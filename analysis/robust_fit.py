@@ -1,8 +1,8 @@
-"""Huber-loss nonlinear least squares on log-loss: a multi-start L-BFGS-B point fit and a batched refit.
+"""Huber-loss nonlinear least squares on log-loss: a multi-start point fit and a batched bootstrap refit.
 
 Every law here is fitted on log L, so a model maps parameters theta [R, p] and design arrays (broadcastable
-to [R, n]) to predictions of log L [R, n] and, when asked (jac=True), their Jacobian [R, n, p]. The objective of one fit is the
-weighted mean Huber loss of the residuals r = prediction - log L:
+to [R, n]) to predictions of log L [R, n] and, when asked (jac=True), their Jacobian [R, n, p]. The objective
+of one fit is the weighted mean Huber loss of the residuals r = prediction - log L:
 
     h(r) = r^2 / 2                  if |r| <= delta
            delta * (|r| - delta/2)  otherwise,       objective = sum_i w_i h(r_i) / sum_i w_i
@@ -10,9 +10,9 @@ weighted mean Huber loss of the residuals r = prediction - log L:
 (a mean, not a sum, so its scale does not depend on the number of points; delta = 1e-3 as in Chinchilla).
 
 The point fit screens a grid of initialisations and runs L-BFGS-B from the best few (or, for the cheap
-3-parameter frontier, the batched solver from the best sixteen at once). Bootstrap replicates
-are the same problem with other weights (or data), so they are refitted together by a vectorised, damped
-semismooth Newton iteration warm-started at the point fit.
+3-parameter frontier, the batched solver from the best sixteen at once). Bootstrap replicates are the same
+problem with other weights (or data), so they are refitted together by a vectorised, damped semismooth
+Newton iteration warm-started at the point fit.
 """
 
 from __future__ import annotations
@@ -63,6 +63,9 @@ class Problem:
 
     def objective(self, theta: np.ndarray) -> np.ndarray:
         pred, _ = self.model(theta, *self.design, jac=False)
+        return self.mean_huber(pred)
+
+    def mean_huber(self, pred: np.ndarray) -> np.ndarray:
         return (self.w * huber(pred - self.y, self.delta)).sum(-1) / self.w.sum(-1)
 
 
@@ -137,7 +140,10 @@ def solve_batched(problem: Problem, theta0: np.ndarray, max_iter: int = 300, rto
     """
     n_rep = max(theta0.shape[0], problem.w.shape[0], problem.y.shape[0])
     theta = np.clip(np.broadcast_to(theta0, (n_rep, theta0.shape[-1])).copy(), problem.lower, problem.upper)
-    fval = problem.objective(theta)
+    pred, jac = problem.model(theta, *problem.design)  # kept for every replicate at its current theta
+    pred = np.broadcast_to(pred, (n_rep,) + pred.shape[1:]).copy()
+    jac = np.broadcast_to(jac, (n_rep,) + jac.shape[1:]).copy()
+    fval = problem.mean_huber(pred)
     lam = np.full(n_rep, 1e-3)
     active = np.ones(n_rep, dtype=bool)
     eye = np.eye(theta.shape[1])
@@ -146,12 +152,11 @@ def solve_batched(problem: Problem, theta0: np.ndarray, max_iter: int = 300, rto
         if idx.size == 0:
             break
         sub = problem.subset(idx)
-        th = theta[idx]
-        pred, jac = sub.model(th, *sub.design)
-        r = pred - sub.y
-        jac_t = jac.transpose(0, 2, 1)
-        quadratic = np.matmul(jac_t * (sub.w * (np.abs(r) <= sub.delta))[:, None, :], jac)
-        irls_diag = np.einsum("rnp,rn->rp", jac * jac, sub.w * _irls_weights(r, sub.delta))
+        th, jac_i = theta[idx], jac[idx]
+        r = pred[idx] - sub.y
+        jac_t = jac_i.transpose(0, 2, 1)
+        quadratic = np.matmul(jac_t * (sub.w * (np.abs(r) <= sub.delta))[:, None, :], jac_i)
+        irls_diag = np.einsum("rnp,rn->rp", jac_i * jac_i, sub.w * _irls_weights(r, sub.delta))
         grad = np.matmul(jac_t, (sub.w * np.clip(r, -sub.delta, sub.delta))[..., None])[..., 0]
         system = quadratic + (lam[idx, None] * np.maximum(irls_diag, 1e-12))[:, :, None] * eye + 1e-12 * eye
         # Active set: a parameter at a bound that the gradient pushes outward stays there this step.
@@ -161,11 +166,12 @@ def solve_batched(problem: Problem, theta0: np.ndarray, max_iter: int = 300, rto
         grad = np.where(blocked, 0.0, grad)
         step = np.linalg.solve(system, -grad[..., None])[..., 0]
         trial = np.clip(th + step, sub.lower, sub.upper)
-        f_trial = sub.objective(trial)
+        pred_t, jac_t = sub.model(trial, *sub.design)
+        f_trial = sub.mean_huber(pred_t)
         better = np.isfinite(f_trial) & (f_trial < fval[idx])
         gain = np.where(better, fval[idx] - f_trial, 0.0)
-        theta[idx[better]] = trial[better]
-        fval[idx[better]] = f_trial[better]
+        kept = idx[better]
+        theta[kept], fval[kept], pred[kept], jac[kept] = trial[better], f_trial[better], pred_t[better], jac_t[better]
         lam[idx] = np.where(better, np.maximum(lam[idx] / 3, 1e-12), lam[idx] * 4)
         done = (better & (gain <= rtol * np.abs(fval[idx]))) | (lam[idx] > 1e10)
         active[idx[done]] = False

@@ -1,7 +1,8 @@
 """Synthetic sweeps drawn from known scaling laws, written as real run directories.
 
 They exercise the whole pipeline without training: tests check that each fit recovers the law that made
-the data, and bench/analysis.py times a report over thousands of runs. The data follow
+the data, and bench/analysis.py times a report over thousands of runs. `records()` gives the runs in
+memory (for `load.table_from_records`), `write()` as run directories (for `load.load_results`). The data follow
 
     L(N, D) = E + A / N^alpha + B / D^beta,   times exp(run offset + per-evaluation noise),
 
@@ -19,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import yaml
 
+from analysis.load import RunRecord
 from scaling.results import append_jsonl, atomic_write_bytes, atomic_write_json, run_dir, run_id
 
 
@@ -93,30 +95,41 @@ class SyntheticSweep:
         """GPT-like N_eff ~= 12 depth width^2."""
         return max(8, int(round(math.sqrt(n_eff / (12 * self.depth)))))
 
-    def write(self, results_root: Path) -> list[str]:
-        """Write every run directory under results_root; returns the run ids."""
+    def records(self) -> list[RunRecord]:
+        """Every run of the sweep as a run record (summary, resolved config, metric rows), in memory."""
         rng = np.random.default_rng(self.seed)
-        ids = []
+        out: list[RunRecord] = []
         for s in self.structures:
             for c in self.budgets:
                 centre = math.log(s.law.n_opt(c), self.size_step) + rng.uniform(-0.5, 0.5)
                 offsets = np.arange(self.sizes_per_budget) - (self.sizes_per_budget - 1) / 2
                 for k in offsets:
                     n_eff = self.size_step ** (round(centre) + k)
-                    seeds = self.repeat_seeds if abs(k) < 1 else 1
-                    for seed in range(seeds):
-                        ids.append(self._write_run(results_root, rng, s, n_eff, c / (6 * n_eff), 3e-3, seed))
+                    for seed in range(self.repeat_seeds if abs(k) < 1 else 1):
+                        out.append(self._run(rng, s, n_eff, c / (6 * n_eff), 3e-3, seed))
             for width in self.lr_widths:
-                n_eff = 12 * self.depth * width ** 2
                 lr_star = 3e-3 * (width / self.lr_widths[0]) ** s.lr_drift
                 for lr in self.lrs:
-                    ids.append(self._write_run(results_root, rng, s, n_eff, self.lr_tokens, lr, 0, lr_star=lr_star))
+                    out.append(self._run(rng, s, 12 * self.depth * width ** 2, self.lr_tokens, lr, 0, lr_star))
             for k in range(self.diverged):
-                ids.append(self._write_run(results_root, rng, s, 2e6, 1e7, 3e-3 * 64, 100 + k, status="diverged"))
-        return ids
+                out.append(self._run(rng, s, 2e6, 1e7, 3e-3 * 64, 100 + k, status="diverged"))
+        ids = [r.run_id for r in out]
+        if len(set(ids)) != len(ids):
+            raise ValueError("synthetic sweep: two runs share one config; change the budgets or lrs")
+        return out
 
-    def _write_run(self, root: Path, rng: np.random.Generator, s: SyntheticStructure, n_eff: float, tokens: float,
-                   lr: float, seed: int, lr_star: float | None = None, status: str = "completed") -> str:
+    def write(self, results_root: Path) -> list[str]:
+        """Write every run as a run directory under results_root (as the trainer would); returns the run ids."""
+        for rec in (records := self.records()):
+            rdir = run_dir(results_root, rec.run_id)
+            rdir.mkdir(parents=True)
+            atomic_write_bytes(rdir / "config.yaml", yaml.safe_dump(rec.config, sort_keys=False).encode())
+            append_jsonl(rdir / "metrics.jsonl", rec.metrics)
+            atomic_write_json(rdir / "summary.json", rec.summary)
+        return [r.run_id for r in records]
+
+    def _run(self, rng: np.random.Generator, s: SyntheticStructure, n_eff: float, tokens: float, lr: float,
+             seed: int, lr_star: float | None = None, status: str = "completed") -> RunRecord:
         width = self.width_for(n_eff)
         parametrization = "structure_aware" if s.lr_drift == 0 else "naive"
         config = {
@@ -126,31 +139,25 @@ class SyntheticSweep:
             "train": {"tokens": int(tokens), "lr": float(lr), "seed": int(seed), "flops": float(6 * n_eff * tokens)},
         }
         rid = run_id(config)
-        rdir = run_dir(root, rid)
-        if rdir.exists():
-            raise ValueError(f"synthetic sweep: two runs share the config {config}; change budgets or lrs")
-        rdir.mkdir(parents=True)
-        atomic_write_bytes(rdir / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
         ftok = 6 * n_eff
         evals = tokens * np.geomspace(1 / 32, 1, self.eval_points)
         offset = rng.normal(0, self.sigma_run)
+        # An lr away from lr* costs 2% of the loss per octave squared.
         penalty = 1.0 if lr_star is None else 1 + 0.02 * math.log2(lr / lr_star) ** 2
         losses = s.law.loss(n_eff, evals) * penalty * np.exp(offset + rng.normal(0, self.sigma_eval, evals.size))
         if status == "diverged":
             losses = losses[: self.eval_points // 2]
         rows = [{"kind": "eval", "step": int(i + 1) * 100, "tokens": float(t), "flops": float(ftok * t),
                  "val_loss": float(v), "wall_s": float(i)} for i, (t, v) in enumerate(zip(evals, losses))]
-        append_jsonl(rdir / "metrics.jsonl", rows)
         done = status == "completed"
+        reached = float(tokens if done else evals[len(losses) - 1])
         summary = {
             "run_id": rid, "status": status, "sweep": "synthetic", "family": self.family, "structure": s.name,
-            "width": width, "depth": self.depth, "parametrization": parametrization, "lr": lr, "seed": seed,
+            "width": width, "depth": self.depth, "parametrization": parametrization, "lr": float(lr), "seed": seed,
             "params": n_eff * s.params_ratio, "params_nonembed": n_eff * s.params_ratio,
             "forward_flops_per_token": 2 * n_eff, "train_flops_per_token": ftok,
-            "tokens": float(tokens if done else evals[len(losses) - 1]), "tokens_target": float(tokens),
-            "flops": float(ftok * (tokens if done else evals[len(losses) - 1])),
+            "tokens": reached, "tokens_target": float(tokens), "flops": ftok * reached,
             "final_val_loss": float(losses[-1]) if done else None,
             "best_val_loss": float(losses.min()), "wall_time_s": 1.0, "steps": len(losses) * 100,
         }
-        atomic_write_json(rdir / "summary.json", summary)
-        return rid
+        return RunRecord(rid, summary, config, rows, f"synthetic:{rid}")

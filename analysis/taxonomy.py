@@ -1,4 +1,4 @@
-"""Einsum-structure taxonomy: the coordinates (omega, psi, nu) of theta = (alpha, beta, gamma, delta, epsilon, phi, rho).
+"""Einsum taxonomy: the coordinates (omega, psi, nu) of theta = (alpha, beta, gamma, delta, epsilon, phi, rho).
 
 For a square d x d layer FLOPs grow as d^(1+nu), parameters as d^(1+nu-omega) and rank as d^psi, with
 

@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from scaling.config import ModelConfig, StructureConfig  # noqa: E402
 from scaling.configs import compose_run_config  # noqa: E402
@@ -52,8 +53,8 @@ class CoordCheckConfig:
 
     widths: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     steps: int = 5  # Adam steps; the slope is fitted on the update after the last one
-    seeds: int = 2  # model inits averaged per width: seeds train.seed, train.seed + 1, ...
-    batch_size: int = 256  # examples in the fixed batch (sequences for text)
+    seeds: int = 4  # model inits averaged per width: seeds train.seed, train.seed + 1, ...
+    batch_size: int = 128  # examples in the fixed batch (sequences for text)
     out: str = "outputs/coordcheck"
 
     def __post_init__(self) -> None:
@@ -73,7 +74,7 @@ def parse_args(argv: Sequence[str]) -> tuple[CoordCheckConfig, DictConfig]:
     schema = OmegaConf.structured(CoordCheckConfig)
     try:
         merged = OmegaConf.merge(schema, OmegaConf.from_dotlist(ours))
-    except Exception as err:  # omegaconf raises several types for unknown keys and bad values
+    except OmegaConfBaseException as err:  # unknown key, or a value of the wrong type
         fields = [f.name for f in dataclasses.fields(CoordCheckConfig)]
         raise ValueError(f"bad coordcheck option in {ours}: {err}; the options are coordcheck.{{{','.join(fields)}}}")
     return OmegaConf.to_object(merged), compose_run_config(run_overrides)
@@ -95,29 +96,31 @@ def update_sizes(model: Model, rules: dict[str, ParamRule], batch: tuple[torch.T
             outputs[name] = out.detach().float()
         return hook
 
+    def measure(t: int) -> list[dict[str, object]]:
+        with torch.no_grad():
+            model(x, y)
+        return [
+            {"layer": name, "role": layer.role, "structure": layer.structure, "step": t,
+             "delta_rms": (outputs[name] - initial[name]).pow(2).mean().sqrt().item(),
+             "h_rms": outputs[name].pow(2).mean().sqrt().item()}
+            for name, layer in layers
+        ]
+
     handles = [layer.register_forward_hook(keep(name)) for name, layer in layers]
-    optimizer = make_optimizer(model, rules, lr=lr, betas=betas, weight_decay=0.0)
-    rows: list[dict[str, object]] = []
     try:
-        for t in range(steps + 1):
-            if t > 0:
-                _, loss = model(x, y)
-                aux = model.aux_loss()
-                total = loss if aux is None else loss + aux_weight * aux
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                optimizer.step()
-            with torch.no_grad():
-                model(x, y)
-            if t == 0:
-                initial = dict(outputs)
-            for name, layer in layers:
-                h = outputs[name]
-                rows.append({
-                    "layer": name, "role": layer.role, "structure": layer.structure, "step": t,
-                    "delta_rms": (h - initial[name]).pow(2).mean().sqrt().item(),
-                    "h_rms": h.pow(2).mean().sqrt().item(),
-                })
+        with torch.no_grad():
+            model(x, y)
+        initial = dict(outputs)
+        rows = measure(0)
+        optimizer = make_optimizer(model, rules, lr=lr, betas=betas, weight_decay=0.0)
+        for t in range(1, steps + 1):
+            _, loss = model(x, y)
+            aux = model.aux_loss()
+            total = loss if aux is None else loss + aux_weight * aux
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            rows += measure(t)
     finally:
         for handle in handles:
             handle.remove()

@@ -29,7 +29,7 @@ from torch import nn
 
 from scaling.config import ModelConfig, StructureConfig
 from scaling.data.base import DataInfo
-from scaling.models import build_model
+from scaling.models import Model, ModelConfigError, build_model
 from scaling.models.base import outermost_modules
 from scaling.structures.base import StructuredLinear, StructureError, spectral_std
 
@@ -136,7 +136,7 @@ def apply_init(model: nn.Module, rules: dict[str, ParamRule]) -> None:
 
 def build_parametrized_model(
     model_cfg: ModelConfig, structure_cfg: StructureConfig, info: DataInfo
-) -> tuple[nn.Module, dict[str, ParamRule]]:
+) -> tuple[Model, dict[str, ParamRule]]:
     """Build the model at model_cfg.width, initialised by model_cfg.parametrization; return it with its rules.
 
     The base model (model_cfg.base_width) only provides shapes, so it is built on the meta device: no memory,
@@ -150,10 +150,10 @@ def build_parametrized_model(
     try:
         with torch.device("meta"):
             base_model = build_model(base_cfg, structure_cfg, info)
-    except StructureError as err:
-        raise StructureError(
+    except (StructureError, ModelConfigError) as err:
+        raise type(err)(
             f"cannot build the muP base model at model.base_width={model_cfg.base_width}: {err}; "
-            "set model.base_width to a width the structure accepts"
+            "set model.base_width to a width the model and structure accept"
         ) from err
     model = build_model(model_cfg, structure_cfg, info)
     rules = param_rules(model, base_model, model_cfg.parametrization)

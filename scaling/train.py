@@ -101,11 +101,16 @@ class Run:
         self.cfg = cfg
         self.plan: RunPlan = plan_run(cfg)
         self.dir = run_dir(cfg.results_root, self.plan.run_id)
-        self.device = pick_device(cfg.train.device)
-        self.dist: DistInfo = setup_distributed(self.device)
-        torch.set_num_threads(cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        self.device = torch.device("cpu")
+        self.dist = DistInfo(rank=int(os.environ.get("RANK", "0")))  # until the process group is joined
         self.pending_rows: list[dict[str, Any]] = []
         self.last_beat = -math.inf
+
+    def setup(self) -> None:
+        """Device, process group and threads (may fail: recorded as a failed run)."""
+        self.device = pick_device(self.cfg.train.device)
+        self.dist = setup_distributed(self.device)
+        torch.set_num_threads(cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
     def heartbeat(self, every_s: float = 30.0) -> None:
         """Tell launchers this run is alive (scaling.launch leaves runs with a fresh heartbeat alone)."""
@@ -151,6 +156,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if existing and existing.get("status") in FINISHED:
         return existing
     try:
+        run.setup()
         return _train(run)
     except Exception as err:
         run.write_summary(status="failed", error=f"{type(err).__name__}: {err}")
@@ -194,6 +200,7 @@ def _train(run: Run) -> dict[str, Any]:
             atomic_write_bytes(run.dir / "config.yaml", OmegaConf.to_yaml(cfg).encode())
             (run.dir / "metrics.jsonl").unlink(missing_ok=True)
     summary_extra = taxonomy(model) | {"restarts": restarts}
+    run.heartbeat()
     run.write_summary(status="running", tokens=step * plan.units_per_step,
                       flops=step * plan.units_per_step * plan.train_flops_per_unit, **summary_extra)
 

@@ -14,12 +14,30 @@ from scaling.parametrization import build_parametrized_model
 
 TEACHER = DataInfo(kind="teacher", unit="example", input_shape=(8,), output_dim=1, loss="mse")
 
-# Thresholds, from `python -m scaling.coordcheck structure=S model.parametrization=P train.seed=K` over
-# K in {0, 2, 4, 6, 8} (widths 64..512, 5 steps, lr 3e-3, 2 inits per width; numbers in the module report):
-# structure-aware |slope| stayed <= MEASURED_FLAT for every layer of dense, btt and kron, while naive btt/kron
-# ffn_down slopes stayed <= MEASURED_DRIFT (a 2.8x fall over the 8x width range at the theoretical -1/2).
-FLAT = 0.25  # |slope| bound for every layer under structure_aware
-DRIFT = -0.35  # naive ffn_down layers (whose input does not carry the flat input layer's update) must fall faster
+# Thresholds from measurements: `python -m scaling.coordcheck structure=S model.parametrization=P train.seed=K`
+# (defaults: widths 64..512, 5 steps, lr 3e-3, 4 inits x 128 examples per width) over K in {0, 4, 6, 8}, plus
+# 2 inits x 256 examples over K in {0, 2, 4, 6, 8}. Slopes of the hidden layers (ffn_up, ffn_down):
+#   structure_aware  dense, btt, kron: every layer |s| <= 0.22 (0.32 once with 2 inits); hidden mean in [-0.16, 0.07]
+#   naive            btt, kron: every hidden layer s <= -0.16; hidden mean in [-0.62, -0.30]
+# Theory: naive gives a factor of fan-in ~ sqrt(d) the LR ~ 1/d, so its own update falls as d^-1/2 (the measured
+# means sit above -1/2 because each layer's update also carries its input's change, part of which comes from the
+# input layer, whose fan-in (8) is fixed so that its update is flat in both modes).
+FLAT = 0.3  # structure_aware: every layer's |slope| below this
+FLAT_MEAN = 0.2  # structure_aware: |mean hidden slope| below this
+DRIFT_MEAN = -0.25  # naive btt/kron: mean hidden slope below this (a 1.7x fall over the 8x width range)
+
+
+def hidden(slopes: pd.DataFrame) -> pd.Series:
+    return slopes[slopes["role"].isin(["ffn_up", "ffn_down"])]["slope"]
+
+
+@pytest.fixture
+def one_thread():
+    """The check runs many small matmuls: one intra-op thread is ~2x faster than two on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_options_split_from_run_overrides():
@@ -70,19 +88,21 @@ def test_update_sizes_start_at_zero_and_grow_with_training():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("structure", ["dense", "btt", "kron"])
-def test_structure_aware_updates_stay_flat_in_width(structure, tmp_path):
-    slopes = main([f"structure={structure}", f"coordcheck.out={tmp_path}"])
+def test_structure_aware_updates_stay_flat_in_width(structure, tmp_path, one_thread):
+    # Dense costs d^2 per layer, so it is checked one octave lower (widths 32..256) to keep the test quick.
+    widths = ["coordcheck.widths=[32,64,128,256]"] if structure == "dense" else []
+    slopes = main([f"structure={structure}", f"coordcheck.out={tmp_path}", *widths])
     assert (tmp_path / "coord.png").stat().st_size > 10_000
     coord = pd.read_csv(tmp_path / "coord.csv")
-    assert len(coord) == 4 * 2 * len(slopes) * (5 + 1)  # widths x seeds x layers x steps 0..5
+    assert len(coord) == 4 * 4 * len(slopes) * (5 + 1)  # widths x seeds x layers x steps 0..5
     assert set(slopes["structure"]) == ({"dense"} if structure == "dense" else {structure, "dense"})
     assert np.abs(slopes["slope"]).max() < FLAT, slopes
+    assert abs(hidden(slopes).mean()) < FLAT_MEAN, slopes
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("structure", ["btt", "kron"])
-def test_naive_updates_of_btt_and_kron_fall_with_width(structure, tmp_path):
+def test_naive_updates_of_btt_and_kron_fall_with_width(structure, tmp_path, one_thread):
     slopes = main([f"structure={structure}", "model.parametrization=naive", f"coordcheck.out={tmp_path}"])
-    hidden = slopes[slopes["role"].isin(["ffn_up", "ffn_down"])]
-    assert (hidden["slope"] < -FLAT / 2).all(), slopes
-    assert (hidden[hidden["role"] == "ffn_down"]["slope"] < DRIFT).all(), slopes
+    assert (hidden(slopes) < -0.1).all(), slopes
+    assert hidden(slopes).mean() < DRIFT_MEAN, slopes

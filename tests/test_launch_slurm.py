@@ -113,7 +113,7 @@ def test_sweep_runs_as_a_job_array_and_relaunch_submits_nothing(slurm_cluster, t
 def test_preempted_run_is_requeued_and_resumes_to_the_uninterrupted_curve(slurm_cluster, tmp_path, submitted,
                                                                           monkeypatch):
     run_overrides = ["structure=dense", "train.log_every=1", "train.eval_points=4"]
-    steps = 1024  # a few seconds of training on an idle machine: the signal lands mid-run
+    steps = 512  # a few seconds of training on an idle machine: the signal lands mid-run
     sweep = tiny_sweep(base=[*TINY_BASE, *run_overrides], axes={"model.width": [32]},
                        variants={"dense": {}}, budgets={"tokens": [steps * 8 * 32]})
     root = tmp_path / "slurm"

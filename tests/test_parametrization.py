@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from torch import nn
 
 from scaling.config import ModelConfig, StructureConfig
 from scaling.data.base import DataInfo
+from scaling.models import ModelConfigError
 from scaling.parametrization import (
     ParamRule,
     apply_init,
@@ -148,8 +147,8 @@ def test_optimizer_skips_frozen_parameters():
     model.embed.weight.requires_grad_(False)
     opt = make_optimizer(model, rules, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.0)
     assert all(p is not model.embed.weight for g in opt.param_groups for p in g["params"])
-    assert math.isclose(sum(p.numel() for g in opt.param_groups for p in g["params"]),
-                        sum(p.numel() for p in model.parameters()) - model.embed.weight.numel())
+    trained = sum(p.numel() for g in opt.param_groups for p in g["params"])
+    assert trained == sum(p.numel() for p in model.parameters()) - model.embed.weight.numel()
 
 
 def test_structure_aware_low_rank_treats_each_factor_as_a_dense_layer():
@@ -232,10 +231,13 @@ def test_vit_class_token_and_position_embedding_are_embeddings():
     assert rules["patch_embed.weight"].lr_mult == 1.0  # its fan-in (channels x patch area) does not grow
 
 
-def test_base_width_the_structure_cannot_factorise_names_the_field():
+def test_base_width_the_model_cannot_build_names_the_field():
     cfg = ModelConfig(family="mlp", width=64, base_width=61, depth=1)
-    with pytest.raises(StructureError, match=r"model\.base_width=61"):
+    with pytest.raises(StructureError, match=r"model\.base_width=61.*cannot factorise"):
         build_parametrized_model(cfg, StructureConfig(name="kron"), TEACHER)
+    gpt = ModelConfig(family="gpt2", width=64, base_width=48, depth=1, head_dim=32, context=8)
+    with pytest.raises(ModelConfigError, match=r"model\.base_width=48.*multiple of model\.head_dim=32"):
+        build_parametrized_model(gpt, StructureConfig(name="dense"), TEXT)
 
 
 def test_unknown_parametrization_in_the_model_config_is_rejected():

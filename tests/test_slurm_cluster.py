@@ -169,7 +169,7 @@ def test_sacct_reports_completed_failed_and_cancelled_jobs(slurm_cluster, tmp_pa
     assert ok.get_info(mode="force")["State"] == "COMPLETED"
 
 
-TEMPLATE_STEPS = 1024  # a few seconds of training on an idle machine: the requeue lands mid-run
+TEMPLATE_STEPS = 512  # a few seconds of training on an idle machine: the requeue lands mid-run
 
 
 def test_sbatch_template_passes_overrides_and_requeues_on_usr2(slurm_cluster, tmp_path: Path) -> None:

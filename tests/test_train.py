@@ -37,7 +37,7 @@ def test_eval_steps_are_log_spaced_with_start_and_end():
     ["structure=btt", "structure.rank=1"],
     ["structure=low_rank", "structure.rank_frac=0.25"],
     ["model=mlp", "data=teacher", "model.width=32", "model.depth=2", "structure=kron",
-     "structure.layers=intermediate"],
+     "structure.layers=intermediate", "train.batch_size=128"],
 ])
 def test_a_short_run_learns_and_records_everything(tmp_path, overrides):
     cfg = cfg_for(tmp_path, "train.tokens=40000", "train.eval_points=4", "train.log_every=5", *overrides)

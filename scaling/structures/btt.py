@@ -28,6 +28,7 @@ from torch import nn
 from scaling.config import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register, spectral_std
 from scaling.structures.factorize import clean_factors
+from scaling.structures.kernels import btt_cores, btt_plan, two_core_apply
 
 
 @dataclass(frozen=True)
@@ -48,14 +49,12 @@ class BTTLayout:
 
 
 def btt_apply(x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, layout: BTTLayout) -> torch.Tensor:
-    """y = x W^T for the BTT matrix with cores w0, w1 (shapes BTTLayout.w0_shape / w1_shape); x: (..., m1 * m0)."""
-    m1, m0, n0, n1, r = layout.m1, layout.m0, layout.n0, layout.n1, layout.rank
-    lead = x.shape[:-1]
-    z = torch.bmm(x.reshape(-1, m1, m0).transpose(0, 1), w0)  # (m1, N, n0 * r)
-    tokens = z.shape[1]
-    z = z.view(m1, tokens, n0, r).permute(2, 1, 0, 3).reshape(n0, tokens, m1 * r)
-    y = torch.bmm(z, w1)  # (n0, N, n1)
-    return y.transpose(0, 1).reshape(*lead, n0 * n1)
+    """y = x W^T for the BTT matrix with cores w0, w1 (shapes BTTLayout.w0_shape / w1_shape); x: (..., m1 * m0).
+
+    Runs the fused two-core kernel (`kernels.two_core_apply`: 2 bmm forward, 4 backward, on cache-sized chunks).
+    """
+    plan = btt_plan(layout.m1, layout.m0, layout.n0, layout.n1, layout.rank)
+    return two_core_apply(x, *btt_cores(w0, w1, layout.rank), plan)
 
 
 @register("btt")

@@ -26,21 +26,16 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from scaling.config import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register
+from scaling.structures.kernels import TwoCorePlan, einsum_cores, einsum_plan, two_core_apply
 
 NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "phi", "rho")
 MAX_PAD = 0.15  # axis sizes may multiply to at most 15% more than the width (the excess is padding)
 TOL = 1e-3  # tolerance on the exponent sums (lets a config write 0.333 + 0.333 + 0.334)
 
-# The two sequential contraction orders (n indexes tokens; a b g d e f r = alpha .. rho).
-# x A first: z[n,g,b,f,d,r] = sum_a x A, then y = sum_{r,g,b} z B.
-# x B first: z[n,g,a,f,e,r] = sum_b x B, then y = sum_{r,g,a} z A.
-A_FIRST = ("ngba,fdrga->ngbfdr", "ngbfdr,fergb->nfed")
-B_FIRST = ("ngba,fergb->ngafer", "ngafer,fdrga->nfed")
 
 
 @dataclass(frozen=True)
@@ -186,11 +181,12 @@ class Einsum(StructuredLinear):
     d_in x d_out matrix and then costs a dense layer per token. The other two cost, per token,
         (x A) B:  d_in * d_phi d_delta d_rho + d_out * d_rho d_gamma d_beta    MACs
         (x B) A:  d_in * d_phi d_epsilon d_rho + d_out * d_rho d_gamma d_alpha MACs
-    and we run the cheaper one (ties: (x A) B, the reference's order; for non-redundant theta (x A) B is never
-    worse asymptotically, but (x B) A can be cheaper at a finite width). Each step is a torch.einsum
-    of two operands, which ATen lowers to one bmm batched over the shared axes (gamma, then phi), permuting
-    each operand into place with at most one copy; nothing larger than the intermediate z is materialised.
-    Writing the three-operand einsum as two fixed steps keeps the order ours rather than a path optimiser's.
+    and we run the cheaper one; on a tie, the one whose layout needs fewer activation copies
+    (`TwoCorePlan.layout_moves`), then (x A) B, the reference's order. For non-redundant theta (x A) B is never
+    worse asymptotically, but (x B) A can be cheaper at a finite width. Both run as two batched GEMMs in the fused
+    two-core kernel (`kernels.einsum_plan`): core 1 is batched over gamma and carries the axis it does not
+    contract (beta or alpha) as extra GEMM columns, core 2 is batched over phi and carries delta or epsilon;
+    nothing larger than the intermediate z is materialised, and z is permuted by a view where its strides allow.
     The order is a computational choice only: the cores keep the A-first view for muP (factor_specs).
     """
 
@@ -201,8 +197,17 @@ class Einsum(StructuredLinear):
         self.A = nn.Parameter(torch.empty(s.phi, s.delta, s.rho, s.gamma, s.alpha))
         self.B = nn.Parameter(torch.empty(s.phi, s.epsilon, s.rho, s.gamma, s.beta))
         cost_a, cost_b = self._macs_a_first(), self._macs_b_first()
-        self.a_first = cost_a <= cost_b
+        if cost_a == cost_b:
+            self.a_first = self._plan(True).layout_moves() <= self._plan(False).layout_moves()
+        else:
+            self.a_first = cost_a < cost_b
+        self.plan = self._plan(self.a_first)
         self._macs = min(cost_a, cost_b)
+
+    def _plan(self, a_first: bool) -> TwoCorePlan:
+        s = self.sizes
+        sizes = (s.alpha, s.beta, s.gamma, s.delta, s.epsilon, s.phi, s.rho)
+        return einsum_plan(sizes, self.d_in, self.d_out, a_first)
 
     @classmethod
     def validate(cls, cfg: StructureConfig, d_in: int, d_out: int) -> AxisSizes:
@@ -257,13 +262,5 @@ class Einsum(StructuredLinear):
         return f"{super().extra_repr()}, theta={self.theta}, sizes={self.sizes}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.sizes
-        lead = x.shape[:-1]
-        if s.in_size > self.d_in:
-            x = F.pad(x, (0, s.in_size - self.d_in))
-        x = x.reshape(-1, s.gamma, s.beta, s.alpha)
-        first, second = (self.A, self.B) if self.a_first else (self.B, self.A)
-        eq1, eq2 = A_FIRST if self.a_first else B_FIRST
-        y = torch.einsum(eq2, torch.einsum(eq1, x, first), second)
-        y = y.reshape(*lead, s.out_size)[..., : self.d_out]
+        y = two_core_apply(x, *einsum_cores(self.A, self.B, self.a_first), self.plan)  # pads / truncates
         return y if self.bias is None else y + self.bias

@@ -23,7 +23,8 @@ from torch import nn
 
 from scaling.config import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register
-from scaling.structures.factorize import ceil_div, pad_last
+from scaling.structures.factorize import ceil_div
+from scaling.structures.kernels import monarch_plan, two_core_apply
 
 
 @dataclass(frozen=True)
@@ -73,13 +74,7 @@ class Monarch(StructuredLinear):
         return 2 * lay.blocks * lay.mid * (lay.in_blk + lay.out_blk)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, in_blk, mid, out_blk = self.layout.blocks, self.layout.in_blk, self.layout.mid, self.layout.out_blk
-        lead = x.shape[:-1]
-        x = pad_last(x.reshape(-1, self.d_in), b * in_blk)
-        h = torch.bmm(x.reshape(-1, b, in_blk).transpose(0, 1), self.R)  # (b, N, mid)
-        tokens = h.shape[1]
-        g = h.permute(1, 2, 0).reshape(tokens, b, mid).transpose(0, 1)  # perfect shuffle: (b, N, mid)
-        y = torch.bmm(g, self.L)  # (b, N, out_blk)
-        y = y.transpose(0, 1).reshape(tokens, b * out_blk)[:, : self.d_out]
-        y = y.reshape(*lead, self.d_out)
+        lay = self.layout
+        plan = monarch_plan(self.d_in, self.d_out, lay.blocks, lay.in_blk, lay.mid, lay.out_blk)
+        y = two_core_apply(x, self.R.transpose(1, 2), self.L.transpose(1, 2), plan)  # padding handled there
         return y if self.bias is None else y + self.bias
