@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, TypeVar
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from scaling.config import RunConfig
 
+T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 
@@ -29,3 +30,8 @@ def compose_run_config(overrides: Sequence[str] = (), config_name: str = "run") 
         cfg = compose(config_name=config_name, overrides=list(overrides))
     OmegaConf.set_struct(cfg, True)
     return cfg
+
+
+def as_dataclass(node: DictConfig, schema: type[T]) -> T:
+    """A composed config section as its schema dataclass (it was validated against the schema when composed)."""
+    return schema(**OmegaConf.to_container(node, resolve=True))

@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from scaling.config import ModelConfig, StructureConfig  # noqa: E402
-from scaling.configs import compose_run_config  # noqa: E402
+from scaling.configs import as_dataclass, compose_run_config  # noqa: E402
 from scaling.data import build_data  # noqa: E402
 from scaling.models import Model  # noqa: E402
 from scaling.parametrization import ParamRule, build_parametrized_model, make_optimizer  # noqa: E402
@@ -78,10 +78,6 @@ def parse_args(argv: Sequence[str]) -> tuple[CoordCheckConfig, DictConfig]:
         fields = [f.name for f in dataclasses.fields(CoordCheckConfig)]
         raise ValueError(f"bad coordcheck option in {ours}: {err}; the options are coordcheck.{{{','.join(fields)}}}")
     return OmegaConf.to_object(merged), compose_run_config(run_overrides)
-
-
-def _typed(cfg: DictConfig, schema: type) -> object:
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg))
 
 
 def update_sizes(model: Model, rules: dict[str, ParamRule], batch: tuple[torch.Tensor, torch.Tensor],
@@ -129,8 +125,8 @@ def update_sizes(model: Model, rules: dict[str, ParamRule], batch: tuple[torch.T
 
 def run_coordcheck(cc: CoordCheckConfig, cfg: DictConfig) -> pd.DataFrame:
     """One row per (width, seed, layer, step) of the activation-update sizes."""
-    structure_cfg: StructureConfig = _typed(cfg.structure, StructureConfig)
-    base_model_cfg: ModelConfig = _typed(cfg.model, ModelConfig)
+    structure_cfg = as_dataclass(cfg.structure, StructureConfig)
+    base_model_cfg = as_dataclass(cfg.model, ModelConfig)
     t = cfg.train
     data = build_data(cfg.data, context=base_model_cfg.context, batch_size=cc.batch_size, seed=t.seed,
                       rank=0, world_size=1)

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Sequence
 
 import submitit
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from scaling.jobs import RunBatch
 from scaling.results import atomic_write_json, read_json
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = compose_launch_config(sys.argv[1:] if argv is None else argv)
         launch(cfg)
-    except SweepError as err:
+    except (SweepError, HydraException, OmegaConfBaseException) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

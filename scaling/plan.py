@@ -10,9 +10,10 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from scaling.config import ModelConfig, StructureConfig
+from scaling.configs import as_dataclass
 from scaling.data import data_info
 from scaling.data.base import DataInfo
 from scaling.flops import model_flops
@@ -50,14 +51,9 @@ class RunPlan:
         return asdict(self) | {"train_flops_per_unit": self.train_flops_per_unit}
 
 
-def _typed(cfg: DictConfig, key: str, schema: type):
-    """cfg[key] as its schema dataclass (the config was validated against the schema when composed)."""
-    return schema(**OmegaConf.to_container(cfg[key], resolve=True))
-
-
 def build_meta_model(cfg: DictConfig, info: DataInfo):
-    model_cfg: ModelConfig = _typed(cfg, "model", ModelConfig)
-    structure_cfg: StructureConfig = _typed(cfg, "structure", StructureConfig)
+    model_cfg = as_dataclass(cfg.model, ModelConfig)
+    structure_cfg = as_dataclass(cfg.structure, StructureConfig)
     with torch.device("meta"):
         return build_model(model_cfg, structure_cfg, info)
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Sequence
 
 import submitit
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 from scaling.results import read_json, read_summary, run_dir
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = compose_launch_config(args)
         name, run_ids = sweep_run_ids(cfg)
-    except SweepError as err:
+    except (SweepError, HydraException, OmegaConfBaseException) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     results_root = str(Path(cfg.results_root).resolve())

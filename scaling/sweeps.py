@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 from hydra import compose, initialize_config_dir
@@ -33,6 +32,7 @@ from scaling.plan import ConfigError, RunPlan, plan_run
 
 SWEEPS_DIR = REPO_ROOT / "sweeps"
 BUDGET_KINDS = ("tokens", "flops", "tokens_per_param")
+RUN_SECTIONS = ("model", "structure", "data", "train", "logger")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
 
 
@@ -66,12 +66,25 @@ def register_sweeps() -> None:
         store.store(group="sweep", name=path.stem, node=OmegaConf.load(path))
 
 
-def compose_launch_config(overrides: Sequence[str]) -> DictConfig:
-    """conf/launch.yaml with `+sweep=NAME` and launch overrides (cluster=slurm, dry_run=true, ...)."""
+def split_run_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Arguments that address a run section (`train.seed=1`, `model=vit`) apply to every run of the sweep;
+    the rest configure the launch (`cluster=slurm`, `dry_run=true`)."""
+    launch_args, run_args = [], []
+    for arg in args:
+        key = arg.lstrip("+~").split("=", 1)[0]
+        (run_args if key.split(".", 1)[0] in RUN_SECTIONS else launch_args).append(arg)
+    return launch_args, run_args
+
+
+def compose_launch_config(args: Sequence[str]) -> DictConfig:
+    """conf/launch.yaml with `+sweep=NAME`, launch options (cluster=slurm, dry_run=true, ...) and run overrides
+    for every run (train.seed=1, ...), which are appended to `overrides`."""
     register_sweeps()
+    launch_args, run_args = split_run_overrides(args)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        cfg = compose(config_name="launch", overrides=list(overrides))
+        cfg = compose(config_name="launch", overrides=launch_args)
+    cfg.overrides = [*cfg.overrides, *run_args]
     if cfg.get("sweep") is None:
         raise SweepError(f"no sweep given: pass +sweep=NAME with NAME one of {sweep_names()}")
     return cfg

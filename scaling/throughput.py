@@ -51,11 +51,12 @@ def measure_rate(cfg: DictConfig, steps: int = 3) -> float:
     """units/s of a few real optimiser steps on random inputs of the right shape (after one warm-up step)."""
     from scaling.data import data_info
     from scaling.parametrization import build_parametrized_model, make_optimizer
-    from scaling.plan import ModelConfig, StructureConfig, _typed
+    from scaling.config import ModelConfig, StructureConfig
+    from scaling.configs import as_dataclass
 
     info = data_info(cfg.data, context=cfg.model.context)
-    model, rules = build_parametrized_model(_typed(cfg, "model", ModelConfig),
-                                            _typed(cfg, "structure", StructureConfig), info)
+    model, rules = build_parametrized_model(as_dataclass(cfg.model, ModelConfig),
+                                            as_dataclass(cfg.structure, StructureConfig), info)
     opt = make_optimizer(model, rules, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0)
     b = cfg.train.batch_size
     if info.kind == "text":

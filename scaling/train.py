@@ -15,21 +15,22 @@ import socket
 import sys
 import time
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch.nn.parallel import DistributedDataParallel
 
 from scaling.checkpoint import PreemptionGuard, load_checkpoint, save_checkpoint
-from scaling.configs import compose_run_config
+from scaling.configs import as_dataclass, compose_run_config
 from scaling.data import build_data
 from scaling.distributed import DistInfo, all_reduce_mean, barrier, cpu_threads, setup_distributed, teardown
 from scaling.parametrization import build_parametrized_model, make_optimizer
 from scaling.config import LoggerConfig, ModelConfig, StructureConfig
-from scaling.plan import RunPlan, _typed, plan_run
+from scaling.plan import ConfigError, RunPlan, plan_run
 from scaling.results import (
     append_jsonl, atomic_write_bytes, atomic_write_json, read_jsonl, read_summary, run_dir,
 )
@@ -174,8 +175,8 @@ def _train(run: Run) -> dict[str, Any]:
     torch.manual_seed(t.seed)
     data = build_data(cfg.data, context=cfg.model.context, batch_size=t.batch_size, seed=t.seed,
                       rank=dist.rank, world_size=dist.world_size)
-    model_cfg: ModelConfig = _typed(cfg, "model", ModelConfig)
-    structure_cfg: StructureConfig = _typed(cfg, "structure", StructureConfig)
+    model_cfg = as_dataclass(cfg.model, ModelConfig)
+    structure_cfg = as_dataclass(cfg.structure, StructureConfig)
     model, rules = build_parametrized_model(model_cfg, structure_cfg, data.info)
     model.to(dev)
     optimizer = make_optimizer(model, rules, lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)
@@ -204,7 +205,7 @@ def _train(run: Run) -> dict[str, Any]:
     run.write_summary(status="running", tokens=step * plan.units_per_step,
                       flops=step * plan.units_per_step * plan.train_flops_per_unit, **summary_extra)
 
-    logger_cfg: LoggerConfig = _typed(cfg, "logger", LoggerConfig)
+    logger_cfg = as_dataclass(cfg.logger, LoggerConfig)
     tracker = Tracker(logger_cfg, run.dir, wandb_id, run_name(cfg), cfg.sweep,
                       config=OmegaConf.to_container(cfg) | {"run_id": plan.run_id, **plan.as_dict()},
                       tags=[cfg.model.family, cfg.structure.name]) if dist.is_main else None
@@ -305,12 +306,17 @@ def _train(run: Run) -> dict[str, Any]:
     return summary
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     overrides = sys.argv[1:] if argv is None else argv
-    summary = train(compose_run_config(overrides))
+    try:
+        summary = train(compose_run_config(overrides))
+    except (ConfigError, HydraException, OmegaConfBaseException) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"run {summary['run_id']}: {summary['status']}, final val loss {summary.get('final_val_loss')}, "
           f"{summary.get('tokens')} {summary.get('unit')}s, {summary.get('flops', 0):.3g} FLOPs")
+    return 0 if summary["status"] == "completed" else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

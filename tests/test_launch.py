@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from scaling.launch import launch
-from scaling.results import iter_run_dirs, read_json, read_summary, run_dir
+from scaling.results import iter_run_dirs, read_json, read_summary
 from scaling.status import run_state
 from scaling.sweeps import SweepError, compose_launch_config, expand, sweep_names
 
@@ -167,3 +167,14 @@ def test_secrets_never_reach_run_files(tmp_path):
     assert any(p.suffix == ".wandb" for p in files)
     for path in files:
         assert b"sekrit-0123456789" not in path.read_bytes(), path
+
+
+def test_run_overrides_on_the_command_line_apply_to_every_run(tmp_path):
+    cfg = compose_launch_config(["+sweep=quickstart", "train.seed=3", "structure=btt", "dry_run=true",
+                                 "cluster=slurm"])
+    assert list(cfg.overrides) == ["train.seed=3", "structure=btt"]
+    assert cfg.dry_run and cfg.cluster.kind == "slurm"
+    runs = expand(OmegaConf.create(tiny_sweep()), ["train.seed=3"]).runs
+    assert {r.cfg.train.seed for r in runs} == {3}
+    with pytest.raises(Exception, match="cluster.foo"):
+        compose_launch_config(["+sweep=quickstart", "cluster.foo=1"])
