@@ -32,8 +32,9 @@ def setup_distributed(device: torch.device) -> DistInfo:
 
 
 def cpu_threads(local_world_size: int = 1) -> int:
-    """Threads per process: the CPUs Slurm allotted (or this process may run on), split across local ranks."""
-    allotted = os.environ.get("SLURM_CPUS_PER_TASK")
+    """Threads per process: the CPUs Slurm (or the local launcher, via SCALING_CPUS) allotted, else those this
+    process may run on, split across local ranks. More threads than cores makes torch's OpenMP spin-wait."""
+    allotted = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SCALING_CPUS")
     n = int(allotted) if allotted else len(os.sched_getaffinity(0))
     return max(1, n // max(1, local_world_size))
 

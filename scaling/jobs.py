@@ -16,18 +16,28 @@ class RunBatch(submitit.helpers.Checkpointable):
     """Train each run config in turn. On timeout/preemption submitit requeues this same batch; finished
     runs are then skipped and the interrupted one resumes from its checkpoint."""
 
-    def __init__(self, configs: list[dict[str, Any]]):
+    def __init__(self, configs: list[dict[str, Any]], cpus: int | None = None):
         self.configs = configs
+        self.cpus = cpus  # threads per run: the job's CPU share (Slurm tells the job itself)
 
     def __call__(self) -> list[dict[str, Any]]:
         if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
             submitit.helpers.TorchDistributedEnvironment().export()
         summaries, failures = [], []
-        for config in self.configs:
-            try:
-                summaries.append(train(OmegaConf.create(config)))
-            except Exception as err:  # the run recorded status=failed; go on with the others
-                failures.append(f"run {run_id(config)}: {type(err).__name__}: {err}")
+        previous = os.environ.get("SCALING_CPUS")
+        if self.cpus:
+            os.environ["SCALING_CPUS"] = str(self.cpus)
+        try:
+            for config in self.configs:
+                try:
+                    summaries.append(train(OmegaConf.create(config)))
+                except Exception as err:  # the run recorded status=failed; go on with the others
+                    failures.append(f"run {run_id(config)}: {type(err).__name__}: {err}")
+        finally:  # debug jobs run in the launcher's own process: leave its environment as it was
+            if previous is None:
+                os.environ.pop("SCALING_CPUS", None)
+            else:
+                os.environ["SCALING_CPUS"] = previous
         if failures:
             raise RuntimeError(f"{len(failures)} of {len(self.configs)} runs failed:\n" + "\n".join(failures))
         return summaries

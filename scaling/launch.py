@@ -101,7 +101,8 @@ def pack(runs: list[PlannedRun], cluster: DictConfig) -> list[list[PlannedRun]]:
 
 def submit(runs: list[PlannedRun], cluster: DictConfig, folder: Path) -> list[submitit.Job]:
     executor = make_executor(cluster, folder)
-    batches = [RunBatch([OmegaConf.to_container(r.cfg, resolve=True) for r in group]) for group in pack(runs, cluster)]
+    batches = [RunBatch([OmegaConf.to_container(r.cfg, resolve=True) for r in group], cpus=cluster.cpus_per_task)
+               for group in pack(runs, cluster)]
     with executor.batch():
         jobs = [executor.submit(batch) for batch in batches]
     return jobs
