@@ -104,7 +104,6 @@ def main(argv: list[str] | None = None) -> None:
 def run(args: argparse.Namespace) -> list[Row]:
     """Build every model, time alternating optimiser steps on one batch, and summarise (imports torch)."""
     import torch
-
     from omegaconf import OmegaConf
 
     from scaling.config import ModelConfig, StructureConfig
@@ -163,7 +162,8 @@ def run(args: argparse.Namespace) -> list[Row]:
 
 
 def print_table(rows: list[Row]) -> None:
-    print(f"{'structure':<18} {'params':>10} {'MFLOP/tok':>10} {'step ms':>9} {'tokens/s':>9} {'GFLOP/s':>8} {'speedup':>8}")
+    header = ("structure", "params", "MFLOP/tok", "step ms", "tokens/s", "GFLOP/s", "speedup")
+    print(f"{header[0]:<18} " + " ".join(f"{h:>{w}}" for h, w in zip(header[1:], (10, 10, 9, 9, 8, 8))))
     for r in rows:
         print(
             f"{r.structure:<18} {r.params:>10} {r.train_flops_per_token / 1e6:>10.2f} {r.step_ms:>9.1f} "

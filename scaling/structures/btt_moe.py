@@ -9,7 +9,8 @@ k experts per token with gates g (see moe_ffn.route):
 
 Summed over all E experts with g = 1 this is a rank-E BTT. The gate multiplies the intermediate z_e; by linearity
 of the second core that equals gating the expert's output, which is where it is applied. Only the k routed
-experts run per token (tokens are sorted by expert, one pair of bmms per expert), so the forward FLOPs are
+experts run per token (tokens are sorted by expert, one pair of bmms per expert; on CPU one fused Function,
+`kernels.routed_two_core_apply`, also does the gather, gating and scatter-add), so the forward FLOPs are
 router + k/E of the rank-E BTT. Init and learning rates are those of rank-1 BTT: W0 has fan-in m0 and fan-out
 n0, W1 fan-in m1 and fan-out n1. The router starts at zero (uniform routing); it is not a factor, so the
 parametrisation gives it the dense gate rule.
@@ -24,6 +25,7 @@ from scaling.config import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register
 from scaling.structures.btt import BTTLayout, btt_apply
 from scaling.structures.factorize import clean_factors
+from scaling.structures.kernels import btt_plan, routed_two_core_apply, uses_fast_path
 from scaling.structures.moe_ffn import check_routing_sizes, mix_experts, route
 
 
@@ -91,8 +93,14 @@ class BTTMoE(StructuredLinear):
         x = x.reshape(-1, self.d_in)
         routing = route(self.router(x), self.top_k)
         self._aux = routing.aux_loss
-        # unbind, not W0[e]: its backward stacks the experts' gradients once instead of adding E full-size ones
-        w0, w1 = self.W0.unbind(0), self.W1.unbind(0)
-        y = mix_experts(x, routing, lambda e, tokens: btt_apply(tokens, w0[e], w1[e], self.layout), self.d_out)
+        if uses_fast_path(x):  # one fused Function: gather, the routed experts, gating and scatter-add
+            lay = self.layout
+            plan = btt_plan(lay.m1, lay.m0, lay.n0, lay.n1, 1)
+            w0, w1 = self.W0.transpose(2, 3), self.W1.transpose(2, 3)  # rank 1: btt_cores are these transposes
+            y = routed_two_core_apply(x, w0, w1, plan, routing.experts, routing.gates)
+        else:
+            # unbind, not W0[e]: its backward stacks the experts' gradients once instead of adding E full-size ones
+            w0, w1 = self.W0.unbind(0), self.W1.unbind(0)
+            y = mix_experts(x, routing, lambda e, tokens: btt_apply(tokens, w0[e], w1[e], self.layout), self.d_out)
         y = y.reshape(*lead, self.d_out)
         return y if self.bias is None else y + self.bias

@@ -30,7 +30,7 @@ from torch import nn
 
 from scaling.config import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register
-from scaling.structures.kernels import TwoCorePlan, einsum_cores, einsum_plan, two_core_apply
+from scaling.structures.kernels import einsum_cores, einsum_plan, two_core_apply
 
 NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "phi", "rho")
 MAX_PAD = 0.15  # axis sizes may multiply to at most 15% more than the width (the excess is padding)
@@ -181,12 +181,13 @@ class Einsum(StructuredLinear):
     d_in x d_out matrix and then costs a dense layer per token. The other two cost, per token,
         (x A) B:  d_in * d_phi d_delta d_rho + d_out * d_rho d_gamma d_beta    MACs
         (x B) A:  d_in * d_phi d_epsilon d_rho + d_out * d_rho d_gamma d_alpha MACs
-    and we run the cheaper one; on a tie, the one whose layout needs fewer activation copies
-    (`TwoCorePlan.layout_moves`), then (x A) B, the reference's order. For non-redundant theta (x A) B is never
-    worse asymptotically, but (x B) A can be cheaper at a finite width. Both run as two batched GEMMs in the fused
-    two-core kernel (`kernels.einsum_plan`): core 1 is batched over gamma and carries the axis it does not
-    contract (beta or alpha) as extra GEMM columns, core 2 is batched over phi and carries delta or epsilon;
-    nothing larger than the intermediate z is materialised, and z is permuted by a view where its strides allow.
+    and we run the cheaper one (ties: (x A) B, the reference's order; for non-redundant theta (x A) B is never
+    worse asymptotically, but (x B) A can be cheaper at a finite width). Both orders run as the fused two-core
+    kernel (`kernels.einsum_plan`), which moves memory at the two ends (tokens in, tokens out) and, only where the
+    strides of the intermediate z do not line up, once more to re-order z: core 1 is a bmm batched over gamma that
+    carries the axis it does not contract (beta, or alpha) as extra GEMM columns instead of permuting it, core 2 a
+    bmm batched over phi carrying delta (or epsilon), and size-1 axes are dropped, so the special points (BTT,
+    Monarch, Kronecker, low-rank) run the same schedule as their named structures.
     The order is a computational choice only: the cores keep the A-first view for muP (factor_specs).
     """
 
@@ -197,17 +198,10 @@ class Einsum(StructuredLinear):
         self.A = nn.Parameter(torch.empty(s.phi, s.delta, s.rho, s.gamma, s.alpha))
         self.B = nn.Parameter(torch.empty(s.phi, s.epsilon, s.rho, s.gamma, s.beta))
         cost_a, cost_b = self._macs_a_first(), self._macs_b_first()
-        if cost_a == cost_b:
-            self.a_first = self._plan(True).layout_moves() <= self._plan(False).layout_moves()
-        else:
-            self.a_first = cost_a < cost_b
-        self.plan = self._plan(self.a_first)
+        self.a_first = cost_a <= cost_b
         self._macs = min(cost_a, cost_b)
-
-    def _plan(self, a_first: bool) -> TwoCorePlan:
-        s = self.sizes
         sizes = (s.alpha, s.beta, s.gamma, s.delta, s.epsilon, s.phi, s.rho)
-        return einsum_plan(sizes, self.d_in, self.d_out, a_first)
+        self.plan = einsum_plan(sizes, d_in, d_out, self.a_first)
 
     @classmethod
     def validate(cls, cfg: StructureConfig, d_in: int, d_out: int) -> AxisSizes:

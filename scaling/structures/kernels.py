@@ -1,29 +1,38 @@
-"""Fast CPU forward + backward of the two-core structures (BTT, Monarch, Kronecker, 2-core TT, Einsum).
+"""Fast CPU forward + backward of the two-core structures (BTT, Monarch, Einsum; 2-core TT and Kronecker).
 
-Every one of them is y = x W^T with W a product of two batched (block) matrices and a fixed permutation of
-features between them. Done with token-major bmm calls (the plain path), most of the time goes into copies:
-torch.bmm reads a (tokens, features) operand whose blocks sit 4 KB apart one token row at a time, and the
-permute/reshape between the cores materialises the whole intermediate. Here the work runs instead on
-*feature-major* chunks of tokens, the layout MKL's small GEMMs are fastest on (weights on the left, tokens as
-columns), with one autograd Function doing forward and backward by hand:
+Each is y = x W^T with W a product of two batched (block) matrices and a fixed permutation of features between
+them. Done the plain way (token-major bmm calls, permute + reshape between the cores, autograd for the backward)
+most of the time goes into copies: the intermediate is materialised in every direction, and bmm reads blocks of a
+(tokens, features) operand 4 KB apart, one 128-byte run at a time. Here one autograd Function does forward and
+backward by hand on chunks of tokens, in the layouts MKL's small batched GEMMs run fastest on:
 
-    per chunk of T tokens      (xt: (b1, k1, c1 T), zt: (b1, p1, c1 T), z2: (b2, k2, c2 T), yt: (b2, p2, c2 T))
-    forward   xt = in_perm(x)                       one copy, x chunk -> feature-major (zero-padded)
-              zt = w0 @ xt                          bmm, w0: (b1, p1, k1)
-              z2 = mid_perm(zt)                     a view when the strides allow it, else one copy
-              yt = w1 @ z2                          bmm, w1: (b2, p2, k2)
-              y  = out_perm(yt)                     one copy back to token-major (truncated)
-    backward  gt = out_perm^-1(g);  dw1 += gt z2^T;  dz2 = w1^T gt;  dzt = mid_perm^-1(dz2)
-              dw0 += dzt xt^T;  dxt = w0^T dzt;  dx = in_perm^-1(dxt)            (4 bmm, 2-3 copies)
+    per chunk of t tokens            (xt: (b1, k1, c1 t), zt: (b1, p1, c1 t), z2: (b2, k2, c2 t), yt: (b2, p2, c2 t))
+    forward   xt = load(x)                 one copy: token-major x -> core 1's operand (zero-padded)
+              zt = w0 @ xt                 bmm, w0: (b1, p1, k1), zt feature-major
+              z2 = regroup(zt)             a view when the strides allow it (BTT, Monarch with b = mid), else a copy
+              yt = w1 @ z2                 bmm, w1: (b2, p2, k2)
+              y  = store(yt)               one copy back to token-major (truncated)
+    backward  gt = load(g);  dw1 += gt z2^T;  dz2 = w1^T gt;  dzt = regroup^-1(dz2)
+              dw0 += dzt xt^T;  dxt = w0^T dzt;  dx = store(dxt)                     (4 GEMMs, 2-3 copies)
 
-Chunks keep every copy cache-resident, and xt and zt are saved for the backward. Axes that one core does not
-touch are folded into its GEMM columns (c1, c2: e.g. the inner input axis for a Kronecker factor), and a core
-whose weight does not depend on its batch axis gets an expanded (stride-0) weight, which bmm reads as is.
-`TwoCorePlan` says how a structure's axes map onto this; each structure builds its plan and its two core views
-(btt_plan, monarch_plan, tt_plan, einsum_plan) and calls `two_core_apply`, which uses the fast Function on CPU
-and otherwise (CUDA, meta tensors, double backward with fast=False) the plain reference contraction, which
-computes the same thing through autograd. The forward issues exactly the two bmm calls per chunk, so torch's
-FlopCounterMode sees the structures' analytic FLOPs.
+The ends (`_Side`) keep a block-diagonal core's operand token-major as (b, t, k) blocks ("rows": a copy of k-float
+runs, 3x cheaper here than the element-wise 2-D transpose a feature-major operand needs), and the GEMM reads or
+writes it transposed. Axes a core does not touch are carried as extra GEMM columns (c1, c2), and a weight shared
+across a core's batch is an expanded (stride-0) view, which bmm reads in place. `TwoCorePlan` maps a structure's
+axes onto this (btt_plan, monarch_plan, einsum_plan); xt and zt are saved for the backward.
+
+The 2-core Tensor-Train (Kronecker at rank 1) has a cheaper schedule that copies nothing in the forward:
+core 0 runs per token on x read in place, core 1 as one plain GEMM (`tt2_apply`, `_TensorTrain2Function`).
+
+Mixtures of two-core experts (BTT-MoE) run every routed expert inside one Function (`routed_two_core_apply`):
+the slots sorted by expert are gathered once, each expert runs the schedule above on its segment, and the gated
+outputs are added back with one index_add, so dispatch costs a few passes over the slots rather than a gather,
+a concatenation and an autograd scatter per expert.
+
+Fallback: on other devices (CUDA, meta tensors) or with fast=False, the same contraction runs with plain
+differentiable ops (`reference_apply`, `tt2_reference`), which also support double backward; the fast backward is
+once-differentiable. The fast forward issues the same GEMM FLOPs as the analytic counts (bmm / mm, which torch's
+FlopCounterMode sees), chunk by chunk.
 """
 
 from __future__ import annotations
@@ -37,17 +46,18 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-# Chunk size: CHUNK_FLOATS / (widest of input, intermediate, output) tokens, at least MIN_CHUNK_TOKENS. A chunk's
-# operands (4 MB each) stay in L2/L3, yet each bmm is large enough (~1 ms at d = 1024) that dispatch and thread
-# start-up do not show. Measured fwd+bwd at 4096 tokens, 1 thread: 512-2048 tokens per chunk is 5-30% faster than
-# one chunk of 4096, within 5% of each other; fewer, larger ops also suffer less when other processes hold the cores.
-CHUNK_FLOATS = 1 << 20
+# Chunk size: CHUNK_FLOATS / max(d_in, d_out) tokens (4096 at d = 1024), at least MIN_CHUNK_TOKENS. Measured
+# fwd+bwd at d = 1024, 4096 tokens: with idle OpenMP threads sleeping (OMP_WAIT_POLICY=PASSIVE), 512-4096 tokens per
+# chunk are within 10% of each other, cache-sized chunks slightly ahead (rank 4: within 3%); with the default
+# spin-waiting and other processes on the 2 cores every parallel region can stall, and one chunk of 4096 ran 2x
+# faster than four of 1024. So chunks are large (few ops per layer) and bound only the scratch buffers' size.
+CHUNK_FLOATS = 1 << 22
 MIN_CHUNK_TOKENS = 128
 
 
 @dataclass(frozen=True)
 class TwoCorePlan:
-    """How x (N, d_in) -> y (N, d_out) maps onto two batched GEMMs over feature-major chunks.
+    """How x (N, d_in) -> y (N, d_out) maps onto two batched GEMMs over chunks of tokens.
 
     in_axes: the (zero-padded) input features split row-major into axes, prod >= d_in.
     in_perm: the order of those axes in core 1's operand, flattened to (b1, k1, c1): b1 batch, k1 contracted,
@@ -69,7 +79,7 @@ class TwoCorePlan:
     out_axes: tuple[int, ...]
     out_perm: tuple[int, ...]
 
-    def without_unit_axes(self) -> "TwoCorePlan":
+    def without_unit_axes(self) -> TwoCorePlan:
         """The same plan with size-1 axes dropped (so e.g. an einsum point with beta = 1 runs BTT's plain copies)."""
 
         def squeeze(axes: tuple[int, ...], perm: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -91,7 +101,8 @@ class TwoCorePlan:
         checks = {
             "in_axes cover d_in": math.prod(self.in_axes) >= self.d_in,
             "in_axes flatten to (b1, k1, c1)": math.prod(self.in_axes) == b1 * k1 * c1,
-            "mid_axes flatten to (b1, p1, c1) and (b2, k2, c2)": math.prod(self.mid_axes) == b1 * p1 * c1 == b2 * k2 * c2,
+            "mid_axes flatten to (b1, p1, c1) and (b2, k2, c2)":
+                math.prod(self.mid_axes) == b1 * p1 * c1 == b2 * k2 * c2,
             "out_axes flatten to (b2, p2, c2)": math.prod(self.out_axes) == b2 * p2 * c2,
             "out_axes cover d_out": math.prod(self.out_axes) >= self.d_out,
         }
@@ -120,20 +131,8 @@ class TwoCorePlan:
         return src, dst
 
     def chunk_tokens(self) -> int:
-        """Tokens per chunk: CHUNK_FLOATS over the widest of input, intermediate and output (at least MIN_CHUNK_TOKENS)."""
-        b1, p1, _, c1 = self.core1
-        return max(MIN_CHUNK_TOKENS, CHUNK_FLOATS // max(self.in_size, b1 * p1 * c1, self.out_size))
-
-    def layout_moves(self) -> int:
-        """Activation-sized copies per forward + backward, a general permute counted twice (it runs at about half the
-        speed of a row copy or a blocked 2-D transpose, measured): breaks ties between equally cheap plans."""
-        b1, p1, _, c1 = self.core1
-        b2, _, k2, c2 = self.core2
-        ends = sum(2 if side.rows or side.in_order else 4 for side in self.sides)  # a load and a store each
-        mid_moved = tuple(self.mid_axes[i] for i in self.mid_perm)
-        forward_copy = not _regroup_is_view(self.mid_axes, self.mid_perm, (b2, k2, c2))  # again for dW1
-        backward_copy = not _regroup_is_view(mid_moved, _inverse(self.mid_perm), (b1, p1, c1))
-        return ends + 2 * forward_copy + backward_copy
+        """Tokens per chunk: CHUNK_FLOATS over the wider of input and output, at least MIN_CHUNK_TOKENS."""
+        return max(MIN_CHUNK_TOKENS, CHUNK_FLOATS // max(self.in_size, self.out_size))
 
     def flops_per_token(self) -> int:
         """2 x MACs of the two GEMMs: b1 p1 k1 c1 + b2 p2 k2 c2 per token."""
@@ -181,13 +180,6 @@ def _regroup(
     out = buf[: moved.numel()].view(moved.shape)
     out.copy_(moved)
     return out.view(target)
-
-
-@functools.cache
-def _regroup_is_view(axes: tuple[int, ...], perm: tuple[int, ...], shape: tuple[int, int, int]) -> bool:
-    """Whether _regroup is free for these axes; all strides scale with the token count, so 2 tokens decide."""
-    moved = _moved(torch.empty(*axes, 2, device="meta"), axes, perm, 2)
-    return _as_view(moved, (shape[0], shape[1], shape[2] * 2)) is not None
 
 
 @dataclass(frozen=True)
@@ -262,77 +254,145 @@ class _Side:
             out.copy_(moved.reshape(t, self.size)[:, : self.width])
 
 
-# --- the fused Function ------------------------------------------------------------------------------------
-class _TwoCoreFunction(torch.autograd.Function):
-    """Forward and backward of two_core_apply on chunks of tokens (module docstring); x is (N, d_in).
+# --- the fused Functions -----------------------------------------------------------------------------------
+# Rows of x are processed in pieces (expert, start, stop): chunks of the batch, or of each expert's segment of the
+# routed slots. Weights carry a leading expert axis (size 1 for a plain layer). Every per-piece result goes into a
+# buffer allocated once per call: on these machines fresh large allocations cost page faults comparable to the
+# copies themselves.
+Piece = tuple[int, int, int]
 
-    Every per-chunk result goes into a buffer allocated once per call: on these machines fresh large allocations
-    cost page faults comparable to the copies themselves.
+
+def _pieces(counts: list[int], chunk: int) -> list[Piece]:
+    """(expert, start, stop) row ranges: each expert's consecutive segment of `counts[e]` rows, cut into chunks."""
+    pieces, start = [], 0
+    for expert, count in enumerate(counts):
+        pieces += [(expert, s, min(s + chunk, start + count)) for s in range(start, start + count, chunk)]
+        start += count
+    return pieces
+
+
+def _forward_pieces(
+    x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, plan: TwoCorePlan, pieces: list[Piece]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """y = x W_e^T row range by row range; x (rows, d_in), w0 (E, b1, p1, k1), w1 (E, b2, p2, k2).
+
+    Returns (x_all, z_all, y): core 1's operands and outputs piece after piece (saved for the backward), and y.
     """
+    src, dst = plan.sides
+    b1, p1, _, c1 = plan.core1
+    b2, _, k2, c2 = plan.core2
+    n, mid = x.shape[0], b1 * p1 * c1
+    x_all, z_all = x.new_empty(n * src.size), x.new_empty(n * mid)
+    y = x.new_empty(n, plan.d_out)
+    rows = max((stop - start for _, start, stop in pieces), default=0)
+    y_buf, z_buf = x.new_empty(dst.size * rows), x.new_empty(mid * rows)
+    for e, start, stop in pieces:
+        t = stop - start
+        xt = src.load(x[start:stop], x_all[start * src.size : stop * src.size])
+        zt = torch.bmm(w0[e], xt, out=z_all[start * mid : stop * mid].view(b1, p1, c1 * t))
+        z2 = _regroup(zt, plan.mid_axes, plan.mid_perm, (b2, k2, c2), t, z_buf)
+        dst.store(dst.gemm(w1[e], z2, y_buf, t), y[start:stop])
+    return x_all, z_all, y
+
+
+def _backward_pieces(
+    g: torch.Tensor, x_all: torch.Tensor, z_all: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor,
+    plan: TwoCorePlan, pieces: list[Piece], needs: tuple[bool, bool, bool],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Gradients (dx, dw0, dw1) of _forward_pieces for the output gradient g (rows, d_out); None where not needed."""
+    src, dst = plan.sides
+    b1, p1, _, c1 = plan.core1
+    b2, _, k2, c2 = plan.core2
+    need_x, need_w0, need_w1 = needs
+    n, mid = g.shape[0], b1 * p1 * c1
+    dx = g.new_empty(n, plan.d_in) if need_x else None
+    dw0 = g.new_zeros(w0.shape) if need_w0 else None
+    dw1 = g.new_zeros(w1.shape) if need_w1 else None
+    rows = max((stop - start for _, start, stop in pieces), default=0)
+    g_buf, z_buf, dz_buf, dzt_buf, dx_buf = (g.new_empty(size * rows) for size in (dst.size, mid, mid, mid, src.size))
+    mid_moved = tuple(plan.mid_axes[i] for i in plan.mid_perm)
+    mid_back = _inverse(plan.mid_perm)
+    for e, start, stop in pieces:
+        t = stop - start
+        gt = dst.load(g[start:stop], g_buf[: dst.size * t])  # (b2, p2, c2 t); dropped (padding) outputs get 0
+        zt = z_all[start * mid : stop * mid].view(b1, p1, c1 * t)
+        if need_w1:
+            z2 = _regroup(zt, plan.mid_axes, plan.mid_perm, (b2, k2, c2), t, z_buf)
+            dw1[e].baddbmm_(gt, z2.transpose(1, 2))
+        if need_x or need_w0:
+            dz2 = torch.bmm(w1[e].transpose(1, 2), gt, out=dz_buf[: mid * t].view(b2, k2, c2 * t))
+            dzt = _regroup(dz2, mid_moved, mid_back, (b1, p1, c1), t, dzt_buf)
+            if need_w0:
+                xt = src.view(x_all[start * src.size : stop * src.size], t)
+                dw0[e].baddbmm_(dzt, xt.transpose(1, 2))
+            if need_x:
+                src.store(src.gemm(w0[e].transpose(1, 2), dzt, dx_buf, t), dx[start:stop])
+    return dx, dw0, dw1
+
+
+class _TwoCoreFunction(torch.autograd.Function):
+    """Forward and backward of two_core_apply on chunks of tokens (module docstring); x is (N, d_in)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, plan: TwoCorePlan, chunk: int) -> torch.Tensor:
-        src, dst = plan.sides
-        b1, p1, _, c1 = plan.core1
-        b2, _, k2, c2 = plan.core2
-        n, mid = x.shape[0], b1 * p1 * c1
-        x_all = x.new_empty(n * src.size)  # core 1's operand, chunk after chunk (saved for dW0)
-        z_all = x.new_empty(n * mid)  # core 1's output (b1, p1, c1 t), chunk after chunk (saved for dW1)
-        y = x.new_empty(n, plan.d_out)
-        rows = min(chunk, n)
-        y_buf, z_buf = x.new_empty(dst.size * rows), x.new_empty(mid * rows)
-        for s in range(0, n, chunk):
-            t = min(chunk, n - s)
-            xt = src.load(x[s : s + t], x_all[s * src.size : (s + t) * src.size])
-            zt = torch.bmm(w0, xt, out=z_all[s * mid : (s + t) * mid].view(b1, p1, c1 * t))
-            z2 = _regroup(zt, plan.mid_axes, plan.mid_perm, (b2, k2, c2), t, z_buf)
-            dst.store(dst.gemm(w1, z2, y_buf, t), y[s : s + t])
+    def forward(
+        ctx, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, plan: TwoCorePlan, chunk: int
+    ) -> torch.Tensor:
+        pieces = _pieces([x.shape[0]], chunk)
+        x_all, z_all, y = _forward_pieces(x, w0.unsqueeze(0), w1.unsqueeze(0), plan, pieces)
         ctx.save_for_backward(x_all, z_all, w0, w1)
-        ctx.plan, ctx.chunk = plan, chunk
+        ctx.plan, ctx.pieces = plan, pieces
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g: torch.Tensor):
         x_all, z_all, w0, w1 = ctx.saved_tensors
-        plan: TwoCorePlan = ctx.plan
-        chunk: int = ctx.chunk
-        src, dst = plan.sides
-        b1, p1, k1, c1 = plan.core1
-        b2, p2, k2, c2 = plan.core2
-        need_x, need_w0, need_w1 = ctx.needs_input_grad[:3]
-        n, mid = g.shape[0], b1 * p1 * c1
-        dx = g.new_empty(n, plan.d_in) if need_x else None
-        dw0 = g.new_zeros(b1, p1, k1) if need_w0 else None
-        dw1 = g.new_zeros(b2, p2, k2) if need_w1 else None
-        rows = min(chunk, n)
-        g_buf, z_buf, dz_buf, dzt_buf, dx_buf = (g.new_empty(size * rows) for size in (dst.size, mid, mid, mid, src.size))
-        mid_moved = tuple(plan.mid_axes[i] for i in plan.mid_perm)
-        mid_back = _inverse(plan.mid_perm)
-        for s in range(0, n, chunk):
-            t = min(chunk, n - s)
-            gt = dst.load(g[s : s + t], g_buf[: dst.size * t])  # (b2, p2, c2 t); the dropped (padding) outputs get gradient 0
-            zt = z_all[s * mid : (s + t) * mid].view(b1, p1, c1 * t)
-            if need_w1:
-                z2 = _regroup(zt, plan.mid_axes, plan.mid_perm, (b2, k2, c2), t, z_buf)
-                dw1.baddbmm_(gt, z2.transpose(1, 2))
-            if need_x or need_w0:
-                dz2 = torch.bmm(w1.transpose(1, 2), gt, out=dz_buf[: mid * t].view(b2, k2, c2 * t))
-                dzt = _regroup(dz2, mid_moved, mid_back, (b1, p1, c1), t, dzt_buf)
-                if need_w0:
-                    xt = src.view(x_all[s * src.size : (s + t) * src.size], t)
-                    dw0.baddbmm_(dzt, xt.transpose(1, 2))
-                if need_x:
-                    src.store(src.gemm(w0.transpose(1, 2), dzt, dx_buf, t), dx[s : s + t])
-        return dx, dw0, dw1, None, None
+        dx, dw0, dw1 = _backward_pieces(
+            g, x_all, z_all, w0.unsqueeze(0), w1.unsqueeze(0), ctx.plan, ctx.pieces, ctx.needs_input_grad[:3]
+        )
+        return dx, None if dw0 is None else dw0[0], None if dw1 is None else dw1[0], None, None
+
+
+class _RoutedTwoCoreFunction(torch.autograd.Function):
+    """Mixture of two-core experts: y_n = sum_j gate_nj * expert_{e_nj}(x_n), only the routed experts computed.
+
+    The N k (token, expert) slots come sorted by expert (`tokens`: the token of each slot; `counts`: slots per
+    expert). Gathering the slots' inputs, gating the outputs and adding them back up are one pass each over the
+    slots (index_select, a multiply, index_add), and each expert runs the two-core schedule on its contiguous
+    segment. Backward: the gate gradient is <dy_n, expert output> per slot (a row-wise dot, no temporary).
+    """
+
+    @staticmethod
+    def forward(
+        ctx, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, gates: torch.Tensor, plan: TwoCorePlan,
+        tokens: torch.Tensor, counts: list[int], chunk: int,
+    ) -> torch.Tensor:
+        pieces = _pieces(counts, chunk)
+        x_all, z_all, ys = _forward_pieces(x.index_select(0, tokens), w0, w1, plan, pieces)
+        y = x.new_zeros(x.shape[0], plan.d_out).index_add_(0, tokens, ys * gates[:, None])
+        ctx.save_for_backward(x_all, z_all, ys, w0, w1, gates, tokens)
+        ctx.plan, ctx.pieces, ctx.tokens_in = plan, pieces, x.shape[0]
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy: torch.Tensor):
+        x_all, z_all, ys, w0, w1, gates, tokens = ctx.saved_tensors
+        need_x, need_w0, need_w1, need_gates = ctx.needs_input_grad[:4]
+        dys = dy.index_select(0, tokens)  # each slot's share of the output gradient
+        dgates = torch.einsum("sd,sd->s", dys, ys) if need_gates else None
+        dys.mul_(gates[:, None])
+        dxs, dw0, dw1 = _backward_pieces(dys, x_all, z_all, w0, w1, ctx.plan, ctx.pieces, (need_x, need_w0, need_w1))
+        dx = dxs.new_zeros(ctx.tokens_in, ctx.plan.d_in).index_add_(0, tokens, dxs) if need_x else None
+        return dx, dw0, dw1, dgates, None, None, None, None
 
 
 # --- entry points ------------------------------------------------------------------------------------------
 def reference_apply(x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, plan: TwoCorePlan) -> torch.Tensor:
-    """The same map with plain differentiable ops on the whole batch: the fallback and the tests' reference."""
+    """The same map with plain differentiable ops on the whole batch: the fallback (other devices, fast=False)."""
     n = x.shape[0]
-    b1, p1, k1, c1 = plan.core1
-    b2, p2, k2, c2 = plan.core2
+    b1, _, k1, c1 = plan.core1
+    b2, _, k2, c2 = plan.core2
     xt = _pad_features(x, plan.in_size).view(n, *plan.in_axes).permute(*[1 + i for i in plan.in_perm], 0)
     zt = torch.matmul(w0, xt.reshape(b1, k1, c1 * n))
     yt = torch.matmul(w1, _regroup(zt, plan.mid_axes, plan.mid_perm, (b2, k2, c2), n))
@@ -341,7 +401,7 @@ def reference_apply(x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, plan: T
 
 
 def uses_fast_path(x: torch.Tensor) -> bool:
-    """The feature-major Function is tuned for (and tested on) CPU; other devices take the reference path."""
+    """The fused Functions are tuned for (and tested on) CPU; other devices take the plain reference path."""
     return x.device.type == "cpu"
 
 
@@ -365,6 +425,26 @@ def two_core_apply(
     else:
         y = reference_apply(flat, w0, w1, plan)
     return y.reshape(*lead, plan.d_out)
+
+
+def routed_two_core_apply(
+    x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, plan: TwoCorePlan, experts: torch.Tensor,
+    gates: torch.Tensor, chunk: int | None = None,
+) -> torch.Tensor:
+    """y_n = sum_j gates[n, j] * expert_{experts[n, j]}(x_n) with two-core experts, on CPU (uses_fast_path).
+
+    x (N, d_in); w0 (E, b1, p1, k1) and w1 (E, b2, p2, k2) hold the experts' core views; experts (N, k) the routed
+    expert ids, gates (N, k) their weights. Only the routed experts run (moe_ffn.mix_experts' slot order).
+    """
+    if x.dim() != 2 or x.shape[-1] != plan.d_in:
+        raise ValueError(f"input has shape {tuple(x.shape)}, the experts expect (tokens, d_in={plan.d_in})")
+    chunk = plan.chunk_tokens() if chunk is None else chunk
+    flat = experts.reshape(-1)
+    order = torch.argsort(flat, stable=True)
+    tokens = order // experts.shape[-1]  # slot n k + j belongs to token n
+    counts = torch.bincount(flat, minlength=w0.shape[0]).tolist()
+    slot_gates = gates.reshape(-1)[order].to(x.dtype)
+    return _RoutedTwoCoreFunction.apply(x, w0, w1, slot_gates, plan, tokens, counts, chunk)
 
 
 # --- plans and core views of each structure ----------------------------------------------------------------
@@ -392,35 +472,13 @@ def btt_cores(w0: torch.Tensor, w1: torch.Tensor, rank: int) -> tuple[torch.Tens
 
 @functools.cache
 def monarch_plan(d_in: int, d_out: int, blocks: int, in_blk: int, mid: int, out_blk: int) -> TwoCorePlan:
-    """Monarch: h[k, q] = R_k x[k, :]; the perfect shuffle g[l, i] = h[k, q] with q b + k = l mid + i; y[l] = L_l g[l]."""
+    """Monarch: h[k] = R_k x[k]; the perfect shuffle g[l, i] = h[k, q] with q b + k = l mid + i; y[l] = L_l g[l]."""
     return TwoCorePlan(
         d_in=d_in, d_out=d_out,
         in_axes=(blocks, in_blk), in_perm=(0, 1), core1=(blocks, mid, in_blk, 1),
         mid_axes=(blocks, mid), mid_perm=(1, 0), core2=(blocks, out_blk, mid, 1),
         out_axes=(blocks, out_blk), out_perm=(0, 1),
     )
-
-
-@functools.cache
-def tt_plan(in_factors: tuple[int, int], out_factors: tuple[int, int], rank: int) -> TwoCorePlan:
-    """2-core TT (Kronecker at rank 1), core 0 first: x[i1, i2] -> z[(j1, s), i2] -> y[j1, j2].
-
-    Core 1 is one GEMM with the untouched axis i2 as extra columns; core 2 runs per j1 with a shared weight.
-    """
-    (n1, n2), (m1, m2) = in_factors, out_factors
-    return TwoCorePlan(
-        d_in=n1 * n2, d_out=m1 * m2,
-        in_axes=(n1, n2), in_perm=(0, 1), core1=(1, m1 * rank, n1, n2),
-        mid_axes=(m1, rank, n2), mid_perm=(0, 1, 2), core2=(m1, m2, rank * n2, 1),
-        out_axes=(m1, m2), out_perm=(0, 1),
-    )
-
-
-def tt_cores(core0: torch.Tensor, core1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(b, out, in) views of TT cores (m1, r, 1, n1) and (m2, 1, r, n2) for tt_plan; core 2's is expanded over j1."""
-    m1, r, _, n1 = core0.shape
-    m2, _, _, n2 = core1.shape
-    return core0.reshape(1, m1 * r, n1), core1.reshape(1, m2, r * n2).expand(m1, m2, r * n2)
 
 
 @functools.cache
@@ -455,3 +513,91 @@ def einsum_cores(A: torch.Tensor, B: torch.Tensor, a_first: bool) -> tuple[torch
     if a_first:
         return A.permute(3, 0, 1, 2, 4).reshape(g, f * d * r, a), B.reshape(f, e, r * g * b)
     return B.permute(3, 0, 1, 2, 4).reshape(g, f * e * r, b), A.reshape(f, d, r * g * a)
+
+
+# --- 2-core Tensor-Train (and Kronecker): token-major ------------------------------------------------------------
+class _TensorTrain2Function(torch.autograd.Function):
+    """Forward and backward of tt2_apply; x (N, n1 n2) contiguous, g0 (m1 r, n1), g1 (m2, r n2).
+
+    Core 0 contracts the outer input axis: per token, z[n] = g0 @ x[n] with x[n] read in place as (n1, n2), one
+    bmm over the chunk's tokens with g0 expanded (not copied). Core 1 contracts (s, i2): the rows (n, j1) of z are
+    contiguous, so y = z (t m1, r n2) @ g1^T is one plain GEMM writing y token-major. The forward copies nothing;
+    the backward copies twice per chunk, for dg0 = sum_n dz[n] x[n]^T as one GEMM over (n, i2).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, g0: torch.Tensor, g1: torch.Tensor, chunk: int) -> torch.Tensor:
+        n, (mr, n1), (m2, rn2) = x.shape[0], g0.shape, g1.shape
+        n2 = x.shape[1] // n1
+        m1 = mr * n2 // rn2
+        z_all = x.new_empty(n, mr, n2)  # core 0's output per token (m1, r, n2), saved for dg1
+        y = x.new_empty(n, m1 * m2)
+        for s in range(0, n, chunk):
+            t = min(chunk, n - s)
+            z = torch.bmm(g0.expand(t, mr, n1), x[s : s + t].view(t, n1, n2), out=z_all[s : s + t])
+            torch.mm(z.view(t * m1, rn2), g1.t(), out=y[s : s + t].view(t * m1, m2))
+        ctx.save_for_backward(x, z_all, g0, g1)
+        ctx.chunk = chunk
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy: torch.Tensor):
+        x, z_all, g0, g1 = ctx.saved_tensors
+        chunk: int = ctx.chunk
+        need_x, need_g0, need_g1 = ctx.needs_input_grad[:3]
+        n, (mr, n1), (m2, rn2) = x.shape[0], g0.shape, g1.shape
+        n2 = x.shape[1] // n1
+        m1 = mr * n2 // rn2
+        dx = x.new_empty(n, n1 * n2) if need_x else None
+        dg0 = g0.new_zeros(mr, n1) if need_g0 else None
+        dg1 = g1.new_zeros(m2, rn2) if need_g1 else None
+        rows = min(chunk, n)
+        dz_buf, dz_moved, x_moved = (x.new_empty(rows * size) for size in (mr * n2, mr * n2, n1 * n2))
+        for s in range(0, n, chunk):
+            t = min(chunk, n - s)
+            dy_c = dy[s : s + t].reshape(t * m1, m2)
+            if need_g1:
+                dg1.addmm_(dy_c.t(), z_all[s : s + t].view(t * m1, rn2))
+            if not (need_x or need_g0):
+                continue
+            dz = torch.mm(dy_c, g1, out=dz_buf[: t * mr * n2].view(t * m1, rn2)).view(t, mr, n2)
+            if need_x:
+                torch.bmm(g0.t().expand(t, n1, mr), dz, out=dx[s : s + t].view(t, n1, n2))
+            if need_g0:  # dg0[(j1, s), i1] = sum_{n, i2} dz[n, (j1, s), i2] x[n, i1, i2]
+                dz_t = dz_moved[: t * mr * n2].view(mr, t, n2)
+                dz_t.copy_(dz.transpose(0, 1))
+                x_t = x_moved[: t * n1 * n2].view(t, n2, n1)
+                x_t.copy_(x[s : s + t].view(t, n1, n2).transpose(1, 2))
+                dg0.addmm_(dz_t.view(mr, t * n2), x_t.view(t * n2, n1))
+        return dx, dg0, dg1, None
+
+
+def tt2_reference(x: torch.Tensor, core0: torch.Tensor, core1: torch.Tensor) -> torch.Tensor:
+    """y[j1, j2] = sum_{i1, i2, s} x[i1, i2] G0[j1, s, 0, i1] G1[j2, 0, s, i2] as one einsum (the fallback)."""
+    n1, n2 = core0.shape[3], core1.shape[3]
+    y = torch.einsum("nab,jsa,ksb->njk", x.reshape(-1, n1, n2), core0[:, :, 0], core1[:, 0])
+    return y.reshape(x.shape[0], -1)
+
+
+def tt2_apply(
+    x: torch.Tensor, core0: torch.Tensor, core1: torch.Tensor, fast: bool = True, chunk: int | None = None
+) -> torch.Tensor:
+    """y = x W^T for a 2-core TT (Kronecker at rank 1) with cores (m1, r, 1, n1), (m2, 1, r, n2); x (..., n1 n2).
+
+    Core 0 first, as tt.TTLayout counts its FLOPs. fast=False (or a non-CPU tensor) uses tt2_reference.
+    """
+    (m1, r, _, n1), (m2, _, _, n2) = core0.shape, core1.shape
+    if x.shape[-1] != n1 * n2:
+        raise ValueError(f"input has {x.shape[-1]} features, the layer expects d_in={n1 * n2}")
+    chunk = max(MIN_CHUNK_TOKENS, CHUNK_FLOATS // max(n1 * n2, m1 * m2)) if chunk is None else chunk
+    if chunk < 1:
+        raise ValueError(f"chunk={chunk} must be >= 1 (tokens per chunk)")
+    lead = x.shape[:-1]
+    flat = x.reshape(-1, n1 * n2)
+    if fast and uses_fast_path(flat) and flat.shape[0] > 0:
+        g0, g1 = core0.reshape(m1 * r, n1), core1.reshape(m2, r * n2)
+        y = _TensorTrain2Function.apply(flat.contiguous(), g0, g1, chunk)
+    else:
+        y = tt2_reference(flat, core0, core1)
+    return y.reshape(*lead, m1 * m2)

@@ -26,7 +26,7 @@ from torch import nn
 from scaling.config import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register
 from scaling.structures.factorize import clean_factors
-from scaling.structures.kernels import tt_cores, tt_plan, two_core_apply
+from scaling.structures.kernels import tt2_apply
 
 
 @dataclass(frozen=True)
@@ -57,13 +57,11 @@ def check_cores(cores: int, structure: str) -> None:
 def tt_apply(x: torch.Tensor, cores: list[torch.Tensor], in_factors: tuple[int, ...], d_out: int) -> torch.Tensor:
     """Contract x (..., d_in) with 4-D cores (m_k, r_k, r_{k-1}, n_k), core 0 first; returns (..., d_out).
 
-    Two cores run the fused two-core kernel (`kernels.two_core_apply`); more cores contract one einsum per core,
+    Two cores run the fused token-major kernel (`kernels.tt2_apply`); more cores contract one einsum per core,
     keeping the state as (N, P, r, n_k, Q): P = the m's produced so far, Q = the n's still to contract.
     """
     if len(cores) == 2:
-        out_factors = (cores[0].shape[0], cores[1].shape[0])
-        plan = tt_plan((in_factors[0], in_factors[1]), out_factors, cores[0].shape[1])
-        return two_core_apply(x, *tt_cores(cores[0], cores[1]), plan)
+        return tt2_apply(x, cores[0], cores[1])
     lead = x.shape[:-1]
     z = x.reshape(-1, 1, 1, in_factors[0], math.prod(in_factors[1:]))
     for k, core in enumerate(cores):
