@@ -89,3 +89,14 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
                 stop = _cluster_script("stop")
                 if stop.returncode != 0:
                     pytest.fail(f"`bash slurm/cluster.sh stop` failed:\n{stop.stdout}{stop.stderr}", pytrace=False)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models and tensors: one intra-op thread (extra threads only spin-wait on a shared 2-core machine)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -18,13 +18,7 @@ GPT2 = ModelConfig(family="gpt2", width=128, base_width=64, head_dim=32, depth=2
 BTT = StructureConfig(name="btt", rank=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread (extra threads only spin-wait on a shared 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

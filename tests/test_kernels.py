@@ -32,13 +32,7 @@ from scaling.structures.tt import TensorTrain
 S = StructureConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread (extra threads only spin-wait on a shared 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- references: each structure's formula as one einsum on its parameters --------------------------------------

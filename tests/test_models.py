@@ -31,13 +31,7 @@ MODELS = {
 EINSUM_BTT1 = StructureConfig(name="einsum", theta=[0.5, 0.0, 0.5, 0.0, 0.5, 0.5, 0.0])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread (extra threads only spin-wait on a shared 2-core machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def structure_config(name: str, **overrides) -> StructureConfig:
