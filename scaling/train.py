@@ -200,10 +200,13 @@ def _train(run: Run) -> dict[str, Any]:
         if dist.is_main:
             atomic_write_bytes(run.dir / "config.yaml", OmegaConf.to_yaml(cfg).encode())
             (run.dir / "metrics.jsonl").unlink(missing_ok=True)
+    def done() -> dict[str, float]:
+        """Training units and FLOPs consumed after `step` optimiser steps."""
+        return {"tokens": step * plan.units_per_step, "flops": step * plan.units_per_step * plan.train_flops_per_unit}
+
     summary_extra = taxonomy(model) | {"restarts": restarts}
     run.heartbeat()
-    run.write_summary(status="running", tokens=step * plan.units_per_step,
-                      flops=step * plan.units_per_step * plan.train_flops_per_unit, **summary_extra)
+    run.write_summary(status="running", **done(), **summary_extra)
 
     logger_cfg = as_dataclass(cfg.logger, LoggerConfig)
     tracker = Tracker(logger_cfg, run.dir, wandb_id, run_name(cfg), cfg.sweep,
@@ -221,9 +224,8 @@ def _train(run: Run) -> dict[str, Any]:
         metrics = evaluate(model, eval_set, dev, t.precision) if dist.is_main else {}
         if metrics:
             best = min(best, metrics["val_loss"])
-            row = {"kind": "eval", "step": step, "tokens": step * plan.units_per_step,
-                   "flops": step * plan.units_per_step * plan.train_flops_per_unit,
-                   "wall_s": wall_before + time.perf_counter() - start, **metrics}
+            row = {"kind": "eval", "step": step, **done(), "wall_s": wall_before + time.perf_counter() - start,
+                   **metrics}
             run.pending_rows.append(row)
             tracker.log(row, step)
         run.flush_metrics()
@@ -260,17 +262,13 @@ def _train(run: Run) -> dict[str, Any]:
 
             if not math.isfinite(loss_value) or loss_value > t.diverge_factor * initial_loss:
                 status = "diverged"
-                run.pending_rows.append({"kind": "train", "step": step, "loss": loss_value,
-                                         "tokens": step * plan.units_per_step,
-                                         "flops": step * plan.units_per_step * plan.train_flops_per_unit})
+                run.pending_rows.append({"kind": "train", "step": step, "loss": loss_value, **done()})
                 run.flush_metrics()
                 break
             if step % t.log_every == 0 or step in evals:
                 now = time.perf_counter()
                 rate = window_steps * plan.units_per_step / max(now - window_start, 1e-9)
-                row = {"kind": "train", "step": step, "tokens": step * plan.units_per_step,
-                       "flops": step * plan.units_per_step * plan.train_flops_per_unit, "loss": loss_value,
-                       "lr": t.lr * factor, "tokens_per_s": rate, "flops_per_s": rate * plan.train_flops_per_unit,
+                row = {"kind": "train", "step": step, **done(), "loss": loss_value, "lr": t.lr * factor, "tokens_per_s": rate, "flops_per_s": rate * plan.train_flops_per_unit,
                        "wall_s": wall_before + now - start}
                 run.pending_rows.append(row)
                 if tracker:
@@ -295,8 +293,7 @@ def _train(run: Run) -> dict[str, Any]:
     if dist.is_main and status == "completed":
         save_checkpoint(run.dir, checkpoint_state())  # the final weights, for users of the trained model
     summary = run.write_summary(
-        status=status, tokens=step * plan.units_per_step,
-        flops=step * plan.units_per_step * plan.train_flops_per_unit, steps=step,
+        status=status, **done(), steps=step,
         final_val_loss=final, best_val_loss=best if math.isfinite(best) else None, wall_time_s=wall,
         tokens_per_s=step * plan.units_per_step / max(wall, 1e-9), **summary_extra,
     )
