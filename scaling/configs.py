@@ -22,12 +22,17 @@ def register_schemas() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
 
 
-def compose_run_config(overrides: Sequence[str] = (), config_name: str = "run") -> DictConfig:
-    """Compose conf/<config_name>.yaml with Hydra overrides, e.g. ["model=vit", "model.width=128"]."""
-    register_schemas()
+def compose_conf(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose conf/<config_name>.yaml with Hydra overrides (schemas must be registered first)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        cfg = compose(config_name=config_name, overrides=list(overrides))
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
+def compose_run_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose conf/run.yaml with Hydra overrides, e.g. ["model=vit", "model.width=128"]."""
+    register_schemas()
+    cfg = compose_conf("run", overrides)
     OmegaConf.set_struct(cfg, True)
     return cfg
 

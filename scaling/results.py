@@ -97,11 +97,15 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def jsonl_bytes(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r, sort_keys=True, default=float) + "\n" for r in rows).encode()
+
+
 def append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     """Append whole lines with one write + fsync; a reader skips a torn last line (see read_jsonl)."""
     if not rows:
         return
-    data = "".join(json.dumps(r, sort_keys=True, default=float) + "\n" for r in rows).encode()
+    data = jsonl_bytes(rows)
     with open(path, "ab") as f:
         f.write(data)
         f.flush()

@@ -21,13 +21,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from scaling.config import LaunchConfig
-from scaling.configs import CONF_DIR, REPO_ROOT, compose_run_config
+from scaling.configs import REPO_ROOT, compose_conf, compose_run_config
 from scaling.plan import ConfigError, RunPlan, plan_run
 
 SWEEPS_DIR = REPO_ROOT / "sweeps"
@@ -81,9 +79,7 @@ def compose_launch_config(args: Sequence[str]) -> DictConfig:
     for every run (train.seed=1, ...), which are appended to `overrides`."""
     register_sweeps()
     launch_args, run_args = split_run_overrides(args)
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        cfg = compose(config_name="launch", overrides=launch_args)
+    cfg = compose_conf("launch", launch_args)
     cfg.overrides = [*cfg.overrides, *run_args]
     if cfg.get("sweep") is None:
         raise SweepError(f"no sweep given: pass +sweep=NAME with NAME one of {sweep_names()}")

@@ -8,7 +8,6 @@ rerunning an interrupted one resumes from its checkpoint and reproduces the unin
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import socket
@@ -32,7 +31,7 @@ from scaling.parametrization import build_parametrized_model, make_optimizer
 from scaling.config import LoggerConfig, ModelConfig, StructureConfig
 from scaling.plan import ConfigError, RunPlan, plan_run
 from scaling.results import (
-    append_jsonl, atomic_write_bytes, atomic_write_json, read_jsonl, read_summary, run_dir,
+    append_jsonl, atomic_write_bytes, atomic_write_json, jsonl_bytes, read_jsonl, read_summary, run_dir,
 )
 from scaling.schedule import lr_factor
 from scaling.tracking import Tracker, new_wandb_id
@@ -145,8 +144,7 @@ class Run:
         """On resume, drop rows logged after the checkpoint (they will be produced again, identically)."""
         path = self.dir / "metrics.jsonl"
         rows = [r for r in read_jsonl(path) if r["step"] <= last_step]
-        data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
-        atomic_write_bytes(path, data)
+        atomic_write_bytes(path, jsonl_bytes(rows))
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
