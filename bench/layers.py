@@ -1,6 +1,7 @@
 """Forward+backward time of each structured layer against dense nn.Linear at the same width, in one process.
 
-    python bench/layers.py [--widths 256 512 1024] [--tokens 4096] [--structures btt btt:rank=4 ...] [--json]
+    python bench/layers.py [--widths 256 512 1024] [--tokens 4096] [--structures btt btt:rank=4 ...]
+                           [--paths native bmm] [--json]
 
 A structure is a preset of conf/structure/ (its file name), optionally with overrides: `btt:rank=4,cores=2`.
 By default every preset whose structure is registered runs (einsum and btt_moe join once they exist), plus
@@ -9,26 +10,28 @@ step is forward + grad-input + grad-weight = 3 x forward FLOPs. Reported per lay
 `repeats` after `warmup` steps, achieved GFLOP/s = 3 * flops_per_token * tokens / time, that rate as a fraction
 of dense GEMM's, and the wall-time speedup over dense (dense ms / layer ms). Layers of one width take
 turns within each repeat, so load drift on a shared machine biases the ratios less.
+
+--paths: the CPU fast paths to time each structure on, side by side: `native` (the default where it is built:
+the compiled offset GEMM, structures/native.py, for the plans it takes) and `bmm` (the PyTorch batched-GEMM
+schedule, the path everywhere else; rows marked "[bmm]" when both run). The BTT-MoE router gets random weights
+(a zero router would send every token to the same experts). Process settings as in bench/train.py and training:
+OMP_WAIT_POLICY=PASSIVE (--omp-wait) and glibc keeping freed memory (--keep-freed-memory).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
 
-import torch
-from omegaconf import OmegaConf
-from torch import nn
-
-from scaling.config import StructureConfig
-from scaling.configs import CONF_DIR, compose_run_config
-from scaling.structures import REGISTRY, StructureError, build_linear
+from train import OMP_WAIT, apply_process_settings
 
 EXTRA_SPECS = ["btt:rank=4"]
+PATHS = {"native": "1", "bmm": "0"}  # SCALING_NATIVE for each path
 
 
 @dataclass
@@ -46,27 +49,36 @@ class Row:
 
 def default_specs() -> list[str]:
     """Every conf/structure preset whose structure is registered (dense is the baseline), then EXTRA_SPECS."""
+    from scaling.configs import CONF_DIR
+    from scaling.structures import REGISTRY
+
     names = sorted(p.stem for p in (CONF_DIR / "structure").glob("*.yaml"))
     return [n for n in names if n != "dense" and n in REGISTRY] + EXTRA_SPECS
 
 
-def structure_config(spec: str) -> StructureConfig:
+def structure_config(spec: str):
     """`name[:key=value,...]` -> the conf/structure/name preset with structure.key=value overrides."""
+    from omegaconf import OmegaConf
+
+    from scaling.configs import compose_run_config
+
     name, _, rest = spec.partition(":")
     overrides = [f"structure={name}"] + [f"structure.{kv}" for kv in rest.split(",") if kv]
     return OmegaConf.to_object(compose_run_config(overrides).structure)
 
 
-def time_steps(layers: dict[str, nn.Module], tokens: int, width: int, warmup: int, repeats: int) -> dict[str, float]:
-    """Median seconds of one forward + backward (input and weight gradients) of each layer.
+def time_steps(layers: dict, paths: dict[str, str], tokens: int, width: int, warmup: int, repeats: int) -> dict:
+    """Median seconds of one forward + backward (input and weight gradients) of each layer, each on its path
+    (paths[name]: SCALING_NATIVE). Layers take turns within every repeat, so drifting load on a shared machine
+    hits them all alike."""
+    import torch
 
-    Layers take turns within every repeat, so drifting load on a shared machine hits them all alike.
-    """
     x = torch.randn(tokens, width, requires_grad=True)
     grad = torch.randn(tokens, width)
     times: dict[str, list[float]] = {name: [] for name in layers}
     for i in range(warmup + repeats):
         for name, layer in layers.items():
+            os.environ["SCALING_NATIVE"] = paths[name]
             layer.zero_grad(set_to_none=True)
             x.grad = None
             start = time.perf_counter()
@@ -76,19 +88,36 @@ def time_steps(layers: dict[str, nn.Module], tokens: int, width: int, warmup: in
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def bench_width(width: int, configs: dict[str, StructureConfig], args: argparse.Namespace) -> list[Row]:
+def bench_width(width: int, configs: dict, args: argparse.Namespace) -> list[Row]:
+    """One row per structure and path at this width (a structure that rejects the width gets its error)."""
+    import torch
+    from torch import nn
+
+    from scaling.structures import StructureError, build_linear
+
     torch.manual_seed(0)
     layers: dict[str, nn.Module] = {"dense": nn.Linear(width, width, bias=False)}
+    paths = {"dense": "0"}
     errors: dict[str, str] = {}
+    labels = []
     for spec, cfg in configs.items():
         try:
-            layers[spec] = build_linear(cfg, width, width)
+            layer = build_linear(cfg, width, width)
         except StructureError as err:
             errors[spec] = str(err)
-    seconds = time_steps(layers, args.tokens, width, args.warmup, args.repeats)
+            labels.append(spec)
+            continue
+        if cfg.name == "btt_moe":
+            with torch.no_grad():
+                layer.router.weight.normal_(0, width**-0.5)
+        for path in args.paths:
+            label = spec if path == args.paths[0] else f"{spec} [{path}]"
+            layers[label], paths[label] = layer, PATHS[path]
+            labels.append(label)
+    seconds = time_steps(layers, paths, args.tokens, width, args.warmup, args.repeats)
     dense_rate = 3 * 2 * width * width * args.tokens / seconds["dense"] / 1e9
     rows = []
-    for spec in ["dense", *configs]:
+    for spec in ["dense", *labels]:
         if spec in errors:
             rows.append(Row(width, spec, error=errors[spec]))
             continue
@@ -103,13 +132,13 @@ def bench_width(width: int, configs: dict[str, StructureConfig], args: argparse.
 
 
 def print_table(rows: list[Row]) -> None:
-    print(f"{'width':>6} {'structure':<18} {'params':>9} {'MFLOP/tok':>10} {'ms':>9} {'GFLOP/s':>8} {'x dense':>8} {'speedup':>8}")
+    print(f"{'width':>6} {'structure':<22} {'params':>9} {'MFLOP/tok':>10} {'ms':>9} {'GFLOP/s':>8} {'x dense':>8} {'speedup':>8}")
     for r in rows:
         if r.error:
-            print(f"{r.width:>6} {r.structure:<18} skipped: {r.error}")
+            print(f"{r.width:>6} {r.structure:<22} skipped: {r.error}")
             continue
         print(
-            f"{r.width:>6} {r.structure:<18} {r.params:>9} {r.flops_per_token / 1e6:>10.3f} {r.ms:>9.2f} "
+            f"{r.width:>6} {r.structure:<22} {r.params:>9} {r.flops_per_token / 1e6:>10.3f} {r.ms:>9.2f} "
             f"{r.gflops:>8.1f} {r.gflops_vs_dense:>8.2f} {r.speedup_vs_dense:>8.2f}"
         )
 
@@ -122,8 +151,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--paths", nargs="+", choices=sorted(PATHS), default=None,
+                        help="CPU fast paths to time (default: native and bmm where native is built, else bmm)")
+    parser.add_argument("--omp-wait", choices=sorted(OMP_WAIT), default="passive")
+    parser.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
+    apply_process_settings(args.omp_wait, args.keep_freed_memory, "bench/layers.py")
+    import torch
+
+    from scaling.structures import REGISTRY, native
+
+    if args.paths is None:
+        args.paths = ["native", "bmm"] if native.available() else ["bmm"]
+    elif "native" in args.paths and not native.available():
+        sys.exit("--paths native: the compiled offset GEMM is not built or not usable here (see structures/native.py)")
     torch.set_num_threads(args.threads)
     specs = args.structures or default_specs()
     unknown = [s for s in specs if s.partition(":")[0] not in REGISTRY]
@@ -132,10 +174,12 @@ def main(argv: list[str] | None = None) -> None:
     configs = {spec: structure_config(spec) for spec in specs}
     rows = [row for width in args.widths for row in bench_width(width, configs, args)]
     if args.json:
-        meta = {"tokens": args.tokens, "threads": args.threads, "warmup": args.warmup, "repeats": args.repeats}
+        meta = {"tokens": args.tokens, "threads": args.threads, "warmup": args.warmup, "repeats": args.repeats,
+                "paths": args.paths, "omp_wait": args.omp_wait, "keep_freed_memory": args.keep_freed_memory}
         print(json.dumps({**meta, "torch": torch.__version__, "rows": [asdict(r) for r in rows]}))
     else:
-        print(f"fwd+bwd of one d -> d layer, {args.tokens} tokens, {args.threads} threads, median of {args.repeats}")
+        print(f"fwd+bwd of one d -> d layer, {args.tokens} tokens, {args.threads} threads, median of {args.repeats}, "
+              f"OMP wait {args.omp_wait}, keep freed memory {args.keep_freed_memory}")
         print_table(rows)
 
 

@@ -11,7 +11,8 @@ and attention), tokens/s, achieved GFLOP/s, and the speedup over dense (dense st
 
 A structure is a conf/structure preset with optional overrides, as in bench/layers.py: `btt:rank=4`.
 
-Process settings, identical for every model and applied before torch starts (they act on the whole process):
+Process settings, identical for every model and applied before torch starts (they act on the whole process;
+both defaults are what training uses too, scaling/process.py):
   --omp-wait passive   OMP_WAIT_POLICY: idle OpenMP threads sleep at once instead of spinning. On a shared
                        2-core machine a spinning thread takes the core its partner needs, which stalls every
                        parallel region; models that issue many medium-sized ops (structured layers) suffer most.
@@ -23,7 +24,6 @@ Process settings, identical for every model and applied before torch starts (the
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import statistics
@@ -31,9 +31,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-OMP_WAIT = {"passive": "PASSIVE", "active": "ACTIVE", "default": None}
+OMP_WAIT = {"passive": "PASSIVE", "active": "ACTIVE"}
 DEFAULT_SPECS = ["btt", "low_rank", "kron"]
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 
 
 @dataclass
@@ -73,21 +72,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def keep_freed_memory() -> None:
-    """Ask glibc malloc to keep freed memory: no mmap for large blocks, no trimming of the heap top."""
-    libc = ctypes.CDLL("libc.so.6")
-    if not (libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1)):
+def apply_process_settings(omp_wait: str, keep_memory: bool, script: str) -> None:
+    """Set OMP_WAIT_POLICY (before torch is imported) and glibc's reuse of freed memory; exits if too late."""
+    if "torch" in sys.modules:
+        sys.exit(f"--omp-wait must take effect before torch is imported; run {script} as a script")
+    os.environ["OMP_WAIT_POLICY"] = OMP_WAIT[omp_wait]
+    from scaling.process import keep_freed_memory
+
+    if keep_memory and not keep_freed_memory():
         sys.exit("--keep-freed-memory: glibc mallopt refused the settings; rerun with --no-keep-freed-memory")
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if OMP_WAIT[args.omp_wait] is not None:
-        if "torch" in sys.modules:
-            sys.exit("--omp-wait must take effect before torch is imported; run bench/train.py as a script")
-        os.environ["OMP_WAIT_POLICY"] = OMP_WAIT[args.omp_wait]
-    if args.keep_freed_memory:
-        keep_freed_memory()
+    apply_process_settings(args.omp_wait, args.keep_freed_memory, "bench/train.py")
     rows = run(args)
     if args.json:
         settings = {k: v for k, v in vars(args).items() if k != "json"}

@@ -30,6 +30,7 @@ from scaling.distributed import DistInfo, all_reduce_mean, barrier, cpu_threads,
 from scaling.parametrization import build_parametrized_model, make_optimizer
 from scaling.config import LoggerConfig, ModelConfig, StructureConfig
 from scaling.plan import ConfigError, RunPlan, plan_run
+from scaling.process import keep_freed_memory
 from scaling.results import (
     append_jsonl, atomic_write_bytes, atomic_write_json, jsonl_bytes, read_jsonl, read_summary, run_dir,
 )
@@ -107,10 +108,11 @@ class Run:
         self.last_beat = -math.inf
 
     def setup(self) -> None:
-        """Device, process group and threads (may fail: recorded as a failed run)."""
+        """Device, process group, threads and malloc reuse (may fail: recorded as a failed run)."""
         self.device = pick_device(self.cfg.train.device)
         self.dist = setup_distributed(self.device)
         torch.set_num_threads(cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        keep_freed_memory()  # activations are reallocated every step (scaling/process.py)
 
     def heartbeat(self, every_s: float = 30.0) -> None:
         """Tell launchers this run is alive (scaling.launch leaves runs with a fresh heartbeat alone)."""

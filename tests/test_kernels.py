@@ -4,7 +4,8 @@ Every structure that runs on it (BTT, Monarch, 2-core TT / Kronecker, Einsum) is
 gradients of the input and of every factor, over square, rectangular, padded and rank > 1 shapes, with chunks that
 do not divide the batch; the reference is each structure's defining formula written as one torch.einsum on the
 layer's own parameters, never the kernel's plan. Plus gradcheck in float64, the fallback path, FLOP counting, the
-copies the fast path makes, and input errors.
+copies the fast path makes, and input errors. Float32 runs take both CPU fast paths (the `path` fixture): the
+compiled offset GEMM where it applies (native.py, token_major.py) and the bmm schedule.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from scaling.config import StructureConfig
 from scaling.structures import StructuredLinear, build_linear
 from scaling.structures import kernels as K
+from scaling.structures import native
 from scaling.structures.btt import BlockTensorTrain
 from scaling.structures.einsum import Einsum
 from scaling.structures.kron import Kronecker
@@ -33,6 +35,20 @@ S = StructureConfig
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(params=["native", "bmm"])
+def path(request, monkeypatch) -> str:
+    """Which float32 CPU path runs: the compiled GEMM (skipped where it is not built) or the bmm schedule."""
+    if request.param == "native" and not native.available():
+        pytest.skip("the compiled offset GEMM is not available on this machine")
+    monkeypatch.setenv("SCALING_NATIVE", "1" if request.param == "native" else "0")
+    return request.param
+
+
+@pytest.fixture
+def bmm_path(monkeypatch) -> None:
+    monkeypatch.setenv("SCALING_NATIVE", "0")
 
 
 # --- references: each structure's formula as one einsum on its parameters --------------------------------------
@@ -152,7 +168,7 @@ def test_fast_path_matches_reference_in_float64(case, chunk):
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_float32_fast_path_matches_float64_reference(case):
+def test_float32_fast_path_matches_float64_reference(case, path):
     layer = build(case)
     x = torch.randn(2, 9, case.d_in)  # leading dims are flattened and restored
     fast = outputs_and_grads(layer, layer, x)
@@ -296,6 +312,31 @@ def test_routed_experts_match_the_all_experts_reference(d_in, d_out, n_experts, 
     assert results[0][2][1].abs().sum() == 0  # the expert without tokens gets no gradient
 
 
+def test_routed_experts_in_float32_on_both_paths(path):
+    torch.manual_seed(0)
+    d, n_experts, top_k, tokens = 64, 4, 2, 40
+    plan = K.btt_plan(8, 8, 8, 8, 1)
+    w0 = torch.randn(n_experts, 8, 8, 8, dtype=torch.float64, requires_grad=True)
+    w1 = torch.randn(n_experts, 8, 8, 8, dtype=torch.float64, requires_grad=True)
+    experts, gates = routing_case(tokens=tokens, n_experts=n_experts, top_k=top_k)
+    gates.requires_grad_(True)
+    x = torch.randn(tokens, d, dtype=torch.float64, requires_grad=True)
+    leaves = (x, w0, w1, gates)
+    results = []
+    for dtype, run in (
+        (torch.float32, lambda a, b, c, g: K.routed_two_core_apply(
+            a, b.transpose(2, 3), c.transpose(2, 3), plan, experts, g, chunk=16)),
+        (torch.float64, lambda a, b, c, g: routed_reference(a, b, c, experts, g, 8, 8)),
+    ):
+        inputs = [t.detach().to(dtype).requires_grad_(True) for t in leaves]
+        y = run(*inputs)
+        weights = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).reshape(y.shape)
+        grads = torch.autograd.grad((y * weights).sum(), inputs)
+        results.append([y.detach().double(), *(g.double() for g in grads)])
+    for name, got, want in zip(("y", "x", "W0", "W1", "gates"), *results):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3, msg=name)
+
+
 def test_routed_experts_gradcheck_and_flops():
     torch.manual_seed(0)
     plan = K.btt_plan(2, 3, 3, 2, 1)  # 6 -> 6
@@ -363,12 +404,25 @@ def numel(shape: list[int]) -> int:
     ],
     ids=lambda v: str(v) if isinstance(v, Case) else "",
 )
-def test_fast_path_copies_activations_only_at_the_ends(case, per_chunk):
+def test_fast_path_copies_activations_only_at_the_ends(case, per_chunk, bmm_path):
     """bmm reads every operand in place: no per-batch clones, no copies beyond the layout changes named here."""
     layer = build(case)
     chunks = 4
     forward, backward = activation_copies(layer, tokens=chunks * 128, chunk=128)
     assert (forward, backward) == (chunks * per_chunk[0], chunks * per_chunk[1])
+
+
+@pytest.mark.parametrize(
+    "case", [Case(S("btt"), 256, 256), Case(S("btt", rank=2), 256, 256), Case(S("monarch", blocks=16), 256, 256),
+             Case(S("einsum", theta=BTT1), 256, 256)], ids=str,
+)
+def test_native_path_copies_no_activations(case):
+    """The compiled path reads x and writes y, z, dz and dx in place: no activation-sized copy at all."""
+    if not native.available():
+        pytest.skip("the compiled offset GEMM is not available on this machine")
+    layer = build(case)
+    assert K._native_tables(plan_and_cores(layer)[0], torch.zeros(1)) is not None
+    assert activation_copies(layer, tokens=512, chunk=128) == (0, 0)
 
 
 def plain_bmm_btt(x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, m1: int, n0: int) -> torch.Tensor:

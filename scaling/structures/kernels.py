@@ -29,6 +29,11 @@ the slots sorted by expert are gathered once, each expert runs the schedule abov
 outputs are added back with one index_add, so dispatch costs a few passes over the slots rather than a gather,
 a concatenation and an autograd scatter per expert.
 
+Compiled path: where the offset GEMM of native.py is available (built by pip install, AVX2 CPU), float32
+two-core plans run on token-major activations with no copies at all instead (token_major.py), when their middle
+is at most NATIVE_MAX_EXPANSION x wider than their ends. The bmm schedule above remains for the rest, for
+float64, and under a torch dispatch mode such as FlopCounterMode (which cannot see compiled GEMMs).
+
 Fallback: on other devices (CUDA, meta tensors) or with fast=False, the same contraction runs with plain
 differentiable ops (`reference_apply`, `tt2_reference`), which also support double backward; the fast backward is
 once-differentiable. The fast forward issues the same GEMM FLOPs as the analytic counts (bmm / mm, which torch's
@@ -45,6 +50,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+from scaling.structures import native
+from scaling.structures.token_major import TokenMajorPlan, token_major_plan
 
 # Chunk size: CHUNK_FLOATS / max(d_in, d_out) tokens (4096 at d = 1024), at least MIN_CHUNK_TOKENS. Measured
 # fwd+bwd at d = 1024, 4096 tokens: with idle OpenMP threads sleeping (OMP_WAIT_POLICY=PASSIVE), 512-4096 tokens per
@@ -53,6 +62,13 @@ from torch.autograd.function import once_differentiable
 # faster than four of 1024. So chunks are large (few ops per layer) and bound only the scratch buffers' size.
 CHUNK_FLOATS = 1 << 22
 MIN_CHUNK_TOKENS = 128
+# The compiled path (native.py, token_major.py) runs every GEMM of the forward (or backward) on one tile of
+# NATIVE_TILE_TOKENS tokens before the next tile; 16 and 32 measured within 5% of each other, 128 10% slower.
+# It is used for plans whose middle width is at most NATIVE_MAX_EXPANSION x the wider end: measured fwd+bwd at
+# d = 1024 (OMP_WAIT_POLICY=PASSIVE), vs the bmm path, BTT rank 1 1.35x and Monarch 1.4x faster, rank 2 1.1x,
+# but rank 4 1.2x slower (its weight gradients stream 4x wider intermediates).
+NATIVE_TILE_TOKENS = 16
+NATIVE_MAX_EXPANSION = 2
 
 
 @dataclass(frozen=True)
@@ -330,6 +346,73 @@ def _backward_pieces(
     return dx, dw0, dw1
 
 
+def _native_forward_pieces(
+    x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, tm: TokenMajorPlan, pieces: list[Piece]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """_forward_pieces on the compiled offset GEMM (token_major.py): returns (x as read, z, y), no copies when
+    the plan's input and output need no padding or reordering."""
+    n = x.shape[0]
+    x_in = x.contiguous() if tm.in_size == tm.d_in else _pad_features(x, tm.in_size)
+    z_all = x.new_empty(n, tm.mid)
+    ys = x.new_empty(n, tm.d_out if tm.direct else tm.out_size)
+    for e, start, stop in pieces:
+        rows = slice(start, stop)
+        tm.forward(x_in[rows], w0[e], w1[e], z_all[rows], ys[rows], NATIVE_TILE_TOKENS)
+    return x_in, z_all, ys if tm.direct else ys.index_select(1, tm.y_index)
+
+
+def _native_backward_pieces(
+    g: torch.Tensor, x_in: torch.Tensor, z_all: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor,
+    tm: TokenMajorPlan, pieces: list[Piece], needs: tuple[bool, bool, bool],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Gradients (dx, dw0, dw1) of _native_forward_pieces; None where not needed. Weight gradients are summed
+    from per-thread accumulators."""
+    need_x, need_w0, need_w1 = needs
+    n, threads = g.shape[0], torch.get_num_threads()
+    (b1, p1, k1, _), (b2, p2, k2, _) = tm.core1, tm.core2
+    gs = g.contiguous() if tm.direct else g.new_zeros(n, tm.out_size).index_copy_(1, tm.y_index, g)
+    dw0 = g.new_zeros(w0.shape[0], threads, b1, p1, k1) if need_w0 else None
+    dw1t = g.new_zeros(w1.shape[0], threads, b2, k2, p2) if need_w1 else None
+    dx_in = g.new_empty(n, tm.in_size) if need_x else None
+    for e, start, stop in pieces:
+        rows = slice(start, stop)
+        tm.backward(
+            gs[rows], x_in[rows], z_all[rows], w0[e], w1[e], None if dx_in is None else dx_in[rows],
+            None if dw0 is None else dw0[e], None if dw1t is None else dw1t[e], NATIVE_TILE_TOKENS,
+        )
+    dw0 = dw0.sum(1) if need_w0 else None
+    dw1 = dw1t.sum(1).transpose(2, 3).contiguous() if need_w1 else None
+    dx = dx_in if not need_x or tm.in_size == tm.d_in else dx_in[:, : tm.d_in].contiguous()
+    return dx, dw0, dw1
+
+
+def _native_tables(plan: TwoCorePlan, x: torch.Tensor) -> TokenMajorPlan | None:
+    """The offset-GEMM tables of plan when the compiled path runs it: x float32, the GEMM built and usable here
+    (native.available), the plan token-major-able and at most NATIVE_MAX_EXPANSION x wider in the middle."""
+    if x.dtype != torch.float32 or not native.available() or _get_current_dispatch_mode() is not None:
+        return None
+    mid = plan.core1[0] * plan.core1[1] * plan.core1[3]
+    if mid > NATIVE_MAX_EXPANSION * max(plan.in_size, plan.out_size):
+        return None
+    return token_major_plan(plan)
+
+
+def _schedule_forward(x, w0, w1, plan, tm, counts, chunk):
+    """(pieces, x operand, z, y) on the compiled GEMM when tm is given (whole segments), else on bmm (chunks)."""
+    if tm is None:
+        pieces = _pieces(counts, chunk)
+        return (pieces, *_forward_pieces(x, w0, w1, plan, pieces))
+    pieces = _pieces(counts, max(1, sum(counts)))
+    return (pieces, *_native_forward_pieces(x, w0, w1, tm, pieces))
+
+
+def _schedule_backward(g, x_op, z_all, w0, w1, plan, tm, pieces, needs):
+    """_schedule_forward's gradients (dx, dw0, dw1) on the same path."""
+    if tm is None:
+        return _backward_pieces(g, x_op, z_all, w0, w1, plan, pieces, needs)
+    return _native_backward_pieces(g, x_op, z_all, w0, w1, tm, pieces, needs)
+
+
 class _TwoCoreFunction(torch.autograd.Function):
     """Forward and backward of two_core_apply on chunks of tokens (module docstring); x is (N, d_in)."""
 
@@ -337,18 +420,18 @@ class _TwoCoreFunction(torch.autograd.Function):
     def forward(
         ctx, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, plan: TwoCorePlan, chunk: int
     ) -> torch.Tensor:
-        pieces = _pieces([x.shape[0]], chunk)
-        x_all, z_all, y = _forward_pieces(x, w0.unsqueeze(0), w1.unsqueeze(0), plan, pieces)
-        ctx.save_for_backward(x_all, z_all, w0, w1)
-        ctx.plan, ctx.pieces = plan, pieces
+        tm = _native_tables(plan, x)
+        pieces, x_op, z_all, y = _schedule_forward(x, w0.unsqueeze(0), w1.unsqueeze(0), plan, tm, [x.shape[0]], chunk)
+        ctx.save_for_backward(x_op, z_all, w0, w1)
+        ctx.plan, ctx.tm, ctx.pieces = plan, tm, pieces
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g: torch.Tensor):
-        x_all, z_all, w0, w1 = ctx.saved_tensors
-        dx, dw0, dw1 = _backward_pieces(
-            g, x_all, z_all, w0.unsqueeze(0), w1.unsqueeze(0), ctx.plan, ctx.pieces, ctx.needs_input_grad[:3]
+        x_op, z_all, w0, w1 = ctx.saved_tensors
+        dx, dw0, dw1 = _schedule_backward(
+            g, x_op, z_all, w0.unsqueeze(0), w1.unsqueeze(0), ctx.plan, ctx.tm, ctx.pieces, ctx.needs_input_grad[:3]
         )
         return dx, None if dw0 is None else dw0[0], None if dw1 is None else dw1[0], None, None
 
@@ -367,22 +450,24 @@ class _RoutedTwoCoreFunction(torch.autograd.Function):
         ctx, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, gates: torch.Tensor, plan: TwoCorePlan,
         tokens: torch.Tensor, counts: list[int], chunk: int,
     ) -> torch.Tensor:
-        pieces = _pieces(counts, chunk)
-        x_all, z_all, ys = _forward_pieces(x.index_select(0, tokens), w0, w1, plan, pieces)
+        tm = _native_tables(plan, x)
+        pieces, x_op, z_all, ys = _schedule_forward(x.index_select(0, tokens), w0, w1, plan, tm, counts, chunk)
         y = x.new_zeros(x.shape[0], plan.d_out).index_add_(0, tokens, ys * gates[:, None])
-        ctx.save_for_backward(x_all, z_all, ys, w0, w1, gates, tokens)
-        ctx.plan, ctx.pieces, ctx.tokens_in = plan, pieces, x.shape[0]
+        ctx.save_for_backward(x_op, z_all, ys, w0, w1, gates, tokens)
+        ctx.plan, ctx.tm, ctx.pieces, ctx.tokens_in = plan, tm, pieces, x.shape[0]
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy: torch.Tensor):
-        x_all, z_all, ys, w0, w1, gates, tokens = ctx.saved_tensors
+        x_op, z_all, ys, w0, w1, gates, tokens = ctx.saved_tensors
         need_x, need_w0, need_w1, need_gates = ctx.needs_input_grad[:4]
         dys = dy.index_select(0, tokens)  # each slot's share of the output gradient
         dgates = torch.einsum("sd,sd->s", dys, ys) if need_gates else None
         dys.mul_(gates[:, None])
-        dxs, dw0, dw1 = _backward_pieces(dys, x_all, z_all, w0, w1, ctx.plan, ctx.pieces, (need_x, need_w0, need_w1))
+        dxs, dw0, dw1 = _schedule_backward(
+            dys, x_op, z_all, w0, w1, ctx.plan, ctx.tm, ctx.pieces, (need_x, need_w0, need_w1)
+        )
         dx = dxs.new_zeros(ctx.tokens_in, ctx.plan.d_in).index_add_(0, tokens, dxs) if need_x else None
         return dx, dw0, dw1, dgates, None, None, None, None
 

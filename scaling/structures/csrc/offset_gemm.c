@@ -1,0 +1,220 @@
+/* Batched fp32 GEMM whose operands are addressed through offset tables, for the structured layers' CPU path.
+
+   For every batch entry b, row m < M, column n < N:
+       C[c_b[b] + c_m[m] + n] (+)= sum_{k < K} A[a_b[b] + a_m[m] + a_k[k]] * B[b_b[b] + b_k[k] + n]
+   so any permutation or blocking of A's axes is read in place (A is only ever broadcast, one element at a time),
+   while B and C need unit stride along n (they are loaded and stored 8 floats at a time). This lets a two-core
+   structure (BTT, Monarch, Einsum, Tensor-Train) run on token-major activations with no transposing copies.
+
+   AVX2 + FMA micro-kernel of 6 rows x 16 columns held in 12 registers; K in chunks of KC. Work is split over
+   `nthreads` POSIX threads, by rows when there are many (the activations' tokens), else by batch entries
+   (weight gradients: one entry per block, K = tokens). Callers must keep C of different batch entries disjoint.
+   Compiled without -mavx2: the kernels carry a target attribute, and offset_gemm_supported() tells callers
+   whether this CPU can run them. */
+#include <immintrin.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MR 6
+#define NR 16
+#define KC 128
+#define MAX_THREADS 64
+
+typedef struct {
+    int64_t nb, M, N, K;
+    const float *A; const int64_t *a_b, *a_m, *a_k;
+    const float *B; const int64_t *b_b, *b_k;
+    float *C; const int64_t *c_b, *c_m;
+    int accumulate;
+    int64_t m0, m1, b0, b1, mc;  /* this thread's rows and batch entries; rows visited per batch entry */
+} job_t;
+
+#define AVX2 __attribute__((target("avx2,fma")))
+
+AVX2 static inline __m256i tail_mask(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* One tile: mr <= 6 rows, nr <= 16 columns, kc terms. Inlined with constant (6, 16) for the full tile, so the
+   guards vanish and the 12 accumulators stay in registers. */
+AVX2 static inline void tile(int64_t mr, int64_t nr, int64_t kc, const float *const *arow, const int64_t *a_k,
+                             const float *B, const int64_t *b_k, float *const *crow, int load_c) {
+    __m256i mask0 = tail_mask(nr), mask1 = tail_mask(nr - 8);
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int64_t k = 0; k < kc; k++) {
+        const int64_t o = a_k[k];
+        const float *b = B + b_k[k];
+        __m256 b0, b1, a;
+        if (nr == NR) { b0 = _mm256_loadu_ps(b); b1 = _mm256_loadu_ps(b + 8); }
+        else { b0 = _mm256_maskload_ps(b, mask0); b1 = _mm256_maskload_ps(b + 8, mask1); }
+#define ROW(r, x0, x1) if (r < mr) { a = _mm256_broadcast_ss(arow[r] + o); \
+        x0 = _mm256_fmadd_ps(a, b0, x0); x1 = _mm256_fmadd_ps(a, b1, x1); }
+        ROW(0, c00, c01) ROW(1, c10, c11) ROW(2, c20, c21) ROW(3, c30, c31) ROW(4, c40, c41) ROW(5, c50, c51)
+#undef ROW
+    }
+#define STORE(r, x0, x1) if (r < mr) { float *c = crow[r]; \
+        if (nr == NR) { \
+            if (load_c) { x0 = _mm256_add_ps(x0, _mm256_loadu_ps(c)); x1 = _mm256_add_ps(x1, _mm256_loadu_ps(c + 8)); } \
+            _mm256_storeu_ps(c, x0); _mm256_storeu_ps(c + 8, x1); \
+        } else { \
+            if (load_c) { x0 = _mm256_add_ps(x0, _mm256_maskload_ps(c, mask0)); \
+                          x1 = _mm256_add_ps(x1, _mm256_maskload_ps(c + 8, mask1)); } \
+            _mm256_maskstore_ps(c, mask0, x0); _mm256_maskstore_ps(c + 8, mask1, x1); } }
+    STORE(0, c00, c01) STORE(1, c10, c11) STORE(2, c20, c21) STORE(3, c30, c31) STORE(4, c40, c41) STORE(5, c50, c51)
+#undef STORE
+}
+
+/* One thread's share of a GEMM: loops K chunk -> a run of mc rows -> batch entry -> 6-row group -> 16 columns. */
+AVX2 static void run(const job_t *j) {
+    for (int64_t k0 = 0; k0 < j->K; k0 += KC) {
+        const int64_t kc = j->K - k0 < KC ? j->K - k0 : KC;
+        const int load_c = j->accumulate || k0 > 0;
+        for (int64_t mc = j->m0; mc < j->m1; mc += j->mc) {
+            const int64_t mc_stop = mc + j->mc < j->m1 ? mc + j->mc : j->m1;
+            for (int64_t b = j->b0; b < j->b1; b++) {
+                const float *A = j->A + j->a_b[b], *B = j->B + j->b_b[b];
+                float *C = j->C + j->c_b[b];
+                for (int64_t m = mc; m < mc_stop; m += MR) {
+                    const int64_t mr = mc_stop - m < MR ? mc_stop - m : MR;
+                    const float *arow[MR];
+                    float *crow[MR];
+                    for (int r = 0; r < MR; r++) {
+                        const int64_t row = m + (r < mr ? r : 0);
+                        arow[r] = A + j->a_m[row];
+                        crow[r] = C + j->c_m[row];
+                    }
+                    for (int64_t n = 0; n < j->N; n += NR) {
+                        float *cr[MR];
+                        for (int r = 0; r < MR; r++) cr[r] = crow[r] + n;
+                        if (mr == MR && j->N - n >= NR)
+                            tile(MR, NR, kc, arow, j->a_k + k0, B + n, j->b_k + k0, cr, load_c);
+                        else
+                            tile(mr, j->N - n < NR ? j->N - n : NR, kc, arow, j->a_k + k0, B + n, j->b_k + k0, cr,
+                                 load_c);
+                    }
+                }
+            }
+        }
+    }
+}
+
+static void *run_thread(void *arg) {
+    run(arg);
+    return NULL;
+}
+
+/* Runs fn(args[t]) on nthreads threads (the caller's among them); -1 if a thread could not be started (its
+   share then runs on the calling thread). */
+static int fan_out(void *(*fn)(void *), void *args, size_t arg_size, int nthreads) {
+    pthread_t threads[MAX_THREADS];
+    int started[MAX_THREADS] = {0}, status = 0;
+    for (int t = 1; t < nthreads; t++)
+        started[t] = pthread_create(&threads[t], NULL, fn, (char *)args + t * arg_size) == 0;
+    fn(args);
+    for (int t = 1; t < nthreads; t++) {
+        if (started[t]) pthread_join(threads[t], NULL);
+        else { fn((char *)args + t * arg_size); status = -1; }
+    }
+    return status;
+}
+
+int offset_gemm_supported(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+/* Returns 0, or -1 when a thread could not be started (the work is then finished on the calling thread). */
+int offset_gemm(int64_t nb, int64_t M, int64_t N, int64_t K,
+                const float *A, const int64_t *a_b, const int64_t *a_m, const int64_t *a_k,
+                const float *B, const int64_t *b_b, const int64_t *b_k,
+                float *C, const int64_t *c_b, const int64_t *c_m, int accumulate, int nthreads) {
+    if (nb <= 0 || M <= 0 || N <= 0 || K <= 0) return 0;  /* nothing to add: C is left as it is */
+    job_t base = {nb, M, N, K, A, a_b, a_m, a_k, B, b_b, b_k, C, c_b, c_m, accumulate, 0, M, 0, nb, M};
+    /* Many rows: threads take runs of rows and visit every batch entry 6 rows at a time (streams stay few).
+       Few rows: threads take whole batch entries and all their rows (a weight gradient's block). */
+    const int by_rows = nb < nthreads || M >= 16 * nb;
+    const int64_t units = by_rows ? (M + MR - 1) / MR : nb;
+    if (nthreads > units) nthreads = (int)units;
+    if (nthreads < 1) nthreads = 1;
+    if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
+    job_t jobs[MAX_THREADS];
+    for (int t = 0; t < nthreads; t++) {
+        jobs[t] = base;
+        const int64_t u0 = units * t / nthreads, u1 = units * (t + 1) / nthreads;
+        if (by_rows) {
+            jobs[t].m0 = u0 * MR;
+            jobs[t].m1 = u1 * MR < M ? u1 * MR : M;
+            jobs[t].mc = MR;
+        } else {
+            jobs[t].b0 = u0;
+            jobs[t].b1 = u1;
+        }
+    }
+    return fan_out(run_thread, jobs, sizeof(job_t), nthreads);
+}
+
+/* One GEMM of a chain: an offset GEMM over all tokens, one of whose axes counts tokens. */
+typedef struct {
+    int64_t nb, M, N, K;
+    const float *A; const int64_t *a_b, *a_m, *a_k;
+    const float *B; const int64_t *b_b, *b_k;
+    float *C; const int64_t *c_b, *c_m;
+    int64_t accumulate;
+    int64_t terms_per_token;  /* 0: the rows are the tokens; else the terms are (token, carried) pairs, this many */
+    int64_t private_stride;   /* thread t adds into C + t * private_stride (weight gradients); 0: C is shared */
+} chain_op_t;
+
+typedef struct {
+    const chain_op_t *ops;
+    int64_t n_ops, t0, t1, tile, thread;
+} chain_job_t;
+
+/* One thread's tokens, tile after tile, every GEMM of the chain on the tile before the next tile: what one GEMM
+   writes for a tile (z, dz) is still in cache when the next reads it. */
+AVX2 static void *run_chain(void *arg) {
+    const chain_job_t *c = arg;
+    for (int64_t s = c->t0; s < c->t1; s += c->tile) {
+        const int64_t e = s + c->tile < c->t1 ? s + c->tile : c->t1;
+        for (int64_t i = 0; i < c->n_ops; i++) {
+            const chain_op_t *op = &c->ops[i];
+            job_t j = {op->nb, op->M, op->N, op->K, op->A, op->a_b, op->a_m, op->a_k, op->B, op->b_b, op->b_k,
+                       op->C + c->thread * op->private_stride, op->c_b, op->c_m, (int)op->accumulate,
+                       0, op->M, 0, op->nb, op->M};
+            if (op->terms_per_token == 0) {  /* rows s..e: 6 at a time across every batch entry */
+                j.M = j.m1 = e - s;
+                j.a_m += s;
+                j.c_m += s;
+                j.mc = MR;
+            } else {  /* terms of tokens s..e, added to the thread's accumulator */
+                j.K = (e - s) * op->terms_per_token;
+                j.a_k += s * op->terms_per_token;
+                j.b_k += s * op->terms_per_token;
+                j.accumulate = 1;
+            }
+            if (j.M > 0 && j.K > 0) run(&j);
+        }
+    }
+    return NULL;
+}
+
+/* Runs the GEMMs `ops` over `tokens` tokens in tiles of `tile`, threads taking contiguous runs of tiles.
+   Returns 0; -1 when a thread could not be started (its share ran on the calling thread); -2 (nothing run)
+   when a GEMM summing over tokens has no private accumulator while several threads would share it. */
+int offset_gemm_chain(int64_t n_ops, const chain_op_t *ops, int64_t tokens, int64_t tile, int nthreads) {
+    if (tokens <= 0 || n_ops <= 0) return 0;
+    if (tile < 1) tile = 1;
+    const int64_t units = (tokens + tile - 1) / tile;
+    if (nthreads > units) nthreads = (int)units;
+    if (nthreads < 1) nthreads = 1;
+    if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
+    for (int64_t i = 0; i < n_ops; i++)
+        if (ops[i].terms_per_token > 0 && ops[i].private_stride == 0 && nthreads > 1) return -2;
+    chain_job_t jobs[MAX_THREADS];
+    for (int t = 0; t < nthreads; t++) {
+        const int64_t u0 = units * t / nthreads, u1 = units * (t + 1) / nthreads;
+        jobs[t] = (chain_job_t){ops, n_ops, u0 * tile, u1 * tile < tokens ? u1 * tile : tokens, tile, t};
+    }
+    return fan_out(run_chain, jobs, sizeof(chain_job_t), nthreads);
+}

@@ -1,0 +1,161 @@
+"""The compiled offset-table GEMM (csrc/offset_gemm.c) behind the structured layers' CPU fast path.
+
+`pip install` builds it as the optional extension `scaling.structures._offset_gemm` (x86-64 with a C compiler;
+elsewhere, or if the build fails, it is skipped). It is loaded with ctypes and used only where `available()`:
+the library loaded, this CPU has AVX2 and FMA, and SCALING_NATIVE is not "0". Otherwise the structures run
+their PyTorch batched-GEMM path (kernels.py), which the tests also cover.
+
+One `Gemm` is, for batch entries b, rows m, columns n < N and terms k:
+
+    C[c_b[b] + c_m[m] + n] (+)= sum_k A[a_b[b] + a_m[m] + a_k[k]] * B[b_b[b] + b_k[k] + n]
+
+so A is read through any offsets, while B and C need unit stride along n. `chain` runs several GEMMs over the
+same tokens tile by tile (one axis of each counts tokens), so intermediates stay in cache between them. Every
+offset is checked against the tensors' sizes before the call: a wrong table raises instead of touching memory
+outside them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.util
+import os
+from dataclasses import dataclass
+
+import torch
+
+_INT64 = ctypes.c_int64
+_PTR = ctypes.c_void_p
+
+
+@dataclass
+class Gemm:
+    """One offset GEMM (module docstring). In a chain, `terms_per_token` = 0 means the rows are the tokens, else
+    the terms are (token, carried) pairs, that many per token; `private` means C is (threads, ...) accumulators,
+    one per thread, summed by the caller (a chained GEMM summing over tokens needs them)."""
+
+    A: torch.Tensor
+    a_b: torch.Tensor
+    a_m: torch.Tensor
+    a_k: torch.Tensor
+    B: torch.Tensor
+    b_b: torch.Tensor
+    b_k: torch.Tensor
+    C: torch.Tensor
+    c_b: torch.Tensor
+    c_m: torch.Tensor
+    n: int
+    accumulate: bool = False
+    terms_per_token: int = 0
+    private: bool = False
+
+
+class _ChainOp(ctypes.Structure):
+    _fields_ = [(name, _INT64) for name in ("nb", "M", "N", "K")] + [
+        (name, _PTR) for name in ("A", "a_b", "a_m", "a_k", "B", "b_b", "b_k", "C", "c_b", "c_m")
+    ] + [(name, _INT64) for name in ("accumulate", "terms_per_token", "private_stride")]
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    """The loaded extension, or None when it was not built or this CPU cannot run it."""
+    spec = importlib.util.find_spec("scaling.structures._offset_gemm")
+    if spec is None or spec.origin is None:
+        return None
+    lib = ctypes.CDLL(spec.origin)
+    if not lib.offset_gemm_supported():
+        return None
+    lib.offset_gemm.argtypes = [_INT64] * 4 + [_PTR] * 10 + [ctypes.c_int, ctypes.c_int]
+    lib.offset_gemm.restype = ctypes.c_int
+    lib.offset_gemm_chain.argtypes = [_INT64, ctypes.POINTER(_ChainOp), _INT64, _INT64, ctypes.c_int]
+    lib.offset_gemm_chain.restype = ctypes.c_int
+    return lib
+
+
+def available() -> bool:
+    """Whether the compiled GEMM can run here (built, AVX2+FMA, and not switched off by SCALING_NATIVE=0)."""
+    return os.environ.get("SCALING_NATIVE", "1") != "0" and _library() is not None
+
+
+def _require() -> ctypes.CDLL:
+    lib = _library()
+    if lib is None:
+        raise RuntimeError("the compiled offset GEMM is not available here; check native.available() first")
+    return lib
+
+
+def _check_operand(name: str, t: torch.Tensor, size: int, width: int, *offsets: torch.Tensor) -> None:
+    """t is a contiguous float32 CPU tensor and every offset sum (+ width) stays inside its first `size` floats."""
+    if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
+        raise ValueError(f"offset gemm: {name} must be a contiguous float32 CPU tensor, got {t.dtype} on {t.device}")
+    for o in offsets:
+        if o.dtype != torch.int64 or o.device.type != "cpu" or not o.is_contiguous():
+            raise ValueError(f"offset gemm: {name}'s offset tables must be contiguous int64 CPU tensors")
+    low = sum(int(o.min()) for o in offsets)
+    high = sum(int(o.max()) for o in offsets) + width
+    if low < 0 or high > size:
+        raise ValueError(f"offset gemm: {name}'s offsets reach [{low}, {high}) outside its {size} floats")
+
+
+def _validate(op: Gemm, threads: int) -> int:
+    """Checks op's shapes and bounds; returns C's per-thread stride (0 unless private)."""
+    nb, m, k = op.a_b.numel(), op.a_m.numel(), op.a_k.numel()
+    if not (op.b_b.numel() == op.c_b.numel() == nb and op.c_m.numel() == m and op.b_k.numel() == k):
+        raise ValueError(f"offset gemm: table sizes disagree (batch {nb}/{op.b_b.numel()}/{op.c_b.numel()}, "
+                         f"rows {m}/{op.c_m.numel()}, terms {k}/{op.b_k.numel()})")
+    _check_operand("A", op.A, op.A.numel(), 1, op.a_b, op.a_m, op.a_k)
+    _check_operand("B", op.B, op.B.numel(), op.n, op.b_b, op.b_k)
+    if not op.private:
+        _check_operand("C", op.C, op.C.numel(), op.n, op.c_b, op.c_m)
+        return 0
+    if op.C.shape[0] < threads:
+        raise ValueError(f"offset gemm: private C has {op.C.shape[0]} accumulators for {threads} threads")
+    stride = op.C[0].numel()
+    _check_operand("C", op.C, stride, op.n, op.c_b, op.c_m)
+    return stride
+
+
+def _empty(op: Gemm) -> bool:
+    return min(op.a_b.numel(), op.a_m.numel(), op.a_k.numel(), op.n) == 0
+
+
+def gemm(op: Gemm) -> torch.Tensor:
+    """Runs one GEMM on torch.get_num_threads() threads (by rows when there are many, else by batch entries:
+    C of different batch entries must not overlap); returns op.C. With no terms C is left as it is."""
+    lib = _require()
+    _validate(op, 1)
+    if not _empty(op):
+        ptrs = [op.A, op.a_b, op.a_m, op.a_k, op.B, op.b_b, op.b_k, op.C, op.c_b, op.c_m]
+        lib.offset_gemm(op.a_b.numel(), op.a_m.numel(), op.n, op.a_k.numel(), *(t.data_ptr() for t in ptrs),
+                        int(op.accumulate), torch.get_num_threads())
+    return op.C
+
+
+def chain(ops: list[Gemm], tokens: int, tile: int) -> None:
+    """Runs `ops` in order on each tile of `tile` tokens, threads taking runs of tiles (module docstring).
+
+    A GEMM whose rows are the tokens must have tokens rows; one summing over tokens, tokens * terms_per_token
+    terms and a private C with torch.get_num_threads() accumulators.
+    """
+    lib = _require()
+    threads = torch.get_num_threads()
+    structs = []
+    for i, op in enumerate(ops):
+        counted = op.a_m.numel() if op.terms_per_token == 0 else op.a_k.numel() // op.terms_per_token
+        if counted != tokens or (op.terms_per_token and op.a_k.numel() != tokens * op.terms_per_token):
+            raise ValueError(f"chain: GEMM {i} covers {counted} tokens, the chain runs {tokens}")
+        if op.terms_per_token and not op.private:
+            raise ValueError(f"chain: GEMM {i} sums over tokens and needs private accumulators (private=True)")
+        stride = _validate(op, threads)
+        if _empty(op):
+            continue
+        ptrs = [op.A, op.a_b, op.a_m, op.a_k, op.B, op.b_b, op.b_k, op.C, op.c_b, op.c_m]
+        structs.append(_ChainOp(
+            op.a_b.numel(), op.a_m.numel(), op.n, op.a_k.numel(), *(t.data_ptr() for t in ptrs),
+            int(op.accumulate), op.terms_per_token, stride,
+        ))
+    if structs and tokens > 0:
+        array = (_ChainOp * len(structs))(*structs)
+        if lib.offset_gemm_chain(len(structs), array, tokens, tile, threads) == -2:
+            raise RuntimeError("chain: a GEMM summing over tokens had no private accumulators")

@@ -1,0 +1,177 @@
+"""Two-core structures on token-major activations through the compiled offset GEMM (native.py): no transposes.
+
+A TwoCorePlan (kernels.py) says how x (t, d_in) -> y (t, d_out) splits into two batched GEMMs with a feature
+permutation between them. The PyTorch path copies activations into the layouts bmm accepts; the offset GEMM
+reads any permutation of its A operand's axes in place, so here every GEMM reads and writes token-major rows:
+
+    forward   z[t, (b1, c1, p1)]  = x[t, (b1, k1, c1)] . w0[b1]^T             per (b1, c1) entry
+              ys[t, (b2, c2, p2)] = z[t, (b2, k2, c2) reordered] . w1[b2]^T    per (b2, c2) entry
+    backward  dw1[b2]^T = z^T g,  dz[t, (b2, c2, k2)] = g . w1[b2],  dw0[b1] = dz^T x,  dx = dz . w0[b1]
+
+with w0 (b1, p1, k1), w1 (b2, p2, k2) as in kernels.py. The GEMMs of the forward (and of the backward) run as
+one `native.chain`, tile of tokens after tile, so z and dz are read back from cache; weight gradients add into
+per-thread accumulators. Carried axes (c) are extra batch entries, or extra terms where a weight gradient sums
+over them. x is read in place when d_in fills the plan's input axes (else
+zero-padded once), and ys is y itself when the output needs no reordering or truncation (`direct`: BTT, Monarch
+without padding, Einsum at the structured points); else y is gathered from it. The GEMMs that write dx and read
+x for dw0 need core 1's contracted axis innermost in x; `token_major_plan` returns None for plans without it,
+which stay on the PyTorch path, as do plans whose regrouping between the cores cuts across axes (Monarch
+whose block count does not divide its middle block size).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+from scaling.structures import native
+
+_LONG = torch.int64
+
+
+class _NotSeparable(Exception):
+    """An operand whose (b, k, c) split cuts across the plan's axes (Monarch whose blocks do not divide mid)."""
+
+
+def _split(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A (b, k, c) offset table as three per-axis tables whose sums give it back (when b, k, c follow axes)."""
+    b, k, c = table[:, 0, 0], table[0, :, 0], table[0, 0, :]
+    if not torch.equal(table, b[:, None, None] + k[None, :, None] + c[None, None, :]):
+        raise _NotSeparable
+    return b.contiguous(), k.contiguous(), c.contiguous()
+
+
+def _stored_as(b: int, c: int, inner: int) -> torch.Tensor:
+    """Positions of (b, inner, c) elements in storage ordered (b, c, inner): a (b, inner, c) table."""
+    return torch.arange(b * c * inner, dtype=_LONG).view(b, c, inner).permute(0, 2, 1)
+
+
+def _pairs(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+    """outer[i] + inner[j] for every (i, j), i outer."""
+    return (outer[:, None] + inner[None, :]).reshape(-1)
+
+
+def _steps(n: int, stride: int) -> torch.Tensor:
+    return torch.arange(n, dtype=_LONG) * stride
+
+
+def _zeros(n: int) -> torch.Tensor:
+    return torch.zeros(n, dtype=_LONG)
+
+
+@functools.lru_cache(maxsize=64)
+def _rows(t: int, stride: int) -> torch.Tensor:
+    """Offsets of t rows `stride` floats apart (cached: a layer sees the same few batch sizes)."""
+    return _steps(t, stride)
+
+
+@dataclass(frozen=True, eq=False)
+class TokenMajorPlan:
+    """Offset tables of one TwoCorePlan on token-major rows (module docstring). Build with token_major_plan."""
+
+    core1: tuple[int, int, int, int]  # (b1, p1, k1, c1)
+    core2: tuple[int, int, int, int]  # (b2, p2, k2, c2)
+    d_in: int
+    in_size: int  # x's row length as read (d_in, or padded)
+    mid: int
+    d_out: int
+    out_size: int
+    x_b: torch.Tensor  # core 1's operand within an x row, per b1 and per c1 (k1 is innermost)
+    x_c: torch.Tensor
+    z_b: torch.Tensor  # core 2's operand within a z row (stored (b1, c1, p1)), per b2 / k2 / c2
+    z_k: torch.Tensor
+    z_c: torch.Tensor
+    dz_b: torch.Tensor  # core 1's output within a dz row (stored (b2, c2, k2)), per b1 / p1 / c1
+    dz_p: torch.Tensor
+    dz_c: torch.Tensor
+    y_index: torch.Tensor  # y's features within a stored output row (b2, c2, p2)
+    direct: bool  # y_index is 0..d_out-1 and out_size == d_out: core 2 writes y itself
+
+    def forward(
+        self, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, z: torch.Tensor, ys: torch.Tensor, tile: int
+    ) -> None:
+        """z and ys (stored output rows) from x (t, in_size); w0 (b1, p1, k1), w1 (b2, p2, k2)."""
+        (b1, p1, k1, c1), (b2, p2, k2, c2) = self.core1, self.core2
+        t = x.shape[0]
+        core1 = native.Gemm(
+            x, _pairs(self.x_b, self.x_c), _rows(t, self.in_size), _steps(k1, 1),
+            w0.transpose(1, 2).contiguous(), _pairs(_steps(b1, k1 * p1), _zeros(c1)), _steps(k1, p1),
+            z, _steps(b1 * c1, p1), _rows(t, self.mid), p1,
+        )
+        core2 = native.Gemm(
+            z, _pairs(self.z_b, self.z_c), _rows(t, self.mid), self.z_k,
+            w1.transpose(1, 2).contiguous(), _pairs(_steps(b2, k2 * p2), _zeros(c2)), _steps(k2, p2),
+            ys, _steps(b2 * c2, p2), _rows(t, ys.shape[1]), p2,
+        )
+        native.chain([core1, core2], t, tile)
+
+    def backward(
+        self, g: torch.Tensor, x: torch.Tensor, z: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor,
+        dx: torch.Tensor | None, dw0: torch.Tensor | None, dw1t: torch.Tensor | None, tile: int,
+    ) -> None:
+        """dx (t, in_size) = dL/dx; dw0 (threads, b1, p1, k1) and dw1t (threads, b2, k2, p2) += per-thread parts
+        of dL/dw0 and dL/dw1^T. g holds stored output rows; None skips a gradient."""
+        (b1, p1, k1, c1), (b2, p2, k2, c2) = self.core1, self.core2
+        t = g.shape[0]
+        ops = []
+        if dw1t is not None:
+            ops.append(native.Gemm(
+                z, self.z_b, self.z_k, _pairs(_rows(t, self.mid), self.z_c),
+                g, _steps(b2, c2 * p2), _pairs(_rows(t, g.shape[1]), _steps(c2, p2)),
+                dw1t, _steps(b2, k2 * p2), _steps(k2, p2), p2, terms_per_token=c2, private=True,
+            ))
+        if dx is not None or dw0 is not None:
+            dz = g.new_empty(t, self.mid)  # stored (b2, c2, k2)
+            ops.append(native.Gemm(
+                g, _steps(b2 * c2, p2), _rows(t, g.shape[1]), _steps(p2, 1),
+                w1.contiguous(), _pairs(_steps(b2, p2 * k2), _zeros(c2)), _steps(p2, k2),
+                dz, _steps(b2 * c2, k2), _rows(t, self.mid), k2,
+            ))
+            if dw0 is not None:
+                ops.append(native.Gemm(
+                    dz, self.dz_b, self.dz_p, _pairs(_rows(t, self.mid), self.dz_c),
+                    x, self.x_b, _pairs(_rows(t, self.in_size), self.x_c),
+                    dw0, _steps(b1, p1 * k1), _steps(p1, k1), k1, terms_per_token=c1, private=True,
+                ))
+            if dx is not None:
+                ops.append(native.Gemm(
+                    dz, _pairs(self.dz_b, self.dz_c), _rows(t, self.mid), self.dz_p,
+                    w0.contiguous(), _pairs(_steps(b1, p1 * k1), _zeros(c1)), _steps(p1, k1),
+                    dx, _pairs(self.x_b, self.x_c), _rows(t, self.in_size), k1,
+                ))
+        native.chain(ops, t, tile)
+
+
+@functools.cache
+def token_major_plan(plan) -> TokenMajorPlan | None:
+    """The offset tables of a kernels.TwoCorePlan, or None when it has none (module docstring)."""
+    try:
+        return _tables(plan)
+    except _NotSeparable:
+        return None
+
+
+def _tables(plan) -> TokenMajorPlan | None:
+    (b1, p1, k1, c1), (b2, p2, k2, c2) = plan.core1, plan.core2
+    in_table = torch.arange(plan.in_size, dtype=_LONG).view(plan.in_axes).permute(plan.in_perm)
+    x_b, x_k, x_c = _split(in_table.reshape(b1, k1, c1))
+    if not torch.equal(x_k, _steps(k1, 1)):
+        return None
+    # the plan orders the middle features as (b1, p1, c1) row-major; z stores them (b1, c1, p1)
+    z_table = _stored_as(b1, c1, p1).reshape(plan.mid_axes).permute(plan.mid_perm).reshape(b2, k2, c2)
+    z_b, z_k, z_c = _split(z_table)
+    # dz stores core 2's operand (b2, c2, k2); find where each middle feature (b1, p1, c1) of the plan went
+    mid = b1 * p1 * c1
+    mid_of_operand = torch.arange(mid, dtype=_LONG).view(plan.mid_axes).permute(plan.mid_perm)
+    dz_of_mid = torch.empty(mid, dtype=_LONG)
+    dz_of_mid[mid_of_operand.reshape(-1)] = _stored_as(b2, c2, k2).reshape(-1)
+    dz_b, dz_p, dz_c = _split(dz_of_mid.view(b1, p1, c1))
+    y_index = _stored_as(b2, c2, p2).reshape(plan.out_axes).permute(plan.out_perm).reshape(-1)[: plan.d_out]
+    direct = plan.out_size == plan.d_out and torch.equal(y_index, _steps(plan.d_out, 1))
+    return TokenMajorPlan(
+        core1=plan.core1, core2=plan.core2, d_in=plan.d_in, in_size=plan.in_size, mid=mid,
+        d_out=plan.d_out, out_size=plan.out_size, x_b=x_b, x_c=x_c, z_b=z_b, z_k=z_k, z_c=z_c,
+        dz_b=dz_b, dz_p=dz_p, dz_c=dz_c, y_index=y_index.contiguous(), direct=direct,
+    )

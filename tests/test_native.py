@@ -1,0 +1,165 @@
+"""The compiled offset GEMM (scaling/structures/native.py, csrc/offset_gemm.c) and its token-major schedule.
+
+The primitive is checked against torch.einsum on gathered operands for random offset tables (rows split over
+threads and batch split over threads, column and row tails, accumulation), the chain with per-thread
+accumulators, the bounds checks that keep a wrong table from touching memory, and the two-core layers on it
+with several threads and tiles. On an x86-64 CPU with AVX2 the extension must have been built: an install that
+silently skipped it would otherwise leave every layer on the slower path.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import pytest
+import torch
+
+from scaling.config import StructureConfig
+from scaling.structures import build_linear, native
+from scaling.structures import kernels as K
+from scaling.structures.token_major import token_major_plan
+
+needs_native = pytest.mark.skipif(not native.available(), reason="the compiled offset GEMM is not available here")
+
+
+@pytest.fixture(params=[1, 2])
+def threads(request):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(previous)
+
+
+def cpu_has_avx2() -> bool:
+    info = Path("/proc/cpuinfo")
+    return info.exists() and all(f" {flag}" in info.read_text() for flag in ("avx2", "fma"))
+
+
+@pytest.mark.skipif(platform.machine() not in {"x86_64", "AMD64"} or not cpu_has_avx2(), reason="x86-64 + AVX2 only")
+def test_extension_is_built_and_usable_on_avx2_machines():
+    assert native.available(), "pip install should have built scaling.structures._offset_gemm (is gcc installed?)"
+
+
+def test_switched_off_by_environment(monkeypatch):
+    monkeypatch.setenv("SCALING_NATIVE", "0")
+    assert not native.available()
+
+
+def random_problem(nb: int, m: int, n: int, k: int, seed: int):
+    """A, B, C storage with shuffled offset tables, and the expected C from a dense gather + einsum."""
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randn(nb * m * k + 7, generator=gen)
+    b = torch.randn(nb * k * n + 3, generator=gen)
+    # A: a random (b, m, k) -> position layout built from per-axis strides of a permuted axis order
+    order = torch.randperm(3, generator=gen).tolist()
+    sizes = (nb, m, k)
+    strides = [0, 0, 0]
+    step = 1
+    for axis in reversed(order):
+        strides[axis] = step
+        step *= sizes[axis]
+    a_b, a_m, a_k = (torch.arange(s, dtype=torch.int64) * st for s, st in zip(sizes, strides))
+    a_b = a_b + 5  # an offset base inside the storage
+    b_b = torch.randperm(nb, generator=gen).to(torch.int64) * (k * n)
+    b_k = torch.randperm(k, generator=gen).to(torch.int64) * n
+    c_b = torch.arange(nb, dtype=torch.int64) * n  # entries interleaved within rows, disjoint
+    c_m = torch.arange(m, dtype=torch.int64) * (nb * n + 2)
+    c = torch.randn(m * (nb * n + 2), generator=gen)
+    A = a[a_b[:, None, None] + a_m[None, :, None] + a_k[None, None, :]]  # (nb, m, k)
+    B = b[b_b[:, None, None] + b_k[None, :, None] + torch.arange(n)[None, None, :]]  # (nb, k, n)
+    expected = torch.einsum("bmk,bkn->bmn", A.double(), B.double())
+    op = native.Gemm(a, a_b, a_m, a_k, b, b_b, b_k, c, c_b, c_m, n)
+    index = c_b[:, None, None] + c_m[None, :, None] + torch.arange(n)[None, None, :]
+    return op, expected, index
+
+
+@needs_native
+@pytest.mark.parametrize(
+    "nb,m,n,k", [(3, 200, 32, 17), (40, 7, 16, 300), (5, 13, 5, 9), (2, 64, 21, 40), (33, 30, 40, 3), (1, 1, 1, 1)]
+)
+def test_gemm_matches_einsum(nb, m, n, k, threads):
+    op, expected, index = random_problem(nb, m, n, k, seed=nb * 1000 + m)
+    before = op.C.clone()
+    native.gemm(op)
+    torch.testing.assert_close(op.C[index].double(), expected, rtol=1e-5, atol=1e-4)
+    untouched = torch.ones_like(op.C, dtype=torch.bool)
+    untouched[index.reshape(-1)] = False
+    assert torch.equal(op.C[untouched], before[untouched])  # nothing outside the addressed entries is written
+    op.accumulate = True
+    native.gemm(op)
+    torch.testing.assert_close(op.C[index].double(), 2 * expected, rtol=1e-5, atol=1e-4)
+
+
+@needs_native
+def test_chain_runs_tiles_with_private_accumulators(threads):
+    """y = x W1 W2 per tile, and dW = sum_t x^T y summed over tokens into one accumulator per thread."""
+    gen = torch.Generator().manual_seed(0)
+    tokens, d, h = 101, 24, 40
+    x, w1, w2 = torch.randn(tokens, d, generator=gen), torch.randn(d, h, generator=gen), torch.randn(h, d, generator=gen)
+    z, y = torch.empty(tokens, h), torch.empty(tokens, d)
+    acc = torch.zeros(threads, d, d)
+    one, rows = torch.zeros(1, dtype=torch.int64), torch.arange(tokens, dtype=torch.int64)
+    ar = lambda n, s=1: torch.arange(n, dtype=torch.int64) * s  # noqa: E731
+    ops = [
+        native.Gemm(x, one, rows * d, ar(d), w1, one, ar(d, h), z, one, rows * h, h),
+        native.Gemm(z, one, rows * h, ar(h), w2, one, ar(h, d), y, one, rows * d, d),
+        native.Gemm(x, one, ar(d), rows * d, y, one, rows * d, acc, one, ar(d, d), d, terms_per_token=1, private=True),
+    ]
+    native.chain(ops, tokens, tile=8)
+    want_y = x.double() @ w1.double() @ w2.double()
+    torch.testing.assert_close(y.double(), want_y, rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(acc.sum(0).double(), x.double().T @ y.double(), rtol=1e-5, atol=1e-2)
+
+
+@needs_native
+def test_bad_tables_raise_before_touching_memory():
+    op, _, _ = random_problem(3, 10, 8, 5, seed=1)
+    too_far = native.Gemm(**{**vars(op), "a_k": op.a_k + op.A.numel()})
+    with pytest.raises(ValueError, match="A's offsets reach"):
+        native.gemm(too_far)
+    negative = native.Gemm(**{**vars(op), "c_m": op.c_m - 1})
+    with pytest.raises(ValueError, match="C's offsets reach"):
+        native.gemm(negative)
+    with pytest.raises(ValueError, match="table sizes disagree"):
+        native.gemm(native.Gemm(**{**vars(op), "b_k": op.b_k[:-1]}))
+    with pytest.raises(ValueError, match="float32"):
+        native.gemm(native.Gemm(**{**vars(op), "B": op.B.double()}))
+    with pytest.raises(ValueError, match="private accumulators"):
+        native.chain([native.Gemm(**{**vars(op), "terms_per_token": 1})], tokens=5, tile=2)
+
+
+def test_plans_without_a_token_major_form_stay_on_bmm():
+    assert token_major_plan(K.btt_plan(8, 8, 8, 8, 2)) is not None
+    assert token_major_plan(K.monarch_plan(64, 64, 4, 16, 16, 16)) is not None  # 4 blocks divide the middle 16
+    assert token_major_plan(K.monarch_plan(30, 28, 4, 8, 5, 7)) is None  # 4 blocks, middle 5: the shuffle cuts axes
+    b_first = K.einsum_plan((2, 3, 4, 2, 3, 2, 2), 24, 12, a_first=False)  # contracts x's middle axis first
+    assert token_major_plan(b_first) is None
+    wide = K.btt_plan(8, 8, 8, 8, 4)  # middle 4x the ends: the bmm schedule measured faster
+    assert K._native_tables(wide, torch.zeros(1)) is None
+
+
+@needs_native
+@pytest.mark.parametrize("cfg,d_in,d_out", [
+    (StructureConfig("btt"), 256, 256),
+    (StructureConfig("btt", rank=2), 192, 128),
+    (StructureConfig("monarch", blocks=6), 36, 30),  # padded input, truncated output
+    (StructureConfig("einsum", theta=[0.5, 0, 0.5, 0, 0.5, 0.5, 0.25]), 64, 256),  # carried axes
+])
+def test_layers_on_several_threads_and_tiles(cfg, d_in, d_out, threads, monkeypatch):
+    torch.manual_seed(0)
+    layer = build_linear(cfg, d_in, d_out)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_()
+    x = torch.randn(333, d_in)
+    grads = []
+    for flag in ("1", "0"):
+        monkeypatch.setenv("SCALING_NATIVE", flag)
+        layer.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_(True)
+        y = layer(xi)
+        (y * torch.linspace(-1, 1, y.numel()).view(y.shape)).sum().backward()
+        grads.append([y.detach(), xi.grad, *(p.grad for p in layer.parameters())])
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)
