@@ -425,6 +425,14 @@ def test_native_path_copies_no_activations(case):
     assert activation_copies(layer, tokens=512, chunk=128) == (0, 0)
 
 
+@pytest.mark.parametrize("case", [Case(S("kron"), 256, 256), Case(S("tt", rank=4), 256, 256)], ids=str)
+def test_native_tensor_train_backward_copies_only_x(case):
+    """With the compiled GEMM, dg0 reads dz in place: the backward copies x once per chunk, nothing else."""
+    if not native.available():
+        pytest.skip("the compiled offset GEMM is not available on this machine")
+    assert activation_copies(build(case), tokens=512, chunk=128) == (0, 4)
+
+
 def plain_bmm_btt(x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, m1: int, n0: int) -> torch.Tensor:
     """Rank-1 BTT the straightforward way: token-major bmm, permute + reshape between the cores, autograd backward."""
     tokens = x.shape[0]

@@ -127,6 +127,10 @@ def test_bad_tables_raise_before_touching_memory():
         native.gemm(native.Gemm(**{**vars(op), "B": op.B.double()}))
     with pytest.raises(ValueError, match="private accumulators"):
         native.chain([native.Gemm(**{**vars(op), "terms_per_token": 1})], tokens=5, tile=2)
+    with pytest.raises(ValueError, match="belong to chain"):
+        native.gemm(native.Gemm(**{**vars(op), "private": True}))
+    no_rows = native.Gemm(**{**vars(op), "a_m": op.a_m[:0], "c_m": op.c_m[:0]})
+    assert native.gemm(no_rows) is no_rows.C  # empty tables: nothing to do, and no error
 
 
 def test_plans_without_a_token_major_form_stay_on_bmm():

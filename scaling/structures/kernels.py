@@ -386,10 +386,18 @@ def _native_backward_pieces(
     return dx, dw0, dw1
 
 
+def _native_usable(x: torch.Tensor) -> bool:
+    """The compiled GEMM can take this call: x float32 on the CPU, the GEMM built and usable here
+    (native.available), and no torch dispatch mode (FlopCounterMode) watching."""
+    return x.dtype == torch.float32 and x.device.type == "cpu" and native.available() and (
+        _get_current_dispatch_mode() is None
+    )
+
+
 def _native_tables(plan: TwoCorePlan, x: torch.Tensor) -> TokenMajorPlan | None:
-    """The offset-GEMM tables of plan when the compiled path runs it: x float32, the GEMM built and usable here
-    (native.available), the plan token-major-able and at most NATIVE_MAX_EXPANSION x wider in the middle."""
-    if x.dtype != torch.float32 or not native.available() or _get_current_dispatch_mode() is not None:
+    """The offset-GEMM tables of plan when the compiled path runs it (_native_usable), the plan token-major-able
+    and at most NATIVE_MAX_EXPANSION x wider in the middle than at its ends."""
+    if not _native_usable(x):
         return None
     mid = plan.core1[0] * plan.core1[1] * plan.core1[3]
     if mid > NATIVE_MAX_EXPANSION * max(plan.in_size, plan.out_size):
@@ -607,7 +615,8 @@ class _TensorTrain2Function(torch.autograd.Function):
     Core 0 contracts the outer input axis: per token, z[n] = g0 @ x[n] with x[n] read in place as (n1, n2), one
     bmm over the chunk's tokens with g0 expanded (not copied). Core 1 contracts (s, i2): the rows (n, j1) of z are
     contiguous, so y = z (t m1, r n2) @ g1^T is one plain GEMM writing y token-major. The forward copies nothing;
-    the backward copies twice per chunk, for dg0 = sum_n dz[n] x[n]^T as one GEMM over (n, i2).
+    the backward copies twice per chunk, for dg0 = sum_n dz[n] x[n]^T as one GEMM over (n, i2) (once where the
+    compiled GEMM of native.py reads dz in place).
     """
 
     @staticmethod
@@ -638,7 +647,10 @@ class _TensorTrain2Function(torch.autograd.Function):
         dg0 = g0.new_zeros(mr, n1) if need_g0 else None
         dg1 = g1.new_zeros(m2, rn2) if need_g1 else None
         rows = min(chunk, n)
-        dz_buf, dz_moved, x_moved = (x.new_empty(rows * size) for size in (mr * n2, mr * n2, n1 * n2))
+        native_ok = need_g0 and _native_usable(x)
+        dz_buf, dz_moved, x_moved = (
+            x.new_empty(rows * size) for size in (mr * n2, 0 if native_ok else mr * n2, n1 * n2)
+        )
         for s in range(0, n, chunk):
             t = min(chunk, n - s)
             dy_c = dy[s : s + t].reshape(t * m1, m2)
@@ -650,12 +662,27 @@ class _TensorTrain2Function(torch.autograd.Function):
             if need_x:
                 torch.bmm(g0.t().expand(t, n1, mr), dz, out=dx[s : s + t].view(t, n1, n2))
             if need_g0:  # dg0[(j1, s), i1] = sum_{n, i2} dz[n, (j1, s), i2] x[n, i1, i2]
-                dz_t = dz_moved[: t * mr * n2].view(mr, t, n2)
-                dz_t.copy_(dz.transpose(0, 1))
                 x_t = x_moved[: t * n1 * n2].view(t, n2, n1)
                 x_t.copy_(x[s : s + t].view(t, n1, n2).transpose(1, 2))
-                dg0.addmm_(dz_t.view(mr, t * n2), x_t.view(t * n2, n1))
+                if native_ok:  # reads dz in place: one copy (x) instead of two
+                    _tt2_native_dg0(dz, x_t, dg0)
+                else:
+                    dz_t = dz_moved[: t * mr * n2].view(mr, t, n2)
+                    dz_t.copy_(dz.transpose(0, 1))
+                    dg0.addmm_(dz_t.view(mr, t * n2), x_t.view(t * n2, n1))
         return dx, dg0, dg1, None
+
+
+def _tt2_native_dg0(dz: torch.Tensor, x_t: torch.Tensor, dg0: torch.Tensor) -> None:
+    """dg0 (mr, n1) += sum over (token, i2) of dz[t, m, i2] x_t[t, i2, i1], on the compiled GEMM (dz in place)."""
+    t, mr, n2 = dz.shape
+    n1 = x_t.shape[2]
+    steps, pairs, one = native.steps, native.pairs, torch.zeros(1, dtype=torch.int64)
+    native.gemm(native.Gemm(
+        dz, one, steps(mr, n2), pairs(steps(t, mr * n2), steps(n2, 1)),
+        x_t, one, pairs(steps(t, n1 * n2), steps(n2, n1)),
+        dg0, one, steps(mr, n1), n1, accumulate=True,
+    ))
 
 
 def tt2_reference(x: torch.Tensor, core0: torch.Tensor, core1: torch.Tensor) -> torch.Tensor:

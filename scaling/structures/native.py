@@ -92,6 +92,8 @@ def _check_operand(name: str, t: torch.Tensor, size: int, width: int, *offsets: 
     for o in offsets:
         if o.dtype != torch.int64 or o.device.type != "cpu" or not o.is_contiguous():
             raise ValueError(f"offset gemm: {name}'s offset tables must be contiguous int64 CPU tensors")
+    if min(o.numel() for o in offsets) == 0:
+        return  # nothing is addressed
     low = sum(int(o.min()) for o in offsets)
     high = sum(int(o.max()) for o in offsets) + width
     if low < 0 or high > size:
@@ -116,6 +118,16 @@ def _validate(op: Gemm, threads: int) -> int:
     return stride
 
 
+def steps(count: int, stride: int) -> torch.Tensor:
+    """The offset table 0, stride, 2 stride, ... (count entries)."""
+    return torch.arange(count, dtype=torch.int64) * stride
+
+
+def pairs(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+    """The offset table outer[i] + inner[j] for every (i, j), i outer: two nested axes as one."""
+    return (outer[:, None] + inner[None, :]).reshape(-1)
+
+
 def _empty(op: Gemm) -> bool:
     return min(op.a_b.numel(), op.a_m.numel(), op.a_k.numel(), op.n) == 0
 
@@ -124,6 +136,8 @@ def gemm(op: Gemm) -> torch.Tensor:
     """Runs one GEMM on torch.get_num_threads() threads (by rows when there are many, else by batch entries:
     C of different batch entries must not overlap); returns op.C. With no terms C is left as it is."""
     lib = _require()
+    if op.private or op.terms_per_token:
+        raise ValueError("offset gemm: private accumulators and terms_per_token belong to chain()")
     _validate(op, 1)
     if not _empty(op):
         ptrs = [op.A, op.a_b, op.a_m, op.a_k, op.B, op.b_b, op.b_k, op.C, op.c_b, op.c_m]

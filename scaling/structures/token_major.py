@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from scaling.structures import native
+from scaling.structures.native import pairs, steps
 
 _LONG = torch.int64
 
@@ -48,15 +49,6 @@ def _stored_as(b: int, c: int, inner: int) -> torch.Tensor:
     return torch.arange(b * c * inner, dtype=_LONG).view(b, c, inner).permute(0, 2, 1)
 
 
-def _pairs(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
-    """outer[i] + inner[j] for every (i, j), i outer."""
-    return (outer[:, None] + inner[None, :]).reshape(-1)
-
-
-def _steps(n: int, stride: int) -> torch.Tensor:
-    return torch.arange(n, dtype=_LONG) * stride
-
-
 def _zeros(n: int) -> torch.Tensor:
     return torch.zeros(n, dtype=_LONG)
 
@@ -64,7 +56,7 @@ def _zeros(n: int) -> torch.Tensor:
 @functools.lru_cache(maxsize=64)
 def _rows(t: int, stride: int) -> torch.Tensor:
     """Offsets of t rows `stride` floats apart (cached: a layer sees the same few batch sizes)."""
-    return _steps(t, stride)
+    return steps(t, stride)
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,19 +85,25 @@ class TokenMajorPlan:
         self, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, z: torch.Tensor, ys: torch.Tensor, tile: int
     ) -> None:
         """z and ys (stored output rows) from x (t, in_size); w0 (b1, p1, k1), w1 (b2, p2, k2)."""
+        native.chain(self.forward_ops(x, w0, w1, z, ys), x.shape[0], tile)
+
+    def forward_ops(
+        self, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, z: torch.Tensor, ys: torch.Tensor
+    ) -> list[native.Gemm]:
+        """The forward's two GEMMs (core 1, core 2), for `forward` or to time one at a time."""
         (b1, p1, k1, c1), (b2, p2, k2, c2) = self.core1, self.core2
         t = x.shape[0]
         core1 = native.Gemm(
-            x, _pairs(self.x_b, self.x_c), _rows(t, self.in_size), _steps(k1, 1),
-            w0.transpose(1, 2).contiguous(), _pairs(_steps(b1, k1 * p1), _zeros(c1)), _steps(k1, p1),
-            z, _steps(b1 * c1, p1), _rows(t, self.mid), p1,
+            x, pairs(self.x_b, self.x_c), _rows(t, self.in_size), steps(k1, 1),
+            w0.transpose(1, 2).contiguous(), pairs(steps(b1, k1 * p1), _zeros(c1)), steps(k1, p1),
+            z, steps(b1 * c1, p1), _rows(t, self.mid), p1,
         )
         core2 = native.Gemm(
-            z, _pairs(self.z_b, self.z_c), _rows(t, self.mid), self.z_k,
-            w1.transpose(1, 2).contiguous(), _pairs(_steps(b2, k2 * p2), _zeros(c2)), _steps(k2, p2),
-            ys, _steps(b2 * c2, p2), _rows(t, ys.shape[1]), p2,
+            z, pairs(self.z_b, self.z_c), _rows(t, self.mid), self.z_k,
+            w1.transpose(1, 2).contiguous(), pairs(steps(b2, k2 * p2), _zeros(c2)), steps(k2, p2),
+            ys, steps(b2 * c2, p2), _rows(t, ys.shape[1]), p2,
         )
-        native.chain([core1, core2], t, tile)
+        return [core1, core2]
 
     def backward(
         self, g: torch.Tensor, x: torch.Tensor, z: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor,
@@ -113,35 +111,42 @@ class TokenMajorPlan:
     ) -> None:
         """dx (t, in_size) = dL/dx; dw0 (threads, b1, p1, k1) and dw1t (threads, b2, k2, p2) += per-thread parts
         of dL/dw0 and dL/dw1^T. g holds stored output rows; None skips a gradient."""
+        native.chain(self.backward_ops(g, x, z, w0, w1, dx, dw0, dw1t), g.shape[0], tile)
+
+    def backward_ops(
+        self, g: torch.Tensor, x: torch.Tensor, z: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor,
+        dx: torch.Tensor | None, dw0: torch.Tensor | None, dw1t: torch.Tensor | None,
+    ) -> list[native.Gemm]:
+        """The backward's GEMMs in order (dw1, dz, dw0, dx; those needed), as `backward` runs them."""
         (b1, p1, k1, c1), (b2, p2, k2, c2) = self.core1, self.core2
         t = g.shape[0]
         ops = []
         if dw1t is not None:
             ops.append(native.Gemm(
-                z, self.z_b, self.z_k, _pairs(_rows(t, self.mid), self.z_c),
-                g, _steps(b2, c2 * p2), _pairs(_rows(t, g.shape[1]), _steps(c2, p2)),
-                dw1t, _steps(b2, k2 * p2), _steps(k2, p2), p2, terms_per_token=c2, private=True,
+                z, self.z_b, self.z_k, pairs(_rows(t, self.mid), self.z_c),
+                g, steps(b2, c2 * p2), pairs(_rows(t, g.shape[1]), steps(c2, p2)),
+                dw1t, steps(b2, k2 * p2), steps(k2, p2), p2, terms_per_token=c2, private=True,
             ))
         if dx is not None or dw0 is not None:
             dz = g.new_empty(t, self.mid)  # stored (b2, c2, k2)
             ops.append(native.Gemm(
-                g, _steps(b2 * c2, p2), _rows(t, g.shape[1]), _steps(p2, 1),
-                w1.contiguous(), _pairs(_steps(b2, p2 * k2), _zeros(c2)), _steps(p2, k2),
-                dz, _steps(b2 * c2, k2), _rows(t, self.mid), k2,
+                g, steps(b2 * c2, p2), _rows(t, g.shape[1]), steps(p2, 1),
+                w1.contiguous(), pairs(steps(b2, p2 * k2), _zeros(c2)), steps(p2, k2),
+                dz, steps(b2 * c2, k2), _rows(t, self.mid), k2,
             ))
             if dw0 is not None:
                 ops.append(native.Gemm(
-                    dz, self.dz_b, self.dz_p, _pairs(_rows(t, self.mid), self.dz_c),
-                    x, self.x_b, _pairs(_rows(t, self.in_size), self.x_c),
-                    dw0, _steps(b1, p1 * k1), _steps(p1, k1), k1, terms_per_token=c1, private=True,
+                    dz, self.dz_b, self.dz_p, pairs(_rows(t, self.mid), self.dz_c),
+                    x, self.x_b, pairs(_rows(t, self.in_size), self.x_c),
+                    dw0, steps(b1, p1 * k1), steps(p1, k1), k1, terms_per_token=c1, private=True,
                 ))
             if dx is not None:
                 ops.append(native.Gemm(
-                    dz, _pairs(self.dz_b, self.dz_c), _rows(t, self.mid), self.dz_p,
-                    w0.contiguous(), _pairs(_steps(b1, p1 * k1), _zeros(c1)), _steps(p1, k1),
-                    dx, _pairs(self.x_b, self.x_c), _rows(t, self.in_size), k1,
+                    dz, pairs(self.dz_b, self.dz_c), _rows(t, self.mid), self.dz_p,
+                    w0.contiguous(), pairs(steps(b1, p1 * k1), _zeros(c1)), steps(p1, k1),
+                    dx, pairs(self.x_b, self.x_c), _rows(t, self.in_size), k1,
                 ))
-        native.chain(ops, t, tile)
+        return ops
 
 
 @functools.cache
@@ -157,7 +162,7 @@ def _tables(plan) -> TokenMajorPlan | None:
     (b1, p1, k1, c1), (b2, p2, k2, c2) = plan.core1, plan.core2
     in_table = torch.arange(plan.in_size, dtype=_LONG).view(plan.in_axes).permute(plan.in_perm)
     x_b, x_k, x_c = _split(in_table.reshape(b1, k1, c1))
-    if not torch.equal(x_k, _steps(k1, 1)):
+    if not torch.equal(x_k, steps(k1, 1)):
         return None
     # the plan orders the middle features as (b1, p1, c1) row-major; z stores them (b1, c1, p1)
     z_table = _stored_as(b1, c1, p1).reshape(plan.mid_axes).permute(plan.mid_perm).reshape(b2, k2, c2)
@@ -169,7 +174,7 @@ def _tables(plan) -> TokenMajorPlan | None:
     dz_of_mid[mid_of_operand.reshape(-1)] = _stored_as(b2, c2, k2).reshape(-1)
     dz_b, dz_p, dz_c = _split(dz_of_mid.view(b1, p1, c1))
     y_index = _stored_as(b2, c2, p2).reshape(plan.out_axes).permute(plan.out_perm).reshape(-1)[: plan.d_out]
-    direct = plan.out_size == plan.d_out and torch.equal(y_index, _steps(plan.d_out, 1))
+    direct = plan.out_size == plan.d_out and torch.equal(y_index, steps(plan.d_out, 1))
     return TokenMajorPlan(
         core1=plan.core1, core2=plan.core2, d_in=plan.d_in, in_size=plan.in_size, mid=mid,
         d_out=plan.d_out, out_size=plan.out_size, x_b=x_b, x_c=x_c, z_b=z_b, z_k=z_k, z_c=z_c,
