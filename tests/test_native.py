@@ -140,7 +140,10 @@ def test_plans_without_a_token_major_form_stay_on_bmm():
     b_first = K.einsum_plan((2, 3, 4, 2, 3, 2, 2), 24, 12, a_first=False)  # contracts x's middle axis first
     assert token_major_plan(b_first) is None
     wide = K.btt_plan(8, 8, 8, 8, 4)  # middle 4x the ends: the bmm schedule measured faster
-    assert K._native_tables(wide, torch.zeros(1)) is None
+    assert K._native_tables(wide, torch.zeros(1 << 19, 1)) is None
+    small, large = torch.zeros(100, 64), torch.zeros(1 << 13, 64)  # below / at NATIVE_MIN_ELEMENTS
+    assert K._native_tables(K.btt_plan(8, 8, 8, 8, 1), small) is None
+    assert K._native_tables(K.btt_plan(8, 8, 8, 8, 1), large) is not None or not native.available()
 
 
 @needs_native
@@ -151,6 +154,7 @@ def test_plans_without_a_token_major_form_stay_on_bmm():
     (StructureConfig("einsum", theta=[0.5, 0, 0.5, 0, 0.5, 0.5, 0.25]), 64, 256),  # carried axes
 ])
 def test_layers_on_several_threads_and_tiles(cfg, d_in, d_out, threads, monkeypatch):
+    monkeypatch.setattr(K, "NATIVE_MIN_ELEMENTS", 0)
     torch.manual_seed(0)
     layer = build_linear(cfg, d_in, d_out)
     with torch.no_grad():

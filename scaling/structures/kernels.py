@@ -31,7 +31,7 @@ a concatenation and an autograd scatter per expert.
 
 Compiled path: where the offset GEMM of native.py is available (built by pip install, AVX2 CPU), float32
 two-core plans run on token-major activations with no copies at all instead (token_major.py), when their middle
-is at most NATIVE_MAX_EXPANSION x wider than their ends. The bmm schedule above remains for the rest, for
+is at most NATIVE_MAX_EXPANSION x wider than their ends and the call is large enough (NATIVE_MIN_ELEMENTS). The bmm schedule above remains for the rest, for
 float64, and under a torch dispatch mode such as FlopCounterMode (which cannot see compiled GEMMs).
 
 Fallback: on other devices (CUDA, meta tensors) or with fast=False, the same contraction runs with plain
@@ -67,8 +67,12 @@ MIN_CHUNK_TOKENS = 128
 # It is used for plans whose middle width is at most NATIVE_MAX_EXPANSION x the wider end: measured fwd+bwd at
 # d = 1024 (OMP_WAIT_POLICY=PASSIVE), vs the bmm path, BTT rank 1 1.35x and Monarch 1.4x faster, rank 2 1.1x,
 # but rank 4 1.2x slower (its weight gradients stream 4x wider intermediates).
+# Below NATIVE_MIN_ELEMENTS (tokens x the wider end) its fixed cost per call (offset tables and their bounds
+# checks in Python, about 0.4 ms per layer fwd+bwd) outweighs its gain: measured fwd+bwd, compiled / bmm time,
+# 1.25-1.4 at d = 128 x 512 tokens and 1.1 at 256 x 1024, 0.83-0.97 at 128 x 4096, 0.87-0.9 at 512 x 2048.
 NATIVE_TILE_TOKENS = 16
 NATIVE_MAX_EXPANSION = 2
+NATIVE_MIN_ELEMENTS = 1 << 19
 
 
 @dataclass(frozen=True)
@@ -395,9 +399,9 @@ def _native_usable(x: torch.Tensor) -> bool:
 
 
 def _native_tables(plan: TwoCorePlan, x: torch.Tensor) -> TokenMajorPlan | None:
-    """The offset-GEMM tables of plan when the compiled path runs it (_native_usable), the plan token-major-able
-    and at most NATIVE_MAX_EXPANSION x wider in the middle than at its ends."""
-    if not _native_usable(x):
+    """The offset-GEMM tables of plan when the compiled path runs it (_native_usable): at least
+    NATIVE_MIN_ELEMENTS, the plan token-major-able and at most NATIVE_MAX_EXPANSION x wider in the middle."""
+    if not _native_usable(x) or x.shape[0] * max(plan.in_size, plan.out_size) < NATIVE_MIN_ELEMENTS:
         return None
     mid = plan.core1[0] * plan.core1[1] * plan.core1[3]
     if mid > NATIVE_MAX_EXPANSION * max(plan.in_size, plan.out_size):
@@ -647,7 +651,7 @@ class _TensorTrain2Function(torch.autograd.Function):
         dg0 = g0.new_zeros(mr, n1) if need_g0 else None
         dg1 = g1.new_zeros(m2, rn2) if need_g1 else None
         rows = min(chunk, n)
-        native_ok = need_g0 and _native_usable(x)
+        native_ok = need_g0 and _native_usable(x) and x.numel() >= NATIVE_MIN_ELEMENTS
         dz_buf, dz_moved, x_moved = (
             x.new_empty(rows * size) for size in (mr * n2, 0 if native_ok else mr * n2, n1 * n2)
         )
