@@ -20,7 +20,7 @@ import statistics
 import sys
 import time
 
-from train import OMP_WAIT, apply_process_settings
+from train import add_common_arguments, apply_process_settings
 
 NAMES = ["core1", "core2", "dw1", "dz", "dw0", "dx"]
 
@@ -75,10 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rank", type=int, default=1)
     parser.add_argument("--tile", type=int, default=16, help="tokens per tile (kernels.NATIVE_TILE_TOKENS)")
     parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--omp-wait", choices=sorted(OMP_WAIT), default="passive")
-    parser.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_common_arguments(parser)
     args = parser.parse_args(argv)
     apply_process_settings(args.omp_wait, args.keep_freed_memory, "bench/gemms.py")
     import torch

@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from train import OMP_WAIT, apply_process_settings
+from train import add_common_arguments, apply_process_settings
 
 EXTRA_SPECS = ["btt:rank=4"]
 PATHS = {"native": "1", "bmm": "0"}  # SCALING_NATIVE for each path
@@ -150,12 +150,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--structures", nargs="+", default=None, help="specs name[:key=value,...]; default: all presets")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--paths", nargs="+", choices=sorted(PATHS), default=None,
                         help="CPU fast paths to time (default: native and bmm where native is built, else bmm)")
-    parser.add_argument("--omp-wait", choices=sorted(OMP_WAIT), default="passive")
-    parser.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_common_arguments(parser)
     args = parser.parse_args(argv)
     apply_process_settings(args.omp_wait, args.keep_freed_memory, "bench/layers.py")
     import torch

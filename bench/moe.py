@@ -16,7 +16,7 @@ import json
 import statistics
 import time
 
-from train import OMP_WAIT, apply_process_settings
+from train import add_common_arguments, apply_process_settings
 
 
 def time_pair(width: int, args: argparse.Namespace) -> dict:
@@ -59,10 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top-k", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--omp-wait", choices=sorted(OMP_WAIT), default="passive")
-    parser.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_common_arguments(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.top_k < args.experts:
         parser.error(f"--top-k must be between 1 and --experts - 1 = {args.experts - 1}, got {args.top_k}")

@@ -58,11 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--layers", default="all_but_last", help="structure.layers: which linear maps are structured")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--omp-wait", choices=sorted(OMP_WAIT), default="passive")
-    parser.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_common_arguments(parser)
     args = parser.parse_args(argv)
     for name in ("width", "depth", "context", "batch", "vocab", "head_dim", "repeats", "threads"):
         if getattr(args, name) < 1:
@@ -70,6 +67,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.warmup < 0:
         parser.error(f"--warmup must be >= 0, got {args.warmup}")
     return args
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """--threads, the process settings (--omp-wait, --keep-freed-memory) and --json: shared by every benchmark."""
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--omp-wait", choices=sorted(OMP_WAIT), default="passive")
+    parser.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
 def apply_process_settings(omp_wait: str, keep_memory: bool, script: str) -> None:

@@ -99,12 +99,12 @@ def test_chain_runs_tiles_with_private_accumulators(threads):
     x, w1, w2 = torch.randn(tokens, d, generator=gen), torch.randn(d, h, generator=gen), torch.randn(h, d, generator=gen)
     z, y = torch.empty(tokens, h), torch.empty(tokens, d)
     acc = torch.zeros(threads, d, d)
-    one, rows = torch.zeros(1, dtype=torch.int64), torch.arange(tokens, dtype=torch.int64)
-    ar = lambda n, s=1: torch.arange(n, dtype=torch.int64) * s  # noqa: E731
+    one, rows, steps = torch.zeros(1, dtype=torch.int64), native.steps(tokens, 1), native.steps
     ops = [
-        native.Gemm(x, one, rows * d, ar(d), w1, one, ar(d, h), z, one, rows * h, h),
-        native.Gemm(z, one, rows * h, ar(h), w2, one, ar(h, d), y, one, rows * d, d),
-        native.Gemm(x, one, ar(d), rows * d, y, one, rows * d, acc, one, ar(d, d), d, terms_per_token=1, private=True),
+        native.Gemm(x, one, rows * d, steps(d, 1), w1, one, steps(d, h), z, one, rows * h, h),
+        native.Gemm(z, one, rows * h, steps(h, 1), w2, one, steps(h, d), y, one, rows * d, d),
+        native.Gemm(x, one, steps(d, 1), rows * d, y, one, rows * d, acc, one, steps(d, d), d,
+                    terms_per_token=1, private=True),
     ]
     native.chain(ops, tokens, tile=8)
     want_y = x.double() @ w1.double() @ w2.double()

@@ -128,6 +128,12 @@ def pairs(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
     return (outer[:, None] + inner[None, :]).reshape(-1)
 
 
+def _sizes_and_pointers(op: Gemm) -> list[int]:
+    """(nb, M, N, K) and the addresses of the operands and tables, in the C functions' argument order."""
+    tensors = [op.A, op.a_b, op.a_m, op.a_k, op.B, op.b_b, op.b_k, op.C, op.c_b, op.c_m]
+    return [op.a_b.numel(), op.a_m.numel(), op.n, op.a_k.numel(), *(t.data_ptr() for t in tensors)]
+
+
 def _empty(op: Gemm) -> bool:
     return min(op.a_b.numel(), op.a_m.numel(), op.a_k.numel(), op.n) == 0
 
@@ -140,9 +146,7 @@ def gemm(op: Gemm) -> torch.Tensor:
         raise ValueError("offset gemm: private accumulators and terms_per_token belong to chain()")
     _validate(op, 1)
     if not _empty(op):
-        ptrs = [op.A, op.a_b, op.a_m, op.a_k, op.B, op.b_b, op.b_k, op.C, op.c_b, op.c_m]
-        lib.offset_gemm(op.a_b.numel(), op.a_m.numel(), op.n, op.a_k.numel(), *(t.data_ptr() for t in ptrs),
-                        int(op.accumulate), torch.get_num_threads())
+        lib.offset_gemm(*_sizes_and_pointers(op), int(op.accumulate), torch.get_num_threads())
     return op.C
 
 
@@ -164,11 +168,7 @@ def chain(ops: list[Gemm], tokens: int, tile: int) -> None:
         stride = _validate(op, threads)
         if _empty(op):
             continue
-        ptrs = [op.A, op.a_b, op.a_m, op.a_k, op.B, op.b_b, op.b_k, op.C, op.c_b, op.c_m]
-        structs.append(_ChainOp(
-            op.a_b.numel(), op.a_m.numel(), op.n, op.a_k.numel(), *(t.data_ptr() for t in ptrs),
-            int(op.accumulate), op.terms_per_token, stride,
-        ))
+        structs.append(_ChainOp(*_sizes_and_pointers(op), int(op.accumulate), op.terms_per_token, stride))
     if structs and tokens > 0:
         array = (_ChainOp * len(structs))(*structs)
         if lib.offset_gemm_chain(len(structs), array, tokens, tile, threads) == -2:

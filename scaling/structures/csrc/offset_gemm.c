@@ -22,12 +22,17 @@
 #define KC 128
 #define MAX_THREADS 64
 
+/* One GEMM: its sizes, operands and offset tables (the comment above). */
 typedef struct {
     int64_t nb, M, N, K;
     const float *A; const int64_t *a_b, *a_m, *a_k;
     const float *B; const int64_t *b_b, *b_k;
     float *C; const int64_t *c_b, *c_m;
-    int accumulate;
+    int64_t accumulate;
+} gemm_t;
+
+typedef struct {
+    gemm_t g;
     int64_t m0, m1, b0, b1, mc;  /* this thread's rows and batch entries; rows visited per batch entry */
 } job_t;
 
@@ -69,30 +74,31 @@ AVX2 static inline void tile(int64_t mr, int64_t nr, int64_t kc, const float *co
 
 /* One thread's share of a GEMM: loops K chunk -> a run of mc rows -> batch entry -> 6-row group -> 16 columns. */
 AVX2 static void run(const job_t *j) {
-    for (int64_t k0 = 0; k0 < j->K; k0 += KC) {
-        const int64_t kc = j->K - k0 < KC ? j->K - k0 : KC;
-        const int load_c = j->accumulate || k0 > 0;
+    const gemm_t *g = &j->g;
+    for (int64_t k0 = 0; k0 < g->K; k0 += KC) {
+        const int64_t kc = g->K - k0 < KC ? g->K - k0 : KC;
+        const int load_c = g->accumulate || k0 > 0;
         for (int64_t mc = j->m0; mc < j->m1; mc += j->mc) {
             const int64_t mc_stop = mc + j->mc < j->m1 ? mc + j->mc : j->m1;
             for (int64_t b = j->b0; b < j->b1; b++) {
-                const float *A = j->A + j->a_b[b], *B = j->B + j->b_b[b];
-                float *C = j->C + j->c_b[b];
+                const float *A = g->A + g->a_b[b], *B = g->B + g->b_b[b];
+                float *C = g->C + g->c_b[b];
                 for (int64_t m = mc; m < mc_stop; m += MR) {
                     const int64_t mr = mc_stop - m < MR ? mc_stop - m : MR;
                     const float *arow[MR];
                     float *crow[MR];
                     for (int r = 0; r < MR; r++) {
                         const int64_t row = m + (r < mr ? r : 0);
-                        arow[r] = A + j->a_m[row];
-                        crow[r] = C + j->c_m[row];
+                        arow[r] = A + g->a_m[row];
+                        crow[r] = C + g->c_m[row];
                     }
-                    for (int64_t n = 0; n < j->N; n += NR) {
+                    for (int64_t n = 0; n < g->N; n += NR) {
                         float *cr[MR];
                         for (int r = 0; r < MR; r++) cr[r] = crow[r] + n;
-                        if (mr == MR && j->N - n >= NR)
-                            tile(MR, NR, kc, arow, j->a_k + k0, B + n, j->b_k + k0, cr, load_c);
+                        if (mr == MR && g->N - n >= NR)
+                            tile(MR, NR, kc, arow, g->a_k + k0, B + n, g->b_k + k0, cr, load_c);
                         else
-                            tile(mr, j->N - n < NR ? j->N - n : NR, kc, arow, j->a_k + k0, B + n, j->b_k + k0, cr,
+                            tile(mr, g->N - n < NR ? g->N - n : NR, kc, arow, g->a_k + k0, B + n, g->b_k + k0, cr,
                                  load_c);
                     }
                 }
@@ -132,7 +138,7 @@ int offset_gemm(int64_t nb, int64_t M, int64_t N, int64_t K,
                 const float *B, const int64_t *b_b, const int64_t *b_k,
                 float *C, const int64_t *c_b, const int64_t *c_m, int accumulate, int nthreads) {
     if (nb <= 0 || M <= 0 || N <= 0 || K <= 0) return 0;  /* nothing to add: C is left as it is */
-    job_t base = {nb, M, N, K, A, a_b, a_m, a_k, B, b_b, b_k, C, c_b, c_m, accumulate, 0, M, 0, nb, M};
+    const job_t base = {{nb, M, N, K, A, a_b, a_m, a_k, B, b_b, b_k, C, c_b, c_m, accumulate}, 0, M, 0, nb, M};
     /* Many rows: threads take runs of rows and visit every batch entry 6 rows at a time (streams stay few).
        Few rows: threads take whole batch entries and all their rows (a weight gradient's block). */
     const int by_rows = nb < nthreads || M >= 16 * nb;
@@ -158,11 +164,7 @@ int offset_gemm(int64_t nb, int64_t M, int64_t N, int64_t K,
 
 /* One GEMM of a chain: an offset GEMM over all tokens, one of whose axes counts tokens. */
 typedef struct {
-    int64_t nb, M, N, K;
-    const float *A; const int64_t *a_b, *a_m, *a_k;
-    const float *B; const int64_t *b_b, *b_k;
-    float *C; const int64_t *c_b, *c_m;
-    int64_t accumulate;
+    gemm_t g;
     int64_t terms_per_token;  /* 0: the rows are the tokens; else the terms are (token, carried) pairs, this many */
     int64_t private_stride;   /* thread t adds into C + t * private_stride (weight gradients); 0: C is shared */
 } chain_op_t;
@@ -180,21 +182,20 @@ AVX2 static void *run_chain(void *arg) {
         const int64_t e = s + c->tile < c->t1 ? s + c->tile : c->t1;
         for (int64_t i = 0; i < c->n_ops; i++) {
             const chain_op_t *op = &c->ops[i];
-            job_t j = {op->nb, op->M, op->N, op->K, op->A, op->a_b, op->a_m, op->a_k, op->B, op->b_b, op->b_k,
-                       op->C + c->thread * op->private_stride, op->c_b, op->c_m, (int)op->accumulate,
-                       0, op->M, 0, op->nb, op->M};
+            job_t j = {op->g, 0, op->g.M, 0, op->g.nb, op->g.M};
+            j.g.C += c->thread * op->private_stride;
             if (op->terms_per_token == 0) {  /* rows s..e: 6 at a time across every batch entry */
-                j.M = j.m1 = e - s;
-                j.a_m += s;
-                j.c_m += s;
+                j.g.M = j.m1 = e - s;
+                j.g.a_m += s;
+                j.g.c_m += s;
                 j.mc = MR;
             } else {  /* terms of tokens s..e, added to the thread's accumulator */
-                j.K = (e - s) * op->terms_per_token;
-                j.a_k += s * op->terms_per_token;
-                j.b_k += s * op->terms_per_token;
-                j.accumulate = 1;
+                j.g.K = (e - s) * op->terms_per_token;
+                j.g.a_k += s * op->terms_per_token;
+                j.g.b_k += s * op->terms_per_token;
+                j.g.accumulate = 1;
             }
-            if (j.M > 0 && j.K > 0) run(&j);
+            if (j.g.M > 0 && j.g.K > 0) run(&j);
         }
     }
     return NULL;
