@@ -44,6 +44,7 @@ def path(request, monkeypatch) -> str:
         pytest.skip("the compiled offset GEMM is not available on this machine")
     monkeypatch.setenv("SCALING_NATIVE", "1" if request.param == "native" else "0")
     monkeypatch.setattr(K, "NATIVE_MIN_ELEMENTS", 0)  # these cases are small
+    monkeypatch.setattr(K, "NATIVE_COLUMN_MULTIPLE", 1)  # and their blocks odd-sized
     return request.param
 
 
@@ -54,11 +55,12 @@ def bmm_path(monkeypatch) -> None:
 
 @pytest.fixture
 def native_path(monkeypatch) -> None:
-    """The compiled path for every call, however small (skipped where it is not built)."""
+    """The compiled path for every call, however small or odd-sized (skipped where it is not built)."""
     if not native.available():
         pytest.skip("the compiled offset GEMM is not available on this machine")
     monkeypatch.setenv("SCALING_NATIVE", "1")
     monkeypatch.setattr(K, "NATIVE_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(K, "NATIVE_COLUMN_MULTIPLE", 1)
 
 
 # --- references: each structure's formula as one einsum on its parameters --------------------------------------

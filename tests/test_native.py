@@ -69,7 +69,8 @@ def random_problem(nb: int, m: int, n: int, k: int, seed: int):
     A = a[a_b[:, None, None] + a_m[None, :, None] + a_k[None, None, :]]  # (nb, m, k)
     B = b[b_b[:, None, None] + b_k[None, :, None] + torch.arange(n)[None, None, :]]  # (nb, k, n)
     expected = torch.einsum("bmk,bkn->bmn", A.double(), B.double())
-    op = native.Gemm(a, a_b, a_m, a_k, b, b_b, b_k, c, c_b, c_m, n)
+    tables = [native.offsets(t) for t in (a_b, a_m, a_k, b_b, b_k, c_b, c_m)]
+    op = native.Gemm(a, *tables[:3], b, *tables[3:5], c, *tables[5:], n)
     index = c_b[:, None, None] + c_m[None, :, None] + torch.arange(n)[None, None, :]
     return op, expected, index
 
@@ -99,11 +100,11 @@ def test_chain_runs_tiles_with_private_accumulators(threads):
     x, w1, w2 = torch.randn(tokens, d, generator=gen), torch.randn(d, h, generator=gen), torch.randn(h, d, generator=gen)
     z, y = torch.empty(tokens, h), torch.empty(tokens, d)
     acc = torch.zeros(threads, d, d)
-    one, rows, steps = torch.zeros(1, dtype=torch.int64), native.steps(tokens, 1), native.steps
+    one, steps = native.steps(1, 0), native.steps
     ops = [
-        native.Gemm(x, one, rows * d, steps(d, 1), w1, one, steps(d, h), z, one, rows * h, h),
-        native.Gemm(z, one, rows * h, steps(h, 1), w2, one, steps(h, d), y, one, rows * d, d),
-        native.Gemm(x, one, steps(d, 1), rows * d, y, one, rows * d, acc, one, steps(d, d), d,
+        native.Gemm(x, one, steps(tokens, d), steps(d, 1), w1, one, steps(d, h), z, one, steps(tokens, h), h),
+        native.Gemm(z, one, steps(tokens, h), steps(h, 1), w2, one, steps(h, d), y, one, steps(tokens, d), d),
+        native.Gemm(x, one, steps(d, 1), steps(tokens, d), y, one, steps(tokens, d), acc, one, steps(d, d), d,
                     terms_per_token=1, private=True),
     ]
     native.chain(ops, tokens, tile=8)
@@ -115,21 +116,23 @@ def test_chain_runs_tiles_with_private_accumulators(threads):
 @needs_native
 def test_bad_tables_raise_before_touching_memory():
     op, _, _ = random_problem(3, 10, 8, 5, seed=1)
-    too_far = native.Gemm(**{**vars(op), "a_k": op.a_k + op.A.numel()})
+    shifted = native.offsets(op.a_k.table + op.A.numel())
+    too_far = native.Gemm(**{**vars(op), "a_k": shifted})
     with pytest.raises(ValueError, match="A's offsets reach"):
         native.gemm(too_far)
-    negative = native.Gemm(**{**vars(op), "c_m": op.c_m - 1})
+    negative = native.Gemm(**{**vars(op), "c_m": native.offsets(op.c_m.table - 1)})
     with pytest.raises(ValueError, match="C's offsets reach"):
         native.gemm(negative)
     with pytest.raises(ValueError, match="table sizes disagree"):
-        native.gemm(native.Gemm(**{**vars(op), "b_k": op.b_k[:-1]}))
+        native.gemm(native.Gemm(**{**vars(op), "b_k": native.offsets(op.b_k.table[:-1])}))
     with pytest.raises(ValueError, match="float32"):
         native.gemm(native.Gemm(**{**vars(op), "B": op.B.double()}))
     with pytest.raises(ValueError, match="private accumulators"):
         native.chain([native.Gemm(**{**vars(op), "terms_per_token": 1})], tokens=5, tile=2)
     with pytest.raises(ValueError, match="belong to chain"):
         native.gemm(native.Gemm(**{**vars(op), "private": True}))
-    no_rows = native.Gemm(**{**vars(op), "a_m": op.a_m[:0], "c_m": op.c_m[:0]})
+    none = native.steps(0, 1)
+    no_rows = native.Gemm(**{**vars(op), "a_m": none, "c_m": none})
     assert native.gemm(no_rows) is no_rows.C  # empty tables: nothing to do, and no error
 
 
@@ -144,17 +147,22 @@ def test_plans_without_a_token_major_form_stay_on_bmm():
     small, large = torch.zeros(100, 64), torch.zeros(1 << 13, 64)  # below / at NATIVE_MIN_ELEMENTS
     assert K._native_tables(K.btt_plan(8, 8, 8, 8, 1), small) is None
     assert K._native_tables(K.btt_plan(8, 8, 8, 8, 1), large) is not None or not native.available()
+    odd = K.monarch_plan(384, 384, 20, 20, 20, 20)  # 20-wide blocks: part of a register wasted on every strip
+    assert token_major_plan(odd) is not None and K._native_tables(odd, torch.zeros(1 << 13, 384)) is None
 
 
 @needs_native
 @pytest.mark.parametrize("cfg,d_in,d_out", [
     (StructureConfig("btt"), 256, 256),
     (StructureConfig("btt", rank=2), 192, 128),
-    (StructureConfig("monarch", blocks=6), 36, 30),  # padded input, truncated output
+    (StructureConfig("monarch", blocks=3), 25, 31),  # padded input (27), truncated output (33)
     (StructureConfig("einsum", theta=[0.5, 0, 0.5, 0, 0.5, 0.5, 0.25]), 64, 256),  # carried axes
 ])
 def test_layers_on_several_threads_and_tiles(cfg, d_in, d_out, threads, monkeypatch):
     monkeypatch.setattr(K, "NATIVE_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(K, "NATIVE_COLUMN_MULTIPLE", 1)
+    chains = []
+    monkeypatch.setattr(native, "chain", lambda *args, run=native.chain: chains.append(1) or run(*args))
     torch.manual_seed(0)
     layer = build_linear(cfg, d_in, d_out)
     with torch.no_grad():
@@ -169,5 +177,7 @@ def test_layers_on_several_threads_and_tiles(cfg, d_in, d_out, threads, monkeypa
         y = layer(xi)
         (y * torch.linspace(-1, 1, y.numel()).view(y.shape)).sum().backward()
         grads.append([y.detach(), xi.grad, *(p.grad for p in layer.parameters())])
+        assert len(chains) == (2 if flag == "1" else 0)  # forward and backward ran on the compiled GEMM
+        chains.clear()
     for got, want in zip(*grads):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)

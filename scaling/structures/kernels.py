@@ -67,12 +67,16 @@ MIN_CHUNK_TOKENS = 128
 # It is used for plans whose middle width is at most NATIVE_MAX_EXPANSION x the wider end: measured fwd+bwd at
 # d = 1024 (OMP_WAIT_POLICY=PASSIVE), vs the bmm path, BTT rank 1 1.35x and Monarch 1.4x faster, rank 2 1.1x,
 # but rank 4 1.2x slower (its weight gradients stream 4x wider intermediates).
-# Below NATIVE_MIN_ELEMENTS (tokens x the wider end) its fixed cost per call (offset tables and their bounds
-# checks in Python, about 0.4 ms per layer fwd+bwd) outweighs its gain: measured fwd+bwd, compiled / bmm time,
-# 1.25-1.4 at d = 128 x 512 tokens and 1.1 at 256 x 1024, 0.83-0.97 at 128 x 4096, 0.87-0.9 at 512 x 2048.
+# Below NATIVE_MIN_ELEMENTS (tokens x the wider end) MKL's batched GEMM beats it on the small blocks (inner
+# dimension 16-24), even with the offset tables cached: measured fwd+bwd of BTT rank 1, compiled / bmm time,
+# 1.3-1.45 at d = 256 x 1,024 and 2,048 tokens and at 384 x 2,048, 1.05 at 512 x 1,024, 0.9-1.1 at 512 x 2,048.
+# Its micro-kernel holds 8 columns per register, so blocks whose sizes are not multiples of
+# NATIVE_COLUMN_MULTIPLE waste part of one on every strip; fwd+bwd of Monarch with 20, 23, 28 and 39 blocks
+# (d = 384, 512, 768, 1536) measured 1.3x, 1.0x, 1.0-1.1x and 1.03x the bmm path's time, so those stay on bmm.
 NATIVE_TILE_TOKENS = 16
 NATIVE_MAX_EXPANSION = 2
 NATIVE_MIN_ELEMENTS = 1 << 19
+NATIVE_COLUMN_MULTIPLE = 8
 
 
 @dataclass(frozen=True)
@@ -400,11 +404,14 @@ def _native_usable(x: torch.Tensor) -> bool:
 
 def _native_tables(plan: TwoCorePlan, x: torch.Tensor) -> TokenMajorPlan | None:
     """The offset-GEMM tables of plan when the compiled path runs it (_native_usable): at least
-    NATIVE_MIN_ELEMENTS, the plan token-major-able and at most NATIVE_MAX_EXPANSION x wider in the middle."""
+    NATIVE_MIN_ELEMENTS, the plan token-major-able, at most NATIVE_MAX_EXPANSION x wider in the middle, and
+    every GEMM's column count (p1, k1, p2, k2) a multiple of NATIVE_COLUMN_MULTIPLE."""
     if not _native_usable(x) or x.shape[0] * max(plan.in_size, plan.out_size) < NATIVE_MIN_ELEMENTS:
         return None
-    mid = plan.core1[0] * plan.core1[1] * plan.core1[3]
-    if mid > NATIVE_MAX_EXPANSION * max(plan.in_size, plan.out_size):
+    (b1, p1, k1, c1), (_, p2, k2, _) = plan.core1, plan.core2
+    if b1 * p1 * c1 > NATIVE_MAX_EXPANSION * max(plan.in_size, plan.out_size):
+        return None
+    if any(size % NATIVE_COLUMN_MULTIPLE for size in (p1, k1, p2, k2)):
         return None
     return token_major_plan(plan)
 
@@ -681,7 +688,7 @@ def _tt2_native_dg0(dz: torch.Tensor, x_t: torch.Tensor, dg0: torch.Tensor) -> N
     """dg0 (mr, n1) += sum over (token, i2) of dz[t, m, i2] x_t[t, i2, i1], on the compiled GEMM (dz in place)."""
     t, mr, n2 = dz.shape
     n1 = x_t.shape[2]
-    steps, pairs, one = native.steps, native.pairs, torch.zeros(1, dtype=torch.int64)
+    steps, pairs, one = native.steps, native.pairs, native.steps(1, 0)
     native.gemm(native.Gemm(
         dz, one, steps(mr, n2), pairs(steps(t, mr * n2), steps(n2, 1)),
         x_t, one, pairs(steps(t, n1 * n2), steps(n2, n1)),

@@ -12,7 +12,8 @@ One `Gemm` is, for batch entries b, rows m, columns n < N and terms k:
 so A is read through any offsets, while B and C need unit stride along n. `chain` runs several GEMMs over the
 same tokens tile by tile (one axis of each counts tokens), so intermediates stay in cache between them. Every
 offset is checked against the tensors' sizes before the call: a wrong table raises instead of touching memory
-outside them.
+outside them. Tables are `Offsets`, which know their smallest and largest entry, so that check costs no pass
+over them; `steps` and `pairs` are cached, so a layer called again with the same token count builds none.
 """
 
 from __future__ import annotations
@@ -29,6 +30,43 @@ _INT64 = ctypes.c_int64
 _PTR = ctypes.c_void_p
 
 
+@dataclass(frozen=True, eq=False)
+class Offsets:
+    """An offset table (1-D, contiguous int64, owned: never changed) and its smallest and largest entry.
+    Build with `offsets`, `steps` or `pairs`. Compared and hashed by identity, so caches can key on it."""
+
+    table: torch.Tensor
+    low: int
+    high: int
+
+    def __len__(self) -> int:
+        return self.table.numel()
+
+
+def offsets(values: torch.Tensor) -> Offsets:
+    """An owned copy of an integer table, flattened, with its span (one min and max, here, once)."""
+    table = values.reshape(-1).to(torch.int64, memory_format=torch.contiguous_format, copy=True)
+    if table.numel() == 0:
+        return Offsets(table, 0, 0)
+    return Offsets(table, int(table.min()), int(table.max()))
+
+
+@functools.lru_cache(maxsize=256)
+def steps(count: int, stride: int) -> Offsets:
+    """The offset table 0, stride, 2 stride, ... (count entries)."""
+    last = max(count - 1, 0) * stride
+    return Offsets(torch.arange(count, dtype=torch.int64) * stride, min(0, last), max(0, last))
+
+
+@functools.lru_cache(maxsize=256)
+def pairs(outer: Offsets, inner: Offsets) -> Offsets:
+    """The offset table outer[i] + inner[j] for every (i, j), i outer: two nested axes as one."""
+    table = (outer.table[:, None] + inner.table[None, :]).reshape(-1)
+    if table.numel() == 0:
+        return Offsets(table, 0, 0)
+    return Offsets(table, outer.low + inner.low, outer.high + inner.high)
+
+
 @dataclass
 class Gemm:
     """One offset GEMM (module docstring). In a chain, `terms_per_token` = 0 means the rows are the tokens, else
@@ -36,15 +74,15 @@ class Gemm:
     one per thread, summed by the caller (a chained GEMM summing over tokens needs them)."""
 
     A: torch.Tensor
-    a_b: torch.Tensor
-    a_m: torch.Tensor
-    a_k: torch.Tensor
+    a_b: Offsets
+    a_m: Offsets
+    a_k: Offsets
     B: torch.Tensor
-    b_b: torch.Tensor
-    b_k: torch.Tensor
+    b_b: Offsets
+    b_k: Offsets
     C: torch.Tensor
-    c_b: torch.Tensor
-    c_m: torch.Tensor
+    c_b: Offsets
+    c_m: Offsets
     n: int
     accumulate: bool = False
     terms_per_token: int = 0
@@ -85,27 +123,24 @@ def _require() -> ctypes.CDLL:
     return lib
 
 
-def _check_operand(name: str, t: torch.Tensor, size: int, width: int, *offsets: torch.Tensor) -> None:
+def _check_operand(name: str, t: torch.Tensor, size: int, width: int, *tables: Offsets) -> None:
     """t is a contiguous float32 CPU tensor and every offset sum (+ width) stays inside its first `size` floats."""
     if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
         raise ValueError(f"offset gemm: {name} must be a contiguous float32 CPU tensor, got {t.dtype} on {t.device}")
-    for o in offsets:
-        if o.dtype != torch.int64 or o.device.type != "cpu" or not o.is_contiguous():
-            raise ValueError(f"offset gemm: {name}'s offset tables must be contiguous int64 CPU tensors")
-    if min(o.numel() for o in offsets) == 0:
+    if min(map(len, tables)) == 0:
         return  # nothing is addressed
-    low = sum(int(o.min()) for o in offsets)
-    high = sum(int(o.max()) for o in offsets) + width
+    low = sum(o.low for o in tables)
+    high = sum(o.high for o in tables) + width
     if low < 0 or high > size:
         raise ValueError(f"offset gemm: {name}'s offsets reach [{low}, {high}) outside its {size} floats")
 
 
 def _validate(op: Gemm, threads: int) -> int:
     """Checks op's shapes and bounds; returns C's per-thread stride (0 unless private)."""
-    nb, m, k = op.a_b.numel(), op.a_m.numel(), op.a_k.numel()
-    if not (op.b_b.numel() == op.c_b.numel() == nb and op.c_m.numel() == m and op.b_k.numel() == k):
-        raise ValueError(f"offset gemm: table sizes disagree (batch {nb}/{op.b_b.numel()}/{op.c_b.numel()}, "
-                         f"rows {m}/{op.c_m.numel()}, terms {k}/{op.b_k.numel()})")
+    nb, m, k = len(op.a_b), len(op.a_m), len(op.a_k)
+    if not (len(op.b_b) == len(op.c_b) == nb and len(op.c_m) == m and len(op.b_k) == k):
+        raise ValueError(f"offset gemm: table sizes disagree (batch {nb}/{len(op.b_b)}/{len(op.c_b)}, "
+                         f"rows {m}/{len(op.c_m)}, terms {k}/{len(op.b_k)})")
     _check_operand("A", op.A, op.A.numel(), 1, op.a_b, op.a_m, op.a_k)
     _check_operand("B", op.B, op.B.numel(), op.n, op.b_b, op.b_k)
     if not op.private:
@@ -118,24 +153,16 @@ def _validate(op: Gemm, threads: int) -> int:
     return stride
 
 
-def steps(count: int, stride: int) -> torch.Tensor:
-    """The offset table 0, stride, 2 stride, ... (count entries)."""
-    return torch.arange(count, dtype=torch.int64) * stride
-
-
-def pairs(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
-    """The offset table outer[i] + inner[j] for every (i, j), i outer: two nested axes as one."""
-    return (outer[:, None] + inner[None, :]).reshape(-1)
-
-
 def _sizes_and_pointers(op: Gemm) -> list[int]:
     """(nb, M, N, K) and the addresses of the operands and tables, in the C functions' argument order."""
-    tensors = [op.A, op.a_b, op.a_m, op.a_k, op.B, op.b_b, op.b_k, op.C, op.c_b, op.c_m]
-    return [op.a_b.numel(), op.a_m.numel(), op.n, op.a_k.numel(), *(t.data_ptr() for t in tensors)]
+    tables = [op.a_b, op.a_m, op.a_k, op.b_b, op.b_k, op.c_b, op.c_m]
+    a_b, a_m, a_k, b_b, b_k, c_b, c_m = (o.table.data_ptr() for o in tables)
+    return [len(op.a_b), len(op.a_m), op.n, len(op.a_k),
+            op.A.data_ptr(), a_b, a_m, a_k, op.B.data_ptr(), b_b, b_k, op.C.data_ptr(), c_b, c_m]
 
 
 def _empty(op: Gemm) -> bool:
-    return min(op.a_b.numel(), op.a_m.numel(), op.a_k.numel(), op.n) == 0
+    return min(len(op.a_b), len(op.a_m), len(op.a_k), op.n) == 0
 
 
 def gemm(op: Gemm) -> torch.Tensor:
@@ -160,8 +187,8 @@ def chain(ops: list[Gemm], tokens: int, tile: int) -> None:
     threads = torch.get_num_threads()
     structs = []
     for i, op in enumerate(ops):
-        counted = op.a_m.numel() if op.terms_per_token == 0 else op.a_k.numel() // op.terms_per_token
-        if counted != tokens or (op.terms_per_token and op.a_k.numel() != tokens * op.terms_per_token):
+        counted = len(op.a_m) if op.terms_per_token == 0 else len(op.a_k) // op.terms_per_token
+        if counted != tokens or (op.terms_per_token and len(op.a_k) != tokens * op.terms_per_token):
             raise ValueError(f"chain: GEMM {i} covers {counted} tokens, the chain runs {tokens}")
         if op.terms_per_token and not op.private:
             raise ValueError(f"chain: GEMM {i} sums over tokens and needs private accumulators (private=True)")

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from scaling.structures import native
-from scaling.structures.native import pairs, steps
+from scaling.structures.native import Offsets, offsets, pairs, steps
 
 _LONG = torch.int64
 
@@ -36,27 +36,17 @@ class _NotSeparable(Exception):
     """An operand whose (b, k, c) split cuts across the plan's axes (Monarch whose blocks do not divide mid)."""
 
 
-def _split(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _split(table: torch.Tensor) -> tuple[Offsets, Offsets, Offsets]:
     """A (b, k, c) offset table as three per-axis tables whose sums give it back (when b, k, c follow axes)."""
     b, k, c = table[:, 0, 0], table[0, :, 0], table[0, 0, :]
     if not torch.equal(table, b[:, None, None] + k[None, :, None] + c[None, None, :]):
         raise _NotSeparable
-    return b.contiguous(), k.contiguous(), c.contiguous()
+    return offsets(b), offsets(k), offsets(c)
 
 
 def _stored_as(b: int, c: int, inner: int) -> torch.Tensor:
     """Positions of (b, inner, c) elements in storage ordered (b, c, inner): a (b, inner, c) table."""
     return torch.arange(b * c * inner, dtype=_LONG).view(b, c, inner).permute(0, 2, 1)
-
-
-def _zeros(n: int) -> torch.Tensor:
-    return torch.zeros(n, dtype=_LONG)
-
-
-@functools.lru_cache(maxsize=64)
-def _rows(t: int, stride: int) -> torch.Tensor:
-    """Offsets of t rows `stride` floats apart (cached: a layer sees the same few batch sizes)."""
-    return steps(t, stride)
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,14 +60,14 @@ class TokenMajorPlan:
     mid: int
     d_out: int
     out_size: int
-    x_b: torch.Tensor  # core 1's operand within an x row, per b1 and per c1 (k1 is innermost)
-    x_c: torch.Tensor
-    z_b: torch.Tensor  # core 2's operand within a z row (stored (b1, c1, p1)), per b2 / k2 / c2
-    z_k: torch.Tensor
-    z_c: torch.Tensor
-    dz_b: torch.Tensor  # core 1's output within a dz row (stored (b2, c2, k2)), per b1 / p1 / c1
-    dz_p: torch.Tensor
-    dz_c: torch.Tensor
+    x_b: Offsets  # core 1's operand within an x row, per b1 and per c1 (k1 is innermost)
+    x_c: Offsets
+    z_b: Offsets  # core 2's operand within a z row (stored (b1, c1, p1)), per b2 / k2 / c2
+    z_k: Offsets
+    z_c: Offsets
+    dz_b: Offsets  # core 1's output within a dz row (stored (b2, c2, k2)), per b1 / p1 / c1
+    dz_p: Offsets
+    dz_c: Offsets
     y_index: torch.Tensor  # y's features within a stored output row (b2, c2, p2)
     direct: bool  # y_index is 0..d_out-1 and out_size == d_out: core 2 writes y itself
 
@@ -94,14 +84,14 @@ class TokenMajorPlan:
         (b1, p1, k1, c1), (b2, p2, k2, c2) = self.core1, self.core2
         t = x.shape[0]
         core1 = native.Gemm(
-            x, pairs(self.x_b, self.x_c), _rows(t, self.in_size), steps(k1, 1),
-            w0.transpose(1, 2).contiguous(), pairs(steps(b1, k1 * p1), _zeros(c1)), steps(k1, p1),
-            z, steps(b1 * c1, p1), _rows(t, self.mid), p1,
+            x, pairs(self.x_b, self.x_c), steps(t, self.in_size), steps(k1, 1),
+            w0.transpose(1, 2).contiguous(), pairs(steps(b1, k1 * p1), steps(c1, 0)), steps(k1, p1),
+            z, steps(b1 * c1, p1), steps(t, self.mid), p1,
         )
         core2 = native.Gemm(
-            z, pairs(self.z_b, self.z_c), _rows(t, self.mid), self.z_k,
-            w1.transpose(1, 2).contiguous(), pairs(steps(b2, k2 * p2), _zeros(c2)), steps(k2, p2),
-            ys, steps(b2 * c2, p2), _rows(t, ys.shape[1]), p2,
+            z, pairs(self.z_b, self.z_c), steps(t, self.mid), self.z_k,
+            w1.transpose(1, 2).contiguous(), pairs(steps(b2, k2 * p2), steps(c2, 0)), steps(k2, p2),
+            ys, steps(b2 * c2, p2), steps(t, ys.shape[1]), p2,
         )
         return [core1, core2]
 
@@ -123,28 +113,28 @@ class TokenMajorPlan:
         ops = []
         if dw1t is not None:
             ops.append(native.Gemm(
-                z, self.z_b, self.z_k, pairs(_rows(t, self.mid), self.z_c),
-                g, steps(b2, c2 * p2), pairs(_rows(t, g.shape[1]), steps(c2, p2)),
+                z, self.z_b, self.z_k, pairs(steps(t, self.mid), self.z_c),
+                g, steps(b2, c2 * p2), pairs(steps(t, g.shape[1]), steps(c2, p2)),
                 dw1t, steps(b2, k2 * p2), steps(k2, p2), p2, terms_per_token=c2, private=True,
             ))
         if dx is not None or dw0 is not None:
             dz = g.new_empty(t, self.mid)  # stored (b2, c2, k2)
             ops.append(native.Gemm(
-                g, steps(b2 * c2, p2), _rows(t, g.shape[1]), steps(p2, 1),
-                w1.contiguous(), pairs(steps(b2, p2 * k2), _zeros(c2)), steps(p2, k2),
-                dz, steps(b2 * c2, k2), _rows(t, self.mid), k2,
+                g, steps(b2 * c2, p2), steps(t, g.shape[1]), steps(p2, 1),
+                w1.contiguous(), pairs(steps(b2, p2 * k2), steps(c2, 0)), steps(p2, k2),
+                dz, steps(b2 * c2, k2), steps(t, self.mid), k2,
             ))
             if dw0 is not None:
                 ops.append(native.Gemm(
-                    dz, self.dz_b, self.dz_p, pairs(_rows(t, self.mid), self.dz_c),
-                    x, self.x_b, pairs(_rows(t, self.in_size), self.x_c),
+                    dz, self.dz_b, self.dz_p, pairs(steps(t, self.mid), self.dz_c),
+                    x, self.x_b, pairs(steps(t, self.in_size), self.x_c),
                     dw0, steps(b1, p1 * k1), steps(p1, k1), k1, terms_per_token=c1, private=True,
                 ))
             if dx is not None:
                 ops.append(native.Gemm(
-                    dz, pairs(self.dz_b, self.dz_c), _rows(t, self.mid), self.dz_p,
-                    w0.contiguous(), pairs(steps(b1, p1 * k1), _zeros(c1)), steps(p1, k1),
-                    dx, pairs(self.x_b, self.x_c), _rows(t, self.in_size), k1,
+                    dz, pairs(self.dz_b, self.dz_c), steps(t, self.mid), self.dz_p,
+                    w0.contiguous(), pairs(steps(b1, p1 * k1), steps(c1, 0)), steps(p1, k1),
+                    dx, pairs(self.x_b, self.x_c), steps(t, self.in_size), k1,
                 ))
         return ops
 
@@ -162,7 +152,7 @@ def _tables(plan) -> TokenMajorPlan | None:
     (b1, p1, k1, c1), (b2, p2, k2, c2) = plan.core1, plan.core2
     in_table = torch.arange(plan.in_size, dtype=_LONG).view(plan.in_axes).permute(plan.in_perm)
     x_b, x_k, x_c = _split(in_table.reshape(b1, k1, c1))
-    if not torch.equal(x_k, steps(k1, 1)):
+    if not torch.equal(x_k.table, torch.arange(k1)):
         return None
     # the plan orders the middle features as (b1, p1, c1) row-major; z stores them (b1, c1, p1)
     z_table = _stored_as(b1, c1, p1).reshape(plan.mid_axes).permute(plan.mid_perm).reshape(b2, k2, c2)
@@ -174,7 +164,7 @@ def _tables(plan) -> TokenMajorPlan | None:
     dz_of_mid[mid_of_operand.reshape(-1)] = _stored_as(b2, c2, k2).reshape(-1)
     dz_b, dz_p, dz_c = _split(dz_of_mid.view(b1, p1, c1))
     y_index = _stored_as(b2, c2, p2).reshape(plan.out_axes).permute(plan.out_perm).reshape(-1)[: plan.d_out]
-    direct = plan.out_size == plan.d_out and torch.equal(y_index, steps(plan.d_out, 1))
+    direct = plan.out_size == plan.d_out and torch.equal(y_index, torch.arange(plan.d_out))
     return TokenMajorPlan(
         core1=plan.core1, core2=plan.core2, d_in=plan.d_in, in_size=plan.in_size, mid=mid,
         d_out=plan.d_out, out_size=plan.out_size, x_b=x_b, x_c=x_c, z_b=z_b, z_k=z_k, z_c=z_c,

@@ -42,34 +42,50 @@ AVX2 static inline __m256i tail_mask(int64_t n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-/* One tile: mr <= 6 rows, nr <= 16 columns, kc terms. Inlined with constant (6, 16) for the full tile, so the
-   guards vanish and the 12 accumulators stay in registers. */
-AVX2 static inline void tile(int64_t mr, int64_t nr, int64_t kc, const float *const *arow, const int64_t *a_k,
-                             const float *B, const int64_t *b_k, float *const *crow, int load_c) {
+/* One tile: mr <= 6 rows, nr <= 16 columns (8 per register; `two` registers per row when nr > 8), kc terms.
+   Always inlined with constant mr, two and masked (masked: nr < 16), so the guards vanish and the accumulators
+   stay in registers; a column tail of 1-8 then costs one FMA per row and term, not two. */
+AVX2 static inline __attribute__((always_inline)) void tile(
+        int64_t mr, int64_t nr, int two, int masked, int64_t kc, const float *const *arow, const int64_t *a_k,
+        const float *B, const int64_t *b_k, float *const *crow, int load_c) {
     __m256i mask0 = tail_mask(nr), mask1 = tail_mask(nr - 8);
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     for (int64_t k = 0; k < kc; k++) {
         const int64_t o = a_k[k];
         const float *b = B + b_k[k];
-        __m256 b0, b1, a;
-        if (nr == NR) { b0 = _mm256_loadu_ps(b); b1 = _mm256_loadu_ps(b + 8); }
-        else { b0 = _mm256_maskload_ps(b, mask0); b1 = _mm256_maskload_ps(b + 8, mask1); }
+        __m256 b0, b1 = _mm256_setzero_ps(), a;
+        b0 = masked && !two ? _mm256_maskload_ps(b, mask0) : _mm256_loadu_ps(b);
+        if (two) b1 = masked ? _mm256_maskload_ps(b + 8, mask1) : _mm256_loadu_ps(b + 8);
 #define ROW(r, x0, x1) if (r < mr) { a = _mm256_broadcast_ss(arow[r] + o); \
-        x0 = _mm256_fmadd_ps(a, b0, x0); x1 = _mm256_fmadd_ps(a, b1, x1); }
+        x0 = _mm256_fmadd_ps(a, b0, x0); if (two) x1 = _mm256_fmadd_ps(a, b1, x1); }
         ROW(0, c00, c01) ROW(1, c10, c11) ROW(2, c20, c21) ROW(3, c30, c31) ROW(4, c40, c41) ROW(5, c50, c51)
 #undef ROW
     }
 #define STORE(r, x0, x1) if (r < mr) { float *c = crow[r]; \
-        if (nr == NR) { \
+        if (!masked) { \
             if (load_c) { x0 = _mm256_add_ps(x0, _mm256_loadu_ps(c)); x1 = _mm256_add_ps(x1, _mm256_loadu_ps(c + 8)); } \
             _mm256_storeu_ps(c, x0); _mm256_storeu_ps(c + 8, x1); \
+        } else if (!two) { \
+            if (load_c) x0 = _mm256_add_ps(x0, _mm256_maskload_ps(c, mask0)); \
+            _mm256_maskstore_ps(c, mask0, x0); \
         } else { \
-            if (load_c) { x0 = _mm256_add_ps(x0, _mm256_maskload_ps(c, mask0)); \
+            if (load_c) { x0 = _mm256_add_ps(x0, _mm256_loadu_ps(c)); \
                           x1 = _mm256_add_ps(x1, _mm256_maskload_ps(c + 8, mask1)); } \
-            _mm256_maskstore_ps(c, mask0, x0); _mm256_maskstore_ps(c + 8, mask1, x1); } }
+            _mm256_storeu_ps(c, x0); _mm256_maskstore_ps(c + 8, mask1, x1); } }
     STORE(0, c00, c01) STORE(1, c10, c11) STORE(2, c20, c21) STORE(3, c30, c31) STORE(4, c40, c41) STORE(5, c50, c51)
 #undef STORE
+}
+
+/* The tile for mr rows and the columns left from n0: the full 6 x 16 kernel, or a column tail of 9-15 or 1-8
+   (all three with six rows specialised), or, rarely, a row tail. */
+AVX2 static inline void any_tile(int64_t mr, int64_t nr, int64_t kc, const float *const *arow, const int64_t *a_k,
+                                 const float *B, const int64_t *b_k, float *const *crow, int load_c) {
+    if (mr == MR && nr >= NR) tile(MR, NR, 1, 0, kc, arow, a_k, B, b_k, crow, load_c);
+    else if (mr == MR && nr > 8) tile(MR, nr, 1, 1, kc, arow, a_k, B, b_k, crow, load_c);
+    else if (mr == MR) tile(MR, nr, 0, 1, kc, arow, a_k, B, b_k, crow, load_c);
+    else if (nr > 8) tile(mr, nr < NR ? nr : NR, 1, 1, kc, arow, a_k, B, b_k, crow, load_c);
+    else tile(mr, nr, 0, 1, kc, arow, a_k, B, b_k, crow, load_c);
 }
 
 /* One thread's share of a GEMM: loops K chunk -> a run of mc rows -> batch entry -> 6-row group -> 16 columns. */
@@ -95,11 +111,7 @@ AVX2 static void run(const job_t *j) {
                     for (int64_t n = 0; n < g->N; n += NR) {
                         float *cr[MR];
                         for (int r = 0; r < MR; r++) cr[r] = crow[r] + n;
-                        if (mr == MR && g->N - n >= NR)
-                            tile(MR, NR, kc, arow, g->a_k + k0, B + n, g->b_k + k0, cr, load_c);
-                        else
-                            tile(mr, g->N - n < NR ? g->N - n : NR, kc, arow, g->a_k + k0, B + n, g->b_k + k0, cr,
-                                 load_c);
+                        any_tile(mr, g->N - n, kc, arow, g->a_k + k0, B + n, g->b_k + k0, cr, load_c);
                     }
                 }
             }
