@@ -9,7 +9,7 @@ one GEMM over all tokens, tile by tile), alternating with a dense d x d GEMM on 
 between (it sweeps the caches, as the rest of a network does). Reported: each GEMM's achieved GFLOP/s as a
 fraction of dense GEMM's. The shares show where a layer's time goes (the weight gradients, which sum over
 tokens and read one cache line per token per block) and why its rate stays below dense's.
-Process settings as in bench/train.py (OMP_WAIT_POLICY=PASSIVE, glibc keeping freed memory).
+Process settings as in bench/common.py (OMP_WAIT_POLICY=PASSIVE, glibc keeping freed memory).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import statistics
 import sys
 import time
 
-from train import add_common_arguments, apply_process_settings
+from common import add_common_arguments, apply_process_settings
 
 NAMES = ["core1", "core2", "dw1", "dz", "dw0", "dx"]
 

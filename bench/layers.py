@@ -14,8 +14,12 @@ turns within each repeat, so load drift on a shared machine biases the ratios le
 --paths: the CPU fast paths to time each structure on, side by side: `native` (the default where it is built:
 the compiled offset GEMM, structures/native.py, for the plans it takes) and `bmm` (the PyTorch batched-GEMM
 schedule, the path everywhere else; rows marked "[bmm]" when both run). The BTT-MoE router gets random weights
-(a zero router would send every token to the same experts). Process settings as in bench/train.py and training:
+(a zero router would send every token to the same experts). Process settings as in training (bench/common.py):
 OMP_WAIT_POLICY=PASSIVE (--omp-wait) and glibc keeping freed memory (--keep-freed-memory).
+
+--device / --precision (bench/common.py): on CUDA (bf16 autocast by default) every structure runs its plain-ops
+path and dense is a cuBLAS GEMM of the same shape, so "x dense" is the ratio of achieved TFLOP/s to cuBLAS's.
+Under bf16 autocast on the CPU the structures run their plain-ops path too (kernels.uses_fast_path).
 """
 
 from __future__ import annotations
@@ -25,10 +29,16 @@ import json
 import os
 import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass
 
-from train import add_common_arguments, apply_process_settings
+from common import (
+    add_common_arguments,
+    add_device_arguments,
+    apply_process_settings,
+    precision_name,
+    resolve_device,
+    timed,
+)
 
 EXTRA_SPECS = ["btt:rank=4"]
 PATHS = {"native": "1", "bmm": "0"}  # SCALING_NATIVE for each path
@@ -67,28 +77,36 @@ def structure_config(spec: str):
     return OmegaConf.to_object(compose_run_config(overrides).structure)
 
 
-def time_steps(layers: dict, paths: dict[str, str], tokens: int, width: int, warmup: int, repeats: int) -> dict:
+def time_steps(layers: dict, paths: dict[str, str], args: argparse.Namespace, width: int, device) -> dict:
     """Median seconds of one forward + backward (input and weight gradients) of each layer, each on its path
     (paths[name]: SCALING_NATIVE). Layers take turns within every repeat, so drifting load on a shared machine
     hits them all alike."""
     import torch
 
-    x = torch.randn(tokens, width, requires_grad=True)
-    grad = torch.randn(tokens, width)
+    from scaling.train import autocast_for
+
+    x = torch.randn(args.tokens, width, device=device, requires_grad=True)
+    grad = torch.randn(args.tokens, width, device=device)
+    grads = {grad.dtype: grad}  # the output gradient in each output dtype (bf16 under autocast)
+
+    def step(layer) -> None:
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        with autocast_for(device, args.precision):
+            y = layer(x)
+        y.backward(grads.setdefault(y.dtype, grad.to(y.dtype)))
+
     times: dict[str, list[float]] = {name: [] for name in layers}
-    for i in range(warmup + repeats):
+    for i in range(args.warmup + args.repeats):
         for name, layer in layers.items():
             os.environ["SCALING_NATIVE"] = paths[name]
-            layer.zero_grad(set_to_none=True)
-            x.grad = None
-            start = time.perf_counter()
-            layer(x).backward(grad)
-            if i >= warmup:
-                times[name].append(time.perf_counter() - start)
+            seconds = timed(device, lambda layer=layer: step(layer))
+            if i >= args.warmup:
+                times[name].append(seconds)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def bench_width(width: int, configs: dict, args: argparse.Namespace) -> list[Row]:
+def bench_width(width: int, configs: dict, args: argparse.Namespace, device) -> list[Row]:
     """One row per structure and path at this width (a structure that rejects the width gets its error)."""
     import torch
     from torch import nn
@@ -96,13 +114,13 @@ def bench_width(width: int, configs: dict, args: argparse.Namespace) -> list[Row
     from scaling.structures import StructureError, build_linear
 
     torch.manual_seed(0)
-    layers: dict[str, nn.Module] = {"dense": nn.Linear(width, width, bias=False)}
+    layers: dict[str, nn.Module] = {"dense": nn.Linear(width, width, bias=False, device=device)}
     paths = {"dense": "0"}
     errors: dict[str, str] = {}
     labels = []
     for spec, cfg in configs.items():
         try:
-            layer = build_linear(cfg, width, width)
+            layer = build_linear(cfg, width, width).to(device)
         except StructureError as err:
             errors[spec] = str(err)
             labels.append(spec)
@@ -114,7 +132,7 @@ def bench_width(width: int, configs: dict, args: argparse.Namespace) -> list[Row
             label = spec if path == args.paths[0] else f"{spec} [{path}]"
             layers[label], paths[label] = layer, PATHS[path]
             labels.append(label)
-    seconds = time_steps(layers, paths, args.tokens, width, args.warmup, args.repeats)
+    seconds = time_steps(layers, paths, args, width, device)
     dense_rate = 3 * 2 * width * width * args.tokens / seconds["dense"] / 1e9
     rows = []
     for spec in ["dense", *labels]:
@@ -152,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--paths", nargs="+", choices=sorted(PATHS), default=None,
                         help="CPU fast paths to time (default: native and bmm where native is built, else bmm)")
+    add_device_arguments(parser)
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     apply_process_settings(args.omp_wait, args.keep_freed_memory, "bench/layers.py")
@@ -159,7 +178,14 @@ def main(argv: list[str] | None = None) -> None:
 
     from scaling.structures import REGISTRY, native
 
-    if args.paths is None:
+    device = resolve_device(args.device)
+    precision = precision_name(device, args.precision)
+    if device.type != "cpu" or precision == "bf16":
+        if args.paths is not None:
+            sys.exit(f"--paths chooses between the CPU fp32 paths; on {device.type} in {precision} every structure "
+                     "runs its plain-ops path")
+        args.paths = ["bmm"]  # SCALING_NATIVE=0, which has no effect there
+    elif args.paths is None:
         args.paths = ["native", "bmm"] if native.available() else ["bmm"]
     elif "native" in args.paths and not native.available():
         sys.exit("--paths native: the compiled offset GEMM is not built or not usable here (see structures/native.py)")
@@ -169,14 +195,15 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         sys.exit(f"--structures: {unknown} are not registered structures; choose from {sorted(REGISTRY)}")
     configs = {spec: structure_config(spec) for spec in specs}
-    rows = [row for width in args.widths for row in bench_width(width, configs, args)]
+    rows = [row for width in args.widths for row in bench_width(width, configs, args, device)]
     if args.json:
         meta = {"tokens": args.tokens, "threads": args.threads, "warmup": args.warmup, "repeats": args.repeats,
-                "paths": args.paths, "omp_wait": args.omp_wait, "keep_freed_memory": args.keep_freed_memory}
+                "paths": args.paths, "omp_wait": args.omp_wait, "keep_freed_memory": args.keep_freed_memory,
+                "device": device.type, "precision": precision}
         print(json.dumps({**meta, "torch": torch.__version__, "rows": [asdict(r) for r in rows]}))
     else:
-        print(f"fwd+bwd of one d -> d layer, {args.tokens} tokens, {args.threads} threads, median of {args.repeats}, "
-              f"OMP wait {args.omp_wait}, keep freed memory {args.keep_freed_memory}")
+        print(f"fwd+bwd of one d -> d layer, {args.tokens} tokens, {device.type} {precision}, {args.threads} threads, "
+              f"median of {args.repeats}, OMP wait {args.omp_wait}, keep freed memory {args.keep_freed_memory}")
         print_table(rows)
 
 

@@ -6,7 +6,7 @@ Two layers with the same experts and the same random router: one routes each tok
 those run), the other to all E experts (top_k = E: every expert on every token, the cost a dense mixture pays).
 They take turns within every repeat; reported per width: median fwd+bwd time of each, the time ratio
 routed / all, and the FLOP ratio the analytic counts predict (router + k/E of the experts). Process settings as
-in bench/train.py (OMP_WAIT_POLICY=PASSIVE, glibc keeping freed memory).
+in bench/common.py (OMP_WAIT_POLICY=PASSIVE, glibc keeping freed memory).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import statistics
 import time
 
-from train import add_common_arguments, apply_process_settings
+from common import add_common_arguments, apply_process_settings
 
 
 def time_pair(width: int, args: argparse.Namespace) -> dict:

@@ -11,27 +11,32 @@ and attention), tokens/s, achieved GFLOP/s, and the speedup over dense (dense st
 
 A structure is a conf/structure preset with optional overrides, as in bench/layers.py: `btt:rank=4`.
 
-Process settings, identical for every model and applied before torch starts (they act on the whole process;
-both defaults are what training uses too, scaling/process.py):
-  --omp-wait passive   OMP_WAIT_POLICY: idle OpenMP threads sleep at once instead of spinning. On a shared
-                       2-core machine a spinning thread takes the core its partner needs, which stalls every
-                       parallel region; models that issue many medium-sized ops (structured layers) suffer most.
-  --keep-freed-memory  glibc malloc keeps freed memory for reuse (mallopt M_MMAP_THRESHOLD / M_TRIM_THRESHOLD)
-                       instead of returning it to the OS, so each step's large activations do not page-fault anew
-                       (page faults are expensive in this sandbox). Off with --no-keep-freed-memory.
+Device and precision as in training (--device, --precision; bench/common.py): on a GPU, --device cuda with bf16
+autocast. Two utilisation columns: "x GEMM", the model's achieved FLOP/s over a large dense matmul's
+(--gemm-size, same device and precision, measured in this process), and "MFU", over the hardware peak
+(--peak-tflops, or the data-sheet bf16 peak of a known GPU; blank when unknown, as on CPUs).
+Threads and process settings (--threads, --omp-wait, --keep-freed-memory): bench/common.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass
 
-OMP_WAIT = {"passive": "PASSIVE", "active": "ACTIVE"}
+from common import (
+    add_common_arguments,
+    add_device_arguments,
+    apply_process_settings,
+    dense_gemm_flops,
+    peak_tflops,
+    precision_name,
+    resolve_device,
+    timed,
+)
+
 DEFAULT_SPECS = ["btt", "low_rank", "kron"]
 
 
@@ -44,6 +49,8 @@ class Row:
     tokens_per_s: float
     gflops: float
     speedup_vs_dense: float
+    x_gemm: float  # achieved FLOP/s over a large dense matmul's on the same device and precision
+    mfu: float | None  # achieved FLOP/s over the hardware peak (None when the peak is unknown)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,53 +66,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gemm-size", type=int, default=None,
+                        help="side of the dense matmul behind 'x GEMM' (default 2048 on the CPU, 8192 on CUDA)")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="hardware peak for MFU, TFLOP/s")
+    add_device_arguments(parser)
     add_common_arguments(parser)
     args = parser.parse_args(argv)
-    for name in ("width", "depth", "context", "batch", "vocab", "head_dim", "repeats", "threads"):
-        if getattr(args, name) < 1:
+    for name in ("width", "depth", "context", "batch", "vocab", "head_dim", "repeats", "threads", "gemm_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.warmup < 0:
         parser.error(f"--warmup must be >= 0, got {args.warmup}")
+    if args.peak_tflops is not None and args.peak_tflops <= 0:
+        parser.error(f"--peak-tflops must be > 0, got {args.peak_tflops}")
     return args
-
-
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """--threads, the process settings (--omp-wait, --keep-freed-memory) and --json: shared by every benchmark."""
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--omp-wait", choices=sorted(OMP_WAIT), default="passive")
-    parser.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-
-
-def apply_process_settings(omp_wait: str, keep_memory: bool, script: str) -> None:
-    """Set OMP_WAIT_POLICY (before torch is imported) and glibc's reuse of freed memory; exits if too late."""
-    if "torch" in sys.modules:
-        sys.exit(f"--omp-wait must take effect before torch is imported; run {script} as a script")
-    os.environ["OMP_WAIT_POLICY"] = OMP_WAIT[omp_wait]
-    from scaling.process import keep_freed_memory
-
-    if keep_memory and not keep_freed_memory():
-        sys.exit("--keep-freed-memory: glibc mallopt refused the settings; rerun with --no-keep-freed-memory")
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     apply_process_settings(args.omp_wait, args.keep_freed_memory, "bench/train.py")
-    rows = run(args)
+    rows, setting = run(args)
     if args.json:
         settings = {k: v for k, v in vars(args).items() if k != "json"}
-        print(json.dumps({**settings, "rows": [asdict(r) for r in rows]}))
+        print(json.dumps({**settings, **setting, "rows": [asdict(r) for r in rows]}))
     else:
         print(
             f"GPT-2 d={args.width} L={args.depth} T={args.context} B={args.batch} vocab={args.vocab}, "
-            f"layers={args.layers}, {args.threads} threads, OMP wait {args.omp_wait}, "
-            f"keep freed memory {args.keep_freed_memory}; median of {args.repeats} steps"
+            f"layers={args.layers}, {setting['device_name']} {setting['precision_used']}, {args.threads} threads, "
+            f"OMP wait {args.omp_wait}, keep freed memory {args.keep_freed_memory}; median of {args.repeats} steps; "
+            f"dense {setting['gemm_size']}^3 matmul {setting['gemm_tflops']:.3g} TFLOP/s, "
+            f"peak {setting['peak_tflops'] or 'unknown'}"
         )
         print_table(rows)
 
 
-def run(args: argparse.Namespace) -> list[Row]:
-    """Build every model, time alternating optimiser steps on one batch, and summarise (imports torch)."""
+def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
+    """Build every model, time alternating optimiser steps on one batch, and summarise (imports torch).
+    Returns the rows and the setting they were measured in (device, precision, reference GEMM, peak)."""
     import torch
     from omegaconf import OmegaConf
 
@@ -115,11 +112,13 @@ def run(args: argparse.Namespace) -> list[Row]:
     from scaling.flops import model_flops
     from scaling.parametrization import build_parametrized_model, make_optimizer
     from scaling.structures import REGISTRY
+    from scaling.train import autocast_for
 
     unknown = [s for s in args.structures if s.partition(":")[0] not in REGISTRY]
     if unknown:
         sys.exit(f"--structures: {unknown} are not registered structures; choose from {sorted(REGISTRY)}")
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     info = DataInfo(kind="text", unit="token", vocab_size=args.vocab)
     model_cfg = ModelConfig(
@@ -135,42 +134,54 @@ def run(args: argparse.Namespace) -> list[Row]:
     models, optimizers, flops, params = {}, {}, {}, {}
     for spec, cfg in specs.items():
         model, rules = build_parametrized_model(model_cfg, cfg, info)
-        models[spec] = model
+        models[spec] = model.to(device)
         optimizers[spec] = make_optimizer(model, rules, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.0)
         report = model_flops(model, info)
         flops[spec], params[spec] = report.train_flops_per_unit, report.params
-    x = torch.randint(0, args.vocab, (args.batch, args.context))
-    y = torch.randint(0, args.vocab, (args.batch, args.context))
+    x = torch.randint(0, args.vocab, (args.batch, args.context), device=device)
+    y = torch.randint(0, args.vocab, (args.batch, args.context), device=device)
+
+    def step(spec: str) -> None:
+        with autocast_for(device, args.precision):
+            _, loss = models[spec](x, y)
+            aux = models[spec].aux_loss()
+        optimizers[spec].zero_grad(set_to_none=True)
+        (loss if aux is None else loss + specs[spec].aux_weight * aux).backward()
+        optimizers[spec].step()
+
     times: dict[str, list[float]] = {spec: [] for spec in specs}
     for i in range(args.warmup + args.repeats):
-        for spec, model in models.items():
-            start = time.perf_counter()
-            _, loss = model(x, y)
-            aux = model.aux_loss()
-            optimizers[spec].zero_grad(set_to_none=True)
-            (loss if aux is None else loss + specs[spec].aux_weight * aux).backward()
-            optimizers[spec].step()
+        for spec in models:
+            seconds = timed(device, lambda spec=spec: step(spec))
             if i >= args.warmup:
-                times[spec].append(time.perf_counter() - start)
+                times[spec].append(seconds)
+    gemm_size = args.gemm_size or (8192 if device.type == "cuda" else 2048)
+    gemm_rate = dense_gemm_flops(device, args.precision, gemm_size)
+    peak = peak_tflops(device, args.precision, args.peak_tflops)
     tokens = args.batch * args.context
     dense_s = statistics.median(times["dense"])
     rows = []
     for spec in specs:
-        step = statistics.median(times[spec])
+        seconds = statistics.median(times[spec])
+        rate = flops[spec] * tokens / seconds
         rows.append(
-            Row(spec, params[spec], flops[spec], step * 1e3, tokens / step, flops[spec] * tokens / step / 1e9,
-                dense_s / step)
+            Row(spec, params[spec], flops[spec], seconds * 1e3, tokens / seconds, rate / 1e9, dense_s / seconds,
+                rate / gemm_rate, None if peak is None else rate / (peak * 1e12))
         )
-    return rows
+    setting = {"device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+               "precision_used": precision_name(device, args.precision), "gemm_size": gemm_size,
+               "gemm_tflops": gemm_rate / 1e12, "peak_tflops": peak, "torch": torch.__version__}
+    return rows, setting
 
 
 def print_table(rows: list[Row]) -> None:
-    header = ("structure", "params", "MFLOP/tok", "step ms", "tokens/s", "GFLOP/s", "speedup")
-    print(f"{header[0]:<18} " + " ".join(f"{h:>{w}}" for h, w in zip(header[1:], (10, 10, 9, 9, 8, 8))))
+    header = ("structure", "params", "MFLOP/tok", "step ms", "tokens/s", "GFLOP/s", "speedup", "x GEMM", "MFU")
+    print(f"{header[0]:<18} " + " ".join(f"{h:>{w}}" for h, w in zip(header[1:], (10, 10, 9, 9, 8, 8, 7, 6))))
     for r in rows:
+        mfu = "" if r.mfu is None else f"{r.mfu:.1%}"
         print(
             f"{r.structure:<18} {r.params:>10} {r.train_flops_per_token / 1e6:>10.2f} {r.step_ms:>9.1f} "
-            f"{r.tokens_per_s:>9.0f} {r.gflops:>8.1f} {r.speedup_vs_dense:>8.2f}"
+            f"{r.tokens_per_s:>9.0f} {r.gflops:>8.1f} {r.speedup_vs_dense:>8.2f} {r.x_gemm:>7.2f} {mfu:>6}"
         )
 
 

@@ -215,6 +215,29 @@ def test_gradients_reach_every_parameter(cfg, d_in, d_out):
     assert x.grad.abs().sum() > 0
 
 
+AUTOCAST_CASES = CASES + [
+    (S("einsum", theta=[0.5, 0, 0.5, 0, 0.5, 0.5, 0]), 64, 64),
+    (S("btt_moe", experts=4, top_k=2), 64, 96),
+]
+
+
+@pytest.mark.parametrize("cfg,d_in,d_out", AUTOCAST_CASES, ids=[f"{c.name}-{di}x{do}" for c, di, do in AUTOCAST_CASES])
+def test_trains_under_bf16_autocast_on_the_cpu(cfg, d_in, d_out):
+    """train.precision=bf16 on the CPU: a bf16 input (what the previous autocast op returns) and fp32 factors
+    give the fp32 output to bf16 accuracy, and gradients reach every factor."""
+    layer = build(cfg, d_in, d_out)
+    x = torch.randn(7, d_in)
+    want = layer(x)
+    xb = x.bfloat16().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = layer(xb)
+    got.float().square().sum().backward()
+    torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.03 * want.abs().max().item())
+    assert xb.grad.dtype == torch.bfloat16 and torch.isfinite(xb.grad).all() and xb.grad.abs().sum() > 0
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all(), name
+
+
 @pytest.mark.parametrize("cfg,d_in,d_out", CASES, ids=IDS)
 def test_output_is_the_documented_matrix(cfg, d_in, d_out):
     layer = build(cfg, d_in, d_out, bias=True)

@@ -34,9 +34,9 @@ two-core plans run on token-major activations with no copies at all instead (tok
 is at most NATIVE_MAX_EXPANSION x wider than their ends and the call is large enough (NATIVE_MIN_ELEMENTS). The bmm schedule above remains for the rest, for
 float64, and under a torch dispatch mode such as FlopCounterMode (which cannot see compiled GEMMs).
 
-Fallback: on other devices (CUDA, meta tensors) or with fast=False, the same contraction runs with plain
-differentiable ops (`reference_apply`, `tt2_reference`), which also support double backward; the fast backward is
-once-differentiable. The fast forward issues the same GEMM FLOPs as the analytic counts (bmm / mm, which torch's
+Fallback: on other devices (CUDA, meta tensors), under CPU autocast or with fast=False, the same contraction
+runs with plain differentiable ops (`reference_apply`, `tt2_reference`), which also support double backward; the
+fast backward is once-differentiable. The fast forward issues the same GEMM FLOPs as the analytic counts (bmm / mm, which torch's
 FlopCounterMode sees), chunk by chunk.
 """
 
@@ -505,8 +505,9 @@ def reference_apply(x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, plan: T
 
 
 def uses_fast_path(x: torch.Tensor) -> bool:
-    """The fused Functions are tuned for (and tested on) CPU; other devices take the plain reference path."""
-    return x.device.type == "cpu"
+    """The fused Functions are tuned for (and tested on) CPU and run in one dtype; other devices, and CPU
+    autocast (train.precision=bf16), take the plain reference path, whose matmuls autocast casts."""
+    return x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
 
 
 def two_core_apply(

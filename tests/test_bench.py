@@ -1,0 +1,89 @@
+"""The benchmarks in bench/ run end to end as scripts (tiny shapes) and report consistent numbers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scaling.structures import native
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+pytestmark = pytest.mark.slow  # each test starts a benchmark process
+
+
+def run_bench(script: str, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(BENCH / script), *args]
+    return subprocess.run(command, cwd=BENCH, capture_output=True, text=True, check=False, timeout=300)
+
+
+def bench_json(script: str, *args: str) -> dict:
+    done = run_bench(script, *args, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_layers_reports_every_structure_against_dense(precision):
+    out = bench_json("layers.py", "--widths", "64", "--tokens", "128", "--warmup", "1", "--repeats", "2",
+                     "--structures", "btt", "kron", "--device", "cpu", "--precision", precision)
+    assert (out["device"], out["precision"]) == ("cpu", precision)
+    rows = {r["structure"]: r for r in out["rows"]}
+    paths = out["paths"]
+    assert paths == (["native", "bmm"] if native.available() and precision == "fp32" else ["bmm"])
+    assert set(rows) == {"dense", "btt", "kron"} | ({"btt [bmm]", "kron [bmm]"} if len(paths) == 2 else set())
+    assert rows["dense"]["gflops_vs_dense"] == 1.0 and rows["dense"]["flops_per_token"] == 2 * 64 * 64
+    for r in rows.values():
+        assert r["ms"] > 0 and r["gflops"] == pytest.approx(3 * r["flops_per_token"] * 128 / r["ms"] / 1e6)
+        assert r["speedup_vs_dense"] == pytest.approx(rows["dense"]["ms"] / r["ms"])
+
+
+def test_train_reports_throughput_and_utilisation():
+    out = bench_json("train.py", "--width", "64", "--depth", "1", "--context", "16", "--batch", "2", "--warmup", "0",
+                     "--repeats", "1", "--structures", "btt", "--device", "cpu", "--gemm-size", "128",
+                     "--peak-tflops", "0.5")
+    assert (out["device_name"], out["precision_used"], out["peak_tflops"]) == ("CPU", "fp32", 0.5)
+    rows = {r["structure"]: r for r in out["rows"]}
+    assert set(rows) == {"dense", "btt"} and rows["dense"]["speedup_vs_dense"] == 1.0
+    for r in rows.values():
+        assert r["tokens_per_s"] == pytest.approx(2 * 16 / (r["step_ms"] / 1e3))
+        assert r["mfu"] == pytest.approx(r["gflops"] / 500)
+        assert r["x_gemm"] == pytest.approx(r["gflops"] / (out["gemm_tflops"] * 1e3))
+
+
+def test_train_without_a_known_peak_leaves_mfu_blank():
+    out = bench_json("train.py", "--width", "64", "--depth", "1", "--context", "16", "--batch", "2", "--warmup", "0",
+                     "--repeats", "1", "--structures", "low_rank", "--device", "cpu", "--gemm-size", "128")
+    assert out["peak_tflops"] is None and all(r["mfu"] is None for r in out["rows"])
+
+
+def test_asking_for_cuda_without_one_names_the_fix():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    done = run_bench("layers.py", "--device", "cuda", "--widths", "64")
+    assert done.returncode != 0 and "--device cpu" in done.stderr
+
+
+def test_paths_are_refused_where_only_the_plain_path_runs():
+    done = run_bench("layers.py", "--device", "cpu", "--precision", "bf16", "--paths", "bmm", "--widths", "64")
+    assert done.returncode != 0 and "plain-ops path" in done.stderr
+
+
+def test_moe_reports_routed_against_all_experts():
+    out = bench_json("moe.py", "--widths", "64", "--tokens", "256", "--experts", "4", "--top-k", "1", "--warmup", "1",
+                     "--repeats", "2")
+    (row,) = out["rows"]
+    assert 0.25 < row["flop_ratio"] < 0.5  # a quarter of the experts, plus the router all of them share
+    assert row["time_ratio"] == pytest.approx(row["routed_ms"] / row["all_ms"])
+
+
+@pytest.mark.skipif(not native.available(), reason="the compiled offset GEMM is not available here")
+def test_gemms_profiles_the_six_gemms_of_a_btt_step():
+    out = bench_json("gemms.py", "--width", "64", "--tokens", "64", "--repeats", "2")
+    assert sorted({r["gemm"] for r in out["rows"]}) == sorted(["core1", "core2", "dw1", "dz", "dw0", "dx"])
+    assert {r["setting"] for r in out["rows"]} == {"hot", "cold"} and all(r["ms"] > 0 for r in out["rows"])
