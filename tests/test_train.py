@@ -35,6 +35,7 @@ def test_eval_steps_are_log_spaced_with_start_and_end():
 @pytest.mark.parametrize("overrides", [
     ["structure=dense"],
     ["structure=btt", "structure.rank=1"],
+    ["structure=btt", "structure.rank=1", "train.precision=bf16"],  # bf16 autocast on the CPU
     ["structure=low_rank", "structure.rank_frac=0.25"],
     ["model=mlp", "data=teacher", "model.width=32", "model.depth=2", "structure=kron",
      "structure.layers=intermediate", "train.batch_size=128"],
