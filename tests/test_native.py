@@ -2,9 +2,10 @@
 
 The primitive is checked against torch.einsum on gathered operands for random offset tables (rows split over
 threads and batch split over threads, column and row tails, accumulation), the chain with per-thread
-accumulators, the bounds checks that keep a wrong table from touching memory, and the two-core layers on it
-with several threads and tiles. On an x86-64 CPU with AVX2 the extension must have been built: an install that
-silently skipped it would otherwise leave every layer on the slower path.
+accumulators, the bounds checks that keep a wrong table from touching memory, and the layers on it (two-core
+plans, and the Tensor-Train core-0 gradient) on several threads against the bmm path. On an x86-64 CPU with
+AVX2 the extension must have been built: an install that silently skipped it would otherwise leave every
+layer on the slower path.
 """
 
 from __future__ import annotations
@@ -151,33 +152,42 @@ def test_plans_without_a_token_major_form_stay_on_bmm():
     assert token_major_plan(odd) is not None and K._native_tables(odd, torch.zeros(1 << 13, 384)) is None
 
 
-@needs_native
-@pytest.mark.parametrize("cfg,d_in,d_out", [
-    (StructureConfig("btt"), 256, 256),
-    (StructureConfig("btt", rank=2), 192, 128),
-    (StructureConfig("monarch", blocks=3), 25, 31),  # padded input (27), truncated output (33)
-    (StructureConfig("einsum", theta=[0.5, 0, 0.5, 0, 0.5, 0.5, 0.25]), 64, 256),  # carried axes
-])
-def test_layers_on_several_threads_and_tiles(cfg, d_in, d_out, threads, monkeypatch):
-    monkeypatch.setattr(K, "NATIVE_MIN_ELEMENTS", 0)
-    monkeypatch.setattr(K, "NATIVE_COLUMN_MULTIPLE", 1)
-    chains = []
-    monkeypatch.setattr(native, "chain", lambda *args, run=native.chain: chains.append(1) or run(*args))
-    torch.manual_seed(0)
-    layer = build_linear(cfg, d_in, d_out)
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.normal_()
-    x = torch.randn(333, d_in)
-    grads = []
+def native_and_bmm_results(layer, x: torch.Tensor, monkeypatch, entry: str) -> tuple[list, list, int]:
+    """Output and gradients of layer on x with SCALING_NATIVE=1 and =0, and how many times native.<entry> ran."""
+    calls = []
+    monkeypatch.setattr(native, entry, lambda *args, run=getattr(native, entry): calls.append(1) or run(*args))
+    results = []
     for flag in ("1", "0"):
         monkeypatch.setenv("SCALING_NATIVE", flag)
         layer.zero_grad(set_to_none=True)
         xi = x.clone().requires_grad_(True)
         y = layer(xi)
         (y * torch.linspace(-1, 1, y.numel()).view(y.shape)).sum().backward()
-        grads.append([y.detach(), xi.grad, *(p.grad for p in layer.parameters())])
-        assert len(chains) == (2 if flag == "1" else 0)  # forward and backward ran on the compiled GEMM
-        chains.clear()
-    for got, want in zip(*grads):
+        results.append([y.detach(), xi.grad, *(p.grad for p in layer.parameters())])
+        if flag == "1":
+            ran = len(calls)
+    assert len(calls) == ran  # nothing ran on it with SCALING_NATIVE=0
+    return results[0], results[1], ran
+
+
+@needs_native
+@pytest.mark.parametrize("cfg,d_in,d_out,entry,calls", [
+    (StructureConfig("btt"), 256, 256, "chain", 2),  # the forward's chain and the backward's
+    (StructureConfig("btt", rank=2), 192, 128, "chain", 2),
+    (StructureConfig("monarch", blocks=3), 25, 31, "chain", 2),  # padded input (27), truncated output (33)
+    (StructureConfig("einsum", theta=[0.5, 0, 0.5, 0, 0.5, 0.5, 0.25]), 64, 256, "chain", 2),  # carried axes
+    (StructureConfig("kron"), 64, 128, "gemm", 1),  # the core-0 gradient, reading dz in place (one chunk)
+    (StructureConfig("tt", rank=3), 96, 48, "gemm", 1),
+])
+def test_layers_on_several_threads_match_the_bmm_path(cfg, d_in, d_out, entry, calls, threads, monkeypatch):
+    monkeypatch.setattr(K, "NATIVE_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(K, "NATIVE_COLUMN_MULTIPLE", 1)
+    torch.manual_seed(0)
+    layer = build_linear(cfg, d_in, d_out)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_()
+    compiled, bmm, ran = native_and_bmm_results(layer, torch.randn(333, d_in), monkeypatch, entry)
+    assert ran == calls  # the compiled GEMM ran
+    for got, want in zip(compiled, bmm):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)
