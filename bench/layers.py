@@ -94,7 +94,9 @@ def time_steps(layers: dict, paths: dict[str, str], args: argparse.Namespace, wi
         x.grad = None
         with autocast_for(device, args.precision):
             y = layer(x)
-        y.backward(grads.setdefault(y.dtype, grad.to(y.dtype)))
+        if y.dtype not in grads:
+            grads[y.dtype] = grad.to(y.dtype)
+        y.backward(grads[y.dtype])
 
     times: dict[str, list[float]] = {name: [] for name in layers}
     for i in range(args.warmup + args.repeats):

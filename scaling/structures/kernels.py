@@ -31,13 +31,14 @@ a concatenation and an autograd scatter per expert.
 
 Compiled path: where the offset GEMM of native.py is available (built by pip install, AVX2 CPU), float32
 two-core plans run on token-major activations with no copies at all instead (token_major.py), when their middle
-is at most NATIVE_MAX_EXPANSION x wider than their ends and the call is large enough (NATIVE_MIN_ELEMENTS). The bmm schedule above remains for the rest, for
+is at most NATIVE_MAX_EXPANSION x wider than their ends, their blocks are multiples of NATIVE_COLUMN_MULTIPLE
+wide and the call is large enough (NATIVE_MIN_ELEMENTS). The bmm schedule above remains for the rest, for
 float64, and under a torch dispatch mode such as FlopCounterMode (which cannot see compiled GEMMs).
 
 Fallback: on other devices (CUDA, meta tensors), under CPU autocast or with fast=False, the same contraction
 runs with plain differentiable ops (`reference_apply`, `tt2_reference`), which also support double backward; the
-fast backward is once-differentiable. The fast forward issues the same GEMM FLOPs as the analytic counts (bmm / mm, which torch's
-FlopCounterMode sees), chunk by chunk.
+fast backward is once-differentiable. The fast forward issues the same GEMM FLOPs as the analytic counts (bmm /
+mm, which torch's FlopCounterMode sees), chunk by chunk.
 """
 
 from __future__ import annotations

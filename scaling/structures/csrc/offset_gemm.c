@@ -77,8 +77,8 @@ AVX2 static inline __attribute__((always_inline)) void tile(
 #undef STORE
 }
 
-/* The tile for mr rows and the columns left from n0: the full 6 x 16 kernel, or a column tail of 9-15 or 1-8
-   (all three with six rows specialised), or, rarely, a row tail. */
+/* The tile for mr rows and the nr columns left: the full 6 x 16 kernel, or a column tail of 9-15 or 1-8
+   (all three specialised for six rows), or, rarely, a row tail. */
 AVX2 static inline void any_tile(int64_t mr, int64_t nr, int64_t kc, const float *const *arow, const int64_t *a_k,
                                  const float *B, const int64_t *b_k, float *const *crow, int load_c) {
     if (mr == MR && nr >= NR) tile(MR, NR, 1, 0, kc, arow, a_k, B, b_k, crow, load_c);
