@@ -58,7 +58,7 @@ def steps(count: int, stride: int) -> Offsets:
     return Offsets(torch.arange(count, dtype=torch.int64) * stride, min(0, last), max(0, last))
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)  # a table can be tokens x carried entries: a few MB each at most
 def pairs(outer: Offsets, inner: Offsets) -> Offsets:
     """The offset table outer[i] + inner[j] for every (i, j), i outer: two nested axes as one."""
     table = (outer.table[:, None] + inner.table[None, :]).reshape(-1)
