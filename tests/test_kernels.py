@@ -34,7 +34,13 @@ from scaling.structures.tt import TensorTrain
 S = StructureConfig
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "fused_always")
+
+
+@pytest.fixture
+def fused_always(monkeypatch) -> None:
+    """The fused Functions for every call: these tests are small, below kernels.FUSED_MIN_ELEMENTS."""
+    monkeypatch.setattr(K, "FUSED_MIN_ELEMENTS", 0)
 
 
 @pytest.fixture(params=["native", "bmm"])
@@ -256,6 +262,28 @@ def test_only_the_needed_gradients_are_computed():
     layer.W1.grad = None
     layer(x_frozen).sum().backward()
     assert layer.W1.grad is not None
+
+
+def test_small_calls_take_the_plain_path(monkeypatch):
+    """Below FUSED_MIN_ELEMENTS (tokens x the wider end) the layer runs plain autograd ops, from it the Function."""
+    monkeypatch.setattr(K, "FUSED_MIN_ELEMENTS", 64 * 100)
+    layer = build(Case(S("btt"), 64, 64))
+    plan, w0, w1 = plan_and_cores(layer)
+    small, large = torch.randn(99, 64, requires_grad=True), torch.randn(100, 64, requires_grad=True)
+    assert "_TwoCoreFunctionBackward" not in graph_nodes(K.two_core_apply(small, w0, w1, plan))
+    assert "_TwoCoreFunctionBackward" in graph_nodes(K.two_core_apply(large, w0, w1, plan))
+    torch.testing.assert_close(K.two_core_apply(small, w0, w1, plan), K.reference_apply(small, w0, w1, plan))
+
+
+def graph_nodes(y: torch.Tensor) -> set[str]:
+    """Names of the autograd nodes behind y."""
+    seen, todo = {}, [y.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and id(node) not in seen:
+            seen[id(node)] = type(node).__name__
+            todo += [next_node for next_node, _ in node.next_functions]
+    return set(seen.values())
 
 
 def test_double_backward_needs_the_fallback():

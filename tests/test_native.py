@@ -180,6 +180,7 @@ def native_and_bmm_results(layer, x: torch.Tensor, monkeypatch, entry: str) -> t
     (StructureConfig("tt", rank=3), 96, 48, "gemm", 1),
 ])
 def test_layers_on_several_threads_match_the_bmm_path(cfg, d_in, d_out, entry, calls, threads, monkeypatch):
+    monkeypatch.setattr(K, "FUSED_MIN_ELEMENTS", 0)
     monkeypatch.setattr(K, "NATIVE_MIN_ELEMENTS", 0)
     monkeypatch.setattr(K, "NATIVE_COLUMN_MULTIPLE", 1)
     torch.manual_seed(0)

@@ -63,6 +63,13 @@ from scaling.structures.token_major import TokenMajorPlan, token_major_plan
 # faster than four of 1024. So chunks are large (few ops per layer) and bound only the scratch buffers' size.
 CHUNK_FLOATS = 1 << 22
 MIN_CHUNK_TOKENS = 128
+# Calls below FUSED_MIN_ELEMENTS (tokens x the wider end) run the plain ops of reference_apply: there the fused
+# Function's fixed cost per call (chunks, scratch buffers, hand-written backward) outweighs the copies it saves.
+# Measured fwd+bwd of one layer, plain / fused bmm time: BTT rank 1 0.69-0.92, Monarch 0.71-0.87, Einsum
+# 0.47-0.87 below 2^18 (d = 64 x 512 tokens to 256 x 512); 0.75-1.14 from 2^18 up, where the compiled path
+# (from 2^19) beats both. In GPT-2 (4 layers, BTT rank 1): 1.3x the tokens/s at d = 64 x 512 tokens a step,
+# but 0.94-0.97x at d = 128 x 2,048 with the plain path also at 2^18 (so that is where it stops).
+FUSED_MIN_ELEMENTS = 1 << 18
 # The compiled path (native.py, token_major.py) runs every GEMM of the forward (or backward) on one tile of
 # NATIVE_TILE_TOKENS tokens before the next tile; 16 and 32 measured within 5% of each other, 128 10% slower.
 # It is used for plans whose middle width is at most NATIVE_MAX_EXPANSION x the wider end: measured fwd+bwd at
@@ -517,7 +524,8 @@ def two_core_apply(
 ) -> torch.Tensor:
     """y = x W^T of a two-core structure; x (..., d_in) -> (..., d_out); w0 (b1, p1, k1), w1 (b2, p2, k2).
 
-    fast=False (or a non-CPU tensor) uses reference_apply, which supports double backward.
+    fast=False, a non-CPU tensor, CPU autocast or a call below FUSED_MIN_ELEMENTS uses reference_apply, which
+    supports double backward.
     """
     if x.shape[-1] != plan.d_in:
         raise ValueError(f"input has {x.shape[-1]} features, the layer expects d_in={plan.d_in}")
@@ -526,7 +534,7 @@ def two_core_apply(
         raise ValueError(f"chunk={chunk} must be >= 1 (tokens per chunk)")
     lead = x.shape[:-1]
     flat = x.reshape(-1, plan.d_in)
-    if fast and uses_fast_path(flat) and flat.shape[0] > 0:
+    if fast and uses_fast_path(flat) and flat.shape[0] * max(plan.in_size, plan.out_size) >= FUSED_MIN_ELEMENTS:
         y = _TwoCoreFunction.apply(flat, w0, w1, plan, chunk)
     else:
         y = reference_apply(flat, w0, w1, plan)
