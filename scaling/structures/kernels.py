@@ -35,9 +35,9 @@ is at most NATIVE_MAX_EXPANSION x wider than their ends, their blocks are multip
 wide and the call is large enough (NATIVE_MIN_ELEMENTS). The bmm schedule above remains for the rest, for
 float64, and under a torch dispatch mode such as FlopCounterMode (which cannot see compiled GEMMs).
 
-Fallback: on other devices (CUDA, meta tensors), under CPU autocast or with fast=False, the same contraction
-runs with plain differentiable ops (`reference_apply`, `tt2_reference`), which also support double backward; the
-fast backward is once-differentiable. The fast forward issues the same GEMM FLOPs as the analytic counts (bmm /
+Fallback: on other devices (CUDA, meta tensors), under CPU autocast, for two-core calls below
+FUSED_MIN_ELEMENTS or with fast=False, the same contraction runs with plain differentiable ops (`reference_apply`,
+`tt2_reference`), which also support double backward; the fast backward is once-differentiable. The fast forward issues the same GEMM FLOPs as the analytic counts (bmm /
 mm, which torch's FlopCounterMode sees), chunk by chunk.
 """
 
