@@ -11,7 +11,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from scaling.config import StructureConfig
-from scaling.structures import REGISTRY, StructureError, StructuredLinear, build_linear, spectral_std
+from scaling.structures import REGISTRY, StructureError, StructuredLinear, build_linear, kernels, spectral_std
 from scaling.structures.btt import BlockTensorTrain
 from scaling.structures.dense import Dense
 from scaling.structures.factorize import clean_factors, divisors, near_equal_factors, nearest_valid, pad_last
@@ -222,9 +222,11 @@ AUTOCAST_CASES = CASES + [
 
 
 @pytest.mark.parametrize("cfg,d_in,d_out", AUTOCAST_CASES, ids=[f"{c.name}-{di}x{do}" for c, di, do in AUTOCAST_CASES])
-def test_trains_under_bf16_autocast_on_the_cpu(cfg, d_in, d_out):
+def test_trains_under_bf16_autocast_on_the_cpu(cfg, d_in, d_out, monkeypatch):
     """train.precision=bf16 on the CPU: a bf16 input (what the previous autocast op returns) and fp32 factors
-    give the fp32 output to bf16 accuracy, and gradients reach every factor."""
+    give the fp32 output to bf16 accuracy, and gradients reach every factor (with the fused Functions on for
+    calls this small, so that autocast alone must route around them)."""
+    monkeypatch.setattr(kernels, "FUSED_MIN_ELEMENTS", 0)
     layer = build(cfg, d_in, d_out)
     x = torch.randn(7, d_in)
     want = layer(x)
