@@ -1,7 +1,7 @@
 """Forward+backward time of each structured layer against dense nn.Linear at the same width, in one process.
 
     python bench/layers.py [--widths 256 512 1024] [--tokens 4096] [--structures btt btt:rank=4 ...]
-                           [--paths native bmm] [--json]
+                           [--paths native bmm] [--device cuda] [--precision bf16] [--json]
 
 A structure is a preset of conf/structure/ (its file name), optionally with overrides: `btt:rank=4,cores=2`.
 By default every preset whose structure is registered runs (einsum and btt_moe join once they exist), plus

@@ -1,7 +1,8 @@
 """Training throughput (tokens/s) of GPT-2 with dense vs structured linear layers, measured in one process.
 
     python bench/train.py [--width 512] [--depth 4] [--context 128] [--batch 16] [--vocab 256]
-                          [--structures btt low_rank kron] [--layers all_but_last] [--repeats 5] [--json]
+                          [--structures btt low_rank kron] [--layers all_but_last] [--repeats 5]
+                          [--device cuda] [--precision bf16] [--peak-tflops 989] [--json]
 
 Each model is built and initialised by the project's parametrisation (scaling.parametrization) and trained by its
 AdamW on one shared random batch. A repeat runs one optimiser step (forward, backward, step) of every model in
