@@ -69,8 +69,10 @@ def resolve_device(name: str):
 
 
 def precision_name(device, precision: str) -> str:
-    """What --precision resolves to on this device: "bf16" or "fp32" (training's rule, scaling.train)."""
-    return "bf16" if precision == "bf16" or (precision == "auto" and device.type == "cuda") else "fp32"
+    """What --precision resolves to on this device: "bf16" or "fp32" (training's rule, scaling.train.uses_bf16)."""
+    from scaling.train import uses_bf16
+
+    return "bf16" if uses_bf16(device, precision) else "fp32"
 
 
 def synchronize(device) -> None:

@@ -54,10 +54,14 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def uses_bf16(device: torch.device, precision: str) -> bool:
+    """Whether train.precision means bf16 autocast on this device: bf16, or auto on CUDA."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
 def autocast_for(device: torch.device, precision: str):
     """bf16 autocast on CUDA (precision auto|bf16); fp32 everywhere else."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if use_bf16:
+    if uses_bf16(device, precision):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
 
@@ -268,7 +272,8 @@ def _train(run: Run) -> dict[str, Any]:
             if step % t.log_every == 0 or step in evals:
                 now = time.perf_counter()
                 rate = window_steps * plan.units_per_step / max(now - window_start, 1e-9)
-                row = {"kind": "train", "step": step, **done(), "loss": loss_value, "lr": t.lr * factor, "tokens_per_s": rate, "flops_per_s": rate * plan.train_flops_per_unit,
+                row = {"kind": "train", "step": step, **done(), "loss": loss_value, "lr": t.lr * factor,
+                       "tokens_per_s": rate, "flops_per_s": rate * plan.train_flops_per_unit,
                        "wall_s": wall_before + now - start}
                 run.pending_rows.append(row)
                 if tracker:

@@ -37,8 +37,8 @@ float64, and under a torch dispatch mode such as FlopCounterMode (which cannot s
 
 Fallback: on other devices (CUDA, meta tensors), under CPU autocast, for two-core calls below
 FUSED_MIN_ELEMENTS or with fast=False, the same contraction runs with plain differentiable ops (`reference_apply`,
-`tt2_reference`), which also support double backward; the fast backward is once-differentiable. The fast forward issues the same GEMM FLOPs as the analytic counts (bmm /
-mm, which torch's FlopCounterMode sees), chunk by chunk.
+`tt2_reference`), which also support double backward; the fast backward is once-differentiable. The fast forward
+issues the same GEMM FLOPs as the analytic counts (bmm / mm, which torch's FlopCounterMode sees), chunk by chunk.
 """
 
 from __future__ import annotations

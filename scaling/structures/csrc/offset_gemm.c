@@ -10,8 +10,8 @@
    `nthreads` POSIX threads, by rows when there are many (the activations' tokens), else by batch entries
    (weight gradients: one entry per block, K = tokens). Callers must keep C of different batch entries disjoint.
    offset_gemm_chain runs several such GEMMs over the same tokens, tile after tile, so what one writes is still
-   in cache when the next reads it. Compiled without -mavx2: the kernels carry a target attribute, and offset_gemm_supported() tells callers
-   whether this CPU can run them. */
+   in cache when the next reads it. Compiled without -mavx2: the kernels carry a target attribute, and
+   offset_gemm_supported() tells callers whether this CPU can run them. */
 #include <immintrin.h>
 #include <pthread.h>
 #include <stddef.h>
