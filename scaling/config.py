@@ -121,6 +121,7 @@ class RunConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     results_root: str = "${oc.env:SCALING_RESULTS,results}"
     sweep: Optional[str] = None  # name of the sweep this run belongs to (not part of its identity)
+    label: Optional[str] = None  # the sweep variant it was launched as (scaling.labels; not part of its identity)
 
 
 @dataclass

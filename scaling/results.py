@@ -36,7 +36,7 @@ NON_IDENTITY_KEYS = {
 
 STATUSES = ("running", "completed", "diverged", "failed")
 SUMMARY_KEYS = (
-    "run_id", "status", "sweep", "family", "structure", "width", "depth", "parametrization", "lr", "seed",
+    "run_id", "status", "sweep", "label", "family", "structure", "width", "depth", "parametrization", "lr", "seed",
     "params", "params_nonembed", "forward_flops_per_token", "train_flops_per_token",
     "tokens", "tokens_target", "flops", "final_val_loss", "best_val_loss", "wall_time_s", "steps",
 )

@@ -25,6 +25,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from scaling.config import LaunchConfig
+from scaling.labels import default_label
 from scaling.configs import REPO_ROOT, compose_conf, compose_run_config
 from scaling.plan import ConfigError, RunPlan, plan_run
 
@@ -139,6 +140,7 @@ def expand(sweep: DictConfig, extra_overrides: Sequence[str] = ()) -> Expansion:
                 errors.append(f"run [{point_label}]: {type(err).__name__}: {err}")
                 continue
             composed.sweep = name
+            composed.label = label if spec.get("variants") else default_label(composed)
             for value in values:
                 run_label = f"{point_label} {kind}={value:g}"
                 try:

@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from scaling.checkpoint import PreemptionGuard, load_checkpoint, save_checkpoint
 from scaling.configs import as_dataclass, compose_run_config
 from scaling.data import build_data
+from scaling.labels import run_label
 from scaling.distributed import DistInfo, all_reduce_mean, barrier, cpu_threads, setup_distributed, teardown
 from scaling.parametrization import build_parametrized_model, make_optimizer
 from scaling.config import LoggerConfig, ModelConfig, StructureConfig
@@ -130,7 +131,7 @@ class Run:
     def write_summary(self, **values: Any) -> dict[str, Any]:
         p, cfg = self.plan, self.cfg
         summary = {
-            "run_id": p.run_id, "sweep": cfg.sweep, "family": p.family, "structure": p.structure,
+            "run_id": p.run_id, "sweep": cfg.sweep, "label": run_label(cfg), "family": p.family, "structure": p.structure,
             "width": p.width, "depth": cfg.model.depth, "parametrization": cfg.model.parametrization,
             "lr": cfg.train.lr, "seed": cfg.train.seed, "unit": p.unit, "params": p.params,
             "params_nonembed": p.params_nonembed, "forward_flops_per_token": p.forward_flops_per_unit,

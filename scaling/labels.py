@@ -1,0 +1,46 @@
+"""A run's label: the name it is compared under in reports, plots, the results table and wandb.
+
+Inside a sweep the label is the sweep variant's key (`btt_r4`), set at expansion into the top-level `label` of the
+run config. Outside a sweep it is the structure plus the settings that distinguish its variants (`btt_r4`,
+`low_rank_f0.25`, `tt_c3_r4`). The label is not part of a run's identity: it names a run, it does not change it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+# The structure settings that tell variants of one structure apart, with their short tags.
+_DISTINGUISHING = {
+    "low_rank": (("rank", "r"), ("rank_frac", "f")),
+    "btt": (("rank", "r"),),
+    "btt_norm": (("rank", "r"),),
+    "kron": (("cores", "c"),),
+    "tt": (("cores", "c"), ("rank", "r")),
+    "monarch": (("blocks", "b"),),
+    "btt_moe": (("experts", "e"), ("top_k", "k")),
+}
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def default_label(cfg: Mapping[str, Any]) -> str:
+    """Structure + distinguishing settings, e.g. `btt_r4`, `einsum_0.5_0.5_0_0_0_0_0`, `dense_moe8`."""
+    structure = cfg["structure"]
+    name = structure["name"]
+    parts = [name]
+    if name == "einsum" and structure.get("theta") is not None:
+        parts.append("_".join(_number(float(t)) for t in structure["theta"]))
+    for key, tag in _DISTINGUISHING.get(name, ()):
+        if structure.get(key) is not None:
+            parts.append(f"{tag}{_number(structure[key])}")
+    experts = cfg.get("model", {}).get("ffn_experts") or 0
+    if experts:
+        parts.append(f"moe{experts}")
+    return "_".join(parts)
+
+
+def run_label(cfg: Mapping[str, Any]) -> str:
+    """The run's label: its sweep variant if it has one, else `default_label`."""
+    return cfg.get("label") or default_label(cfg)
