@@ -13,9 +13,12 @@ from typing import Sequence
 
 import numpy as np
 
+from pathlib import Path
+
 from analysis.bootstrap import DEFAULT_LEVEL, DEFAULT_REPLICATES, Interval
+from analysis.diagnostics import DEFAULT_MAX_FACTOR
 from analysis.errors import AnalysisError
-from analysis.tables import column, frontier_from_table, isoflop_from_table, parametric_from_table, read_table
+from analysis.tables import column, frontier_from_table, groups, isoflop_from_table, parametric_from_table, read_table
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -27,8 +30,16 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _csv_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", required=True, help="table with one row per run (or per evaluation point)")
     p.add_argument("--loss-col", required=True)
+    p.add_argument("--group-col", help="one fit per value of this column (e.g. a structure label)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--out", help="directory for fits.json and plots (PNG + PDF)")
     _common(p)
+
+
+def _hparam_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lr-col", help="learning rate: rows differing in it are minimised over, never averaged")
+    p.add_argument("--interpolate-lr", action="store_true",
+                   help="take each (budget, size)'s minimum over lr from an Akima fit in log lr")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", required=True, help="directory for report.md, fits.json and plots/")
     rep.add_argument("--coordcheck", nargs="*", default=[], metavar="DIR",
                      help="coordcheck.out folders (or coord.csv files) of `python -m scaling.coordcheck` to plot")
+    rep.add_argument("--sweep", action="append", metavar="NAME",
+                     help="report this sweep (repeat to compare sweeps side by side; default: every sweep, each "
+                          "separately)")
     rep.add_argument("--workers", type=int, default=None, help="processes for fits and plots (default: all cores)")
+    rep.add_argument("--max-interval-factor", type=float, default=DEFAULT_MAX_FACTOR,
+                     help="a headline interval wider than this factor (hi/lo) makes a fit weak (default 3)")
+    rep.add_argument("--interpolate-lr", action="store_true",
+                     help="isoFLOP: minimum over lr per (budget, size) from an Akima fit in log lr")
     _common(rep)
 
     par = sub.add_parser("fit-parametric", help="approach 3: L(N, D) = E + A/N^alpha + B/D^beta")
@@ -52,11 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--tokens-col")
     tok.add_argument("--flops-col", help="training FLOPs; tokens = FLOPs / (6 params)")
     par.add_argument("--at-flops", type=float, nargs="*", help="budgets to allocate (default: the largest run's)")
+    _hparam_args(par)
 
     fr = sub.add_parser("fit-frontier", help="approach 1: lower envelope and L(C) = E + A C^-alpha")
     _csv_args(fr)
     fr.add_argument("--flops-col", required=True)
     fr.add_argument("--run-col", help="rows sharing this column form one run's evaluation curve")
+    fr.add_argument("--loss-noise", type=float, metavar="SIGMA", help="absolute loss noise std for the bootstrap")
 
     iso = sub.add_parser("isoflop", help="approach 2: N*(C) per budget and N* ~ C^a")
     _csv_args(iso)
@@ -64,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     budget = iso.add_mutually_exclusive_group(required=True)
     budget.add_argument("--flops-col")
     budget.add_argument("--tokens-col", help="training tokens; FLOPs = 6 params tokens")
+    iso.add_argument("--run-col", help="rows sharing this column are one run's curve, read at every budget")
+    iso.add_argument("--seed-col", help="random seed: rows differing only in it are averaged")
+    iso.add_argument("--loss-noise", type=float, metavar="SIGMA",
+                     help="absolute loss noise std for the bootstrap (as published isoFLOP studies give it)")
+    _hparam_args(iso)
     return parser
 
 
@@ -71,72 +96,124 @@ def _line(name: str, iv: Interval) -> str:
     return f"  {name:<24}{iv.fmt('.4g')}"
 
 
-def _parametric(args: argparse.Namespace) -> str:
-    df = read_table(args.csv)
-    fit = parametric_from_table(df, args.params_col, args.loss_col, args.tokens_col, args.flops_col,
-                                args.replicates, args.seed, args.level)
-    n = column(df, args.params_col, "--params-col")
-    flops = column(df, args.flops_col, "--flops-col") if args.flops_col else 6 * n * column(df, args.tokens_col,
-                                                                                             "--tokens-col")
-    budgets = args.at_flops or [float(np.nanmax(flops))]
-    alloc = {f"{c:.6g}": {k: v.to_dict() for k, v in fit.optimal_allocation(c).items()} for c in budgets}
+def _grouped(args: argparse.Namespace, fit_one, text_one, plot=None) -> str:
+    """Fit every --group-col group; text or JSON per group, and fits.json + plots under --out."""
+    fits = {g: fit_one(df) for g, df in groups(read_table(args.csv), args.group_col).items()}
+    dicts = {g: f.to_dict() for g, f in fits.items()}
+    if args.out:
+        from analysis.report import plain
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "fits.json").write_text(json.dumps(plain(dicts), indent=2) + "\n")
+        if plot is not None:
+            plot({g or args.loss_col: f for g, f in fits.items()}, out)
     if args.json:
+        from analysis.report import plain
+        return json.dumps(plain(dicts if args.group_col else dicts[""]), indent=2)
+    return "\n\n".join((f"[{args.group_col} = {g}]\n" if args.group_col else "") + text_one(f, df)
+                       for (g, f), df in zip(fits.items(), groups(read_table(args.csv), args.group_col).values()))
+
+
+def _parametric(args: argparse.Namespace) -> str:
+    def fit_one(df):
+        return parametric_from_table(df, args.params_col, args.loss_col, args.tokens_col, args.flops_col,
+                                     args.replicates, args.seed, args.level, args.lr_col, args.interpolate_lr)
+
+    def budgets(df) -> list[float]:
+        n = column(df, args.params_col, "--params-col")
+        flops = column(df, args.flops_col, "--flops-col") if args.flops_col else 6 * n * column(
+            df, args.tokens_col, "--tokens-col")
+        return args.at_flops or [float(np.nanmax(flops))]
+
+    def text(fit, df) -> str:
+        pct = f"{fit.level:.0%}"
+        out = [f"L(N, D) = E + A/N^alpha + B/D^beta on {fit.n_points} points ({pct} intervals, "
+               f"{len(fit.replicates)} bootstrap replicates)"]
+        out += [_line(k, fit.params[k]) for k in ("E", "A", "B", "alpha", "beta")]
+        out += ["compute-optimal allocation (C = 6 N D): N_opt ~ C^a, D_opt ~ C^b",
+                _line("a = beta/(alpha+beta)", fit.params["a"]), _line("b = alpha/(alpha+beta)", fit.params["b"])]
+        for c in budgets(df):
+            opt = fit.optimal_allocation(c)
+            out += [f"  at C = {c:.4g}:", _line("N_opt", opt["n_opt"]), _line("D_opt", opt["d_opt"])]
+        out += [f"status: failed: {b}" for b in fit.at_bound] + [f"note: {n}" for n in fit.notes]
+        return "\n".join(out)
+
+    if args.json and not args.group_col:
+        df = read_table(args.csv)
+        fit = fit_one(df)
+        alloc = {f"{c:.6g}": {k: v.to_dict() for k, v in fit.optimal_allocation(c).items()} for c in budgets(df)}
         return json.dumps({**fit.to_dict(), "allocation": alloc}, indent=2)
-    pct = f"{fit.level:.0%}"
-    out = [f"L(N, D) = E + A/N^alpha + B/D^beta on {fit.n_points} runs ({pct} intervals, {len(fit.replicates)} "
-           "bootstrap replicates)"]
-    out += [_line(k, fit.params[k]) for k in ("E", "A", "B", "alpha", "beta")]
-    out += ["compute-optimal allocation (C = 6 N D): N_opt ~ C^a, D_opt ~ C^b",
-            _line("a = beta/(alpha+beta)", fit.params["a"]), _line("b = alpha/(alpha+beta)", fit.params["b"])]
-    for c in budgets:
-        opt = fit.optimal_allocation(c)
-        out += [f"  at C = {c:.4g}:", _line("N_opt", opt["n_opt"]), _line("D_opt", opt["d_opt"])]
-    out += [f"note: {n}" for n in fit.notes]
-    return "\n".join(out)
+    return _grouped(args, fit_one, text)
 
 
 def _frontier(args: argparse.Namespace) -> str:
-    fit = frontier_from_table(read_table(args.csv), args.flops_col, args.loss_col, args.run_col, args.replicates,
-                              args.seed, args.level)
-    if args.json:
-        return json.dumps(fit.to_dict(), indent=2)
-    out = [f"L(C) = E + A C^-alpha on {len(fit.envelope)} envelope points ({fit.level:.0%} intervals, "
-           f"{len(fit.replicates)} replicates; seed noise {fit.noise.sigma:.4g} from {fit.noise.source})"]
-    out += [_line(k, fit.params[k]) for k in ("E", "A", "alpha")]
-    out += [f"note: {n}" for n in fit.notes]
-    return "\n".join(out)
+    from analysis import plots
+
+    def fit_one(df):
+        return frontier_from_table(df, args.flops_col, args.loss_col, args.run_col, args.replicates, args.seed,
+                                   args.level, args.loss_noise)
+
+    def text(fit, _df) -> str:
+        out = [f"L(C) = E + A C^-alpha on {len(fit.envelope)} envelope points ({fit.level:.0%} intervals, "
+               f"{len(fit.replicates)} replicates; noise {fit.noise.sigma:.4g} from {fit.noise.source})"]
+        out += [_line(k, fit.params[k]) for k in ("E", "A", "alpha")]
+        out += [f"status: failed: {b}" for b in fit.at_bound] + [f"note: {n}" for n in fit.notes]
+        return "\n".join(out)
+
+    def plot(fits, out):
+        plots.frontiers(fits, {g for g, f in fits.items() if f.at_bound}, "FLOPs", Path(args.csv).stem,
+                        out / "frontiers")
+
+    return _grouped(args, fit_one, text, plot)
 
 
 def _isoflop(args: argparse.Namespace) -> str:
-    fit = isoflop_from_table(read_table(args.csv), args.params_col, args.loss_col, args.flops_col, args.tokens_col,
-                             args.replicates, args.seed, args.level)
-    if args.json:
-        return json.dumps(fit.to_dict(), indent=2, default=str)
-    out = [f"N* ~ C^a over {int(fit.budgets['used'].sum())} budgets ({fit.level:.0%} intervals; noise "
-           f"{fit.noise.sigma:.4g} from {fit.noise.source})", _line("a (N*)", fit.a), _line("b (D* = C/6N*)", fit.b),
-           "  budget        sizes  N*                              D*          L*      status"]
-    for r in fit.budgets.itertuples():
-        nstar = "–" if not np.isfinite(r.n_star) else f"{r.n_star:.4g} [{r.n_star_lo:.4g}, {r.n_star_hi:.4g}]"
-        dstar = "–" if not np.isfinite(r.d_star) else f"{r.d_star:.4g}"
-        loss = "–" if not np.isfinite(r.loss_star) else f"{r.loss_star:.4g}"
-        out.append(f"  {r.flops:<13.4g} {r.points:<6} {nstar:<31} {dstar:<11} {loss:<7} {r.note or 'used'}")
-    out += [f"note: {n}" for n in fit.notes]
-    return "\n".join(out)
+    from analysis import plots
+
+    def fit_one(df):
+        return isoflop_from_table(df, args.params_col, args.loss_col, args.flops_col, args.tokens_col,
+                                  args.replicates, args.seed, args.level, args.run_col, args.lr_col, args.seed_col,
+                                  args.loss_noise, args.interpolate_lr)
+
+    def text(fit, _df) -> str:
+        out = [f"N* ~ C^a over {int(fit.budgets['used'].sum())} budgets ({fit.level:.0%} intervals; noise "
+               f"{fit.noise.sigma:.4g} from {fit.noise.source})", _line("a (N*)", fit.a),
+               _line("b (D* = C/6N*)", fit.b),
+               "  budget        sizes  N*                              D*          L*      status"]
+        for r in fit.budgets.itertuples():
+            nstar = "–" if not np.isfinite(r.n_star) else f"{r.n_star:.4g} [{r.n_star_lo:.4g}, {r.n_star_hi:.4g}]"
+            dstar = "–" if not np.isfinite(r.d_star) else f"{r.d_star:.4g}"
+            loss = "–" if not np.isfinite(r.loss_star) else f"{r.loss_star:.4g}"
+            out.append(f"  {r.flops:<13.4g} {r.points:<6} {nstar:<31} {dstar:<11} {loss:<7} {r.note or 'used'}")
+        out += [f"note: {n}" for n in fit.notes]
+        return "\n".join(out)
+
+    def plot(fits, out):
+        title = Path(args.csv).stem
+        plots.isoflop_curves(fits, title, out / "isoflop")
+        plots.optimal_size(fits, title, out / "nstar")
+
+    return _grouped(args, fit_one, text, plot)
 
 
 def _report(args: argparse.Namespace) -> str:
-    from analysis.load import load_coordchecks, load_results
+    from analysis.load import load_coordchecks, load_sweeps
     from analysis.report import analyse, write_report
 
     if args.wandb:
+        if args.sweep:
+            raise AnalysisError("--sweep reads the sweep manifests of --results; with --wandb filter the project "
+                                "instead")
         from analysis.wandb_source import load_wandb
-        table, source = load_wandb(args.wandb), f"wandb:{args.wandb}"
+        tables, source = {None: load_wandb(args.wandb)}, f"wandb:{args.wandb}"
     else:
-        table, source = load_results(args.results), str(args.results)
+        tables, source = load_sweeps(args.results, args.sweep), str(args.results)
     checks = load_coordchecks(args.coordcheck)
-    report = analyse(table, source, args.replicates, args.seed, args.level, workers=args.workers, coordchecks=checks)
+    report = analyse(tables, source, args.replicates, args.seed, args.level, workers=args.workers,
+                     coordchecks=checks, max_factor=args.max_interval_factor, interpolate_lr=args.interpolate_lr)
     path = write_report(report, args.out, workers=args.workers)
-    return f"{table.exclusion_note()}\nwrote {path}"
+    notes = [f"{name or 'runs'}: {t.exclusion_note()}" for name, t in tables.items()]
+    return "\n".join(notes + [f"wrote {path}"])
 
 
 COMMANDS = {"report": _report, "fit-parametric": _parametric, "fit-frontier": _frontier, "isoflop": _isoflop}

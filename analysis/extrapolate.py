@@ -1,7 +1,8 @@
 """Extrapolation check: refit without the largest one or two budgets and predict what was held out.
 
-A fit that describes the data should predict the held-out largest budgets: for the loss frontier the
-envelope's loss there (the lowest final loss of that budget's runs), for isoFLOP the measured N*(C).
+A fit that describes the data should predict the held-out largest budgets: for the loss frontier the lowest
+loss any run reads at that budget (budgets.read_at_budgets), for isoFLOP the measured N*(C). Holding out k
+budgets needs k + 2 of them (a refit needs 2); with fewer the check is skipped with a note saying so.
 The held-out value is itself a noisy measurement, so its prediction interval combines the refit's bootstrap
 predictions with that measurement's noise (log-normal: seed noise sigma for a loss, the budget's
 sigma(log N*) for N*). Each row reports the interval, the relative error and whether the held-out value
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import DEFAULT_LEVEL, DEFAULT_REPLICATES, Interval, percentile_interval
+from analysis.budgets import budget_grid, read_at_budgets
 from analysis.errors import AnalysisError
 from analysis.frontier import fit_frontier
 from analysis.isoflop import DEFAULT_BUDGET_TOLERANCE, IsoflopFit, assign_budgets, fit_isoflop
@@ -38,26 +40,40 @@ def _with_noise(point: float, reps: np.ndarray, sigma: float, seed: int, level: 
     return percentile_interval(point, noisy, level)
 
 
+def _skip(fit: str, k: int, levels: np.ndarray) -> dict | None:
+    """A skipped row when holding out k of these budgets leaves fewer than 2 to refit on."""
+    if len(levels) >= k + 2:
+        return None
+    return _row(fit, k, float(levels[-1]) if len(levels) else float("nan"),
+                f"skipped: holding out {k} budget{'s' if k > 1 else ''} needs {k + 2} budgets, the runs have "
+                f"{len(levels)}")
+
+
 def frontier_holdout(curves: pd.DataFrame, noise: SeedNoise | None, holdouts: tuple[int, ...] = (1, 2),
                      replicates: int = DEFAULT_REPLICATES, seed: int = 0, level: float = DEFAULT_LEVEL,
-                     budget_tolerance: float = DEFAULT_BUDGET_TOLERANCE) -> pd.DataFrame:
-    """Refit L(C) without the runs of the k largest budgets; predict the lowest final loss of each."""
-    finals = curves.loc[curves.groupby("run_id")["flops"].idxmax()]
-    budget = pd.Series(assign_budgets(finals["flops"].to_numpy(float), budget_tolerance), index=finals["run_id"])
-    levels = np.sort(budget.unique())
+                     budget_tolerance: float = DEFAULT_BUDGET_TOLERANCE,
+                     final_only: frozenset[str] = frozenset()) -> pd.DataFrame:
+    """Refit L(C) on the runs that end below the k largest budgets; predict the lowest loss read at each."""
+    finals = curves.groupby("run_id")["flops"].max()
+    levels = budget_grid(finals.to_numpy(), budget_tolerance)
+    reads = read_at_budgets(curves, levels, final_only, budget_tolerance)
+    slack = 1 + budget_tolerance
     rows = []
     for k in holdouts:
-        held = levels[-k:] if len(levels) > k else levels
-        observed = {c: float(finals.loc[budget.to_numpy() == c, "loss"].min()) for c in held}
-        train = curves[curves["run_id"].map(budget) < held.min()]
+        if (skipped := _skip("frontier", k, levels)) is not None:
+            rows.append(skipped)
+            continue
+        held = levels[-k:]
+        observed = {c: float(reads.loc[np.isclose(reads["flops"], c, rtol=1e-9), "loss"].min()) for c in held}
+        train = curves[curves["run_id"].map(finals) < held.min() / slack]
         try:
             fit = fit_frontier(train, noise, replicates, seed, level)
         except AnalysisError as err:
             rows.extend(_row("frontier", k, c, f"refit failed: {err}", observed=observed[c]) for c in held)
             continue
         for c in held:
-            pred = _with_noise(float(fit.predict(c)[0]), fit.replicate_predictions(c)[:, 0], fit.noise.sigma, seed,
-                               level)
+            sigma = float(fit.noise.log_sigma(np.array([observed[c]]))[0]) if np.isfinite(observed[c]) else 0.0
+            pred = _with_noise(float(fit.predict(c)[0]), fit.replicate_predictions(c)[:, 0], sigma, seed, level)
             rows.append(_row("frontier", k, c, pred=pred, observed=observed[c]))
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
@@ -71,7 +87,10 @@ def isoflop_holdout(points: pd.DataFrame, full: IsoflopFit, noise: SeedNoise | N
     measured = full.budgets.set_index("flops")
     rows = []
     for k in holdouts:
-        held = levels[-k:] if len(levels) > k else levels
+        if (skipped := _skip("isoflop", k, levels)) is not None:
+            rows.append(skipped)
+            continue
+        held = levels[-k:]
         observed, sigma = {}, {}
         for c in held:
             match = measured.index[np.isclose(measured.index, c, rtol=1e-9)]

@@ -26,7 +26,7 @@ import pandas as pd
 from analysis.bootstrap import DEFAULT_LEVEL, DEFAULT_REPLICATES, Interval, check_settings, percentile_interval
 from analysis.errors import AnalysisError
 from analysis.noise import SeedNoise
-from analysis.robust_fit import HUBER_DELTA, fit_multistart_batched, make_problem, solve_batched
+from analysis.robust_fit import HUBER_DELTA, at_bounds, fit_multistart_batched, make_problem, solve_batched
 
 PARAMS = ("E", "A", "alpha")
 DEFAULT_PER_DECADE = 8
@@ -110,6 +110,7 @@ class FrontierFit:
     objective: float
     level: float = DEFAULT_LEVEL
     notes: list[str] = field(default_factory=list)
+    at_bound: list[str] = field(default_factory=list)  # parameters of the point fit that sit on a bound
 
     @property
     def point(self) -> np.ndarray:
@@ -132,7 +133,8 @@ class FrontierFit:
 
     def to_dict(self) -> dict:
         return {"params": {k: v.to_dict() for k, v in self.params.items()}, "envelope_points": len(self.envelope),
-                "noise": {"sigma": self.noise.sigma, "source": self.noise.source}, "notes": self.notes}
+                "noise": {"sigma": self.noise.sigma, "source": self.noise.source}, "notes": self.notes,
+                "at_bound": self.at_bound}
 
 
 def _grid(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -186,9 +188,10 @@ def fit_frontier(curves: pd.DataFrame, noise: SeedNoise | None = None, replicate
     rep_c = np.empty((replicates, env_c.size))
     rep_l, rep_w = np.empty_like(rep_c), np.empty_like(rep_c)
     chunk = max(1, int(2e7 // grid.log_loss.size))
+    run_sigma = noise.log_sigma(np.exp(grid.log_loss.min(axis=1)))[:, None] / np.sqrt(2)  # [runs, 1]
     for start in range(0, replicates, chunk):
         stop = min(replicates, start + chunk)
-        offsets = rng.normal(0.0, noise.sigma / np.sqrt(2), (stop - start, grid.log_loss.shape[0], 1))
+        offsets = rng.normal(0.0, 1.0, (stop - start, grid.log_loss.shape[0], 1)) * run_sigma
         c, l, k = lower_envelope(grid.log_loss[None] + offsets, np.broadcast_to(grid.log_flops, offsets.shape[:1]
                                                                                 + grid.log_flops.shape))
         rep_c[start:stop], rep_l[start:stop], rep_w[start:stop] = c - x_ref, l, k
@@ -204,4 +207,5 @@ def fit_frontier(curves: pd.DataFrame, noise: SeedNoise | None = None, replicate
     best = np.argmin(grid.log_loss, axis=0)
     env = pd.DataFrame({"flops": np.exp(env_c[kept]), "loss": np.exp(env_l[kept]),
                         "run_id": grid.run_ids[best[kept]]})
-    return FrontierFit(params, reps, env, noise, fval, level, notes)
+    bound_names = ("A", "alpha", "E (bounds: 1e-4 and 1 x the lowest envelope loss)")
+    return FrontierFit(params, reps, env, noise, fval, level, notes, at_bounds(theta, bounds, bound_names))

@@ -1,9 +1,10 @@
-"""Turn the run table into each fit's inputs: best-LR runs, evaluation curves and the seed noise.
+"""Turn the run table into each fit's inputs: isoFLOP points read from curves, best-LR runs, curves, seed noise.
 
-A config is everything but the seed and the learning rate: (label, width, depth, tokens_target). For the
-isoFLOP and parametric fits each config keeps the runs of its best (lr, parametrization), judged by the mean
-log-loss over seeds, so an LR sweep feeds the frontier with its optimum only. Seed noise is measured over runs
-that share a config and an lr.
+A config is everything but the seed and the hyperparameters: (label, width, depth, tokens_target). The isoFLOP
+fit reads every run's curve at every budget (analysis.budgets) and keeps, per (budget, N_eff), the best
+hyperparameter setting (lr, parametrization, batch size), averaging only over seeds (analysis.hparams). The
+parametric fit takes each config's best setting's final losses. Seed noise is measured over runs that share a
+config and a setting.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.budgets import CURVE_SCHEDULES, budget_grid, read_at_budgets
+from analysis.hparams import best_over_hparams
+from analysis.isoflop import DEFAULT_BUDGET_TOLERANCE
 from analysis.load import RunTable
 from analysis.noise import SeedNoise, measure_seed_noise
 
 CONFIG_COLS = ("label", "width", "depth", "tokens_target")
-HPARAM_COLS = ("lr", "parametrization")
+HPARAM_COLS = ("lr", "parametrization", "batch_size")
 
 
 def _group_codes(runs: pd.DataFrame, cols: tuple[str, ...]) -> np.ndarray:
@@ -23,7 +27,7 @@ def _group_codes(runs: pd.DataFrame, cols: tuple[str, ...]) -> np.ndarray:
 
 
 def best_lr_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs of each config's best (lr, parametrization); all of that setting's seeds are kept."""
+    """Runs of each config's best hyperparameter setting; all of that setting's seeds are kept."""
     if runs.empty:
         return runs
     config = _group_codes(runs, CONFIG_COLS)
@@ -39,11 +43,9 @@ def seed_noise(runs: pd.DataFrame) -> SeedNoise | None:
     return measure_seed_noise(runs, CONFIG_COLS + HPARAM_COLS, "final_val_loss")
 
 
-def isoflop_points(runs: pd.DataFrame) -> pd.DataFrame:
-    """Rows (flops, n, loss, params) of the best-LR runs: n is N_eff, params the raw count."""
-    best = best_lr_runs(runs)
-    return pd.DataFrame({"flops": best["flops"].to_numpy(float), "n": best["n_eff"].to_numpy(float),
-                         "loss": best["final_val_loss"].to_numpy(float), "params": best["params"].to_numpy(float)})
+def final_only(runs: pd.DataFrame) -> frozenset[str]:
+    """Runs whose LR schedule decays to their own end: read only at their final budget."""
+    return frozenset(runs.loc[~runs["schedule"].isin(CURVE_SCHEDULES), "run_id"])
 
 
 def frontier_curves(table: RunTable, runs: pd.DataFrame) -> pd.DataFrame:
@@ -51,3 +53,22 @@ def frontier_curves(table: RunTable, runs: pd.DataFrame) -> pd.DataFrame:
     ev = table.evals[table.evals["run_id"].isin(runs["run_id"])]
     return pd.DataFrame({"run_id": ev["run_id"].to_numpy(), "flops": ev["flops"].to_numpy(float),
                          "loss": ev["val_loss"].to_numpy(float)})
+
+
+def wall_curves(table: RunTable, runs: pd.DataFrame) -> pd.DataFrame:
+    """Curves against measured training seconds (run_id, flops = wall seconds, loss), for the wall-clock frontier."""
+    ev = table.evals[table.evals["run_id"].isin(runs["run_id"])]
+    wall = pd.to_numeric(ev["wall_s"], errors="coerce").to_numpy(float)
+    keep = np.isfinite(wall) & (wall > 0)
+    return pd.DataFrame({"run_id": ev["run_id"].to_numpy()[keep], "flops": wall[keep],
+                         "loss": ev["val_loss"].to_numpy(float)[keep]})
+
+
+def isoflop_points(table: RunTable, runs: pd.DataFrame, interpolate_lr: bool = False,
+                   tolerance: float = DEFAULT_BUDGET_TOLERANCE) -> pd.DataFrame:
+    """Rows (flops, n, loss, seeds, settings, params): the best setting's loss per budget and N_eff, read from curves."""
+    budgets = budget_grid(runs["flops"].to_numpy(float), tolerance)
+    reads = read_at_budgets(frontier_curves(table, runs), budgets, final_only(runs), tolerance)
+    info = runs[["run_id", "n_eff", "params", *HPARAM_COLS]]
+    points = reads.merge(info, on="run_id")
+    return best_over_hparams(points, "n_eff", ("parametrization", "batch_size"), "lr", interpolate_lr)

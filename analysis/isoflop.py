@@ -81,12 +81,14 @@ class IsoflopFit:
 
 
 def _aggregate(points: pd.DataFrame) -> pd.DataFrame:
-    """Mean log-loss over repeated rows (seeds) of the same budget and N."""
-    df = points.assign(log_loss=np.log(points["loss"].to_numpy(float)))
-    agg = {"log_loss": ("log_loss", "mean"), "seeds": ("log_loss", "size")}
+    """Mean log-loss over repeated rows (seeds) of the same budget and N; a `seeds` column weights rows."""
+    seeds = points["seeds"].to_numpy(float) if "seeds" in points.columns else np.ones(len(points))
+    df = points.assign(wlog=np.log(points["loss"].to_numpy(float)) * seeds, seeds=seeds)
+    agg = {"wlog": ("wlog", "sum"), "seeds": ("seeds", "sum")}
     if "params" in df.columns:
         agg["params"] = ("params", "median")
-    return df.groupby(["budget", "n"], as_index=False).agg(**agg)
+    out = df.groupby(["budget", "n"], as_index=False).agg(**agg)
+    return out.assign(log_loss=out["wlog"] / out["seeds"]).drop(columns="wlog")
 
 
 def _residual_noise(table: pd.DataFrame) -> SeedNoise:
@@ -146,7 +148,8 @@ def fit_isoflop(points: pd.DataFrame, noise: SeedNoise | None = None, replicates
             continue
         x, y, seeds = np.log(g["n"].to_numpy()), g["log_loss"].to_numpy(), g["seeds"].to_numpy()
         fine = np.linspace(x[0], x[-1], (len(x) - 1) * _FINE_PER_INTERVAL + 1)
-        noisy = y[:, None] + rng.normal(0.0, 1.0, (len(x), replicates)) * (noise.sigma / np.sqrt(seeds))[:, None]
+        scale = noise.log_sigma(np.exp(y)) / np.sqrt(seeds)
+        noisy = y[:, None] + rng.normal(0.0, 1.0, (len(x), replicates)) * scale[:, None]
         interp = Akima1DInterpolator(x, np.column_stack([y, noisy]), axis=0)(fine)
         arg = np.argmin(interp, axis=0)
         edge = (arg == 0) | (arg == fine.size - 1)

@@ -5,8 +5,10 @@ in `excluded` with its reason, so nothing is dropped silently. Each run gets
 
     n_eff = train_flops_per_token / 6      (effective parameters: what a dense model of equal cost would have)
 
-next to its raw `params`, an `experiment` (family/data) within which structures are compared, and a `label`
-that tells structures apart (einsum runs are labelled by their theta and carry omega, psi, nu).
+next to its raw `params`, an `experiment` (family/data) within which labels are compared, and a `label`: the
+run's sweep variant (`btt_r4`), taken from the sweep manifest when one is given, else summary.json's `label`,
+else `scaling.labels.default_label` of config.yaml (structure + distinguishing settings). Einsum runs carry
+their taxonomy coordinates omega, psi, nu. `schedule` says whether a curve may be read at intermediate budgets.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import pandas as pd
 import yaml
 
 from analysis.errors import AnalysisError
-from analysis.taxonomy import coordinates, theta_label
-from scaling.results import SUMMARY_KEYS, iter_run_dirs, read_jsonl, read_summary
+from analysis.taxonomy import coordinates
+from scaling.labels import default_label
+from scaling.results import SUMMARY_KEYS, iter_run_dirs, read_json, read_jsonl, read_summary
 
-EVAL_COLUMNS = ("run_id", "step", "tokens", "flops", "val_loss")
+EVAL_COLUMNS = ("run_id", "step", "tokens", "flops", "val_loss", "wall_s")
 EXCLUDED_COLUMNS = ("run_id", "status", "reason", "source")
-EXTRA_COLUMNS = ("experiment", "data", "label", "theta", "omega", "psi", "nu", "n_eff")
+EXTRA_COLUMNS = ("experiment", "data", "theta", "omega", "psi", "nu", "n_eff", "schedule", "batch_size")
 RUN_COLUMNS = tuple(SUMMARY_KEYS) + EXTRA_COLUMNS
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -39,6 +42,7 @@ class RunRecord:
     config: dict[str, Any] | None
     metrics: list[dict[str, Any]]
     source: str
+    label: str | None = None  # the sweep manifest's label, which takes precedence over the summary's
 
 
 @dataclass
@@ -66,9 +70,11 @@ def _finite_positive(x: Any) -> float | None:
     return v if math.isfinite(v) and v > 0 else None
 
 
-def _exclusion_reason(summary: dict[str, Any] | None) -> str | None:
+def _exclusion_reason(rec: RunRecord) -> str | None:
+    summary = rec.summary
     if summary is None:
-        return "no readable summary.json"
+        return "not started (no run directory)" if rec.source.startswith("sweep manifest") else \
+            "no readable summary.json"
     if summary.get("status") != "completed":
         return f"status {summary.get('status', 'missing')}"
     if _finite_positive(summary.get("final_val_loss")) is None:
@@ -97,12 +103,15 @@ def _run_row(rec: RunRecord) -> dict[str, Any]:
         row["flops"] = ftok * float(row["tokens"])
     if _finite_positive(row.get("tokens")) is None:
         row["tokens"] = float(row["flops"]) / ftok
+    train = cfg.get("train") or {}
+    row["schedule"] = s.get("schedule") or train.get("schedule") or "cosine"  # the trainer's default
+    row["batch_size"] = s.get("batch_size") or train.get("batch_size")
+    row["label"] = rec.label or s.get("label") or cfg.get("label") or (
+        default_label(cfg) if structure.get("name") else row.get("structure") or "unknown")
     theta = s.get("theta") or structure.get("theta")
-    row["label"] = row.get("structure") or "unknown"
     row["theta"], row["omega"], row["psi"], row["nu"] = None, None, None, None
-    if theta is not None and row["label"] == "einsum":
+    if theta is not None and row.get("structure") == "einsum":
         row["theta"] = ",".join(f"{float(t):g}" for t in theta)
-        row["label"] = theta_label(theta)
         coords = coordinates(theta)
         row["omega"], row["psi"], row["nu"] = coords.omega, coords.psi, coords.nu
     for key in ("omega", "psi", "nu"):  # values the trainer recorded take precedence
@@ -124,7 +133,7 @@ def _eval_rows(rid: str, ftok: float, metrics: list[dict[str, Any]]) -> list[dic
         if loss is None or flops is None:
             continue
         rows.append({"run_id": rid, "step": m.get("step"), "tokens": tokens if tokens else flops / ftok,
-                     "flops": flops, "val_loss": loss})
+                     "flops": flops, "val_loss": loss, "wall_s": m.get("wall_s")})
     return rows
 
 
@@ -132,7 +141,7 @@ def table_from_records(records: Iterable[RunRecord]) -> RunTable:
     """Build the run, evaluation and exclusion tables from run records of any source."""
     runs, evals, excluded = [], [], []
     for rec in records:
-        reason = _exclusion_reason(rec.summary)
+        reason = _exclusion_reason(rec)
         if reason is not None:
             status = (rec.summary or {}).get("status", "unknown")
             excluded.append({"run_id": rec.run_id, "status": status, "reason": reason, "source": rec.source})
@@ -146,7 +155,8 @@ def table_from_records(records: Iterable[RunRecord]) -> RunTable:
         curve = _eval_rows(row["run_id"], float(row["train_flops_per_token"]), rec.metrics)
         if not curve:  # no evaluation rows: the final point still belongs on the curve
             curve = [{"run_id": row["run_id"], "step": row.get("steps"), "tokens": float(row["tokens"]),
-                      "flops": float(row["flops"]), "val_loss": float(row["final_val_loss"])}]
+                      "flops": float(row["flops"]), "val_loss": float(row["final_val_loss"]),
+                      "wall_s": row.get("wall_time_s")}]
         evals.extend(curve)
     return RunTable(
         runs=pd.DataFrame(runs, columns=list(RUN_COLUMNS)),
@@ -169,19 +179,73 @@ def iter_directory_records(results_root: str | Path) -> Iterable[RunRecord]:
                         read_jsonl(rdir / "metrics.jsonl"), str(rdir))
 
 
-def load_results(results_root: str | Path) -> RunTable:
-    """Tidy tables of every run under results_root; raises AnalysisError when there is nothing to analyse."""
+def _checked_root(results_root: str | Path) -> Path:
     root = Path(results_root)
     if not (root / "runs").is_dir():
         raise AnalysisError(f"--results {root}: no runs/ directory there; point it at the results root "
                             "that holds runs/<run_id>/summary.json")
-    table = table_from_records(iter_directory_records(root))
+    return root
+
+
+def _usable(table: RunTable, where: str) -> RunTable:
     if table.runs.empty:
         if table.excluded.empty:
-            raise AnalysisError(f"--results {root}: runs/ holds no run directories")
-        raise AnalysisError(f"--results {root}: no usable runs; {table.exclusion_note()}. "
+            raise AnalysisError(f"{where}: holds no run directories")
+        raise AnalysisError(f"{where}: no usable runs; {table.exclusion_note()}. "
                             "Wait for runs to finish or rerun the diverged ones with a lower lr")
     return table
+
+
+def load_results(results_root: str | Path) -> RunTable:
+    """Tidy tables of every run under results_root; raises AnalysisError when there is nothing to analyse."""
+    root = _checked_root(results_root)
+    return _usable(table_from_records(iter_directory_records(root)), f"--results {root}: runs/")
+
+
+def sweep_manifests(results_root: str | Path) -> dict[str, dict[str, str | None]]:
+    """{sweep: {run_id: label}} from the launcher's manifests `<results_root>/sweeps/<name>.json`.
+
+    A manifest entry's label is the planned run's description (`btt_r4 model.width=64 flops=1e+13`), whose
+    first word is the sweep variant.
+    """
+    out: dict[str, dict[str, str | None]] = {}
+    for path in sorted((Path(results_root) / "sweeps").glob("*.json")):
+        manifest = read_json(path) or {}
+        runs = manifest.get("runs") or []
+        out[str(manifest.get("name") or path.stem)] = {
+            str(r["run_id"]): (str(r["label"]).split()[0] if r.get("label") else None) for r in runs if "run_id" in r}
+    return out
+
+
+NO_SWEEP = "(no sweep)"
+
+
+def load_sweeps(results_root: str | Path, names: Iterable[str] | None = None) -> dict[str, RunTable]:
+    """One run table per sweep, each labelled from its own manifest (a run two sweeps share is in both).
+
+    Sweeps are the launcher's manifests plus the `sweep` recorded in summary.json; runs of no sweep form
+    NO_SWEEP. `names` None: every sweep (NO_SWEEP too, when such runs exist); a name with no runs is an error.
+    """
+    root = _checked_root(results_root)
+    records = {rec.run_id: rec for rec in iter_directory_records(root)}
+    members = sweep_manifests(root)
+    for rid, rec in records.items():
+        sweep = (rec.summary or {}).get("sweep") or NO_SWEEP
+        members.setdefault(str(sweep), {}).setdefault(rid, None)
+    if names is None:
+        names = sorted(members, key=lambda n: (n == NO_SWEEP, n))
+    tables = {}
+    for name in names:
+        if name not in members:
+            known = sorted(n for n in members if n != NO_SWEEP)
+            raise AnalysisError(f"--sweep {name}: no such sweep under {root}; sweeps there: {known}")
+        listed = members[name]
+        mine = [RunRecord(rid, None, None, [], f"sweep manifest {name}") if rid not in records else
+                RunRecord(rid, records[rid].summary, records[rid].config, records[rid].metrics, records[rid].source,
+                          label) for rid, label in listed.items()]
+        table = table_from_records(mine)
+        tables[name] = _usable(table, f"--sweep {name}")
+    return tables
 
 
 COORD_COLUMNS = ("width", "layer", "step", "delta_rms")

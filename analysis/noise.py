@@ -1,7 +1,8 @@
 """Seed noise: the spread of log-loss between runs that differ only in their random seed.
 
 The bootstraps of the isoFLOP and frontier fits perturb losses by this much, so it is measured from
-repeated seeds where they exist (pooled within-config standard deviation of log L, ddof = 1):
+repeated seeds where they exist (pooled within-config standard deviation of log L, ddof = 1), or given as
+an absolute loss std (`--loss-noise`, as published isoFLOP studies quote it; sigma(log L) = sigma / L):
 
     sigma^2 = sum_g sum_i (log L_gi - mean_g)^2 / sum_g (n_g - 1)     over configs g with n_g >= 2 seeds
 """
@@ -22,6 +23,17 @@ class SeedNoise:
     sigma: float
     groups: int  # configs with repeated seeds that measured it (0: a fallback was used)
     source: str
+    absolute: bool = False  # sigma is the std of L itself, not of log L
+
+    def log_sigma(self, loss: np.ndarray) -> np.ndarray:
+        """Std of log L at each loss."""
+        loss = np.asarray(loss, float)
+        return self.sigma / loss if self.absolute else np.full(loss.shape, self.sigma)
+
+
+def given_noise(sigma: float) -> SeedNoise:
+    """An absolute loss noise std from the user (e.g. --loss-noise 0.002)."""
+    return SeedNoise(float(sigma), 0, f"given: loss std {sigma:g}", absolute=True)
 
 
 def measure_seed_noise(df: pd.DataFrame, config_cols: Sequence[str], loss_col: str) -> SeedNoise | None:

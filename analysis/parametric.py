@@ -20,7 +20,7 @@ import numpy as np
 from analysis.bootstrap import (DEFAULT_LEVEL, DEFAULT_REPLICATES, Interval, check_settings, percentile_interval,
                                 resample_counts)
 from analysis.errors import AnalysisError
-from analysis.robust_fit import HUBER_DELTA, fit_multistart, make_problem, solve_batched
+from analysis.robust_fit import HUBER_DELTA, at_bounds, fit_multistart, make_problem, solve_batched
 
 PARAMS = ("E", "A", "B", "alpha", "beta")
 # Epoch's initialisation grid (uncentred): alpha, beta in {0, .5, .., 2}, e in {-1, -.5, .., 1}, a, b in {0, 5, .., 25}.
@@ -61,6 +61,7 @@ class ParametricFit:
     objective: float
     level: float = DEFAULT_LEVEL
     notes: list[str] = field(default_factory=list)
+    at_bound: list[str] = field(default_factory=list)  # parameters of the point fit that sit on a bound
 
     @property
     def point(self) -> np.ndarray:
@@ -79,7 +80,8 @@ class ParametricFit:
 
     def to_dict(self) -> dict:
         return {"params": {k: v.to_dict() for k, v in self.params.items()}, "n_points": self.n_points,
-                "objective": self.objective, "notes": self.notes}
+                "objective": self.objective, "notes": self.notes,
+                "at_bound": self.at_bound}
 
 
 def _allocation(p: np.ndarray, flops: float) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +118,8 @@ def fit_parametric(n: np.ndarray, d: np.ndarray, loss: np.ndarray, replicates: i
     ln, ld, y = np.log(n), np.log(d), np.log(loss)
     ln_ref, ld_ref = float(np.median(ln)), float(np.median(ld))
     xn, xd = ln - ln_ref, ld - ld_ref
-    bounds = [_FREE, _EXPONENT_BOUNDS, _FREE, _EXPONENT_BOUNDS, _FREE]
+    # E lies between 1e-4 of the lowest loss (no irreducible term resolved) and that loss itself.
+    bounds = [_FREE, _EXPONENT_BOUNDS, _FREE, _EXPONENT_BOUNDS, (float(y.min()) + np.log(1e-4), float(y.min()))]
     problem = make_problem(_model, y, (xn, xd), bounds, delta=delta)
 
     grid = np.array([(a - al * ln_ref, al, b - be * ld_ref, be, e) for a, al, b, be, e
@@ -140,6 +143,5 @@ def fit_parametric(n: np.ndarray, d: np.ndarray, loss: np.ndarray, replicates: i
             params[key] = percentile_interval(point[num] / (point[3] + point[4]),
                                               reps[:, num] / (reps[:, 3] + reps[:, 4]), level)
     notes = []
-    if point[3] <= 1e-6 or point[4] <= 1e-6:
-        notes.append("an exponent sits at its bound 0: the runs do not span enough N or D to resolve both terms")
-    return ParametricFit(params, reps, int(n.size), fval, level, notes)
+    bound_names = ("A", "alpha", "B", "beta", "E (bounds: 1e-4 and 1 x the lowest loss)")
+    return ParametricFit(params, reps, int(n.size), fval, level, notes, at_bounds(theta, bounds, bound_names))

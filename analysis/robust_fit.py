@@ -83,6 +83,18 @@ def make_problem(model: Model, y: np.ndarray, design: Sequence[np.ndarray], boun
     return Problem(model, y, w, tuple(_as_rows(d) for d in design), lower, upper, delta)
 
 
+def at_bounds(theta: np.ndarray, bounds: Sequence[tuple[float, float]], names: Sequence[str],
+              rtol: float = 1e-6) -> list[str]:
+    """`name at its lower/upper bound` for every parameter of a point fit sitting on a bound."""
+    out = []
+    for value, (lo, hi), name in zip(theta, bounds, names):
+        tol = rtol * max(1.0, abs(hi - lo))
+        for bound, side in ((lo, "lower"), (hi, "upper")):
+            if abs(value - bound) <= tol:
+                out.append(f"{name} at its {side} bound")
+    return out
+
+
 def _best_starts(problem: Problem, grid: np.ndarray, top: int) -> np.ndarray:
     """The `top` grid points with the lowest objective (a cheap vectorised screen)."""
     grid = np.clip(grid, problem.lower, problem.upper)

@@ -7,7 +7,8 @@ memory (for `load.table_from_records`), `write()` as run directories (for `load.
     L(N, D) = E + A / N^alpha + B / D^beta,   times exp(run offset + per-evaluation noise),
 
 so the true frontier is L*(C) = E + K C^(-alpha beta/(alpha+beta)) and N*(C) grows as C^(beta/(alpha+beta)).
-Each run's evaluation at t tokens reads L(N, t), as a constant-learning-rate run would.
+Each run's evaluation at t tokens reads L(N, t), as a constant-learning-rate run would (the runs record
+schedule `constant`), at t x F_tok x seconds_per_flop seconds of training.
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ class SyntheticStructure:
     params_ratio: float = 1.0  # raw params / N_eff (below 1 for weight sharing, e.g. Kronecker)
     theta: tuple[float, ...] | None = None  # einsum only
     lr_drift: float = 0.0  # d log(lr*) / d log(width) under this structure's parametrization
+    label: str | None = None  # the sweep variant (default: the structure's name)
+    seconds_per_flop: float = 1e-9  # measured training time per FLOP (structured layers run less efficiently)
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
 
 
 @dataclass
@@ -88,6 +95,7 @@ class SyntheticSweep:
     diverged: int = 2  # runs per structure recorded as diverged (excluded with a note)
     family: str = "gpt2"
     data: str = "shakespeare"
+    name: str = "synthetic"  # the sweep's name
     depth: int = 4
     seed: int = 0
 
@@ -134,9 +142,12 @@ class SyntheticSweep:
         parametrization = "structure_aware" if s.lr_drift == 0 else "naive"
         config = {
             "model": {"family": self.family, "width": width, "depth": self.depth, "parametrization": parametrization},
-            "structure": {"name": s.name, "theta": list(s.theta) if s.theta else None},
+            "structure": {"name": s.name, "theta": list(s.theta) if s.theta else None,
+                          "variant": s.key},
             "data": {"name": self.data},
-            "train": {"tokens": int(tokens), "lr": float(lr), "seed": int(seed), "flops": float(6 * n_eff * tokens)},
+            "train": {"tokens": int(tokens), "lr": float(lr), "seed": int(seed), "flops": float(6 * n_eff * tokens),
+                      "schedule": "constant"},
+            "sweep": self.name, "label": s.key,
         }
         rid = run_id(config)
         ftok = 6 * n_eff
@@ -148,16 +159,19 @@ class SyntheticSweep:
         if status == "diverged":
             losses = losses[: self.eval_points // 2]
         rows = [{"kind": "eval", "step": int(i + 1) * 100, "tokens": float(t), "flops": float(ftok * t),
-                 "val_loss": float(v), "wall_s": float(i)} for i, (t, v) in enumerate(zip(evals, losses))]
+                 "val_loss": float(v), "wall_s": float(ftok * t * s.seconds_per_flop)}
+                for i, (t, v) in enumerate(zip(evals, losses))]
         done = status == "completed"
         reached = float(tokens if done else evals[len(losses) - 1])
         summary = {
-            "run_id": rid, "status": status, "sweep": "synthetic", "family": self.family, "structure": s.name,
+            "run_id": rid, "status": status, "sweep": self.name, "label": s.key, "schedule": "constant",
+            "family": self.family, "structure": s.name,
             "width": width, "depth": self.depth, "parametrization": parametrization, "lr": float(lr), "seed": seed,
             "params": n_eff * s.params_ratio, "params_nonembed": n_eff * s.params_ratio,
             "forward_flops_per_token": 2 * n_eff, "train_flops_per_token": ftok,
             "tokens": reached, "tokens_target": float(tokens), "flops": ftok * reached,
             "final_val_loss": float(losses[-1]) if done else None,
-            "best_val_loss": float(losses.min()), "wall_time_s": 1.0, "steps": len(losses) * 100,
+            "best_val_loss": float(losses.min()), "wall_time_s": float(ftok * reached * s.seconds_per_flop),
+            "steps": len(losses) * 100,
         }
         return RunRecord(rid, summary, config, rows, f"synthetic:{rid}")

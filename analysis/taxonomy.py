@@ -35,10 +35,3 @@ def coordinates(theta: Sequence[float]) -> Coordinates:
     nu = 1 + rho - min(alpha, epsilon)
     return Coordinates(omega, psi, nu)
 
-
-def theta_label(theta: Sequence[float]) -> str:
-    """A compact, stable label such as `einsum(.5,0,.5,0,.5,.5,0)`."""
-    def short(t: float) -> str:
-        text = f"{float(t):.3g}"
-        return text[1:] if text.startswith("0.") else text
-    return "einsum(" + ",".join(short(t) for t in theta) + ")"

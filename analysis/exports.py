@@ -1,0 +1,33 @@
+"""Tables for other tools: runs.parquet (one row per run and sweep), curves.parquet (one row per evaluation).
+
+A run two sweeps share has one row per sweep in runs.parquet (its label may differ between them) and its
+evaluations once in curves.parquet. CSV copies of the run and excluded tables sit next to them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import pandas as pd
+
+from analysis.load import RunTable
+
+
+def _stack(tables: Mapping[str | None, RunTable], part: str) -> pd.DataFrame:
+    frames = [getattr(t, part).assign(sweep_reported=sweep) for sweep, t in tables.items()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def write_exports(tables: Mapping[str | None, RunTable], out: Path) -> None:
+    """runs.parquet, curves.parquet, runs.csv and excluded.csv under `out`."""
+    runs = _stack(tables, "runs")
+    curves = pd.concat([t.evals for t in tables.values()], ignore_index=True).drop_duplicates(["run_id", "step",
+                                                                                               "flops"])
+    curves = curves.merge(runs.drop_duplicates("run_id")[["run_id", "label"]], on="run_id", how="left")
+    for col in ("theta",):  # mixed None / str columns stay strings for parquet
+        runs[col] = runs[col].astype("string")
+    runs.to_parquet(out / "runs.parquet", index=False)
+    curves.to_parquet(out / "curves.parquet", index=False)
+    runs.to_csv(out / "runs.csv", index=False)
+    _stack(tables, "excluded").to_csv(out / "excluded.csv", index=False)
