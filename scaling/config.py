@@ -89,6 +89,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     eval_points: int = 8  # number of log-spaced evaluations (plus the final one)
+    eval_flops: list[float] = field(default_factory=list)  # also evaluate at these budgets (set by sweeps)
     eval_batches: int = 8
     log_every: int = 10
     checkpoint_every_s: float = 300.0

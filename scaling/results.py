@@ -31,7 +31,7 @@ IDENTITY_SECTIONS = ("model", "structure", "data", "train")
 # Settings that change how a run is observed, not what it computes: excluded from its identity.
 NON_IDENTITY_KEYS = {
     "data": ("cache_dir",),
-    "train": ("log_every", "checkpoint_every_s", "device", "eval_batches"),
+    "train": ("log_every", "checkpoint_every_s", "device", "eval_batches", "eval_flops"),
 }
 
 STATUSES = ("running", "completed", "diverged", "failed")

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from scaling.budget_evals import attach_eval_budgets
 from scaling.config import LaunchConfig
 from scaling.labels import default_label
 from scaling.configs import REPO_ROOT, compose_conf, compose_run_config
@@ -154,6 +155,7 @@ def expand(sweep: DictConfig, extra_overrides: Sequence[str] = ()) -> Expansion:
     if errors:
         raise SweepError(f"sweep {name!r}: {len(errors)} invalid run(s); nothing was submitted\n  "
                          + "\n  ".join(errors))
+    attach_eval_budgets(expansion.runs)
     return expansion
 
 

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch.nn.parallel import DistributedDataParallel
 
+from scaling.budget_evals import budget_steps
 from scaling.checkpoint import PreemptionGuard, load_checkpoint, save_checkpoint
 from scaling.configs import as_dataclass, compose_run_config
 from scaling.data import build_data
@@ -187,7 +188,7 @@ def _train(run: Run) -> dict[str, Any]:
     optimizer = make_optimizer(model, rules, lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)
     trained = DistributedDataParallel(model) if dist.world_size > 1 else model
     eval_set = data.eval_batches(t.eval_batches, max(1, t.batch_size))
-    evals = eval_steps(plan.steps, t.eval_points)
+    evals = sorted({*eval_steps(plan.steps, t.eval_points), *budget_steps(t.eval_flops, plan)})
 
     step, wall_before, best, initial_loss, restarts = 0, 0.0, math.inf, None, 0
     ckpt = load_checkpoint(run.dir)
