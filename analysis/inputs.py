@@ -67,8 +67,10 @@ def wall_curves(table: RunTable, runs: pd.DataFrame) -> pd.DataFrame:
 def isoflop_points(table: RunTable, runs: pd.DataFrame, interpolate_lr: bool = False,
                    tolerance: float = DEFAULT_BUDGET_TOLERANCE) -> pd.DataFrame:
     """Rows (flops, n, loss, seeds, settings, params): the best setting's loss per budget and N_eff, read from curves."""
-    budgets = budget_grid(runs["flops"].to_numpy(float), tolerance)
-    reads = read_at_budgets(frontier_curves(table, runs), budgets, final_only(runs), tolerance)
+    curves, once = frontier_curves(table, runs), final_only(runs)
+    firsts = curves[~curves["run_id"].isin(once)].groupby("run_id")["flops"].min().to_numpy()
+    budgets = budget_grid(runs["flops"].to_numpy(float), tolerance, firsts)
+    reads = read_at_budgets(curves, budgets, once, tolerance)
     info = runs[["run_id", "n_eff", "params", *HPARAM_COLS]]
     points = reads.merge(info, on="run_id")
     return best_over_hparams(points, "n_eff", ("parametrization", "batch_size"), "lr", interpolate_lr)

@@ -98,13 +98,13 @@ def _points(df: pd.DataFrame, n: np.ndarray, flops: np.ndarray, loss: np.ndarray
         raise AnalysisError(f"--run-col {run_col!r}: no such column; the table has {list(df.columns)}")
     pts["run_id"] = df[run_col].astype(str).to_numpy()
     per_run = pts.groupby("run_id").agg(n=("n", "first"), n_max=("n", "max"), n_min=("n", "min"),
-                                        final=("flops", "max"))
+                                        first=("flops", "min"), final=("flops", "max"))
     if (per_run["n_max"] != per_run["n_min"]).any():
         bad = per_run.index[per_run["n_max"] != per_run["n_min"]][0]
         raise AnalysisError(f"--run-col {run_col!r}: run {bad} has several sizes; a run's rows must share one "
                             "--params-col value")
-    reads = read_at_budgets(pts[["run_id", "flops", "loss"]], budget_grid(per_run["final"].to_numpy(), tolerance),
-                            tolerance=tolerance)
+    grid = budget_grid(per_run["final"].to_numpy(), tolerance, per_run["first"].to_numpy())
+    reads = read_at_budgets(pts[["run_id", "flops", "loss"]], grid, tolerance=tolerance)
     extra = [c for c in ("lr", "seed") if c in pts.columns]
     info = pts.groupby("run_id")[extra].first().join(per_run["n"]).reset_index()
     return reads.merge(info, on="run_id").drop(columns="run_id")
