@@ -36,7 +36,7 @@ def _eval_rows(history: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if h.get("val_loss") is None:
             continue
         rows.append({"kind": "eval", "step": h.get("step", h.get("_step")), "tokens": h.get("tokens"),
-                     "flops": h.get("flops"), "val_loss": h.get("val_loss")})
+                     "flops": h.get("flops"), "val_loss": h.get("val_loss"), "wall_s": h.get("wall_s")})
     return rows
 
 

@@ -93,18 +93,28 @@ def test_report_end_to_end(tmp_path, capsys):
     assert code == 0
     assert "excluded 6 of" in capsys.readouterr().out  # 2 diverged runs per structure, noted
     report = (tmp_path / "out" / "report.md").read_text()
-    for heading in ("Loss frontier (approach 1)", "IsoFLOP optima (approach 2)", "Parametric fit (approach 3)",
-                    "Extrapolation check", "Einsum taxonomy", "Learning-rate transfer", "Coordinate checks",
-                    "Excluded runs"):
+    for heading in ("## Verdict", "### Fit status", "Loss frontier (approach 1)", "Wall-clock frontier",
+                    "IsoFLOP optima (approach 2)", "Parametric fit (approach 3)", "Extrapolation check",
+                    "Einsum taxonomy", "Learning-rate transfer", "Coordinate checks", "Excluded runs"):
         assert heading in report, heading
     fits = json.loads((tmp_path / "out" / "fits.json").read_text())
-    btt = fits["experiments"]["gpt2/shakespeare"]["structures"]["btt"]
+    (exp,) = [e for e in fits["experiments"] if e["experiment"] == "gpt2/shakespeare"]
+    assert exp["sweep"] == "synthetic" and set(exp["labels"]) == {"dense", "btt", "einsum"}
+    btt = exp["labels"]["btt"]
     # btt's law reaches dense's loss with less compute: multiplier above 1 with its interval
     assert btt["compute_multiplier"]["lo"] > 1
     assert btt["parametric"]["params"]["alpha"]["lo"] < 0.37 < btt["parametric"]["params"]["alpha"]["hi"]
+    # same seconds per FLOP for every label: the wall-clock multiplier equals the FLOP one
+    assert btt["wall_multiplier"]["value"] == pytest.approx(btt["compute_multiplier"]["value"], rel=0.05)
     plots = {p.name for p in (tmp_path / "out" / "plots").iterdir()}
-    for stem in ("gpt2_shakespeare_frontiers", "gpt2_shakespeare_loss_vs_flops", "gpt2_shakespeare_isoflop",
-                 "gpt2_shakespeare_nstar", "gpt2_shakespeare_multiplier", "gpt2_shakespeare_taxonomy",
-                 "gpt2_shakespeare_lr_vs_width", "gpt2_shakespeare_lr_sweeps", "coordinate_checks"):
+    for stem in ("frontiers_frontier", "frontiers_wall_frontier", "loss_vs_frontier", "loss_vs_wall_frontier",
+                 "isoflop", "nstar", "multiplier", "taxonomy", "lr_vs_width", "lr_sweeps"):
+        stem = f"synthetic_gpt2_shakespeare_{stem}"
         assert {f"{stem}.png", f"{stem}.pdf"} <= plots, stem
         assert f"plots/{stem}.png" in report
+    assert {"coordinate_checks.png", "coordinate_checks.pdf"} <= plots
+    runs = pd.read_parquet(tmp_path / "out" / "runs.parquet")
+    curves = pd.read_parquet(tmp_path / "out" / "curves.parquet")
+    assert runs["run_id"].is_unique and len(runs) == len(pd.read_csv(tmp_path / "out" / "runs.csv"))
+    assert set(curves["run_id"]) == set(runs["run_id"]) and len(curves) == 8 * len(runs)
+    assert {"label", "flops", "val_loss", "wall_s"} <= set(curves.columns)

@@ -66,7 +66,7 @@ def test_extrapolation_to_held_out_budgets():
     assert list(front["held_out"]) == [1, 2, 2]
     assert front["inside"].all(), front
     assert (front["rel_error"].abs() < 0.02).all()
-    points = isoflop_points(table.runs)
+    points = isoflop_points(table, table.runs)
     iso = isoflop_holdout(points, fit_isoflop(points, noise, replicates=200), noise, replicates=200)
     assert list(iso["held_out"]) == [1, 2, 2]
     checked = iso[iso["observed"].notna()]

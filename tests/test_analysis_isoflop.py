@@ -51,7 +51,7 @@ def test_edge_budgets_are_dropped_and_reported():
 def test_recovers_the_allocation_exponent_of_a_known_law():
     table = table_from_records(SyntheticSweep([SyntheticStructure("dense", HOFFMANN)], seed=4,
                                               budgets=tuple(1e13 * 2.0 ** k for k in range(10))).records())
-    fit = fit_isoflop(isoflop_points(table.runs), seed_noise(table.runs), replicates=500, seed=0)
+    fit = fit_isoflop(isoflop_points(table, table.runs), seed_noise(table.runs), replicates=500, seed=0)
     assert fit.a.contains(HOFFMANN.a)  # beta / (alpha + beta) = 0.4516
     assert fit.a.value == pytest.approx(HOFFMANN.a, abs=0.08)
     # N* at a budget, with its interval, holds the law's value; raw params at N* are interpolated.

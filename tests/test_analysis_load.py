@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from analysis import AnalysisError, coordinates, load_coordchecks, load_results, table_from_records
+from analysis.load import load_sweeps
 from analysis.synthetic import HOFFMANN, SyntheticStructure, SyntheticSweep
 from scaling.results import atomic_write_json, run_dir
 
@@ -37,7 +38,7 @@ def test_columns_neff_labels_and_taxonomy():
     dense, ein = runs[runs["structure"] == "dense"], runs[runs["structure"] == "einsum"]
     np.testing.assert_allclose(ein["params"], ein["n_eff"] * 0.5)  # raw count kept next to N_eff
     assert set(dense["label"]) == {"dense"} and dense["omega"].isna().all()
-    assert set(ein["label"]) == {"einsum(.5,.5,0,.5,.5,0,0)"}
+    assert set(ein["label"]) == {"einsum"}  # summary.json's label
     assert set(ein["omega"]) == {0.5} and set(ein["psi"]) == {1.0} and set(ein["nu"]) == {0.5}
     assert set(runs["experiment"]) == {"gpt2/shakespeare"}
     # every eval point carries flops = tokens x train FLOPs per token of its run
@@ -55,6 +56,33 @@ def test_columns_neff_labels_and_taxonomy():
 def test_taxonomy_table_of_the_einsum_paper(theta, expected):
     c = coordinates(theta)
     assert (c.omega, c.psi, c.nu) == pytest.approx(expected)
+
+
+def test_label_precedence_manifest_then_summary_then_config_then_default(tmp_path):
+    rec = next(r for r in small_sweep(diverged=0).records() if r.summary["structure"] == "einsum")
+    rec.summary["label"], rec.config["label"] = "from_summary", "from_config"
+    assert table_from_records([rec]).runs["label"].iloc[0] == "from_summary"
+    rec.summary.pop("label")
+    assert table_from_records([rec]).runs["label"].iloc[0] == "from_config"
+    rec.config.pop("label")
+    assert table_from_records([rec]).runs["label"].iloc[0] == "einsum_0.5_0.5_0_0.5_0.5_0_0"  # default_label
+    rec.label = "kron"  # what a sweep manifest says wins
+    assert table_from_records([rec]).runs["label"].iloc[0] == "kron"
+
+
+def test_a_run_two_sweeps_share_is_in_both_under_each_label(tmp_path):
+    sweep = small_sweep(diverged=0)
+    ids = sweep.write(tmp_path)
+    atomic_write_json(tmp_path / "sweeps" / "a.json", {"name": "a", "runs": [
+        {"run_id": ids[0], "label": "first_a model.width=64 flops=1e+13"},
+        {"run_id": "f" * 16, "label": "pending_one"}]})
+    atomic_write_json(tmp_path / "sweeps" / "b.json", {"name": "b", "runs": [{"run_id": ids[0], "label": "first_b"}]})
+    tables = load_sweeps(tmp_path)
+    assert list(tables) == ["a", "b", "synthetic"]
+    assert list(tables["a"].runs["label"]) == ["first_a"] and list(tables["b"].runs["label"]) == ["first_b"]
+    assert dict(zip(tables["a"].excluded["run_id"], tables["a"].excluded["reason"])) == {
+        "f" * 16: "not started (no run directory)"}
+    assert len(tables["synthetic"].runs) == len(ids)  # summary.json's sweep, labels from the summaries
 
 
 def test_recorded_coordinates_take_precedence():
