@@ -45,9 +45,17 @@ def _figure(ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float = 
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     if grid:
         h = height * nrows
-        fig.subplots_adjust(left=1.1 / (width * ncols), right=0.99, bottom=0.7 / h, top=1 - 0.9 / h, wspace=0.28,
-                            hspace=0.5)
+        fig.subplots_adjust(left=1.1 / (width * ncols), right=1 - 1.4 / (width * ncols), bottom=0.7 / h,
+                            top=1 - 0.9 / h, wspace=0.3, hspace=0.55)
     return fig, axes
+
+
+def short_number(v: float) -> str:
+    """Tick text: 2.55, 350, 1.6M, 30T (SI suffixes from a thousand up)."""
+    for scale, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{suffix}"
+    return f"{v:.3g}"
 
 
 def _log_axes(ax) -> None:
@@ -56,9 +64,9 @@ def _log_axes(ax) -> None:
     for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
         axis.set_minor_locator(NullLocator())
         if lo > 0 and hi / lo < 30:
-            ticks = [t for t in MaxNLocator(5).tick_values(lo, hi) if lo <= t <= hi and t > 0]
+            ticks = [t for t in MaxNLocator(4).tick_values(lo, hi) if lo <= t <= hi and t > 0]
             axis.set_major_locator(FixedLocator(ticks))
-            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: short_number(v)))
 
 
 def _save(fig: Figure, stem: Path) -> Path:
@@ -171,7 +179,8 @@ def loss_curves(curves: Mapping[str, pd.DataFrame], fits: Mapping[str, FrontierF
         _log_axes(ax)
     for ax in axes[len(labels):]:
         ax.set_visible(False)
-    fig.colorbar(ScalarMappable(norm, cmap), ax=list(axes[:len(labels)]), label="width", fraction=0.03, pad=0.02)
+    fig.colorbar(ScalarMappable(norm, cmap), ax=list(axes[:len(labels)]), label="width", fraction=0.02, pad=0.02,
+                 shrink=min(0.9, 2.2 / nrows), aspect=20)
     fig.supxlabel(AXIS[kind])
     fig.supylabel("validation loss (nats/token)")
     extra = f", dashed: {dense}'s fit" if ref is not None else ""
@@ -207,8 +216,8 @@ def isoflop_curves(fits: Mapping[str, IsoflopFit], title: str, stem: Path) -> Pa
         ax.grid(True, alpha=0.2)
     for ax in axes[len(labels):]:
         ax.set_visible(False)
-    fig.colorbar(ScalarMappable(norm, cmap), ax=list(axes[:len(labels)]), label="FLOP budget C", shrink=0.5,
-                 fraction=0.03, pad=0.02)
+    fig.colorbar(ScalarMappable(norm, cmap), ax=list(axes[:len(labels)]), label="FLOP budget C", shrink=0.8,
+                 fraction=0.03, pad=0.03)
     fig.supxlabel("effective parameters N_eff (training FLOPs per token / 6)")
     fig.supylabel("validation loss (nats/token)")
     fig.suptitle(f"{title}: isoFLOP curves (star: N*, hollow: dropped budget)")
