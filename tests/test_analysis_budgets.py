@@ -102,3 +102,23 @@ def test_bad_flags_name_the_flag(tmp_path, capsys):
     assert "--loss-noise -1.0: must be a positive loss std" in capsys.readouterr().err
     assert main(base + ["--group-col", "kind"]) == 2
     assert "--group-col 'kind': no such column" in capsys.readouterr().err
+
+
+def test_sweep_runs_evaluate_at_their_variants_smaller_budgets():
+    from scaling.budget_evals import budget_steps
+    from scaling.results import run_id
+    from scaling.sweeps import compose_launch_config, expand
+
+    runs = expand(compose_launch_config(["+sweep=btt_gpt2"]).sweep).runs
+    for r in runs:
+        mine = sorted({float(o.plan.train_flops) for o in runs if o.cfg.label == r.cfg.label
+                       and o.plan.train_flops < r.plan.train_flops})
+        assert list(r.cfg.train.eval_flops) == mine
+        steps = budget_steps(r.cfg.train.eval_flops, r.plan)
+        per_step = r.plan.units_per_step * r.plan.train_flops_per_unit
+        for c in mine:  # an evaluation within 10% of every smaller budget of the variant
+            assert min(abs(s * per_step / c - 1) for s in steps) < 0.1
+    r = runs[-1]
+    before = run_id(r.cfg)
+    r.cfg.train.eval_flops = []
+    assert run_id(r.cfg) == before  # where a run evaluates is not part of its identity
