@@ -66,7 +66,7 @@ def wall_curves(table: RunTable, runs: pd.DataFrame) -> pd.DataFrame:
 
 def isoflop_points(table: RunTable, runs: pd.DataFrame, interpolate_lr: bool = False,
                    tolerance: float = DEFAULT_BUDGET_TOLERANCE) -> pd.DataFrame:
-    """Rows (flops, n, loss, seeds, settings, params): the best setting's loss per budget and N_eff, read from curves."""
+    """Rows (flops, n, loss, seeds, settings, params): the best setting's loss per budget and N_eff (from curves)."""
     curves, once = frontier_curves(table, runs), final_only(runs)
     firsts = curves[~curves["run_id"].isin(once)].groupby("run_id")["flops"].min().to_numpy()
     budgets = budget_grid(runs["flops"].to_numpy(float), tolerance, firsts)

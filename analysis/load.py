@@ -205,15 +205,18 @@ def load_results(results_root: str | Path) -> RunTable:
 def sweep_manifests(results_root: str | Path) -> dict[str, dict[str, str | None]]:
     """{sweep: {run_id: label}} from the launcher's manifests `<results_root>/sweeps/<name>.json`.
 
-    A manifest entry's label is the planned run's description (`btt_r4 model.width=64 flops=1e+13`), whose
-    first word is the sweep variant.
+    An entry's label is its `variant`; manifests written before the launcher recorded it give the planned run's
+    description (`btt_r4 model.width=64 flops=1e+13`), whose first word is the variant.
     """
     out: dict[str, dict[str, str | None]] = {}
     for path in sorted((Path(results_root) / "sweeps").glob("*.json")):
         manifest = read_json(path) or {}
-        runs = manifest.get("runs") or []
-        out[str(manifest.get("name") or path.stem)] = {
-            str(r["run_id"]): (str(r["label"]).split()[0] if r.get("label") else None) for r in runs if "run_id" in r}
+        entries = {}
+        for r in manifest.get("runs") or []:
+            if "run_id" in r:
+                variant = r.get("variant") or (str(r["label"]).split()[0] if r.get("label") else None)
+                entries[str(r["run_id"])] = variant
+        out[str(manifest.get("name") or path.stem)] = entries
     return out
 
 

@@ -142,6 +142,5 @@ def fit_parametric(n: np.ndarray, d: np.ndarray, loss: np.ndarray, replicates: i
         for key, num in (("a", 4), ("b", 3)):  # a = beta/(alpha+beta), b = alpha/(alpha+beta)
             params[key] = percentile_interval(point[num] / (point[3] + point[4]),
                                               reps[:, num] / (reps[:, 3] + reps[:, 4]), level)
-    notes = []
     bound_names = ("A", "alpha", "B", "beta", "E (bounds: 1e-4 and 1 x the lowest loss)")
-    return ParametricFit(params, reps, int(n.size), fval, level, notes, at_bounds(theta, bounds, bound_names))
+    return ParametricFit(params, reps, int(n.size), fval, level, [], at_bounds(theta, bounds, bound_names))

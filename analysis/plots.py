@@ -241,7 +241,8 @@ def optimal_size(fits: Mapping[str, IsoflopFit], title: str, stem: Path) -> Path
         ax.plot(c, np.exp(fit.a.value * np.log(c) + fit.intercept), color=col, lw=2, ls=_line_style(i),
                 label=f"{label}: N* ~ C^{fit.a.fmt('.3f')}")
     _log_axes(ax)
-    ax.set(xlabel="training compute C (FLOPs)", ylabel="loss-minimising size N*_eff (parameters)", title=f"{title}: compute-optimal size")
+    ax.set(xlabel="training compute C (FLOPs)", ylabel="loss-minimising size N*_eff (parameters)",
+           title=f"{title}: compute-optimal size")
     ax.grid(True, alpha=0.25)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _save(fig, stem)

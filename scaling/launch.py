@@ -115,7 +115,7 @@ def write_manifest(results_root: str, name: str, decisions: list[Decision], jobs
     previous = read_json(path) or {}
     atomic_write_json(path, {
         "name": name, "overrides": list(overrides), "updated": time.time(),
-        "runs": [{"run_id": d.run.plan.run_id, "label": d.run.label} for d in decisions],
+        "runs": [{"run_id": d.run.plan.run_id, "label": d.run.label, "variant": d.run.cfg.label} for d in decisions],
         "jobs": previous.get("jobs", []) + [str(j.job_id) for j in jobs],
     })
     return path

@@ -76,7 +76,8 @@ def test_a_run_two_sweeps_share_is_in_both_under_each_label(tmp_path):
     atomic_write_json(tmp_path / "sweeps" / "a.json", {"name": "a", "runs": [
         {"run_id": ids[0], "label": "first_a model.width=64 flops=1e+13"},
         {"run_id": "f" * 16, "label": "pending_one"}]})
-    atomic_write_json(tmp_path / "sweeps" / "b.json", {"name": "b", "runs": [{"run_id": ids[0], "label": "first_b"}]})
+    atomic_write_json(tmp_path / "sweeps" / "b.json", {"name": "b", "runs": [
+        {"run_id": ids[0], "label": "default model.width=64", "variant": "first_b"}]})
     tables = load_sweeps(tmp_path)
     assert list(tables) == ["a", "b", "synthetic"]
     assert list(tables["a"].runs["label"]) == ["first_a"] and list(tables["b"].runs["label"]) == ["first_b"]
