@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a headline interval wider than this factor (hi/lo) makes a fit weak (default 3)")
     rep.add_argument("--interpolate-lr", action="store_true",
                      help="isoFLOP: minimum over lr per (budget, size) from an Akima fit in log lr")
+    rep.add_argument("--loss-noise", type=float, metavar="SIGMA",
+                     help="absolute loss noise std for every bootstrap (default: measured from repeated seeds)")
     _common(rep)
 
     par = sub.add_parser("fit-parametric", help="approach 3: L(N, D) = E + A/N^alpha + B/D^beta")
@@ -210,7 +212,8 @@ def _report(args: argparse.Namespace) -> str:
         tables, source = load_sweeps(args.results, args.sweep), str(args.results)
     checks = load_coordchecks(args.coordcheck)
     report = analyse(tables, source, args.replicates, args.seed, args.level, workers=args.workers,
-                     coordchecks=checks, max_factor=args.max_interval_factor, interpolate_lr=args.interpolate_lr)
+                     coordchecks=checks, max_factor=args.max_interval_factor, interpolate_lr=args.interpolate_lr,
+                     loss_noise=args.loss_noise)
     path = write_report(report, args.out, workers=args.workers)
     notes = [f"{name or 'runs'}: {t.exclusion_note()}" for name, t in tables.items()]
     return "\n".join(notes + [f"wrote {path}"])

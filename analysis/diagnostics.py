@@ -2,9 +2,9 @@
 
     failed  no fit could be made, a parameter of the point fit sits on a bound (the number is the bound, not an
             estimate), or a headline interval has no finite bootstrap replicate; its numbers are not shown
-    weak    a headline interval spans more than `max_factor` (hi / lo), fewer than MIN_POINTS_PER_PARAM points
-            per fitted parameter, or a held-out budget fell outside its prediction interval (failed
-            extrapolation); numbers are shown but not cited in the verdict
+    weak    a headline interval spans more than `max_factor` (hi / lo) or misses its own point estimate (a
+            degenerate bootstrap), fewer than MIN_POINTS_PER_PARAM points per fitted parameter, or a held-out
+            budget fell outside its prediction interval (failed extrapolation); numbers are shown, not cited
     ok      none of the above
 
 Headline quantities: alpha of the loss frontier (E trades off against A and is rarely pinned down; only E at
@@ -67,11 +67,14 @@ def failed(reason: str) -> FitStatus:
 
 
 def _intervals(named: dict[str, Interval], max_factor: float) -> tuple[list[str], list[str]]:
-    """(failed, weak) reasons of headline intervals: none finite, or spanning more than max_factor."""
+    """(failed, weak) reasons of headline intervals: none finite, missing the point, or spanning > max_factor."""
     bad, wide = [], []
     for name, iv in named.items():
         if not (np.isfinite(iv.lo) and np.isfinite(iv.hi)):
             bad.append(f"{name} has no finite bootstrap interval")
+        elif not iv.contains(iv.value):
+            wide.append(f"{name} = {iv.value:.3g} lies outside its interval [{iv.lo:.3g}, {iv.hi:.3g}] (a degenerate "
+                        "bootstrap: too few points or too little noise to resample)")
         elif iv.lo <= 0 or iv.hi / iv.lo > max_factor:
             span = "reaches 0 or below" if iv.lo <= 0 else f"spans {iv.hi / iv.lo:.3g}x"
             wide.append(f"{name} interval [{iv.lo:.3g}, {iv.hi:.3g}] {span} (more than {max_factor:g}x)")

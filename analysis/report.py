@@ -33,7 +33,7 @@ from analysis.inputs import best_lr_runs, final_only, frontier_curves, isoflop_p
 from analysis.isoflop import IsoflopFit, fit_isoflop
 from analysis.load import RunTable
 from analysis.lr_transfer import lr_drift, lr_sweeps
-from analysis.noise import SeedNoise
+from analysis.noise import SeedNoise, given_noise
 from analysis.parallel import parallel_map
 from analysis.parametric import ParametricFit, fit_parametric
 from analysis.taxonomy import coordinates
@@ -122,8 +122,8 @@ def _attempt(res: StructureResult, name: str, fn, *args, **kw):
 
 
 def _analyse_structure(table: RunTable, runs: pd.DataFrame, where: tuple[str | None, str, str],
-                       fallback_noise: SeedNoise | None, replicates: int, seed: int, level: float,
-                       max_factor: float, interpolate_lr: bool) -> StructureResult:
+                       fallback_noise: SeedNoise | None, given: SeedNoise | None, replicates: int, seed: int,
+                       level: float, max_factor: float, interpolate_lr: bool) -> StructureResult:
     """Every fit of one label and its status (one job of the parallel map)."""
     label = where[2]
     res = StructureResult(label, str(runs["structure"].iloc[0]), len(runs),
@@ -135,7 +135,7 @@ def _analyse_structure(table: RunTable, runs: pd.DataFrame, where: tuple[str | N
     elif res.structure == DENSE:
         c = coordinates(DENSE_THETA)
         res.omega, res.psi, res.nu = c.omega, c.psi, c.nu
-    noise = seed_noise(runs) or fallback_noise
+    noise = given or seed_noise(runs) or fallback_noise
     kw = {"replicates": replicates, "level": level}
     curves, holdouts = frontier_curves(table, runs), []
     once = final_only(runs)
@@ -206,15 +206,20 @@ def _compare(sweep: str | None, name: str, runs: pd.DataFrame,
 def analyse(tables: RunTable | Mapping[str | None, RunTable], source: str = "",
             replicates: int = DEFAULT_REPLICATES, seed: int = 0, level: float = DEFAULT_LEVEL,
             workers: int | None = None, coordchecks: dict[str, pd.DataFrame] | None = None,
-            max_factor: float = DEFAULT_MAX_FACTOR, interpolate_lr: bool = False) -> Report:
+            max_factor: float = DEFAULT_MAX_FACTOR, interpolate_lr: bool = False,
+            loss_noise: float | None = None) -> Report:
     """Fit everything the runs allow, per sweep (a mapping sweep -> table, from load.load_sweeps) or for one table.
 
     Labels are fitted in parallel over `workers` processes (None: all cores). `coordchecks` (from
-    load.load_coordchecks) are carried along to be plotted. Raises AnalysisError only if not a single fit succeeds.
+    load.load_coordchecks) are carried along to be plotted. `loss_noise` (an absolute loss std) replaces the
+    noise measured from repeated seeds in every bootstrap. Raises AnalysisError only if not a single fit succeeds.
     """
     check_settings(replicates, level)
     if max_factor <= 1:
         raise AnalysisError(f"--max-interval-factor {max_factor}: must exceed 1 (hi / lo of an interval), e.g. 3")
+    if loss_noise is not None and not (np.isfinite(loss_noise) and loss_noise > 0):
+        raise AnalysisError(f"--loss-noise {loss_noise}: must be a positive loss std, e.g. 0.002")
+    given = given_noise(loss_noise) if loss_noise is not None else None
     tables = dict(tables) if isinstance(tables, Mapping) else {None: tables}
     jobs, keys, groups = [], [], {}
     for sweep, table in tables.items():
@@ -224,8 +229,8 @@ def analyse(tables: RunTable | Mapping[str | None, RunTable], source: str = "",
             for label in _ordered(list(runs["label"].unique())):
                 mine = runs[runs["label"] == label]
                 sub = RunTable(mine, table.evals[table.evals["run_id"].isin(mine["run_id"])], table.excluded.head(0))
-                jobs.append((sub, mine, (sweep, name, label), fallback, replicates, seed, level, max_factor,
-                             interpolate_lr))
+                jobs.append((sub, mine, (sweep, name, label), fallback, given, replicates, seed, level,
+                             max_factor, interpolate_lr))
                 keys.append((sweep, name))
     results = parallel_map(_analyse_structure, jobs, workers)
     experiments = []

@@ -71,6 +71,8 @@ def test_report_greys_a_failed_fit_and_the_verdict_cites_only_ok_fits(tmp_path):
 def test_interval_checks_on_headline_quantities():
     from analysis.diagnostics import _intervals
     bad, wide = _intervals({"a": Interval(0.5, float("nan"), float("nan")), "b": Interval(0.5, 0.1, 0.9),
-                            "c": Interval(0.5, 0.45, 0.55)}, 3.0)
+                            "c": Interval(0.5, 0.45, 0.55), "d": Interval(0.0729, 0.0727, 0.0727)}, 3.0)
     assert bad == ["a has no finite bootstrap interval"]
-    assert wide == ["b interval [0.1, 0.9] spans 9x (more than 3x)"]
+    assert wide == ["b interval [0.1, 0.9] spans 9x (more than 3x)",
+                    "d = 0.0729 lies outside its interval [0.0727, 0.0727] (a degenerate bootstrap: too few points "
+                    "or too little noise to resample)"]
