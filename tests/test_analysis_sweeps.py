@@ -88,6 +88,9 @@ def test_two_budget_sweep_skips_the_holdout_with_a_note(tmp_path):
     notes = set(holdout["note"])
     assert "skipped: holding out 1 budget needs 3 budgets, the runs have 2" in notes
     assert "skipped: holding out 2 budgets needs 4 budgets, the runs have 2" in notes
+    given = analyse(load_sweeps(tmp_path), replicates=20, workers=1, loss_noise=0.005)
+    fits = given.experiments[0].structures["dense"]
+    assert fits.isoflop.noise.source == fits.frontier.noise.source == "given: loss std 0.005"
 
 
 def test_sweep_filter_and_two_sweeps_side_by_side(tmp_path, capsys):
