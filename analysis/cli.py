@@ -9,15 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from pathlib import Path
-
 from analysis.bootstrap import DEFAULT_LEVEL, DEFAULT_REPLICATES, Interval
 from analysis.diagnostics import DEFAULT_MAX_FACTOR
 from analysis.errors import AnalysisError
+from analysis.exports import plain
 from analysis.tables import column, frontier_from_table, groups, isoflop_from_table, parametric_from_table, read_table
 
 
@@ -100,20 +100,19 @@ def _line(name: str, iv: Interval) -> str:
 
 def _grouped(args: argparse.Namespace, fit_one, text_one, plot=None) -> str:
     """Fit every --group-col group; text or JSON per group, and fits.json + plots under --out."""
-    fits = {g: fit_one(df) for g, df in groups(read_table(args.csv), args.group_col).items()}
+    tables = groups(read_table(args.csv), args.group_col)
+    fits = {g: fit_one(df) for g, df in tables.items()}
     dicts = {g: f.to_dict() for g, f in fits.items()}
     if args.out:
-        from analysis.report import plain
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "fits.json").write_text(json.dumps(plain(dicts), indent=2) + "\n")
         if plot is not None:
             plot({g or args.loss_col: f for g, f in fits.items()}, out)
     if args.json:
-        from analysis.report import plain
         return json.dumps(plain(dicts if args.group_col else dicts[""]), indent=2)
-    return "\n\n".join((f"[{args.group_col} = {g}]\n" if args.group_col else "") + text_one(f, df)
-                       for (g, f), df in zip(fits.items(), groups(read_table(args.csv), args.group_col).values()))
+    return "\n\n".join((f"[{args.group_col} = {g}]\n" if args.group_col else "") + text_one(fits[g], df)
+                       for g, df in tables.items())
 
 
 def _parametric(args: argparse.Namespace) -> str:

@@ -1,4 +1,5 @@
-"""Tables for other tools: runs.parquet (one row per run and sweep), curves.parquet (one row per evaluation).
+"""Files for other tools: runs.parquet (one row per run and sweep), curves.parquet (one row per evaluation),
+and JSON-ready copies of fit results.
 
 A run two sweeps share has one row per sweep in runs.parquet (its label may differ between them) and its
 evaluations once in curves.parquet. CSV copies of the run and excluded tables sit next to them.
@@ -9,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import pandas as pd
 
 from analysis.load import RunTable
@@ -31,3 +33,18 @@ def write_exports(tables: Mapping[str | None, RunTable], out: Path) -> None:
     curves.to_parquet(out / "curves.parquet", index=False)
     runs.to_csv(out / "runs.csv", index=False)
     _stack(tables, "excluded").to_csv(out / "excluded.csv", index=False)
+
+
+def plain(obj: object) -> object:
+    """JSON-ready copy: numpy scalars become Python ones, non-finite floats null, other objects strings."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)) or obj is None:
+        return None if obj is None else bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj if isinstance(obj, str) else str(obj)

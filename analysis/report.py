@@ -26,7 +26,7 @@ from analysis.compare import TaxonomyTrend, compute_multiplier, exponent_differe
 from analysis.diagnostics import (DEFAULT_MAX_FACTOR, FitStatus, failed, frontier_status, isoflop_status,
                                   parametric_status, worst)
 from analysis.errors import AnalysisError
-from analysis.exports import write_exports
+from analysis.exports import plain, write_exports
 from analysis.extrapolate import frontier_holdout, isoflop_holdout
 from analysis.frontier import FrontierFit, fit_frontier
 from analysis.inputs import best_lr_runs, final_only, frontier_curves, isoflop_points, seed_noise, wall_curves
@@ -297,18 +297,3 @@ def write_report(report: Report, out: str | Path, workers: int | None = None) ->
 
 def _call(fn, *args):
     return fn(*args)
-
-
-def plain(obj: object) -> object:
-    """JSON-ready copy: numpy scalars become Python ones, non-finite floats null, other objects strings."""
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)) or obj is None:
-        return None if obj is None else bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    return obj if isinstance(obj, str) else str(obj)
