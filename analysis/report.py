@@ -182,7 +182,7 @@ def _compare(sweep: str | None, name: str, runs: pd.DataFrame,
                      "need one")
     else:
         reference = float(runs.loc[runs["label"] == DENSE, "flops"].max())
-        wall_ref = float(runs.loc[runs["label"] == DENSE, "wall_time_s"].max())
+        wall_ref = float(pd.to_numeric(runs.loc[runs["label"] == DENSE, "wall_time_s"], errors="coerce").max())
         for label, res in structures.items():
             if label == DENSE or res.frontier is None:
                 continue
