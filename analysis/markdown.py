@@ -65,8 +65,9 @@ def plot_jobs(exp: ExperimentResult, table: RunTable, plot_dir: Path) -> list[tu
                                                       Path(f"{stem}_frontiers_{attr}"))))
         curves = {lab: cv(table, runs[runs["label"] == lab]) for lab in structures}
         dense = DENSE if DENSE in fits else None
-        jobs.append((f"loss vs {kind}", (plots.loss_curves, curves, fits, failed, widths, dense, kind, title,
-                                         Path(f"{stem}_loss_vs_{attr}"))))
+        if any(len(c) for c in curves.values()):  # runs without recorded seconds have no wall-clock curves
+            jobs.append((f"loss vs {kind}", (plots.loss_curves, curves, fits, failed, widths, dense, kind, title,
+                                             Path(f"{stem}_loss_vs_{attr}"))))
     mult = {lab: s.frontier for lab, s in structures.items() if s.frontier is not None}
     if exp.reference_flops is not None and len(mult) > 1:
         jobs.append(("compute multiplier", (plots.multipliers, mult, DENSE, title, Path(f"{stem}_multiplier"))))
@@ -208,8 +209,8 @@ def _experiment_markdown(exp: ExperimentResult, figures: dict[str, Path], out: P
 
     if exp.trends:
         lines += ["### Einsum taxonomy: frontier exponent vs (omega, psi, nu)", ""]
-        rows = [[s.label, f"{s.omega:.3g}", f"{s.psi:.3g}", f"{s.nu:.3g}", _cell(s, "frontier",
-                                                                                 _iv(s.frontier.params["alpha"]))]
+        rows = [[s.label, f"{s.omega:.3g}", f"{s.psi:.3g}", f"{s.nu:.3g}",
+                 _cell(s, "frontier", _iv(s.frontier.params["alpha"]))]
                 for s in structures.values() if s.omega is not None and s.frontier is not None]
         lines += _md_table(["label", "omega", "psi", "nu", "alpha"], rows)
         lines += _md_table(["coordinate", "d alpha / d coordinate", "labels"],
@@ -257,9 +258,9 @@ def side_by_side(report: Report) -> list[str]:
                 if s is None:
                     row += ["–", "–", "–"]
                     continue
-                row += [_cell(s, "frontier", _iv(s.frontier.params["alpha"])) if s.frontier else _cell(s, "frontier",
-                                                                                                        ""),
-                        _cell(s, "isoflop", _iv(s.isoflop.a)) if s.isoflop else _cell(s, "isoflop", ""),
+                alpha = _iv(s.frontier.params["alpha"]) if s.frontier else ""
+                a = _iv(s.isoflop.a) if s.isoflop else ""
+                row += [_cell(s, "frontier", alpha), _cell(s, "isoflop", a),
                         _cell(s, "multiplier", _iv(s.multiplier)) if s.multiplier else "–"]
             rows.append(row)
         lines += [f"### `{name}` in {len(exps)} sweeps", ""] + _md_table(header, rows)

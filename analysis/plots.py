@@ -253,7 +253,7 @@ def multipliers(fits: Mapping[str, FrontierFit], dense: str, title: str, stem: P
     """Compute multiplier vs dense at matched loss, across dense's budget range (1 = parity).
 
     A multiplier of 0 (a loss the structure never reaches) has no place on a log axis: the y-range is set by
-    the finite positive point estimates (and 1) with a decade of margin, and bands are clipped to it.
+    the finite positive point estimates (and 1) with a factor 3 of margin, and bands are clipped to it.
     """
     fig, (ax,) = _figure(width=8.0, height=5.0)
     colours = _colours(list(fits))
