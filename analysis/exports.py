@@ -27,8 +27,7 @@ def write_exports(tables: Mapping[str | None, RunTable], out: Path) -> None:
     curves = pd.concat([t.evals for t in tables.values()], ignore_index=True).drop_duplicates(["run_id", "step",
                                                                                                "flops"])
     curves = curves.merge(runs.drop_duplicates("run_id")[["run_id", "label"]], on="run_id", how="left")
-    for col in ("theta",):  # mixed None / str columns stay strings for parquet
-        runs[col] = runs[col].astype("string")
+    runs["theta"] = runs["theta"].astype("string")  # None or "a,b,..": a string column for parquet
     runs.to_parquet(out / "runs.parquet", index=False)
     curves.to_parquet(out / "curves.parquet", index=False)
     runs.to_csv(out / "runs.csv", index=False)
