@@ -50,7 +50,7 @@ class Tracker:
             self.run = None
 
 
-def new_wandb_id() -> str:
-    import secrets
-
-    return secrets.token_hex(4)
+def wandb_run_id(run_id: str) -> str:
+    """The wandb run id of a run: its run id, so every restart (before or after a checkpoint) resumes the one wandb
+    run of its directory instead of starting an orphan."""
+    return run_id
