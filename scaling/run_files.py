@@ -8,6 +8,7 @@ error (the run has not written it yet); a torn last line of metrics.jsonl (a cra
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +100,12 @@ def read_config_file(path: Path) -> dict[str, Any] | None:
 
 
 def remove_temp_files(rdir: Path) -> list[Path]:
-    """Delete the `.NAME.*.tmp` files an atomic write leaves when its process dies mid-write; only the holder of
-    the run's lease may call this (no other process writes there then)."""
-    leftovers = sorted(rdir.glob(".*.tmp"))
+    """Delete what a killed process leaves: `.NAME.*.tmp` files of atomic writes, and wandb's import-time temp
+    dirs (scaling.tracking.import_wandb_under). Only the holder of the run's lease calls this (no one else writes)."""
+    leftovers = sorted([*rdir.glob(".*.tmp"), *rdir.glob("wandb/tmp*wandb-*")])
     for path in leftovers:
-        path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     return leftovers

@@ -38,7 +38,7 @@ from scaling.results import (
 )
 from scaling.run_files import RunFileError, remove_temp_files
 from scaling.schedule import lr_factor
-from scaling.tracking import Tracker, wandb_run_id
+from scaling.tracking import Tracker, import_wandb_under, wandb_mode, wandb_run_id
 from scaling.validate import describe_error
 
 FINISHED = ("completed", "diverged")
@@ -238,6 +238,8 @@ def _train(run: Run) -> dict[str, Any]:
     run.write_summary(status="running", **done(), **summary_extra)
 
     logger_cfg = as_dataclass(cfg.logger, LoggerConfig)
+    if dist.is_main and wandb_mode(logger_cfg) != "disabled":
+        import_wandb_under(run.dir / "wandb")
     tracker = Tracker(logger_cfg, run.dir, wandb_id, run_name(cfg), cfg.sweep,
                       config=OmegaConf.to_container(cfg) | {"run_id": plan.run_id, **plan.as_dict()},
                       tags=[cfg.model.family, cfg.structure.name]) if dist.is_main else None
