@@ -126,8 +126,10 @@ def check_known_keys(node: DictConfig, schema: type, prefix: str = "", skip: tup
         if key in skip:
             continue
         if key not in known:
-            close = difflib.get_close_matches(str(key), list(known), n=1)
-            fix = f"did you mean {prefix}{close[0]}?" if close else \
+            nested = [f"{name}.{key}" for name, hint in hints.items() if dataclasses.is_dataclass(hint)
+                      and key in {f.name for f in dataclasses.fields(hint)}]
+            close = nested or [prefix + c for c in difflib.get_close_matches(str(key), list(known), n=1)]
+            fix = f"did you mean {close[0]}?" if close else \
                 f"the settings here are {', '.join(prefix + k for k in known)}"
             raise SettingError(f"{prefix}{key} is not a setting; {fix}")
         value = node[key]
