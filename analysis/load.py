@@ -12,6 +12,7 @@ that tells structures apart (einsum runs are labelled by their theta and carry o
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,6 +23,7 @@ import yaml
 from analysis.errors import AnalysisError
 from analysis.taxonomy import coordinates, theta_label
 from scaling.results import SUMMARY_KEYS, iter_run_dirs, read_jsonl, read_summary
+from scaling.run_files import RunFileError
 
 EVAL_COLUMNS = ("run_id", "step", "tokens", "flops", "val_loss")
 EXCLUDED_COLUMNS = ("run_id", "status", "reason", "source")
@@ -157,16 +159,21 @@ def table_from_records(records: Iterable[RunRecord]) -> RunTable:
 
 def _read_config(path: Path) -> dict[str, Any] | None:
     try:
-        return yaml.load(path.read_text(), Loader=_YAML_LOADER)
-    except (FileNotFoundError, yaml.YAMLError):
+        config = yaml.load(path.read_text(), Loader=_YAML_LOADER)
+    except (FileNotFoundError, UnicodeDecodeError, yaml.YAMLError):
         return None
+    return config if isinstance(config, dict) else None
 
 
 def iter_directory_records(results_root: str | Path) -> Iterable[RunRecord]:
     """Run records from `<results_root>/runs/<run_id>/` (summary.json, config.yaml, metrics.jsonl)."""
     for rdir in iter_run_dirs(results_root):
-        yield RunRecord(rdir.name, read_summary(rdir), _read_config(rdir / "config.yaml"),
-                        read_jsonl(rdir / "metrics.jsonl"), str(rdir))
+        try:
+            yield RunRecord(rdir.name, read_summary(rdir), _read_config(rdir / "config.yaml"),
+                            read_jsonl(rdir / "metrics.jsonl"), str(rdir))
+        except RunFileError as err:  # that run's problem: one line with the file and the fix, the rest loads
+            print(f"warning: {err}", file=sys.stderr)
+            yield RunRecord(rdir.name, None, None, [], str(rdir))
 
 
 def load_results(results_root: str | Path) -> RunTable:
