@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -128,6 +129,9 @@ def _report(args: argparse.Namespace) -> str:
     from analysis.load import load_coordchecks, load_results
     from analysis.report import analyse, write_report
 
+    existing = next((p for p in [Path(args.out), *Path(args.out).parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():  # fail now, not after the whole analysis
+        raise AnalysisError(f"--out {args.out}: {existing} is a file, not a directory; pass a directory path")
     if args.wandb:
         from analysis.wandb_source import load_wandb
         table, source = load_wandb(args.wandb), f"wandb:{args.wandb}"
