@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from scaling.configs import compose_run_config
 from scaling.lease import HEARTBEAT_FRESH_S, LEASE_NAME, Lease, live_holder, process_start
