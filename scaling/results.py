@@ -8,6 +8,7 @@ A run directory is the source of truth and holds:
   metrics.jsonl   one JSON object per line; `kind` is "train" or "eval" (schema below)
   summary.json    written atomically at the end (and with status "running" at start)
   checkpoint.pt   latest checkpoint (atomic replace)
+  lease.json      the process training it now (scaling.lease), with heartbeat.json while it trains
 
 metrics.jsonl rows:
   train: {kind, step, tokens, flops, loss, lr, tokens_per_s, flops_per_s, wall_s}

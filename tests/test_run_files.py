@@ -138,3 +138,34 @@ def test_checkpoint_problems_are_caught_and_leftovers_cleaned(tmp_path, capsys):
     assert train_main([*TINY_BASE, "train.tokens=4096", f"results_root={tmp_path}"]) == 2
     assert capsys.readouterr().err.strip() == (f"error: {path}: not a loadable checkpoint (RuntimeError); "
                                                "delete it to restart the run from step 0")
+
+
+@pytest.mark.slow
+def test_a_restart_before_the_first_checkpoint_resumes_the_same_wandb_run(tmp_path):
+    """kill -9 before any checkpoint, then rerun: one wandb run id (the run id), nothing left in TMPDIR."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_launch import REPO
+
+    overrides = [*TINY_BASE, "train.tokens=60000", "logger.mode=offline", "logger.project=ci",
+                 f"results_root={tmp_path / 'results'}"]
+    rid = run_id(compose_run_config(overrides))
+    rdir = run_dir(tmp_path / "results", rid)
+    env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "scaling.train", *overrides], cwd=REPO, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(rdir.glob("wandb/offline-run-*")):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (rdir / CHECKPOINT_NAME).exists()
+    subprocess.run([sys.executable, "-m", "scaling.train", *overrides], cwd=REPO, env=env, check=True, timeout=300)
+    assert read_summary(rdir)["status"] == "completed"
+    offline = list(rdir.glob("wandb/offline-run-*"))
+    assert len(offline) == 2 and all(p.name.endswith(f"-{rid}") for p in offline)  # two attempts, one wandb run
+    assert not list(rdir.glob("wandb/tmp*")) and not [p for p in (tmp_path / "tmp").iterdir()
+                                                      if "wandb" in p.name]
