@@ -148,7 +148,7 @@ def check_launch_config(cfg: DictConfig) -> None:
     check_known_keys(cfg, LaunchConfig, skip=("sweep",))  # the sweep file is checked by scaling.sweeps
     _check(cfg, CLUSTER_RULES, {"cluster": ClusterConfig})
     c = cfg.cluster
-    if c.signal_delay_s >= 60 * c.timeout_min:
+    if c.kind == "slurm" and c.signal_delay_s >= 60 * c.timeout_min:
         raise SettingError(f"cluster.signal_delay_s={c.signal_delay_s} must be below the time limit "
                            f"cluster.timeout_min={c.timeout_min} (in seconds: {60 * c.timeout_min}), or the run is "
                            "signalled as soon as it starts; lower it or raise cluster.timeout_min")

@@ -66,7 +66,7 @@ CASES = [
     ("cluster.kind=aws", "cluster.kind=aws", "local, debug, slurm", "launch"),
     ("cluster.cpus_per_task=0", "cluster.cpus_per_task=0", "an integer >= 1", "launch"),
     ("cluster.parallel_jobs=0", "cluster.parallel_jobs=0", "an integer >= 1", "launch"),
-    ("cluster.timeout_min=1 cluster.signal_delay_s=120", "cluster.signal_delay_s=120", "lower it", "launch"),
+    ("cluster=slurm cluster.timeout_min=1", "cluster.signal_delay_s=120", "lower it", "launch"),
     ("+cluster.foo=1", "cluster.foo is not a setting", "the settings here are cluster.kind", "launch"),
     ("dry_runn=true", "dry_runn is not a setting", "did you mean dry_run?", "launch"),
     ("+sweep=missing", "sweep/missing", "choose one of:", "launch"),
