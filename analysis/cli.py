@@ -201,6 +201,9 @@ def _report(args: argparse.Namespace) -> str:
     from analysis.load import load_coordchecks, load_sweeps
     from analysis.report import analyse, write_report
 
+    existing = next((p for p in [Path(args.out), *Path(args.out).parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():  # fail now, not after the whole analysis
+        raise AnalysisError(f"--out {args.out}: {existing} is a file, not a directory; pass a directory path")
     if args.wandb:
         if args.sweep:
             raise AnalysisError("--sweep reads the sweep manifests of --results; with --wandb filter the project "

@@ -14,6 +14,7 @@ their taxonomy coordinates omega, psi, nu. `schedule` says whether a curve may b
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -25,6 +26,7 @@ from analysis.errors import AnalysisError
 from analysis.taxonomy import coordinates
 from scaling.labels import default_label
 from scaling.results import SUMMARY_KEYS, iter_run_dirs, read_json, read_jsonl, read_summary
+from scaling.run_files import RunFileError
 
 EVAL_COLUMNS = ("run_id", "step", "tokens", "flops", "val_loss", "wall_s")
 EXCLUDED_COLUMNS = ("run_id", "status", "reason", "source")
@@ -167,16 +169,21 @@ def table_from_records(records: Iterable[RunRecord]) -> RunTable:
 
 def _read_config(path: Path) -> dict[str, Any] | None:
     try:
-        return yaml.load(path.read_text(), Loader=_YAML_LOADER)
-    except (FileNotFoundError, yaml.YAMLError):
+        config = yaml.load(path.read_text(), Loader=_YAML_LOADER)
+    except (FileNotFoundError, UnicodeDecodeError, yaml.YAMLError):
         return None
+    return config if isinstance(config, dict) else None
 
 
 def iter_directory_records(results_root: str | Path) -> Iterable[RunRecord]:
     """Run records from `<results_root>/runs/<run_id>/` (summary.json, config.yaml, metrics.jsonl)."""
     for rdir in iter_run_dirs(results_root):
-        yield RunRecord(rdir.name, read_summary(rdir), _read_config(rdir / "config.yaml"),
-                        read_jsonl(rdir / "metrics.jsonl"), str(rdir))
+        try:
+            yield RunRecord(rdir.name, read_summary(rdir), _read_config(rdir / "config.yaml"),
+                            read_jsonl(rdir / "metrics.jsonl"), str(rdir))
+        except RunFileError as err:  # that run's problem: one line with the file and the fix, the rest loads
+            print(f"warning: {err}", file=sys.stderr)
+            yield RunRecord(rdir.name, None, None, [], str(rdir))
 
 
 def _checked_root(results_root: str | Path) -> Path:

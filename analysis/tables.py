@@ -27,6 +27,9 @@ from analysis.noise import SeedNoise, given_noise, measure_seed_noise
 from analysis.parametric import ParametricFit, fit_parametric
 
 
+MAX_VALUE = 1e60  # far above any real parameter, token, FLOP count or loss, and safe to multiply in float64
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """A CSV file as a DataFrame; a missing or unparsable file raises AnalysisError."""
     p = Path(path)
@@ -48,6 +51,10 @@ def column(df: pd.DataFrame, name: str, option: str) -> np.ndarray:
     values = pd.to_numeric(df[name], errors="coerce").to_numpy(float)
     if np.isnan(values).all():
         raise AnalysisError(f"{option} {name!r}: the column holds no numbers")
+    huge = np.flatnonzero(np.abs(values) > MAX_VALUE)
+    if huge.size:
+        raise AnalysisError(f"{option} {name!r}: row {huge[0] + 1} holds {values[huge[0]]:g}, beyond {MAX_VALUE:g} "
+                            "(products such as 6 N D would overflow); fix or drop the row")
     return values
 
 

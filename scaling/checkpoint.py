@@ -11,8 +11,12 @@ from typing import Any, Callable
 import torch
 
 from scaling.results import atomic_write_bytes
+from scaling.run_files import RunFileError
 
 CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_KEYS = ("model", "optimizer", "data", "rng", "step", "wall_s", "best_val_loss", "initial_loss",
+                   "wandb_id", "restarts")
+_RESTART_FIX = "delete it to restart the run from step 0"
 # What Slurm/submitit send before a timeout or preemption (USR2), and a plain kill (TERM).
 PREEMPT_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 
@@ -25,10 +29,30 @@ def save_checkpoint(rdir: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(rdir: Path) -> dict[str, Any] | None:
+    """The run's checkpoint, None if it has none; RunFileError (path and fix) if it cannot be loaded."""
     path = rdir / CHECKPOINT_NAME
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a torn, truncated or foreign file
+        raise RunFileError(path, f"not a loadable checkpoint ({type(err).__name__})", _RESTART_FIX) from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise RunFileError(path, f"not a checkpoint of this trainer (missing {', '.join(missing)})", _RESTART_FIX)
+    return state
+
+
+def check_checkpoint_step(rdir: Path, state: dict[str, Any], total_steps: int) -> None:
+    """Check the checkpoint's step against the optimizer's own step count (AdamW counts every update), so an
+    edited or foreign checkpoint cannot pass for a finished run."""
+    path, step = rdir / CHECKPOINT_NAME, state["step"]
+    counts = [int(s["step"]) for s in state["optimizer"].get("state", {}).values() if "step" in s]
+    if not isinstance(step, int) or not 0 <= step <= total_steps:
+        raise RunFileError(path, f"step {step!r} is outside this run's 0..{total_steps} steps", _RESTART_FIX)
+    if max(counts, default=0) != step:
+        raise RunFileError(path, f"step {step} disagrees with the optimizer's {max(counts, default=0)} updates",
+                           _RESTART_FIX)
 
 
 class PreemptionGuard:

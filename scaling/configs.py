@@ -31,8 +31,10 @@ def compose_conf(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
 
 def compose_run_config(overrides: Sequence[str] = ()) -> DictConfig:
     """Compose conf/run.yaml with Hydra overrides, e.g. ["model=vit", "model.width=128"]."""
+    from scaling.validate import integral_overrides  # scaling.validate imports the schema modules
+
     register_schemas()
-    cfg = compose_conf("run", overrides)
+    cfg = compose_conf("run", integral_overrides(list(overrides)))
     OmegaConf.set_struct(cfg, True)
     return cfg
 

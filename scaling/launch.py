@@ -25,8 +25,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from scaling.jobs import RunBatch
 from scaling.results import atomic_write_json, read_json
-from scaling.status import run_state, wait_for_jobs
+from scaling.status import corrupt_note, run_state, wait_for_jobs
 from scaling.sweeps import Expansion, PlannedRun, SweepError, compose_launch_config, expand
+from scaling.validate import describe_error
 from scaling.throughput import estimate_seconds
 
 SUBMIT_STATES = ("pending", "interrupted")
@@ -129,6 +130,9 @@ def launch(cfg: DictConfig) -> list[submitit.Job]:
     todo = [d.run for d in decisions if d.submit]
     counts = {s: sum(d.state == s for d in decisions) for s in sorted({d.state for d in decisions})}
     print(f"sweep {expansion.name!r}: {len(decisions)} runs {counts}; {len(todo)} to run")
+    for d in decisions:
+        if d.state == "corrupt":  # that run's problem: reported, left alone, the rest goes ahead
+            print(f"  skipped {d.run.plan.run_id}: {corrupt_note(results_root, d.run.plan.run_id)}", file=sys.stderr)
     if cfg.dry_run:
         seconds = estimate_seconds([d.run for d in decisions], results_root, measure=cfg.estimate_time)
         print_table(decisions, seconds)
@@ -156,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = compose_launch_config(sys.argv[1:] if argv is None else argv)
         launch(cfg)
     except (SweepError, HydraException, OmegaConfBaseException) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {describe_error(err)}", file=sys.stderr)
         return 2
     return 0
 

@@ -19,7 +19,7 @@ from scaling.data.base import DataInfo
 from scaling.flops import model_flops
 from scaling.models import build_model
 from scaling.results import run_id
-from scaling.schedule import SCHEDULES
+from scaling.validate import SettingError, check_run_config
 
 FAMILIES = ("gpt2", "vit", "mlp")
 
@@ -61,14 +61,12 @@ def build_meta_model(cfg: DictConfig, info: DataInfo):
 def plan_run(cfg: DictConfig) -> RunPlan:
     """Validate a resolved run config and compute its size and budget; raise ConfigError if it cannot run."""
     m, t = cfg.model, cfg.train
+    try:
+        check_run_config(cfg)  # unknown keys and every range (scaling.validate)
+    except SettingError as err:
+        raise ConfigError(str(err)) from None
     if m.family not in FAMILIES:
         raise ConfigError(f"model.family={m.family!r} is not known; choose one of {FAMILIES}")
-    if t.schedule not in SCHEDULES:
-        raise ConfigError(f"train.schedule={t.schedule!r} is not known; choose one of {SCHEDULES}")
-    if t.batch_size < 1:
-        raise ConfigError(f"train.batch_size={t.batch_size} must be >= 1")
-    if not t.lr > 0:
-        raise ConfigError(f"train.lr={t.lr} must be > 0")
     if m.family == "gpt2" and cfg.data.kind != "text":
         raise ConfigError(f"model=gpt2 needs text data but data.kind={cfg.data.kind!r}; use data=shakespeare")
     if m.family == "vit" and cfg.data.kind != "image":

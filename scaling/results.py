@@ -8,6 +8,7 @@ A run directory is the source of truth and holds:
   metrics.jsonl   one JSON object per line; `kind` is "train" or "eval" (schema below)
   summary.json    written atomically at the end (and with status "running" at start)
   checkpoint.pt   latest checkpoint (atomic replace)
+  lease.json      the process training it now (scaling.lease), with heartbeat.json while it trains
 
 metrics.jsonl rows:
   train: {kind, step, tokens, flops, loss, lr, tokens_per_s, flops_per_s, wall_s}
@@ -21,20 +22,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
+from scaling.run_files import read_metrics_file, read_summary_file
+
 IDENTITY_SECTIONS = ("model", "structure", "data", "train")
-# Settings that change how a run is observed, not what it computes: excluded from its identity.
+# Settings that change how a run is observed or where it runs, not what it computes: excluded from its identity.
+# Everything else in the identity sections is in the id (tests/test_run_id.py changes each field and checks).
 NON_IDENTITY_KEYS = {
-    "data": ("cache_dir",),
-    "train": ("log_every", "checkpoint_every_s", "device", "eval_batches", "eval_flops"),
+    "data": ("cache_dir",),  # where the prepared data is cached; the data itself is named by kind/name/path/...
+    # train-row spacing; resume is bit-exact; cpu/cuda; extra evaluations at smaller sweep budgets (read-only)
+    "train": ("log_every", "checkpoint_every_s", "device", "eval_flops"),
 }
 
-STATUSES = ("running", "completed", "diverged", "failed")
 SUMMARY_KEYS = (
     "run_id", "status", "sweep", "label", "family", "structure", "width", "depth", "parametrization", "lr", "seed",
     "params", "params_nonembed", "forward_flops_per_token", "train_flops_per_token",
@@ -72,9 +76,13 @@ def run_dir(results_root: str | os.PathLike, rid: str) -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over `path`."""
+    """Write to a temp file in the same directory, fsync, then rename over `path`.
+
+    The temp file is created with mode 0666 less the umask (0644 by default), like any plain file, so
+    collaborators on a shared filesystem can read results; mkstemp's 0600 would lock them out."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -91,10 +99,12 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from a file the launcher can rebuild (manifest, caches); None if absent or unreadable."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        obj = json.loads(path.read_bytes())
+    except (FileNotFoundError, ValueError):  # ValueError: bad JSON or bad UTF-8
         return None
+    return obj if isinstance(obj, dict) else None
 
 
 def jsonl_bytes(rows: list[dict[str, Any]]) -> bytes:
@@ -113,18 +123,9 @@ def append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """All complete rows; a partial last line (a crash mid-write) is ignored."""
-    rows = []
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return rows
-    for line in text.splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+    """All complete rows; a partial last line (a crash mid-write) is ignored, any other bad line raises
+    scaling.run_files.RunFileError naming the file and the fix."""
+    return read_metrics_file(path)
 
 
 def iter_run_dirs(results_root: str | os.PathLike) -> Iterator[Path]:
@@ -134,7 +135,8 @@ def iter_run_dirs(results_root: str | os.PathLike) -> Iterator[Path]:
 
 
 def read_summary(rdir: Path) -> dict[str, Any] | None:
-    return read_json(rdir / "summary.json")
+    """The run's summary.json; None before the run wrote one, RunFileError (file and fix) if it is corrupt."""
+    return read_summary_file(rdir / "summary.json")
 
 
 def run_status(results_root: str | os.PathLike, rid: str) -> str:

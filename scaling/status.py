@@ -17,34 +17,56 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
+from scaling.lease import live_holder
 from scaling.results import read_json, read_summary, run_dir
+from scaling.run_files import RunFileError
 from scaling.sweeps import SweepError, check_name, compose_launch_config, expand
+from scaling.validate import describe_error
 
 DONE_STATES = ("completed", "diverged", "failed")
-HEARTBEAT_FRESH_S = 300.0  # a run whose heartbeat is younger than this is alive in some process
+# States in which no process works on a run: `status wait=true` stops waiting for it.
+STOPPED_STATES = (*DONE_STATES, "interrupted", "corrupt")
 
 
 def run_state(results_root: str, rid: str) -> str:
-    """pending | running | interrupted | completed | diverged | failed, read from the run directory."""
+    """pending | running | interrupted | completed | diverged | failed | corrupt, read from the run directory.
+
+    A run is running while a live process holds its lease (scaling.lease: pid liveness on this host, heartbeat
+    age elsewhere); a "running" summary with no live holder is an interrupted run (killed, or its node died)."""
     rdir = run_dir(results_root, rid)
-    summary = read_summary(rdir)
+    try:
+        summary = read_summary(rdir)
+    except RunFileError:
+        return "corrupt"
+    alive = live_holder(rdir) is not None
     if summary is None:
-        return "pending"
-    status = summary.get("status", "failed")
+        return "running" if alive else "pending"
+    status = summary["status"]
     if status != "running":
         return status
-    beat = read_json(rdir / "heartbeat.json")
-    alive = beat is not None and time.time() - beat.get("time", 0) < HEARTBEAT_FRESH_S
     return "running" if alive else "interrupted"
+
+
+def corrupt_note(results_root: str, rid: str) -> str:
+    """The one-line error (file and fix) of a run in state `corrupt`."""
+    try:
+        read_summary(run_dir(results_root, rid))
+    except RunFileError as err:
+        return str(err)
+    return f"run {rid}: readable again"
 
 
 def sweep_run_ids(cfg) -> tuple[str, list[str]]:
     """Run ids of a sweep: from the manifest the launcher wrote, else by expanding the sweep file."""
     results_root = str(Path(cfg.results_root).resolve())
     name = check_name(cfg.sweep.get("name"))
-    manifest = read_json(Path(results_root) / "sweeps" / f"{name}.json")
-    if manifest is not None:
-        return name, [r["run_id"] for r in manifest["runs"]]
+    path = Path(results_root) / "sweeps" / f"{name}.json"
+    runs = (read_json(path) or {}).get("runs")
+    if isinstance(runs, list) and all(isinstance(r, dict) and isinstance(r.get("run_id"), str) for r in runs):
+        return name, [r["run_id"] for r in runs]
+    if path.exists():
+        print(f"warning: {path}: not a readable sweep manifest; reading the sweep file instead (the next launch "
+              "rewrites it)", file=sys.stderr)
     expansion = expand(cfg.sweep, [*cfg.overrides, f"results_root={results_root}"])
     return name, [r.plan.run_id for r in expansion.runs]
 
@@ -71,7 +93,8 @@ def wait_for_jobs(jobs: Sequence[submitit.Job], results_root: str, run_ids: Sequ
             bar.n = sum(states[s] for s in DONE_STATES)
             bar.set_postfix(dict(states))
             bar.refresh()
-            if (jobs and not pending) or (not jobs and bar.n >= len(run_ids)):
+            stopped = sum(states[s] for s in STOPPED_STATES)
+            if (jobs and not pending) or (not jobs and stopped >= len(run_ids)):
                 return
             time.sleep(2.0)
 
@@ -87,9 +110,13 @@ def print_status(results_root: str, name: str, run_ids: Sequence[str]) -> Counte
     states = count_states(results_root, run_ids)
     print(f"sweep {name!r}: {len(run_ids)} runs: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
     for rid in run_ids:
-        summary = read_summary(run_dir(results_root, rid)) or {}
-        if summary.get("status") == "failed":
-            print(f"  failed {rid}: {summary.get('error', '')}")
+        state = run_state(results_root, rid)
+        if state == "failed":
+            print(f"  failed {rid}: {(read_summary(run_dir(results_root, rid)) or {}).get('error', '')}")
+        elif state == "corrupt":
+            print(f"  corrupt {rid}: {corrupt_note(results_root, rid)}")
+    if states.get("interrupted"):
+        print(f"  {states['interrupted']} interrupted run(s): launch the sweep again to resume them")
     return states
 
 
@@ -101,13 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg = compose_launch_config(args)
         name, run_ids = sweep_run_ids(cfg)
     except (SweepError, HydraException, OmegaConfBaseException) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {describe_error(err)}", file=sys.stderr)
         return 2
     results_root = str(Path(cfg.results_root).resolve())
     if wait:
         wait_for_jobs([], results_root, run_ids, desc=f"{name}: runs finished")
     states = print_status(results_root, name, run_ids)
-    return 1 if states.get("failed") else 0
+    return 1 if states.get("failed") or states.get("corrupt") or (wait and states.get("interrupted")) else 0
 
 
 if __name__ == "__main__":

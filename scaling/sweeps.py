@@ -29,11 +29,14 @@ from scaling.config import LaunchConfig
 from scaling.labels import default_label
 from scaling.configs import REPO_ROOT, compose_conf, compose_run_config
 from scaling.plan import ConfigError, RunPlan, plan_run
+from scaling.validate import SettingError, check_launch_config, describe_error
 
 SWEEPS_DIR = REPO_ROOT / "sweeps"
 BUDGET_KINDS = ("tokens", "flops", "tokens_per_param")
 RUN_SECTIONS = ("model", "structure", "data", "train", "logger")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
+SWEEP_KEYS = ("name", "description", "base", "axes", "variants", "budgets")
+VARIANT_KEYS = ("overrides", "axes")
 
 
 class SweepError(ValueError):
@@ -62,8 +65,41 @@ def register_sweeps() -> None:
     """`launch_schema` for conf/launch.yaml, and every sweeps/*.yaml as an option of the group `sweep`."""
     store = ConfigStore.instance()
     store.store(name="launch_schema", node=LaunchConfig)
-    for path in SWEEPS_DIR.glob("*.yaml"):
-        store.store(group="sweep", name=path.stem, node=OmegaConf.load(path))
+    for path, node in load_sweep_files().items():
+        if not isinstance(node, Exception):
+            store.store(group="sweep", name=path.stem, node=node)
+
+
+def load_sweep_files() -> dict[Any, DictConfig | Exception]:
+    """Every sweeps/*.yaml, parsed; a file that does not parse maps to its error (it affects only its own sweep)."""
+    loaded: dict[Any, DictConfig | Exception] = {}
+    for path in sorted(SWEEPS_DIR.glob("*.yaml")):
+        try:
+            node = OmegaConf.load(path)
+            if not isinstance(node, DictConfig):
+                raise SweepError(f"it holds a {type(node).__name__}, not a mapping of sweep keys")
+            loaded[path] = node
+        except Exception as err:  # yaml's and OmegaConf's parse errors
+            loaded[path] = err
+    return loaded
+
+
+def check_sweep_file(name: str) -> None:
+    """The file of `+sweep=NAME` parses, and no other sweep file declares the same `name:` (their manifests,
+    results/sweeps/<name>.json, would overwrite each other)."""
+    files = load_sweep_files()
+    path = SWEEPS_DIR / f"{name}.yaml"
+    if path not in files:
+        return  # Hydra reports an unknown sweep with the list of known ones
+    node = files[path]
+    if isinstance(node, Exception):
+        reason = " ".join(str(node).split())
+        raise SweepError(f"{path}: cannot be read ({reason}); fix the file's YAML")
+    same = [p.name for p, other in files.items() if p != path and isinstance(other, DictConfig)
+            and other.get("name") == node.get("name")]
+    if same:
+        raise SweepError(f"{path.name} and {', '.join(same)} all declare name: {node.get('name')}; sweep names key "
+                         "their manifests (results/sweeps/<name>.json), so give each file its own name")
 
 
 def split_run_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -81,10 +117,18 @@ def compose_launch_config(args: Sequence[str]) -> DictConfig:
     for every run (train.seed=1, ...), which are appended to `overrides`."""
     register_sweeps()
     launch_args, run_args = split_run_overrides(args)
+    for arg in launch_args:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key == "sweep":
+            check_sweep_file(value)
     cfg = compose_conf("launch", launch_args)
     cfg.overrides = [*cfg.overrides, *run_args]
     if cfg.get("sweep") is None:
         raise SweepError(f"no sweep given: pass +sweep=NAME with NAME one of {sweep_names()}")
+    try:
+        check_launch_config(cfg)
+    except SettingError as err:
+        raise SweepError(str(err)) from None
     return cfg
 
 
@@ -125,6 +169,7 @@ def expand(sweep: DictConfig, extra_overrides: Sequence[str] = ()) -> Expansion:
     """All runs of a sweep, each composed, validated and planned. Raises SweepError listing every bad run."""
     spec = OmegaConf.to_container(sweep, resolve=True)
     name = check_name(spec.get("name"))
+    check_sweep_spec(name, spec, extra_overrides)
     base = list(spec.get("base") or [])
     axes = spec.get("axes") or {}
     variants = spec.get("variants") or {"default": {}}
@@ -138,7 +183,7 @@ def expand(sweep: DictConfig, extra_overrides: Sequence[str] = ()) -> Expansion:
             try:
                 composed = compose_run_config(overrides)
             except Exception as err:  # Hydra names the bad key or value
-                errors.append(f"run [{point_label}]: {type(err).__name__}: {err}")
+                errors.append((point_label, describe_error(err)))
                 continue
             composed.sweep = name
             composed.label = label if spec.get("variants") else default_label(composed)
@@ -147,16 +192,51 @@ def expand(sweep: DictConfig, extra_overrides: Sequence[str] = ()) -> Expansion:
                 try:
                     planned = _plan(composed.copy(), kind, value, overrides, run_label)
                 except (ConfigError, SweepError) as err:
-                    errors.append(f"run [{run_label}]: {err}")
+                    errors.append((run_label, str(err)))
                     continue
                 if planned.plan.run_id not in seen:
                     seen.add(planned.plan.run_id)
                     expansion.runs.append(planned)
+    if len({message for _, message in errors}) == 1:  # one bad setting shared by every bad run: one line
+        raise SweepError(f"sweep {name!r}: {len(errors)} invalid run(s), nothing was submitted: {errors[0][1]}")
     if errors:
         raise SweepError(f"sweep {name!r}: {len(errors)} invalid run(s); nothing was submitted\n  "
-                         + "\n  ".join(errors))
+                         + "\n  ".join(f"run [{label}]: {message}" for label, message in errors))
     attach_eval_budgets(expansion.runs)
     return expansion
+
+
+def _override_key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def check_sweep_spec(name: str, spec: dict[str, Any], extra_overrides: Sequence[str]) -> None:
+    """Unknown sweep keys are errors, and so is an override of a key the sweep sweeps (it would collapse the
+    grid: `model.width=64` on a sweep over widths trains one width under every width's label)."""
+    unknown = sorted(set(spec) - set(SWEEP_KEYS))
+    if unknown:
+        raise SweepError(f"sweep {name!r}: unknown key(s) {unknown}; a sweep has only {', '.join(SWEEP_KEYS)}")
+    variants = spec.get("variants") or {}
+    if not isinstance(variants, dict):
+        raise SweepError(f"sweep {name!r}: variants must map labels to {{overrides: [...], axes: {{...}}}}")
+    swept = {key: "axes" for key in spec.get("axes") or {}}
+    swept.update({key: "budgets" for key in ("train.tokens", "train.flops")})  # every run's budget comes from there
+    varied: dict[str, set[str]] = {}
+    for label, variant in variants.items():
+        bad = sorted(set(variant or {}) - set(VARIANT_KEYS))
+        if bad:
+            raise SweepError(f"sweep {name!r}: variant {label!r} has unknown key(s) {bad}; a variant has only "
+                             f"{', '.join(VARIANT_KEYS)}")
+        for key in (variant or {}).get("axes") or {}:
+            swept.setdefault(key, f"the axes of variant {label!r}")
+        for override in (variant or {}).get("overrides") or []:
+            varied.setdefault(_override_key(override), set()).add(override)
+    swept.update({key: "the variants" for key, values in varied.items() if len(values) > 1 and key not in swept})
+    for override in extra_overrides:
+        key = _override_key(override)
+        if key in swept:
+            raise SweepError(f"{override}: {key} is swept by {swept[key]} of sweep {name!r}, so an override would "
+                             "collapse the grid; edit the sweep's values instead (or copy it to a new sweep file)")
 
 
 def _plan(cfg: DictConfig, kind: str, value: float, overrides: list[str], label: str) -> PlannedRun:

@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from scaling.results import atomic_write_json, iter_run_dirs, read_json, read_summary
+from scaling.run_files import RunFileError, read_config_file
 
 if TYPE_CHECKING:
     from scaling.sweeps import PlannedRun
@@ -38,12 +39,14 @@ def recorded_rates(results_root: str) -> dict[str, float]:
     """units/s of finished runs here, by throughput key (runs record it in summary.json)."""
     rates: dict[str, float] = {}
     for rdir in iter_run_dirs(results_root):
-        summary = read_summary(rdir)
-        if not summary or summary.get("status") != "completed" or not summary.get("tokens_per_s"):
+        try:  # a corrupt run file only costs that run's rate (scaling.status reports the file)
+            summary = read_summary(rdir)
+            config = read_config_file(rdir / "config.yaml")
+        except RunFileError:
             continue
-        cfg_path = rdir / "config.yaml"
-        if cfg_path.exists():
-            rates[throughput_key(OmegaConf.load(cfg_path))] = float(summary["tokens_per_s"])
+        if not summary or summary.get("status") != "completed" or not summary.get("tokens_per_s") or not config:
+            continue
+        rates[throughput_key(OmegaConf.create(config))] = float(summary["tokens_per_s"])
     return rates
 
 

@@ -50,7 +50,21 @@ class Tracker:
             self.run = None
 
 
-def new_wandb_id() -> str:
-    import secrets
+def wandb_run_id(run_id: str) -> str:
+    """The wandb run id of a run: its run id, so every restart (before or after a checkpoint) resumes the one wandb
+    run of its directory instead of starting an orphan."""
+    return run_id
 
-    return secrets.token_hex(4)
+
+def import_wandb_under(folder: Path) -> None:
+    """Import wandb with `folder` as the temp root: at import it makes two temp dirs (wandb-media, wandb-artifacts)
+    that only a clean exit removes, so a killed run leaves them in the run's own wandb/ folder (cleaned on its next
+    start by scaling.run_files.remove_temp_files), never in /tmp."""
+    import tempfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    previous, tempfile.tempdir = tempfile.tempdir, str(folder)
+    try:
+        import wandb  # noqa: F401
+    finally:
+        tempfile.tempdir = previous

@@ -24,11 +24,12 @@ from omegaconf.errors import OmegaConfBaseException
 from torch.nn.parallel import DistributedDataParallel
 
 from scaling.budget_evals import budget_steps
-from scaling.checkpoint import PreemptionGuard, load_checkpoint, save_checkpoint
+from scaling.checkpoint import PreemptionGuard, check_checkpoint_step, load_checkpoint, save_checkpoint
 from scaling.configs import as_dataclass, compose_run_config
 from scaling.data import build_data
 from scaling.labels import run_label
 from scaling.distributed import DistInfo, all_reduce_mean, barrier, cpu_threads, setup_distributed, teardown
+from scaling.lease import Lease, live_holder
 from scaling.parametrization import build_parametrized_model, make_optimizer
 from scaling.config import LoggerConfig, ModelConfig, StructureConfig
 from scaling.plan import ConfigError, RunPlan, plan_run
@@ -36,8 +37,10 @@ from scaling.process import keep_freed_memory
 from scaling.results import (
     append_jsonl, atomic_write_bytes, atomic_write_json, jsonl_bytes, read_jsonl, read_summary, run_dir,
 )
+from scaling.run_files import RunFileError, remove_temp_files
 from scaling.schedule import lr_factor
-from scaling.tracking import Tracker, new_wandb_id
+from scaling.tracking import Tracker, import_wandb_under, wandb_mode, wandb_run_id
+from scaling.validate import describe_error
 
 FINISHED = ("completed", "diverged")
 
@@ -148,11 +151,18 @@ class Run:
             append_jsonl(self.dir / "metrics.jsonl", self.pending_rows)
         self.pending_rows = []
 
-    def truncate_metrics(self, last_step: int) -> None:
-        """On resume, drop rows logged after the checkpoint (they will be produced again, identically)."""
+    def truncate_metrics(self, last_step: int, evals: list[int]) -> None:
+        """On resume, drop rows logged after the checkpoint (they will be produced again, identically), and warn
+        when evaluation rows up to the checkpoint are missing (the resumed curve would have gaps)."""
         path = self.dir / "metrics.jsonl"
         rows = [r for r in read_jsonl(path) if r["step"] <= last_step]
         atomic_write_bytes(path, jsonl_bytes(rows))
+        have = {r["step"] for r in rows if r.get("kind") == "eval"}
+        lost = [s for s in evals if s <= last_step and s not in have]
+        if lost:
+            print(f"warning: {path}: {len(lost)} evaluation row(s) before the checkpoint's step {last_step} are "
+                  f"missing (steps {lost[:5]}); the run resumes with gaps in its curve: delete {self.dir} to "
+                  "retrain it whole", file=sys.stderr)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -162,16 +172,29 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     existing = read_summary(run.dir)
     if existing and existing.get("status") in FINISHED:
         return existing
-    try:
-        run.setup()
-        return _train(run)
-    except Exception as err:
-        run.write_summary(status="failed", error=f"{type(err).__name__}: {err}")
-        raise
-    finally:
+    lease = Lease.acquire(run.dir) if run.dist.is_main else nullcontext()
+    if lease is None:  # another launcher's job trains this run right now: never train it twice
+        holder = live_holder(run.dir)
+        who = holder.describe() if holder else "another process"
+        print(f"run {run.plan.run_id}: skipped, {who} is training it (scaling.status shows its progress)",
+              file=sys.stderr)
+        return {"run_id": run.plan.run_id, "status": "running", "skipped": f"leased by {who}"}
+    with lease:
+        existing = read_summary(run.dir)  # it may have finished between the first look and taking the lease
+        if existing and existing.get("status") in FINISHED:
+            return existing
         if run.dist.is_main:
-            (run.dir / "heartbeat.json").unlink(missing_ok=True)
-        teardown(run.dist)
+            remove_temp_files(run.dir)  # left by a process that died mid-write; the lease holder alone writes
+        try:
+            run.setup()
+            return _train(run)
+        except Exception as err:
+            run.write_summary(status="failed", error=f"{type(err).__name__}: {err}")
+            raise
+        finally:
+            if run.dist.is_main:
+                (run.dir / "heartbeat.json").unlink(missing_ok=True)
+            teardown(run.dist)
 
 
 def _train(run: Run) -> dict[str, Any]:
@@ -193,6 +216,7 @@ def _train(run: Run) -> dict[str, Any]:
     step, wall_before, best, initial_loss, restarts = 0, 0.0, math.inf, None, 0
     ckpt = load_checkpoint(run.dir)
     if ckpt is not None:
+        check_checkpoint_step(run.dir, ckpt, plan.steps)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         data.train.load_state_dict(ckpt["data"])
@@ -200,9 +224,9 @@ def _train(run: Run) -> dict[str, Any]:
         step, wall_before, best = ckpt["step"], ckpt["wall_s"], ckpt["best_val_loss"]
         initial_loss, wandb_id, restarts = ckpt["initial_loss"], ckpt["wandb_id"], ckpt["restarts"] + 1
         if dist.is_main:
-            run.truncate_metrics(step)
+            run.truncate_metrics(step, evals)
     else:
-        wandb_id = new_wandb_id()
+        wandb_id = wandb_run_id(plan.run_id)
         if dist.is_main:
             atomic_write_bytes(run.dir / "config.yaml", OmegaConf.to_yaml(cfg).encode())
             (run.dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -215,6 +239,8 @@ def _train(run: Run) -> dict[str, Any]:
     run.write_summary(status="running", **done(), **summary_extra)
 
     logger_cfg = as_dataclass(cfg.logger, LoggerConfig)
+    if dist.is_main and wandb_mode(logger_cfg) != "disabled":
+        import_wandb_under(run.dir / "wandb")
     tracker = Tracker(logger_cfg, run.dir, wandb_id, run_name(cfg), cfg.sweep,
                       config=OmegaConf.to_container(cfg) | {"run_id": plan.run_id, **plan.as_dict()},
                       tags=[cfg.model.family, cfg.structure.name]) if dist.is_main else None
@@ -295,7 +321,8 @@ def _train(run: Run) -> dict[str, Any]:
                     guard.forward_signal()
 
     wall = wall_before + time.perf_counter() - start
-    eval_rows = [r for r in read_jsonl(run.dir / "metrics.jsonl") if r["kind"] == "eval"] if dist.is_main else []
+    rows = read_jsonl(run.dir / "metrics.jsonl") if dist.is_main else []
+    eval_rows = [r for r in rows if r.get("kind") == "eval"]
     final = eval_rows[-1]["val_loss"] if eval_rows and status == "completed" else None
     if dist.is_main and status == "completed":
         save_checkpoint(run.dir, checkpoint_state())  # the final weights, for users of the trained model
@@ -314,9 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     overrides = sys.argv[1:] if argv is None else argv
     try:
         summary = train(compose_run_config(overrides))
-    except (ConfigError, HydraException, OmegaConfBaseException) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ConfigError, RunFileError, HydraException, OmegaConfBaseException) as err:
+        print(f"error: {describe_error(err)}", file=sys.stderr)
         return 2
+    if "skipped" in summary:
+        return 0
     print(f"run {summary['run_id']}: {summary['status']}, final val loss {summary.get('final_val_loss')}, "
           f"{summary.get('tokens')} {summary.get('unit')}s, {summary.get('flops', 0):.3g} FLOPs")
     return 0 if summary["status"] == "completed" else 1
