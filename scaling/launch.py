@@ -16,17 +16,19 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import submitit
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
+from scaling.cli import Command, run_command
+from scaling.configs import register_sweep
 from scaling.jobs import RunBatch
 from scaling.results import atomic_write_json, read_json
 from scaling.status import run_state, wait_for_jobs
-from scaling.sweeps import Expansion, PlannedRun, SweepError, compose_launch_config, expand
+from scaling.sweeps import (
+    Expansion, PlannedRun, SweepError, compose_launch_config, expand, register_sweeps, split_run_overrides,
+)
 from scaling.throughput import estimate_seconds
 
 SUBMIT_STATES = ("pending", "interrupted")
@@ -37,6 +39,16 @@ class Decision:
     run: PlannedRun
     state: str
     submit: bool
+
+
+@dataclass
+class LaunchResult:
+    """What one launch decided and submitted (the manifest is its record on disk)."""
+
+    name: str
+    results_root: str
+    decisions: list[Decision]
+    jobs: list[submitit.Job]
 
 
 def decide(expansion: Expansion, results_root: str, retry_failed: bool) -> list[Decision]:
@@ -111,17 +123,34 @@ def submit(runs: list[PlannedRun], cluster: DictConfig, folder: Path) -> list[su
 def write_manifest(results_root: str, name: str, decisions: list[Decision], jobs: list[submitit.Job],
                    overrides: Sequence[str]) -> Path:
     """results_root/sweeps/<name>.json: the sweep's runs (for scaling.status and analysis) and its jobs."""
-    path = Path(results_root).resolve() / "sweeps" / f"{name}.json"
-    previous = read_json(path) or {}
-    atomic_write_json(path, {
-        "name": name, "overrides": list(overrides), "updated": time.time(),
-        "runs": [{"run_id": d.run.plan.run_id, "label": d.run.label} for d in decisions],
-        "jobs": previous.get("jobs", []) + [str(j.job_id) for j in jobs],
-    })
+    path = manifest_path(results_root, name)
+    atomic_write_json(path, manifest_record(results_root, name, decisions, jobs, overrides))
     return path
 
 
+def manifest_path(results_root: str, name: str) -> Path:
+    return Path(results_root).resolve() / "sweeps" / f"{name}.json"
+
+
+def manifest_record(results_root: str, name: str, decisions: list[Decision], jobs: list[submitit.Job],
+                    overrides: Sequence[str]) -> dict[str, Any]:
+    """The manifest of a sweep after this launch: its runs (with training FLOPs, which weight progress bars)
+    and every job submitted for it so far."""
+    previous = read_json(manifest_path(results_root, name)) or {}
+    return {
+        "name": name, "overrides": list(overrides), "updated": time.time(),
+        "runs": [{"run_id": d.run.plan.run_id, "label": d.run.label, "flops": d.run.plan.train_flops}
+                 for d in decisions],
+        "jobs": previous.get("jobs", []) + [str(j.job_id) for j in jobs],
+    }
+
+
 def launch(cfg: DictConfig) -> list[submitit.Job]:
+    """Launch the sweep of a composed launch config; return the submitted jobs."""
+    return launch_result(cfg).jobs
+
+
+def launch_result(cfg: DictConfig) -> LaunchResult:
     results_root = str(Path(cfg.results_root).resolve())
     extra = [*cfg.overrides, f"results_root={results_root}"]
     expansion = expand(cfg.sweep, extra)
@@ -136,10 +165,10 @@ def launch(cfg: DictConfig) -> list[submitit.Job]:
         est = sum(seconds.get(r.plan.run_id, 0.0) for r in todo)
         time_note = f"~{est / 60:.1f} min of compute" if seconds else "no time estimate (estimate_time=false)"
         print(f"total to run: {len(todo)} runs, {flops:.3g} training FLOPs, {time_note} (dry run: nothing submitted)")
-        return []
+        return LaunchResult(expansion.name, results_root, decisions, [])
     if not todo:
         print("nothing to submit: every run is finished, running elsewhere, or failed (retry_failed=true)")
-        return []
+        return LaunchResult(expansion.name, results_root, decisions, [])
     stamp = time.strftime("%Y%m%d-%H%M%S")
     folder = Path(results_root) / "submitit" / expansion.name / f"{stamp}-{os.getpid()}" / "%j"
     jobs = submit(todo, cfg.cluster, folder)
@@ -148,17 +177,50 @@ def launch(cfg: DictConfig) -> list[submitit.Job]:
           f"{', '.join(str(j.job_id) for j in jobs)}; manifest {manifest}")
     if cfg.cluster.wait:
         wait_for_jobs(jobs, results_root, [d.run.plan.run_id for d in decisions])
-    return jobs
+    return LaunchResult(expansion.name, results_root, decisions, jobs)
 
 
-def main(argv: list[str] | None = None) -> int:
+def launch_sweep(sweep: str | os.PathLike | Mapping[str, Any], overrides: Sequence[str] = (),
+                 cluster: str | None = None) -> dict[str, Any]:
+    """Launch a sweep from Python: a sweep name, a path to a sweep YAML file, or a sweep as a dict; `overrides`
+    are the command line's (`dry_run=true`, `train.seed=1`, ...). Returns the manifest (name, overrides, runs
+    with their run_id, label, FLOPs and current state, jobs); a dry run returns it without writing it."""
+    if isinstance(sweep, Mapping):
+        sweep_arg = register_sweep(sweep, "_python_api")
+    else:
+        sweep_arg = f"+sweep={os.fspath(sweep)}"
+    args = [sweep_arg, *overrides, *([f"cluster={cluster}"] if cluster else [])]
+    cfg = compose_launch_config(args)
+    result = launch_result(cfg)
+    manifest = manifest_record(result.results_root, result.name, result.decisions, [], cfg.overrides)
+    if result.jobs or manifest_path(result.results_root, result.name).exists():
+        manifest = read_json(manifest_path(result.results_root, result.name))
+    for run in manifest["runs"]:
+        run["state"] = run_state(result.results_root, run["run_id"])
+    return manifest
+
+
+def launch_overrides(args: list[str]) -> list[str]:
+    """The part of a launch command line that composes conf/launch.yaml (run overrides apply to the runs)."""
+    return split_run_overrides(register_sweeps(args))[0]
+
+
+COMMAND = Command("scaling.launch", "launch", usage="expand, validate, dedupe, cost and submit a sweep.\n"
+                  "  python -m scaling.launch +sweep=NAME|path/to/sweep.yaml [sweep_dir=DIR] [dry_run=true] "
+                  "[cluster=local|debug|slurm] [run overrides, e.g. train.seed=1]", prepare=launch_overrides)
+
+
+def _launch_command(args: list[str]) -> int:
     try:
-        cfg = compose_launch_config(sys.argv[1:] if argv is None else argv)
-        launch(cfg)
-    except (SweepError, HydraException, OmegaConfBaseException) as err:
+        launch(compose_launch_config(args))
+    except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(COMMAND, sys.argv[1:] if argv is None else argv, _launch_command)
 
 
 if __name__ == "__main__":

@@ -6,19 +6,19 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import submitit
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 from scaling.results import read_json, read_summary, run_dir
-from scaling.sweeps import SweepError, check_name, compose_launch_config, expand
+from scaling.cli import Command, run_command
+from scaling.sweeps import SweepError, check_name, compose_launch_config, expand, register_sweeps, split_run_overrides
 
 DONE_STATES = ("completed", "diverged", "failed")
 HEARTBEAT_FRESH_S = 300.0  # a run whose heartbeat is younger than this is alive in some process
@@ -93,14 +93,45 @@ def print_status(results_root: str, name: str, run_ids: Sequence[str]) -> Counte
     return states
 
 
+def sweep_status(sweep: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """A sweep's progress from Python: `sweep` is a name or a sweep YAML path, `overrides` as on the command line
+    (`results_root=...`). Returns {name, counts: {state: n}, runs: [{run_id, label, state, error?}]}."""
+    cfg = compose_launch_config([f"+sweep={os.fspath(sweep)}", *overrides])
+    name, run_ids = sweep_run_ids(cfg)
+    results_root = str(Path(cfg.results_root).resolve())
+    labels = {r["run_id"]: r.get("label") for r in (read_json(Path(results_root) / "sweeps" / f"{name}.json")
+                                                     or {}).get("runs", [])}
+    runs = []
+    for rid in run_ids:
+        state = run_state(results_root, rid)
+        run = {"run_id": rid, "label": labels.get(rid), "state": state}
+        if state == "failed":
+            run["error"] = (read_summary(run_dir(results_root, rid)) or {}).get("error")
+        runs.append(run)
+    return {"name": name, "counts": dict(Counter(r["state"] for r in runs)), "runs": runs}
+
+
+def status_overrides(args: list[str]) -> list[str]:
+    """The part of a status command line that composes conf/launch.yaml (`wait=` is status's own)."""
+    return split_run_overrides(register_sweeps([a for a in args if not a.startswith("wait=")]))[0]
+
+
+COMMAND = Command("scaling.status", "launch", usage="progress of a sweep, read from its run directories.\n"
+                  "  python -m scaling.status +sweep=NAME|path/to/sweep.yaml [wait=true] [results_root=DIR]",
+                  prepare=status_overrides)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    return run_command(COMMAND, sys.argv[1:] if argv is None else argv, status_command)
+
+
+def status_command(args: list[str]) -> int:
     wait = any(a in ("wait=true", "wait=True") for a in args)
     args = [a for a in args if not a.startswith("wait=")]
     try:
         cfg = compose_launch_config(args)
         name, run_ids = sweep_run_ids(cfg)
-    except (SweepError, HydraException, OmegaConfBaseException) as err:
+    except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     results_root = str(Path(cfg.results_root).resolve())

@@ -26,10 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from scaling.config import LaunchConfig
 from scaling.labels import default_label
-from scaling.configs import REPO_ROOT, compose_conf, compose_run_config
+from scaling.configs import compose_conf, compose_run_config, register_sweep_group, sweep_files
 from scaling.plan import ConfigError, RunPlan, plan_run
 
-SWEEPS_DIR = REPO_ROOT / "sweeps"
 BUDGET_KINDS = ("tokens", "flops", "tokens_per_param")
 RUN_SECTIONS = ("model", "structure", "data", "train", "logger")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
@@ -53,16 +52,15 @@ class Expansion:
     runs: list[PlannedRun] = field(default_factory=list)
 
 
-def sweep_names() -> list[str]:
-    return sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+def sweep_names(extra_dirs: Sequence[str] = ()) -> list[str]:
+    return list(sweep_files(extra_dirs))
 
 
-def register_sweeps() -> None:
-    """`launch_schema` for conf/launch.yaml, and every sweeps/*.yaml as an option of the group `sweep`."""
-    store = ConfigStore.instance()
-    store.store(name="launch_schema", node=LaunchConfig)
-    for path in SWEEPS_DIR.glob("*.yaml"):
-        store.store(group="sweep", name=path.stem, node=OmegaConf.load(path))
+def register_sweeps(args: Sequence[str] = ()) -> list[str]:
+    """`launch_schema` for conf/launch.yaml, and every sweep file (scaling.configs.sweep_dirs) as an option of
+    the group `sweep`; returns `args` with the sweep folders and files they name resolved."""
+    ConfigStore.instance().store(name="launch_schema", node=LaunchConfig)
+    return register_sweep_group(args)
 
 
 def split_run_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -78,8 +76,7 @@ def split_run_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
 def compose_launch_config(args: Sequence[str]) -> DictConfig:
     """conf/launch.yaml with `+sweep=NAME`, launch options (cluster=slurm, dry_run=true, ...) and run overrides
     for every run (train.seed=1, ...), which are appended to `overrides`."""
-    register_sweeps()
-    launch_args, run_args = split_run_overrides(args)
+    launch_args, run_args = split_run_overrides(register_sweeps(args))
     cfg = compose_conf("launch", launch_args)
     cfg.overrides = [*cfg.overrides, *run_args]
     if cfg.get("sweep") is None:

@@ -18,15 +18,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch.nn.parallel import DistributedDataParallel
 
+from scaling.cli import Command, run_command
 from scaling.checkpoint import PreemptionGuard, load_checkpoint, save_checkpoint
 from scaling.configs import as_dataclass, compose_run_config
 from scaling.data import build_data
 from scaling.labels import run_label
+from scaling.multirun import multirun
 from scaling.distributed import DistInfo, all_reduce_mean, barrier, cpu_threads, setup_distributed, teardown
 from scaling.parametrization import build_parametrized_model, make_optimizer
 from scaling.config import LoggerConfig, ModelConfig, StructureConfig
@@ -309,11 +309,20 @@ def _train(run: Run) -> dict[str, Any]:
     return summary
 
 
+COMMAND = Command("scaling.train", "run", usage="train one run; -m a=1,2 b=x,y trains the grid as a sweep.\n"
+                  "  python -m scaling.train [overrides, e.g. structure=btt model.width=256]\n"
+                  "  python -m scaling.train -m structure=dense,btt model.width=64,128 [cluster=slurm] [dry_run=true]")
+
+
 def main(argv: list[str] | None = None) -> int:
-    overrides = sys.argv[1:] if argv is None else argv
+    return run_command(COMMAND, sys.argv[1:] if argv is None else argv, train_command, multirun=multirun)
+
+
+def train_command(overrides: list[str]) -> int:
+    """`python -m scaling.train key=value ...`: one run, its outcome in one line."""
     try:
         summary = train(compose_run_config(overrides))
-    except (ConfigError, HydraException, OmegaConfBaseException) as err:
+    except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"run {summary['run_id']}: {summary['status']}, final val loss {summary.get('final_val_loss')}, "
