@@ -30,6 +30,7 @@ from scaling.sweeps import (
     Expansion, PlannedRun, SweepError, compose_launch_config, expand, register_sweeps, split_run_overrides,
 )
 from scaling.throughput import estimate_seconds
+from scaling.tracking import name_sweep_run
 
 SUBMIT_STATES = ("pending", "interrupted")
 
@@ -113,7 +114,8 @@ def pack(runs: list[PlannedRun], cluster: DictConfig) -> list[list[PlannedRun]]:
 
 def submit(runs: list[PlannedRun], cluster: DictConfig, folder: Path) -> list[submitit.Job]:
     executor = make_executor(cluster, folder)
-    batches = [RunBatch([OmegaConf.to_container(r.cfg, resolve=True) for r in group], cpus=cluster.cpus_per_task)
+    batches = [RunBatch([name_sweep_run(OmegaConf.to_container(r.cfg, resolve=True), r.axes) for r in group],
+                        cpus=cluster.cpus_per_task)
                for group in pack(runs, cluster)]
     with executor.batch():
         jobs = [executor.submit(batch) for batch in batches]

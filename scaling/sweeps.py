@@ -44,6 +44,7 @@ class PlannedRun:
     overrides: list[str]
     cfg: DictConfig
     plan: RunPlan
+    axes: list[str] = field(default_factory=list)  # the run's swept `key=value` settings: sweep point and budget
 
 
 @dataclass
@@ -145,6 +146,7 @@ def expand(sweep: DictConfig, extra_overrides: Sequence[str] = ()) -> Expansion:
                 except (ConfigError, SweepError) as err:
                     errors.append(f"run [{run_label}]: {err}")
                     continue
+                planned.axes = [*point, f"{kind}={value:g}"]
                 if planned.plan.run_id not in seen:
                     seen.add(planned.plan.run_id)
                     expansion.runs.append(planned)

@@ -36,7 +36,7 @@ from scaling.results import (
     append_jsonl, atomic_write_bytes, atomic_write_json, jsonl_bytes, read_jsonl, read_summary, run_dir,
 )
 from scaling.schedule import lr_factor
-from scaling.tracking import Tracker, new_wandb_id
+from scaling.tracking import Tracker, new_wandb_id, run_name, run_tags
 
 FINISHED = ("completed", "diverged")
 
@@ -65,11 +65,6 @@ def autocast_for(device: torch.device, precision: str):
     if uses_bf16(device, precision):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
-
-
-def run_name(cfg: DictConfig) -> str:
-    m, s, t = cfg.model, cfg.structure, cfg.train
-    return f"{m.family}-{s.name}-d{m.width}-L{m.depth}-{t.tokens:.3g}tok-lr{t.lr:g}-s{t.seed}"
 
 
 def taxonomy(model: torch.nn.Module) -> dict[str, float]:
@@ -216,7 +211,7 @@ def _train(run: Run) -> dict[str, Any]:
     logger_cfg = as_dataclass(cfg.logger, LoggerConfig)
     tracker = Tracker(logger_cfg, run.dir, wandb_id, run_name(cfg), cfg.sweep,
                       config=OmegaConf.to_container(cfg) | {"run_id": plan.run_id, **plan.as_dict()},
-                      tags=[cfg.model.family, cfg.structure.name]) if dist.is_main else None
+                      tags=run_tags(cfg)) if dist.is_main else None
 
     def checkpoint_state() -> dict[str, Any]:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
