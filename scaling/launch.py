@@ -24,6 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from scaling.cli import Command, run_command
 from scaling.configs import register_sweep
 from scaling.jobs import RunBatch
+from scaling.labels import run_label
+from scaling.progress import format_duration
 from scaling.results import atomic_write_json, read_json
 from scaling.status import run_state, wait_for_jobs
 from scaling.sweeps import (
@@ -62,15 +64,18 @@ def decide(expansion: Expansion, results_root: str, retry_failed: bool) -> list[
 
 
 def print_table(decisions: list[Decision], seconds: dict[str, float] | None) -> None:
-    header = f"{'run_id':16}  {'state':11}  {'family':6}  {'structure':9}  {'width':>5}  {'params':>9}  " \
-             f"{'tokens':>9}  {'FLOPs':>9}  {'est_s':>7}  label"
+    """One row per run: its label (the sweep variant), shape, budget and estimated time; then its swept settings."""
+    labels = [run_label(d.run.cfg) for d in decisions]
+    width = max([5, *map(len, labels)])
+    header = f"{'run_id':16}  {'state':11}  {'label':{width}}  {'family':6}  {'structure':9}  {'width':>5}  " \
+             f"{'params':>9}  {'tokens':>9}  {'FLOPs':>9}  {'est':>9}  swept"
     print(header)
     print("-" * len(header))
-    for d in decisions:
+    for d, label in zip(decisions, labels):
         p = d.run.plan
-        est = f"{seconds[p.run_id]:7.0f}" if seconds and p.run_id in seconds else f"{'-':>7}"
-        print(f"{p.run_id:16}  {d.state:11}  {p.family:6}  {p.structure:9}  {p.width:>5}  {p.params:>9,}  "
-              f"{p.units:>9.3g}  {p.train_flops:>9.3g}  {est}  {d.run.label}")
+        est = format_duration(seconds[p.run_id]) if seconds and p.run_id in seconds else "-"
+        print(f"{p.run_id:16}  {d.state:11}  {label:{width}}  {p.family:6}  {p.structure:9}  {p.width:>5}  "
+              f"{p.params:>9,}  {p.units:>9.3g}  {p.train_flops:>9.3g}  {est:>9}  {' '.join(d.run.axes)}")
 
 
 def make_executor(cluster: DictConfig, folder: Path) -> submitit.Executor:
@@ -165,7 +170,7 @@ def launch_result(cfg: DictConfig) -> LaunchResult:
         print_table(decisions, seconds)
         flops = sum(d.run.plan.train_flops for d in decisions if d.submit)
         est = sum(seconds.get(r.plan.run_id, 0.0) for r in todo)
-        time_note = f"~{est / 60:.1f} min of compute" if seconds else "no time estimate (estimate_time=false)"
+        time_note = f"~{format_duration(est)} of compute" if seconds else "no time estimate (estimate_time=false)"
         print(f"total to run: {len(todo)} runs, {flops:.3g} training FLOPs, {time_note} (dry run: nothing submitted)")
         return LaunchResult(expansion.name, results_root, decisions, [])
     if not todo:
@@ -178,7 +183,8 @@ def launch_result(cfg: DictConfig) -> LaunchResult:
     print(f"submitted {len(todo)} runs in {len(jobs)} {cfg.cluster.kind} job(s): "
           f"{', '.join(str(j.job_id) for j in jobs)}; manifest {manifest}")
     if cfg.cluster.wait:
-        wait_for_jobs(jobs, results_root, [d.run.plan.run_id for d in decisions])
+        wait_for_jobs(jobs, results_root, [d.run.plan.run_id for d in decisions], desc=expansion.name,
+                      flops={d.run.plan.run_id: d.run.plan.train_flops for d in decisions})
     return LaunchResult(expansion.name, results_root, decisions, jobs)
 
 

@@ -11,13 +11,14 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import submitit
 from tqdm import tqdm
 
 from scaling.results import read_json, read_summary, run_dir
 from scaling.cli import Command, run_command
+from scaling.progress import run_weights, work_done
 from scaling.sweeps import SweepError, check_name, compose_launch_config, expand, register_sweeps, split_run_overrides
 
 DONE_STATES = ("completed", "diverged", "failed")
@@ -40,13 +41,19 @@ def run_state(results_root: str, rid: str) -> str:
 
 def sweep_run_ids(cfg) -> tuple[str, list[str]]:
     """Run ids of a sweep: from the manifest the launcher wrote, else by expanding the sweep file."""
+    name, flops = sweep_run_flops(cfg)
+    return name, list(flops)
+
+
+def sweep_run_flops(cfg) -> tuple[str, dict[str, float | None]]:
+    """Each run's training FLOPs by run id (None from a manifest written before they were recorded)."""
     results_root = str(Path(cfg.results_root).resolve())
     name = check_name(cfg.sweep.get("name"))
     manifest = read_json(Path(results_root) / "sweeps" / f"{name}.json")
     if manifest is not None:
-        return name, [r["run_id"] for r in manifest["runs"]]
+        return name, {r["run_id"]: r.get("flops") for r in manifest["runs"]}
     expansion = expand(cfg.sweep, [*cfg.overrides, f"results_root={results_root}"])
-    return name, [r.plan.run_id for r in expansion.runs]
+    return name, {r.plan.run_id: r.plan.train_flops for r in expansion.runs}
 
 
 def count_states(results_root: str, run_ids: Sequence[str]) -> Counter:
@@ -54,11 +61,13 @@ def count_states(results_root: str, run_ids: Sequence[str]) -> Counter:
 
 
 def wait_for_jobs(jobs: Sequence[submitit.Job], results_root: str, run_ids: Sequence[str],
-                  desc: str = "runs finished") -> None:
-    """Block with a progress bar over the sweep's runs until the jobs end (or, with no jobs, every run has
-    finished); job failures are reported, not raised: the run directories say which runs failed."""
+                  desc: str = "sweep", flops: Mapping[str, float] | None = None) -> None:
+    """Block with a progress bar until the jobs end (or, with no jobs, every run has finished); job failures are
+    reported, not raised: the run directories say which runs failed. Given each run's training FLOPs, the bar
+    and its ETA count FLOPs done (scaling.progress), else finished runs."""
     pending = list(jobs)
-    with tqdm(total=len(run_ids), desc=desc, unit="run") as bar:
+    weights, unit = run_weights(run_ids, flops)
+    with tqdm(total=sum(weights.values()), desc=desc, unit=unit, unit_scale=unit == "FLOP") as bar:
         while True:
             if pending and all(isinstance(j, submitit.DebugJob) for j in pending):
                 for job in pending:  # debug jobs run in this process when their result is asked for
@@ -67,11 +76,11 @@ def wait_for_jobs(jobs: Sequence[submitit.Job], results_root: str, run_ids: Sequ
             for job in [j for j in pending if j.done()]:
                 _result_or_report(job)
                 pending.remove(job)
-            states = count_states(results_root, run_ids)
-            bar.n = sum(states[s] for s in DONE_STATES)
+            run_states = {rid: run_state(results_root, rid) for rid in run_ids}
+            states = Counter(run_states.values())
+            bar.update(work_done(results_root, run_states, weights, partial=unit == "FLOP") - bar.n)
             bar.set_postfix(dict(states))
-            bar.refresh()
-            if (jobs and not pending) or (not jobs and bar.n >= len(run_ids)):
+            if (jobs and not pending) or (not jobs and sum(states[s] for s in DONE_STATES) >= len(run_ids)):
                 return
             time.sleep(2.0)
 
@@ -130,13 +139,13 @@ def status_command(args: list[str]) -> int:
     args = [a for a in args if not a.startswith("wait=")]
     try:
         cfg = compose_launch_config(args)
-        name, run_ids = sweep_run_ids(cfg)
+        name, flops = sweep_run_flops(cfg)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    results_root = str(Path(cfg.results_root).resolve())
+    results_root, run_ids = str(Path(cfg.results_root).resolve()), list(flops)
     if wait:
-        wait_for_jobs([], results_root, run_ids, desc=f"{name}: runs finished")
+        wait_for_jobs([], results_root, run_ids, desc=name, flops=flops)
     states = print_status(results_root, name, run_ids)
     return 1 if states.get("failed") else 0
 

@@ -32,6 +32,7 @@ from scaling.parametrization import build_parametrized_model, make_optimizer
 from scaling.config import LoggerConfig, ModelConfig, StructureConfig
 from scaling.plan import ConfigError, RunPlan, plan_run
 from scaling.process import keep_freed_memory
+from scaling.progress import RunProgress
 from scaling.results import (
     append_jsonl, atomic_write_bytes, atomic_write_json, jsonl_bytes, read_jsonl, read_summary, run_dir,
 )
@@ -232,6 +233,7 @@ def _train(run: Run) -> dict[str, Any]:
         barrier(dist)
         return metrics
 
+    progress = RunProgress(run.dir, run_label(cfg), plan.steps, plan.unit, enabled=dist.is_main)
     start = time.perf_counter()
     last_ckpt = window_start = time.perf_counter()
     window_steps = 0
@@ -274,6 +276,7 @@ def _train(run: Run) -> dict[str, Any]:
                 run.pending_rows.append(row)
                 if tracker:
                     tracker.log(row, step)
+                progress.report(step, row["tokens"], row["flops"], loss_value, rate)
                 window_start, window_steps = now, 0
             if step in evals:
                 record_eval()

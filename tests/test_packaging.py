@@ -46,6 +46,6 @@ def test_a_wheel_install_runs_a_shipped_sweep_from_an_empty_directory(tmp_path):
     lines = dry.stdout.splitlines()
     assert lines[0] == "sweep 'quickstart': 36 runs {'pending': 36}; 36 to run"
     assert lines[-1].startswith("total to run: 36 runs") and "of compute" in lines[-1], dry.stdout
-    # the measured throughput lands in the results store (./results); Hydra wrote no outputs/
-    assert sorted(p.name for p in empty.iterdir()) == ["results"]
+    # the measured throughput lands in the results store (./results), the corpus in the data cache; no outputs/
+    assert sorted(p.name for p in empty.iterdir()) == ["data_cache", "results"]
     assert [p.name for p in (empty / "results").iterdir()] == ["throughput.json"]
