@@ -82,9 +82,12 @@ def make_executor(cluster: DictConfig, folder: Path) -> submitit.Executor:
     kind = cluster.kind
     if kind not in ("local", "debug", "slurm"):
         raise SweepError(f"cluster.kind={kind!r} is not known; choose local, debug or slurm")
+    if cluster.nodes < 1 or (cluster.nodes > 1 and kind != "slurm"):
+        raise SweepError(f"cluster.nodes={cluster.nodes} is not possible with cluster={kind}: use cluster.nodes=1, "
+                         "or cluster=slurm for more nodes")
     executor = submitit.AutoExecutor(folder=folder, cluster=kind, slurm_max_num_timeout=cluster.max_num_timeout)
     params = dict(timeout_min=cluster.timeout_min, cpus_per_task=cluster.cpus_per_task,
-                  tasks_per_node=cluster.tasks_per_node, nodes=1)
+                  tasks_per_node=cluster.tasks_per_node, nodes=cluster.nodes)
     if cluster.gpus_per_node:
         params["gpus_per_node"] = cluster.gpus_per_node
     if cluster.mem_gb:
