@@ -212,8 +212,10 @@ def launch_sweep(sweep: str | os.PathLike | Mapping[str, Any], overrides: Sequen
 
 
 def launch_overrides(args: list[str]) -> list[str]:
-    """The part of a launch command line that composes conf/launch.yaml (run overrides apply to the runs)."""
-    return split_run_overrides(register_sweeps(args))[0]
+    """A launch command line as Hydra composes conf/launch.yaml: run overrides (train.seed=1) go into `overrides`."""
+    launch_args, run_args = split_run_overrides(register_sweeps(args))
+    quoted = ",".join("'" + a.replace("\\", "\\\\").replace("'", "\\'") + "'" for a in run_args)
+    return [*launch_args, f"overrides=[{quoted}]"] if run_args else launch_args
 
 
 COMMAND = Command("scaling.launch", "launch", usage="expand, validate, dedupe, cost and submit a sweep.\n"

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from typing import Any, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from scaling.cli import CommandLineError
 from scaling.configs import compose_run_config
-from scaling.sweeps import split_run_overrides
+from scaling.sweeps import SweepError, split_run_overrides
 
 BUDGET_KEYS = {"train.tokens": "tokens", "train.flops": "flops"}
 
@@ -30,7 +32,7 @@ def multirun_sweep(run_args: Sequence[str]) -> dict[str, Any]:
             base.append(override.input_line)
     budgets = {kind: [float(v) for v in axes.pop(key)] for key, kind in BUDGET_KEYS.items() if key in axes}
     if len(budgets) > 1:
-        raise ValueError("sweep train.tokens or train.flops with -m, not both")
+        raise CommandLineError("-m sweeps one budget: give train.tokens=a,b or train.flops=a,b, not both")
     if not budgets:
         train = compose_run_config(base).train
         budgets = {"flops": [train.flops]} if train.flops is not None else {"tokens": [train.tokens]}
@@ -46,6 +48,10 @@ def multirun(args: Sequence[str]) -> int:
     spec = multirun_sweep(run_args)
     if not spec["axes"] and len(next(iter(spec["budgets"].values()))) == 1:
         print("note: -m with no swept key (a=1,2) runs one run")
-    manifest = launch_sweep(spec, overrides=launch_args)
+    try:
+        manifest = launch_sweep(spec, overrides=launch_args)
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     states = [r["state"] for r in manifest["runs"]]
     return 1 if "failed" in states else 0
