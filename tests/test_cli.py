@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,8 +52,9 @@ def test_cfg_job_prints_the_composed_run_config(tmp_path):
     hydra_part = yaml.safe_load(cli("scaling.train", "--cfg", "hydra", cwd=tmp_path).stdout)
     assert hydra_part["hydra"]["job"]["name"] == "scaling.train"
     launch = yaml.safe_load(cli("scaling.launch", "--cfg", "job", "+sweep=quickstart", "cluster=slurm",
-                                cwd=tmp_path).stdout)
+                                "train.seed=3", "data.path='a b'", cwd=tmp_path).stdout)
     assert launch["sweep"]["name"] == "quickstart" and launch["cluster"]["kind"] == "slurm"
+    assert launch["overrides"] == ["train.seed=3", "data.path='a b'"]  # run overrides, applied to every run
     assert list(tmp_path.iterdir()) == []
 
 
@@ -80,6 +82,9 @@ def test_bad_input_is_one_line_not_a_traceback(tmp_path):
             assert result.returncode == 2 and "hydra/launcher is not used" in line and "cluster=slurm" in line
     result = cli("scaling.launch", "-m", "+sweep=quickstart", cwd=tmp_path)
     assert result.returncode == 2 and "scaling.train -m" in result.stderr
+    result = cli("scaling.train", "-m", "train.tokens=1024,2048", "train.flops=1e9,2e9", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: -m sweeps one budget: give train.tokens=a,b or train.flops=a,b, not both"]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -110,6 +115,12 @@ def test_multirun_trains_the_grid_once(tmp_path):
     assert len(summaries) == 4 and {s["status"] for s in summaries} == {"completed"}
     assert {(s["structure"], s["width"]) for s in summaries} == {(s, w) for s in ("dense", "btt") for w in (32, 48)}
     assert "4 runs {'pending': 4}; 4 to run" in first.stdout and "in 2 local job(s)" in first.stdout
+    # each job's log has one line per log step of each of its runs: label, step, tokens, loss, tokens/s
+    logs = "".join(p.read_text() for p in (tmp_path / "results" / "submitit").rglob("*_log.out"))
+    steps = re.findall(r"^\[(dense|btt_r1)\] step (\d+)/8 tokens ([\d,]+) loss (\d+\.\d{4}) tokens/s [\d,]+$", logs,
+                       re.MULTILINE)
+    assert sorted(set(label for label, *_ in steps)) == ["btt_r1", "dense"]
+    assert [(s, t) for label, s, t, _ in steps if label == "dense"] == [("1", "256"), ("8", "2,048")] * 2
     second = cli("scaling.train", *args, cwd=tmp_path, timeout=600)
     assert second.returncode == 0, second.stderr
     assert "4 runs {'completed': 4}; 0 to run" in second.stdout and "nothing to submit" in second.stdout
