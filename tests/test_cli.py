@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from omegaconf import OmegaConf
 from scaling.configs import CONF_DIR, SweepPathError, compose_run_config
 from scaling.launch import launch_sweep
 from scaling.multirun import multirun_sweep
-from scaling.results import iter_run_dirs, read_summary
+from scaling.results import iter_run_dirs, read_json, read_summary
 from scaling.status import sweep_status
 from scaling.sweeps import compose_launch_config, expand
 from test_launch import REPO, TINY_BASE, tiny_sweep
@@ -171,3 +172,24 @@ def test_python_api_launches_and_reports(tmp_path):
     assert {r["label"] for r in status["runs"]} == {r["label"] for r in manifest["runs"]}
     again = launch_sweep(path, overrides=[f"results_root={tmp_path / 'r'}"], cluster="debug")
     assert again["jobs"] == manifest["jobs"]  # nothing new submitted
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_multirun_on_slurm_goes_out_as_one_job_array(slurm_cluster, tmp_path):
+    results = tmp_path / "results"
+    args = ["-m", *TINY_BASE, "train.tokens=2048", "structure=dense,btt", "model.width=32", f"results_root={results}",
+            "cluster=slurm", "cluster.cpus_per_task=1", "cluster.timeout_min=5", "cluster.signal_delay_s=30"]
+    first = cli("scaling.train", *args, cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    [array] = re.findall(r"submitted 2 runs in 2 slurm job\(s\): (\d+)_0, \1_1;", first.stdout)
+    [manifest] = (results / "sweeps").glob("multirun_*.json")
+    assert read_json(manifest)["jobs"] == [f"{array}_0", f"{array}_1"]
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline and len([d for d in iter_run_dirs(results)
+                                               if (read_summary(d) or {}).get("status") == "completed"]) < 2:
+        time.sleep(1)
+    assert sorted((read_summary(d)["structure"], read_summary(d)["status"]) for d in iter_run_dirs(results)) == [
+        ("btt", "completed"), ("dense", "completed")]
+    second = cli("scaling.train", *args, cwd=tmp_path)
+    assert "2 runs {'completed': 2}; 0 to run" in second.stdout and "submitted" not in second.stdout
