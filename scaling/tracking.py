@@ -66,7 +66,8 @@ class Tracker:
         self.run = wandb.init(
             mode=self.mode, project=cfg.project, entity=cfg.entity, group=cfg.group or group,
             name=cfg.name or name, tags=list(dict.fromkeys(tag[:MAX_TAG_CHARS] for tag in [*tags, *cfg.tags])),
-            config=config, id=wandb_id, resume="allow", dir=str(run_dir), settings=wandb.Settings(console="off", silent=True),
+            config=config, id=wandb_id, resume="allow", dir=str(run_dir),
+            settings=wandb.Settings(console="off", silent=True),
         )
         for axis in X_AXES:
             self.run.define_metric(axis, summary="max")

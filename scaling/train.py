@@ -1,6 +1,8 @@
 """One training run: build -> train to budget -> evaluate -> checkpoint/resume -> record.
 
     python -m scaling.train model=gpt2 structure=btt model.width=256 train.tokens=2e6
+    python -m scaling.train -m structure=dense,btt model.width=64,128    # the grid, launched as a sweep
+    python -m scaling.train --help                                       # config groups and options (Hydra's flags)
 
 The run directory (scaling.results) is named by the run's identity. Rerunning a finished run returns its summary;
 rerunning an interrupted one resumes from its checkpoint and reproduces the uninterrupted loss curve exactly.
