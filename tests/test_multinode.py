@@ -8,7 +8,6 @@ import random
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
