@@ -1,13 +1,28 @@
-"""Builds the optional compiled GEMM of the structured layers (scaling/structures/csrc/offset_gemm.c).
+"""Packages, the config data they ship, and the optional compiled GEMM of the structured layers.
 
-Everything else is configured in pyproject.toml. The extension is plain C (no Python API, loaded with ctypes by
+conf/ and sweeps/ stay top-level folders of the repository and install as the data packages `scaling.conf` and
+`scaling.sweep_files` (folders of YAML, no Python), which scaling.configs finds with importlib; an editable
+install maps them back onto the checkout's folders. Everything else is configured in pyproject.toml.
+
+The GEMM (scaling/structures/csrc/offset_gemm.c) The extension is plain C (no Python API, loaded with ctypes by
 scaling.structures.native); it is built on x86-64 only and marked optional, so a failed build leaves the
 PyTorch path in place instead of failing the install.
 """
 
 import platform
+from pathlib import Path
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
+
+
+def data_packages(package: str, folder: str) -> dict[str, str]:
+    """`package` -> `folder`, and one subpackage per subfolder (conf/model -> scaling.conf.model)."""
+    root = Path(folder)
+    folders = [root, *sorted(p for p in root.rglob("*") if p.is_dir() and p.name != "__pycache__")]
+    return {".".join([package, *d.relative_to(root).parts]): d.as_posix() for d in folders}
+
+
+DATA_PACKAGES = data_packages("scaling.conf", "conf") | data_packages("scaling.sweep_files", "sweeps")
 
 extensions = []
 if platform.machine().lower() in {"x86_64", "amd64"}:
@@ -21,4 +36,9 @@ if platform.machine().lower() in {"x86_64", "amd64"}:
         )
     )
 
-setup(ext_modules=extensions)
+setup(
+    packages=[*find_packages(include=["scaling*", "analysis*"]), *DATA_PACKAGES],
+    package_dir=DATA_PACKAGES,
+    package_data={name: ["*.yaml"] for name in DATA_PACKAGES},
+    ext_modules=extensions,
+)

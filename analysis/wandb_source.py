@@ -31,12 +31,14 @@ def _nested(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _eval_rows(history: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Evaluation rows: the trainer logs `eval/val_loss` (scaling.tracking); older runs logged `val_loss`."""
     rows = []
     for h in history:
-        if h.get("val_loss") is None:
+        val_loss = h.get("eval/val_loss", h.get("val_loss"))
+        if val_loss is None:
             continue
         rows.append({"kind": "eval", "step": h.get("step", h.get("_step")), "tokens": h.get("tokens"),
-                     "flops": h.get("flops"), "val_loss": h.get("val_loss"), "wall_s": h.get("wall_s")})
+                     "flops": h.get("flops"), "val_loss": val_loss, "wall_s": h.get("wall_s")})
     return rows
 
 

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from omegaconf import OmegaConf
 
+from scaling.cli import Command, run_command
 from scaling.config import ModelConfig, StructureConfig
 from scaling.configs import compose_run_config
 from scaling.data import data_info
@@ -151,7 +152,15 @@ def format_text(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+COMMAND = Command("scaling.inspect", "run", usage="what a run config builds: params, FLOPs, every factor.\n"
+                  "  python -m scaling.inspect [--json] [overrides, e.g. model=gpt2 structure=btt model.width=256]")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(COMMAND, sys.argv[1:] if argv is None else list(argv), inspect_command)
+
+
+def inspect_command(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m scaling.inspect", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=gpt2 structure=btt model.width=256")

@@ -16,19 +16,23 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import submitit
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
+from scaling.cli import Command, run_command
+from scaling.configs import register_sweep
 from scaling.jobs import RunBatch
+from scaling.labels import run_label
+from scaling.progress import format_duration
 from scaling.results import atomic_write_json, read_json
 from scaling.status import corrupt_note, run_state, wait_for_jobs
-from scaling.sweeps import Expansion, PlannedRun, SweepError, compose_launch_config, expand
-from scaling.validate import describe_error
+from scaling.sweeps import (
+    Expansion, PlannedRun, SweepError, compose_launch_config, expand, register_sweeps, split_run_overrides,
+)
 from scaling.throughput import estimate_seconds
+from scaling.tracking import name_sweep_run
 
 SUBMIT_STATES = ("pending", "interrupted")
 
@@ -38,6 +42,16 @@ class Decision:
     run: PlannedRun
     state: str
     submit: bool
+
+
+@dataclass
+class LaunchResult:
+    """What one launch decided and submitted (the manifest is its record on disk)."""
+
+    name: str
+    results_root: str
+    decisions: list[Decision]
+    jobs: list[submitit.Job]
 
 
 def decide(expansion: Expansion, results_root: str, retry_failed: bool) -> list[Decision]:
@@ -50,24 +64,30 @@ def decide(expansion: Expansion, results_root: str, retry_failed: bool) -> list[
 
 
 def print_table(decisions: list[Decision], seconds: dict[str, float] | None) -> None:
-    header = f"{'run_id':16}  {'state':11}  {'family':6}  {'structure':9}  {'width':>5}  {'params':>9}  " \
-             f"{'tokens':>9}  {'FLOPs':>9}  {'est_s':>7}  label"
+    """One row per run: its label (the sweep variant), shape, budget and estimated time; then its swept settings."""
+    labels = [run_label(d.run.cfg) for d in decisions]
+    width = max([5, *map(len, labels)])
+    header = f"{'run_id':16}  {'state':11}  {'label':{width}}  {'family':6}  {'structure':9}  {'width':>5}  " \
+             f"{'params':>9}  {'tokens':>9}  {'FLOPs':>9}  {'est':>9}  swept"
     print(header)
     print("-" * len(header))
-    for d in decisions:
+    for d, label in zip(decisions, labels):
         p = d.run.plan
-        est = f"{seconds[p.run_id]:7.0f}" if seconds and p.run_id in seconds else f"{'-':>7}"
-        print(f"{p.run_id:16}  {d.state:11}  {p.family:6}  {p.structure:9}  {p.width:>5}  {p.params:>9,}  "
-              f"{p.units:>9.3g}  {p.train_flops:>9.3g}  {est}  {d.run.label}")
+        est = format_duration(seconds[p.run_id]) if seconds and p.run_id in seconds else "-"
+        print(f"{p.run_id:16}  {d.state:11}  {label:{width}}  {p.family:6}  {p.structure:9}  {p.width:>5}  "
+              f"{p.params:>9,}  {p.units:>9.3g}  {p.train_flops:>9.3g}  {est:>9}  {' '.join(d.run.axes)}")
 
 
 def make_executor(cluster: DictConfig, folder: Path) -> submitit.Executor:
     kind = cluster.kind
     if kind not in ("local", "debug", "slurm"):
         raise SweepError(f"cluster.kind={kind!r} is not known; choose local, debug or slurm")
+    if cluster.nodes < 1 or (cluster.nodes > 1 and kind != "slurm"):
+        raise SweepError(f"cluster.nodes={cluster.nodes} is not possible with cluster={kind}: use cluster.nodes=1, "
+                         "or cluster=slurm for more nodes")
     executor = submitit.AutoExecutor(folder=folder, cluster=kind, slurm_max_num_timeout=cluster.max_num_timeout)
     params = dict(timeout_min=cluster.timeout_min, cpus_per_task=cluster.cpus_per_task,
-                  tasks_per_node=cluster.tasks_per_node, nodes=1)
+                  tasks_per_node=cluster.tasks_per_node, nodes=cluster.nodes)
     if cluster.gpus_per_node:
         params["gpus_per_node"] = cluster.gpus_per_node
     if cluster.mem_gb:
@@ -102,7 +122,8 @@ def pack(runs: list[PlannedRun], cluster: DictConfig) -> list[list[PlannedRun]]:
 
 def submit(runs: list[PlannedRun], cluster: DictConfig, folder: Path) -> list[submitit.Job]:
     executor = make_executor(cluster, folder)
-    batches = [RunBatch([OmegaConf.to_container(r.cfg, resolve=True) for r in group], cpus=cluster.cpus_per_task)
+    batches = [RunBatch([name_sweep_run(OmegaConf.to_container(r.cfg, resolve=True), r.axes) for r in group],
+                        cpus=cluster.cpus_per_task)
                for group in pack(runs, cluster)]
     with executor.batch():
         jobs = [executor.submit(batch) for batch in batches]
@@ -112,17 +133,34 @@ def submit(runs: list[PlannedRun], cluster: DictConfig, folder: Path) -> list[su
 def write_manifest(results_root: str, name: str, decisions: list[Decision], jobs: list[submitit.Job],
                    overrides: Sequence[str]) -> Path:
     """results_root/sweeps/<name>.json: the sweep's runs (for scaling.status and analysis) and its jobs."""
-    path = Path(results_root).resolve() / "sweeps" / f"{name}.json"
-    previous = read_json(path) or {}
-    atomic_write_json(path, {
-        "name": name, "overrides": list(overrides), "updated": time.time(),
-        "runs": [{"run_id": d.run.plan.run_id, "label": d.run.label, "variant": d.run.cfg.label} for d in decisions],
-        "jobs": previous.get("jobs", []) + [str(j.job_id) for j in jobs],
-    })
+    path = manifest_path(results_root, name)
+    atomic_write_json(path, manifest_record(results_root, name, decisions, jobs, overrides))
     return path
 
 
+def manifest_path(results_root: str, name: str) -> Path:
+    return Path(results_root).resolve() / "sweeps" / f"{name}.json"
+
+
+def manifest_record(results_root: str, name: str, decisions: list[Decision], jobs: list[submitit.Job],
+                    overrides: Sequence[str]) -> dict[str, Any]:
+    """The manifest of a sweep after this launch: its runs (with training FLOPs, which weight progress bars)
+    and every job submitted for it so far."""
+    previous = read_json(manifest_path(results_root, name)) or {}
+    return {
+        "name": name, "overrides": list(overrides), "updated": time.time(),
+        "runs": [{"run_id": d.run.plan.run_id, "label": d.run.label, "flops": d.run.plan.train_flops}
+                 for d in decisions],
+        "jobs": previous.get("jobs", []) + [str(j.job_id) for j in jobs],
+    }
+
+
 def launch(cfg: DictConfig) -> list[submitit.Job]:
+    """Launch the sweep of a composed launch config; return the submitted jobs."""
+    return launch_result(cfg).jobs
+
+
+def launch_result(cfg: DictConfig) -> LaunchResult:
     results_root = str(Path(cfg.results_root).resolve())
     extra = [*cfg.overrides, f"results_root={results_root}"]
     expansion = expand(cfg.sweep, extra)
@@ -138,12 +176,12 @@ def launch(cfg: DictConfig) -> list[submitit.Job]:
         print_table(decisions, seconds)
         flops = sum(d.run.plan.train_flops for d in decisions if d.submit)
         est = sum(seconds.get(r.plan.run_id, 0.0) for r in todo)
-        time_note = f"~{est / 60:.1f} min of compute" if seconds else "no time estimate (estimate_time=false)"
+        time_note = f"~{format_duration(est)} of compute" if seconds else "no time estimate (estimate_time=false)"
         print(f"total to run: {len(todo)} runs, {flops:.3g} training FLOPs, {time_note} (dry run: nothing submitted)")
-        return []
+        return LaunchResult(expansion.name, results_root, decisions, [])
     if not todo:
         print("nothing to submit: every run is finished, running elsewhere, or failed (retry_failed=true)")
-        return []
+        return LaunchResult(expansion.name, results_root, decisions, [])
     stamp = time.strftime("%Y%m%d-%H%M%S")
     folder = Path(results_root) / "submitit" / expansion.name / f"{stamp}-{os.getpid()}" / "%j"
     jobs = submit(todo, cfg.cluster, folder)
@@ -151,18 +189,54 @@ def launch(cfg: DictConfig) -> list[submitit.Job]:
     print(f"submitted {len(todo)} runs in {len(jobs)} {cfg.cluster.kind} job(s): "
           f"{', '.join(str(j.job_id) for j in jobs)}; manifest {manifest}")
     if cfg.cluster.wait:
-        wait_for_jobs(jobs, results_root, [d.run.plan.run_id for d in decisions])
-    return jobs
+        wait_for_jobs(jobs, results_root, [d.run.plan.run_id for d in decisions], desc=expansion.name,
+                      flops={d.run.plan.run_id: d.run.plan.train_flops for d in decisions})
+    return LaunchResult(expansion.name, results_root, decisions, jobs)
+
+
+def launch_sweep(sweep: str | os.PathLike | Mapping[str, Any], overrides: Sequence[str] = (),
+                 cluster: str | None = None) -> dict[str, Any]:
+    """Launch a sweep from Python: a sweep name, a path to a sweep YAML file, or a sweep as a dict; `overrides`
+    are the command line's (`dry_run=true`, `train.seed=1`, ...). Returns the manifest (name, overrides, runs
+    with their run_id, label, FLOPs and current state, jobs); a dry run returns it without writing it."""
+    if isinstance(sweep, Mapping):
+        sweep_arg = register_sweep(sweep, "_python_api")
+    else:
+        sweep_arg = f"+sweep={os.fspath(sweep)}"
+    args = [sweep_arg, *overrides, *([f"cluster={cluster}"] if cluster else [])]
+    cfg = compose_launch_config(args)
+    result = launch_result(cfg)
+    manifest = manifest_record(result.results_root, result.name, result.decisions, [], cfg.overrides)
+    if result.jobs or manifest_path(result.results_root, result.name).exists():
+        manifest = read_json(manifest_path(result.results_root, result.name))
+    for run in manifest["runs"]:
+        run["state"] = run_state(result.results_root, run["run_id"])
+    return manifest
+
+
+def launch_overrides(args: list[str]) -> list[str]:
+    """A launch command line as Hydra composes conf/launch.yaml: run overrides (train.seed=1) go into `overrides`."""
+    launch_args, run_args = split_run_overrides(register_sweeps(args))
+    quoted = ",".join("'" + a.replace("\\", "\\\\").replace("'", "\\'") + "'" for a in run_args)
+    return [*launch_args, f"overrides=[{quoted}]"] if run_args else launch_args
+
+
+COMMAND = Command("scaling.launch", "launch", usage="expand, validate, dedupe, cost and submit a sweep.\n"
+                  "  python -m scaling.launch +sweep=NAME|path/to/sweep.yaml [sweep_dir=DIR] [dry_run=true] "
+                  "[cluster=local|debug|slurm] [run overrides, e.g. train.seed=1]", prepare=launch_overrides)
+
+
+def _launch_command(args: list[str]) -> int:
+    try:
+        launch(compose_launch_config(args))
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        cfg = compose_launch_config(sys.argv[1:] if argv is None else argv)
-        launch(cfg)
-    except (SweepError, HydraException, OmegaConfBaseException) as err:
-        print(f"error: {describe_error(err)}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(COMMAND, sys.argv[1:] if argv is None else argv, _launch_command)
 
 
 if __name__ == "__main__":

@@ -6,22 +6,22 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import submitit
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
 from scaling.lease import live_holder
 from scaling.results import read_json, read_summary, run_dir
+from scaling.cli import Command, run_command
+from scaling.progress import run_weights, work_done
 from scaling.run_files import RunFileError
-from scaling.sweeps import SweepError, check_name, compose_launch_config, expand
-from scaling.validate import describe_error
+from scaling.sweeps import SweepError, check_name, compose_launch_config, expand, register_sweeps, split_run_overrides
 
 DONE_STATES = ("completed", "diverged", "failed")
 # States in which no process works on a run: `status wait=true` stops waiting for it.
@@ -58,17 +58,23 @@ def corrupt_note(results_root: str, rid: str) -> str:
 
 def sweep_run_ids(cfg) -> tuple[str, list[str]]:
     """Run ids of a sweep: from the manifest the launcher wrote, else by expanding the sweep file."""
+    name, flops = sweep_run_flops(cfg)
+    return name, list(flops)
+
+
+def sweep_run_flops(cfg) -> tuple[str, dict[str, float | None]]:
+    """Each run's training FLOPs by run id (None from a manifest written before they were recorded)."""
     results_root = str(Path(cfg.results_root).resolve())
     name = check_name(cfg.sweep.get("name"))
     path = Path(results_root) / "sweeps" / f"{name}.json"
     runs = (read_json(path) or {}).get("runs")
     if isinstance(runs, list) and all(isinstance(r, dict) and isinstance(r.get("run_id"), str) for r in runs):
-        return name, [r["run_id"] for r in runs]
+        return name, {r["run_id"]: r.get("flops") for r in runs}
     if path.exists():
         print(f"warning: {path}: not a readable sweep manifest; reading the sweep file instead (the next launch "
               "rewrites it)", file=sys.stderr)
     expansion = expand(cfg.sweep, [*cfg.overrides, f"results_root={results_root}"])
-    return name, [r.plan.run_id for r in expansion.runs]
+    return name, {r.plan.run_id: r.plan.train_flops for r in expansion.runs}
 
 
 def count_states(results_root: str, run_ids: Sequence[str]) -> Counter:
@@ -76,11 +82,13 @@ def count_states(results_root: str, run_ids: Sequence[str]) -> Counter:
 
 
 def wait_for_jobs(jobs: Sequence[submitit.Job], results_root: str, run_ids: Sequence[str],
-                  desc: str = "runs finished") -> None:
-    """Block with a progress bar over the sweep's runs until the jobs end (or, with no jobs, every run has
-    finished); job failures are reported, not raised: the run directories say which runs failed."""
+                  desc: str = "sweep", flops: Mapping[str, float] | None = None) -> None:
+    """Block with a progress bar until the jobs end (or, with no jobs, every run has finished); job failures are
+    reported, not raised: the run directories say which runs failed. Given each run's training FLOPs, the bar
+    and its ETA count FLOPs done (scaling.progress), else finished runs."""
     pending = list(jobs)
-    with tqdm(total=len(run_ids), desc=desc, unit="run") as bar:
+    weights, unit = run_weights(run_ids, flops)
+    with tqdm(total=sum(weights.values()), desc=desc, unit=unit, unit_scale=unit == "FLOP") as bar:
         while True:
             if pending and all(isinstance(j, submitit.DebugJob) for j in pending):
                 for job in pending:  # debug jobs run in this process when their result is asked for
@@ -89,10 +97,10 @@ def wait_for_jobs(jobs: Sequence[submitit.Job], results_root: str, run_ids: Sequ
             for job in [j for j in pending if j.done()]:
                 _result_or_report(job)
                 pending.remove(job)
-            states = count_states(results_root, run_ids)
-            bar.n = sum(states[s] for s in DONE_STATES)
+            run_states = {rid: run_state(results_root, rid) for rid in run_ids}
+            states = Counter(run_states.values())
+            bar.update(work_done(results_root, run_states, weights, partial=unit == "FLOP") - bar.n)
             bar.set_postfix(dict(states))
-            bar.refresh()
             stopped = sum(states[s] for s in STOPPED_STATES)
             if (jobs and not pending) or (not jobs and stopped >= len(run_ids)):
                 return
@@ -120,19 +128,50 @@ def print_status(results_root: str, name: str, run_ids: Sequence[str]) -> Counte
     return states
 
 
+def sweep_status(sweep: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """A sweep's progress from Python: `sweep` is a name or a sweep YAML path, `overrides` as on the command line
+    (`results_root=...`). Returns {name, counts: {state: n}, runs: [{run_id, label, state, error?}]}."""
+    cfg = compose_launch_config([f"+sweep={os.fspath(sweep)}", *overrides])
+    name, run_ids = sweep_run_ids(cfg)
+    results_root = str(Path(cfg.results_root).resolve())
+    labels = {r["run_id"]: r.get("label") for r in (read_json(Path(results_root) / "sweeps" / f"{name}.json")
+                                                     or {}).get("runs", [])}
+    runs = []
+    for rid in run_ids:
+        state = run_state(results_root, rid)
+        run = {"run_id": rid, "label": labels.get(rid), "state": state}
+        if state == "failed":
+            run["error"] = (read_summary(run_dir(results_root, rid)) or {}).get("error")
+        runs.append(run)
+    return {"name": name, "counts": dict(Counter(r["state"] for r in runs)), "runs": runs}
+
+
+def status_overrides(args: list[str]) -> list[str]:
+    """The part of a status command line that composes conf/launch.yaml (`wait=` is status's own)."""
+    return split_run_overrides(register_sweeps([a for a in args if not a.startswith("wait=")]))[0]
+
+
+COMMAND = Command("scaling.status", "launch", usage="progress of a sweep, read from its run directories.\n"
+                  "  python -m scaling.status +sweep=NAME|path/to/sweep.yaml [wait=true] [results_root=DIR]",
+                  prepare=status_overrides)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    return run_command(COMMAND, sys.argv[1:] if argv is None else argv, status_command)
+
+
+def status_command(args: list[str]) -> int:
     wait = any(a in ("wait=true", "wait=True") for a in args)
     args = [a for a in args if not a.startswith("wait=")]
     try:
         cfg = compose_launch_config(args)
-        name, run_ids = sweep_run_ids(cfg)
-    except (SweepError, HydraException, OmegaConfBaseException) as err:
-        print(f"error: {describe_error(err)}", file=sys.stderr)
+        name, flops = sweep_run_flops(cfg)
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    results_root = str(Path(cfg.results_root).resolve())
+    results_root, run_ids = str(Path(cfg.results_root).resolve()), list(flops)
     if wait:
-        wait_for_jobs([], results_root, run_ids, desc=f"{name}: runs finished")
+        wait_for_jobs([], results_root, run_ids, desc=name, flops=flops)
     states = print_status(results_root, name, run_ids)
     return 1 if states.get("failed") or states.get("corrupt") or (wait and states.get("interrupted")) else 0
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -27,11 +28,10 @@ from omegaconf import DictConfig, OmegaConf
 from scaling.budget_evals import attach_eval_budgets
 from scaling.config import LaunchConfig
 from scaling.labels import default_label
-from scaling.configs import REPO_ROOT, compose_conf, compose_run_config
+from scaling.configs import compose_conf, compose_run_config, is_sweep_path, register_sweep_group, sweep_files
 from scaling.plan import ConfigError, RunPlan, plan_run
 from scaling.validate import SettingError, check_launch_config, describe_error
 
-SWEEPS_DIR = REPO_ROOT / "sweeps"
 BUDGET_KINDS = ("tokens", "flops", "tokens_per_param")
 RUN_SECTIONS = ("model", "structure", "data", "train", "logger")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
@@ -49,6 +49,7 @@ class PlannedRun:
     overrides: list[str]
     cfg: DictConfig
     plan: RunPlan
+    axes: list[str] = field(default_factory=list)  # the run's swept `key=value` settings: sweep point and budget
 
 
 @dataclass
@@ -57,23 +58,22 @@ class Expansion:
     runs: list[PlannedRun] = field(default_factory=list)
 
 
-def sweep_names() -> list[str]:
-    return sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+def sweep_names(extra_dirs: Sequence[str] = ()) -> list[str]:
+    return list(sweep_files(extra_dirs))
 
 
-def register_sweeps() -> None:
-    """`launch_schema` for conf/launch.yaml, and every sweeps/*.yaml as an option of the group `sweep`."""
-    store = ConfigStore.instance()
-    store.store(name="launch_schema", node=LaunchConfig)
-    for path, node in load_sweep_files().items():
-        if not isinstance(node, Exception):
-            store.store(group="sweep", name=path.stem, node=node)
+def register_sweeps(args: Sequence[str] = ()) -> list[str]:
+    """`launch_schema` for conf/launch.yaml, and every sweep file (scaling.configs.sweep_dirs) as an option of
+    the group `sweep`; returns `args` with the sweep folders and files they name resolved. A file that does not
+    parse is left out, so it affects only its own sweep (check_sweep_file reports it)."""
+    ConfigStore.instance().store(name="launch_schema", node=LaunchConfig)
+    return register_sweep_group(args)
 
 
-def load_sweep_files() -> dict[Any, DictConfig | Exception]:
-    """Every sweeps/*.yaml, parsed; a file that does not parse maps to its error (it affects only its own sweep)."""
-    loaded: dict[Any, DictConfig | Exception] = {}
-    for path in sorted(SWEEPS_DIR.glob("*.yaml")):
+def load_sweep_files(extra_dirs: Sequence[str] = ()) -> dict[Path, DictConfig | Exception]:
+    """Every sweep file, parsed; a file that does not parse maps to its error (it affects only its own sweep)."""
+    loaded: dict[Path, DictConfig | Exception] = {}
+    for path in sweep_files(extra_dirs).values():
         try:
             node = OmegaConf.load(path)
             if not isinstance(node, DictConfig):
@@ -84,13 +84,13 @@ def load_sweep_files() -> dict[Any, DictConfig | Exception]:
     return loaded
 
 
-def check_sweep_file(name: str) -> None:
+def check_sweep_file(name: str, extra_dirs: Sequence[str] = ()) -> None:
     """The file of `+sweep=NAME` parses, and no other sweep file declares the same `name:` (their manifests,
     results/sweeps/<name>.json, would overwrite each other)."""
-    files = load_sweep_files()
-    path = SWEEPS_DIR / f"{name}.yaml"
-    if path not in files:
+    path = sweep_files(extra_dirs).get(name)
+    if path is None:
         return  # Hydra reports an unknown sweep with the list of known ones
+    files = load_sweep_files(extra_dirs)
     node = files[path]
     if isinstance(node, Exception):
         reason = " ".join(str(node).split())
@@ -115,12 +115,12 @@ def split_run_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
 def compose_launch_config(args: Sequence[str]) -> DictConfig:
     """conf/launch.yaml with `+sweep=NAME`, launch options (cluster=slurm, dry_run=true, ...) and run overrides
     for every run (train.seed=1, ...), which are appended to `overrides`."""
-    register_sweeps()
-    launch_args, run_args = split_run_overrides(args)
-    for arg in launch_args:
+    extra_dirs = [a.split("=", 1)[1] for a in args if a.startswith("sweep_dir=")]
+    for arg in args:
         key, _, value = arg.lstrip("+~").partition("=")
-        if key == "sweep":
-            check_sweep_file(value)
+        if key == "sweep" and not is_sweep_path(value):
+            check_sweep_file(value, extra_dirs)
+    launch_args, run_args = split_run_overrides(register_sweeps(args))
     cfg = compose_conf("launch", launch_args)
     cfg.overrides = [*cfg.overrides, *run_args]
     if cfg.get("sweep") is None:
@@ -194,6 +194,7 @@ def expand(sweep: DictConfig, extra_overrides: Sequence[str] = ()) -> Expansion:
                 except (ConfigError, SweepError) as err:
                     errors.append((run_label, str(err)))
                     continue
+                planned.axes = [*point, f"{kind}={value:g}"]
                 if planned.plan.run_id not in seen:
                     seen.add(planned.plan.run_id)
                     expansion.runs.append(planned)

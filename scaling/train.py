@@ -1,6 +1,8 @@
 """One training run: build -> train to budget -> evaluate -> checkpoint/resume -> record.
 
     python -m scaling.train model=gpt2 structure=btt model.width=256 train.tokens=2e6
+    python -m scaling.train -m structure=dense,btt model.width=64,128    # the grid, launched as a sweep
+    python -m scaling.train --help                                       # config groups and options (Hydra's flags)
 
 The run directory (scaling.results) is named by the run's identity. Rerunning a finished run returns its summary;
 rerunning an interrupted one resumes from its checkpoint and reproduces the uninterrupted loss curve exactly.
@@ -18,28 +20,29 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch.nn.parallel import DistributedDataParallel
 
 from scaling.budget_evals import budget_steps
 from scaling.checkpoint import PreemptionGuard, check_checkpoint_step, load_checkpoint, save_checkpoint
+from scaling.cli import Command, run_command
 from scaling.configs import as_dataclass, compose_run_config
 from scaling.data import build_data
 from scaling.labels import run_label
+from scaling.multirun import multirun
 from scaling.distributed import DistInfo, all_reduce_mean, barrier, cpu_threads, setup_distributed, teardown
 from scaling.lease import Lease, live_holder
 from scaling.parametrization import build_parametrized_model, make_optimizer
 from scaling.config import LoggerConfig, ModelConfig, StructureConfig
 from scaling.plan import ConfigError, RunPlan, plan_run
 from scaling.process import keep_freed_memory
+from scaling.progress import RunProgress
 from scaling.results import (
     append_jsonl, atomic_write_bytes, atomic_write_json, jsonl_bytes, read_jsonl, read_summary, run_dir,
 )
 from scaling.run_files import RunFileError, remove_temp_files
 from scaling.schedule import lr_factor
-from scaling.tracking import Tracker, import_wandb_under, wandb_mode, wandb_run_id
+from scaling.tracking import Tracker, import_wandb_under, run_name, run_tags, wandb_mode, wandb_run_id
 from scaling.validate import describe_error
 
 FINISHED = ("completed", "diverged")
@@ -69,11 +72,6 @@ def autocast_for(device: torch.device, precision: str):
     if uses_bf16(device, precision):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
-
-
-def run_name(cfg: DictConfig) -> str:
-    m, s, t = cfg.model, cfg.structure, cfg.train
-    return f"{m.family}-{s.name}-d{m.width}-L{m.depth}-{t.tokens:.3g}tok-lr{t.lr:g}-s{t.seed}"
 
 
 def taxonomy(model: torch.nn.Module) -> dict[str, float]:
@@ -243,7 +241,7 @@ def _train(run: Run) -> dict[str, Any]:
         import_wandb_under(run.dir / "wandb")
     tracker = Tracker(logger_cfg, run.dir, wandb_id, run_name(cfg), cfg.sweep,
                       config=OmegaConf.to_container(cfg) | {"run_id": plan.run_id, **plan.as_dict()},
-                      tags=[cfg.model.family, cfg.structure.name]) if dist.is_main else None
+                      tags=run_tags(cfg)) if dist.is_main else None
 
     def checkpoint_state() -> dict[str, Any]:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -264,6 +262,7 @@ def _train(run: Run) -> dict[str, Any]:
         barrier(dist)
         return metrics
 
+    progress = RunProgress(run.dir, run_label(cfg), plan.steps, plan.unit, enabled=dist.is_main)
     start = time.perf_counter()
     last_ckpt = window_start = time.perf_counter()
     window_steps = 0
@@ -306,6 +305,7 @@ def _train(run: Run) -> dict[str, Any]:
                 run.pending_rows.append(row)
                 if tracker:
                     tracker.log(row, step)
+                progress.report(step, row["tokens"], row["flops"], loss_value, rate)
                 window_start, window_steps = now, 0
             if step in evals:
                 record_eval()
@@ -337,11 +337,20 @@ def _train(run: Run) -> dict[str, Any]:
     return summary
 
 
+COMMAND = Command("scaling.train", "run", usage="train one run; -m a=1,2 b=x,y trains the grid as a sweep.\n"
+                  "  python -m scaling.train [overrides, e.g. structure=btt model.width=256]\n"
+                  "  python -m scaling.train -m structure=dense,btt model.width=64,128 [cluster=slurm] [dry_run=true]")
+
+
 def main(argv: list[str] | None = None) -> int:
-    overrides = sys.argv[1:] if argv is None else argv
+    return run_command(COMMAND, sys.argv[1:] if argv is None else argv, train_command, multirun=multirun)
+
+
+def train_command(overrides: list[str]) -> int:
+    """`python -m scaling.train key=value ...`: one run, its outcome in one line."""
     try:
         summary = train(compose_run_config(overrides))
-    except (ConfigError, RunFileError, HydraException, OmegaConfBaseException) as err:
+    except (ConfigError, RunFileError) as err:
         print(f"error: {describe_error(err)}", file=sys.stderr)
         return 2
     if "skipped" in summary:
