@@ -281,9 +281,12 @@ class _Side:
                 out.copy_(blocks.transpose(0, 1).reshape(t, self.size)[:, : self.width])
         elif self.in_order:
             out.copy_(res.reshape(-1, t)[: self.width].t())  # a plain 2-D transpose (blocked copy)
-        else:
+        else:  # a general permute (Monarch's output shuffle P): one copy straight into out when nothing is cut
             moved = res.reshape(*self.axes, t).permute(len(self.axes), *self.to_tokens)
-            out.copy_(moved.reshape(t, self.size)[:, : self.width])
+            if self.width == self.size:
+                out.view(moved.shape).copy_(moved)
+            else:
+                out.copy_(moved.reshape(t, self.size)[:, : self.width])
 
 
 # --- the fused Functions -----------------------------------------------------------------------------------
@@ -586,12 +589,13 @@ def btt_cores(w0: torch.Tensor, w1: torch.Tensor, rank: int) -> tuple[torch.Tens
 
 @functools.cache
 def monarch_plan(d_in: int, d_out: int, blocks: int, in_blk: int, mid: int, out_blk: int) -> TwoCorePlan:
-    """Monarch: h[k] = R_k x[k]; the perfect shuffle g[l, i] = h[k, q] with q b + k = l mid + i; y[l] = L_l g[l]."""
+    """Monarch P L P^T R: h[k] = R_k x[k]; g[l, r] = h[k, q] with k mid + q = r b + l; o[l] = L_l g[l];
+    y[s b + l] = o[l, s]. The middle is h's features split as (r, l) and transposed (a strided view)."""
     return TwoCorePlan(
         d_in=d_in, d_out=d_out,
         in_axes=(blocks, in_blk), in_perm=(0, 1), core1=(blocks, mid, in_blk, 1),
-        mid_axes=(blocks, mid), mid_perm=(1, 0), core2=(blocks, out_blk, mid, 1),
-        out_axes=(blocks, out_blk), out_perm=(0, 1),
+        mid_axes=(mid, blocks), mid_perm=(1, 0), core2=(blocks, out_blk, mid, 1),
+        out_axes=(blocks, out_blk), out_perm=(1, 0),
     )
 
 
