@@ -13,8 +13,9 @@ so that the update each factor makes to the layer's output stays Theta(1) as the
   naive            every factor gets the dense multiplier d_in_base / d_in (the ablation whose updates drift);
   standard         no muP: lr multiplier 1 everywhere, factor init std fan_in_f^-1/2.
 In every mode the last factor of readout and residual out-projections (roles head, attn_out, ffn_down; a model's
-`zero_init_roles`, which for the ViT add q, as in the reference code) starts at zero, MoE routers (a structure's non-factor matrix, or a plain nn.Linear: the models build every other linear map
-as a StructuredLinear) are dense zero-init maps, embeddings and other matrices start at N(0, 0.02^2) with
+`zero_init_roles`, which for the ViT add q, as in the reference code) starts at zero, MoE routers (a structure's
+non-factor matrix, or a plain nn.Linear: the models build every other linear map as a StructuredLinear) are dense
+zero-init maps, embeddings and other matrices start at N(0, 0.02^2) with
 multiplier 1, and vectors and scalars (norm weights, biases, learnable gammas, a one-element Einsum core) keep
 their module's own init, multiplier 1 and no weight decay. `model.input_lr_mult` multiplies the lr of every
 parameter of the input layer (roles input, patch_embed), as the reference's `input_lr_mult` (0.1 in its CIFAR

@@ -223,7 +223,7 @@ def test_aux_loss_is_none_without_routers() -> None:
 @pytest.mark.skipif("btt_moe" not in REGISTRY, reason="btt_moe structure not registered")
 @pytest.mark.parametrize("name", ["btt_moe", "btt_moe_norm"])
 def test_btt_moe_aux_loss_averages_the_routers(name: str) -> None:
-    """fidelity.md 5: the reference averages the aux loss over the MoE layers, so its weight does not grow with depth."""
+    """fidelity.md 5: the reference averages the aux loss over the MoE layers: its weight does not grow with depth."""
     model_cfg, info = MODELS["gpt2"]
     model = build_model(model_cfg, structure_config(name, layers="ffn"), info)
     model(batch(info, model_cfg)[0])

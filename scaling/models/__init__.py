@@ -38,7 +38,9 @@ def build_model(model_cfg: ModelConfig, structure_cfg: StructureConfig, info: Da
 def _check_input_lr_mult(cfg: ModelConfig, model: Model) -> None:
     """model.input_lr_mult must be positive and, unless 1, act on an input layer the model has."""
     if not cfg.input_lr_mult > 0:
-        raise ModelConfigError(f"model.input_lr_mult={cfg.input_lr_mult} must be > 0 (it multiplies the input layer's lr)")
+        raise ModelConfigError(
+            f"model.input_lr_mult={cfg.input_lr_mult} must be > 0 (it multiplies the input layer's lr)"
+        )
     if cfg.input_lr_mult != 1 and not any(layer.role in INPUT_ROLES for _, layer in model.linear_layers()):
         raise ModelConfigError(
             f"model.input_lr_mult={cfg.input_lr_mult} has no input layer to act on in model.family={cfg.family} "
@@ -47,6 +49,6 @@ def _check_input_lr_mult(cfg: ModelConfig, model: Model) -> None:
 
 
 __all__ = [
-    "FAMILIES", "GPT2", "INPUT_ROLES", "MLP", "ROLES", "SELECTORS", "LayerFactory", "Model", "ModelConfigError", "RoleSelection",
-    "ViT", "build_model",
+    "FAMILIES", "GPT2", "INPUT_ROLES", "MLP", "ROLES", "SELECTORS", "LayerFactory", "Model", "ModelConfigError",
+    "RoleSelection", "ViT", "build_model",
 ]

@@ -56,7 +56,10 @@ class BTTLayout:
 
 
 def block_layout(cfg: StructureConfig, d_in: int, d_out: int, rank: int, structure: str) -> BTTLayout:
-    """The BTT blocks of a d_in -> d_out layer under structure.layout (module docstring); StructureError names the fix."""
+    """The BTT blocks of a d_in -> d_out layer under structure.layout (module docstring).
+
+    StructureError names the width and the fix when a side has no clean split.
+    """
     small, large = clean_factors(d_in, 2, cfg.layout, structure, "d_in")
     n0, n1 = clean_factors(d_out, 2, cfg.layout, structure, "d_out")
     m1, m0 = (large, small) if cfg.layout == "paper" else (small, large)

@@ -1,9 +1,8 @@
 """BTT-MoE: a Block Tensor-Train layer whose E rank slices are experts, each token using its top-k of them.
 
-With the BTT layout of `btt` (x read as x[i1, i0], y written as y[j0, j1]; d_in = m1 m0, d_out = n0 n1, blocks
-from `structure.layout` as for btt), expert e
-is a rank-1 BTT with cores W0[e]: (m1, m0, n0) and W1[e]: (n0, m1, n1), and a dense router W_g (d_in -> E) picks
-k experts per token with gates g (see moe_ffn.route):
+With the BTT layout of `btt` (x read as x[i1, i0], y written as y[j0, j1]; d_in = m1 m0, d_out = n0 n1, the
+blocks chosen by `structure.layout` as for btt), expert e is a rank-1 BTT with cores W0[e]: (m1, m0, n0) and
+W1[e]: (n0, m1, n1), and a dense router W_g (d_in -> E) picks k experts per token with gates g (see moe_ffn.route):
 
     z_e[j0, i1] = sum_i0 x[i1, i0] W0[e, i1, i0, j0]
     y[j0, j1]   = sum_{e in top-k} sum_i1 g_e z_e[j0, i1] W1[e, j0, i1, j1]
@@ -59,7 +58,7 @@ class BTTMoE(StructuredLinear):
             )
         if cfg.cores != 2:
             raise StructureError(f"{name} has exactly 2 cores, got structure.cores={cfg.cores}; set structure.cores=2")
-        return block_layout(cfg, d_in, d_out, 1, cls.structure)
+        return block_layout(cfg, d_in, d_out, 1, name)
 
     @classmethod
     def from_config(cls, cfg: StructureConfig, d_in: int, d_out: int, bias: bool = False) -> "BTTMoE":
