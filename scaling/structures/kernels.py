@@ -221,7 +221,9 @@ class _Side:
     The operand's features are `axes` (row-major, flattening to (b, k, c)); the token-major features are the same
     axes in the order `to_tokens`, zero-padded / truncated to `width`. When c = 1 and the order is unchanged, the
     operand is kept token-major as (b, t, k) blocks ("rows": a copy of k-float runs, and the GEMM reads or writes
-    it transposed); otherwise it is feature-major (b, k, c t) (a blocked 2-D transpose, or a general permute).
+    it transposed); so it is when c = 1 and the token-major features interleave the blocks, (k, b) (Monarch's
+    output shuffle P: one plain 2-D transpose between (b, t k) and (t k, b)); otherwise it is feature-major
+    (b, k, c t) (a blocked 2-D transpose, or a general permute).
     """
 
     axes: tuple[int, ...]
@@ -240,8 +242,13 @@ class _Side:
         return self.to_tokens == tuple(range(len(self.axes)))
 
     @property
+    def interleaved(self) -> bool:
+        """Token-major features ordered (k, b): the blocks' outputs interleaved (Monarch's P)."""
+        return self.c == 1 and self.axes == (self.b, self.k) and self.to_tokens == (1, 0)
+
+    @property
     def rows(self) -> bool:
-        return self.c == 1 and self.in_order
+        return self.c == 1 and (self.in_order or self.interleaved)
 
     def view(self, buf: torch.Tensor, t: int) -> torch.Tensor:
         """The (b, k, c t) operand held in buf (filled by load or saved)."""
@@ -253,7 +260,9 @@ class _Side:
         """Copy token-major x (t, width) into buf as the operand; returns the (b, k, c t) view."""
         t = x.shape[0]
         x = _pad_features(x, self.size)
-        if self.rows:
+        if self.interleaved:
+            buf.view(self.b, t * self.k).copy_(x.reshape(t * self.k, self.b).t())
+        elif self.rows:
             buf.view(self.b, t, self.k).copy_(x.view(t, self.b, self.k).transpose(0, 1))
         elif self.in_order and x.is_contiguous():
             buf.view(-1, t).copy_(x.t())  # a plain 2-D transpose: torch copies it in cache-sized blocks
@@ -273,7 +282,13 @@ class _Side:
     def store(self, res: torch.Tensor, out: torch.Tensor) -> None:
         """Copy the operand-shaped result res (from gemm) into token-major out (t, width), truncating padding."""
         t = out.shape[0]
-        if self.rows:
+        if self.interleaved:
+            shuffled = res.transpose(1, 2).reshape(self.b, t * self.k).t()  # (t k, b): a plain 2-D transpose
+            if self.width == self.size:
+                out.view(t * self.k, self.b).copy_(shuffled)
+            else:
+                out.copy_(shuffled.reshape(t, self.size)[:, : self.width])
+        elif self.rows:
             blocks = res.transpose(1, 2)  # (b, t, k), contiguous
             if self.width == self.size:
                 out.view(t, self.b, self.k).transpose(0, 1).copy_(blocks)
@@ -281,12 +296,9 @@ class _Side:
                 out.copy_(blocks.transpose(0, 1).reshape(t, self.size)[:, : self.width])
         elif self.in_order:
             out.copy_(res.reshape(-1, t)[: self.width].t())  # a plain 2-D transpose (blocked copy)
-        else:  # a general permute (Monarch's output shuffle P): one copy straight into out when nothing is cut
+        else:
             moved = res.reshape(*self.axes, t).permute(len(self.axes), *self.to_tokens)
-            if self.width == self.size:
-                out.view(moved.shape).copy_(moved)
-            else:
-                out.copy_(moved.reshape(t, self.size)[:, : self.width])
+            out.copy_(moved.reshape(t, self.size)[:, : self.width])
 
 
 # --- the fused Functions -----------------------------------------------------------------------------------
