@@ -9,7 +9,7 @@ backward by hand on chunks of tokens, in the layouts MKL's small batched GEMMs r
     per chunk of t tokens            (xt: (b1, k1, c1 t), zt: (b1, p1, c1 t), z2: (b2, k2, c2 t), yt: (b2, p2, c2 t))
     forward   xt = load(x)                 one copy: token-major x -> core 1's operand (zero-padded)
               zt = w0 @ xt                 bmm, w0: (b1, p1, k1), zt feature-major
-              z2 = regroup(zt)             a view when the strides allow it (BTT, Monarch with b = mid), else a copy
+              z2 = regroup(zt)             a view when the strides allow it (BTT, Monarch), else a copy
               yt = w1 @ z2                 bmm, w1: (b2, p2, k2)
               y  = store(yt)               one copy back to token-major (truncated)
     backward  gt = load(g);  dw1 += gt z2^T;  dz2 = w1^T gt;  dzt = regroup^-1(dz2)
@@ -201,7 +201,7 @@ def _regroup(
     buf: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """z's features reordered by perm, as (shape[0], shape[1], shape[2] t): a view when the strides line up (BTT,
-    Monarch with b = mid, TT forward), else a copy into buf (a new tensor without one)."""
+    Monarch, TT forward), else a copy into buf (a new tensor without one)."""
     moved = _moved(z, axes, perm, t)
     target = (shape[0], shape[1], shape[2] * t)
     view = _as_view(moved, target)
