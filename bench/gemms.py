@@ -42,10 +42,11 @@ def profile(args: argparse.Namespace) -> list[dict]:
 
     from scaling.structures import kernels as K
     from scaling.structures import native
-    from scaling.structures.factorize import clean_factors
+    from scaling.config import StructureConfig
+    from scaling.structures.btt import BlockTensorTrain
 
-    m1, m0 = clean_factors(args.width, 2, "btt", "d_in")
-    plan = K.btt_plan(m1, m0, m1, m0, args.rank)
+    lay = BlockTensorTrain.validate(StructureConfig(name="btt", rank=args.rank), args.width, args.width)
+    plan = K.btt_plan(lay.m1, lay.m0, lay.n0, lay.n1, args.rank)
     tm = K.token_major_plan(plan)
     t, d, threads = args.tokens, args.width, torch.get_num_threads()
     torch.manual_seed(0)

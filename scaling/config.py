@@ -20,6 +20,10 @@ class StructureConfig:
     rank: Optional[int] = None  # low_rank (absolute rank), btt/btt_norm (BTT rank), tt (TT rank)
     rank_frac: Optional[float] = None  # low_rank: rank as a fraction of min(d_in, d_out)
     cores: int = 2  # kron / tt: number of factors (cores)
+    # btt / btt_norm / btt_moe / kron / tt: how a width splits into factors. paper: the reference code's greedy
+    # prime split (512 -> 16 x 32; BTT reads d_in as m1 blocks of m0 <= m1). balanced: the most nearly equal
+    # split, and BTT's smaller input factor as the block count (the project's layout before issue 11).
+    layout: str = "paper"
     blocks: Optional[int] = None  # monarch: number of blocks (None: round(sqrt(d_in)))
     theta: Optional[list[float]] = None  # einsum: (alpha, beta, gamma, delta, epsilon, phi, rho)
     experts: int = 8  # btt_moe: number of experts (rank slices)
@@ -39,6 +43,7 @@ class ModelConfig:
     ffn_ratio: float = 4.0
     context: int = 128  # gpt2: sequence length
     qk_norm: bool = False
+    attn_scale: float = 8.0  # attention logits are q.k * attn_scale / head_dim (muP with the papers' constant 8)
     tie_head: bool = False  # gpt2: share the token embedding with the unembedding
     bias: bool = False
     # vit
@@ -47,6 +52,7 @@ class ModelConfig:
     # gpt2 FFN-level mixture of experts baseline (0 = plain FFN)
     ffn_experts: int = 0
     ffn_top_k: int = 2
+    input_lr_mult: float = 1.0  # extra lr multiplier of the input layer (mlp `input`, vit `patch_embed`)
     # structure_aware | naive (every factor gets the dense rule) | standard (no muP: 1/sqrt(fan_in), lr mult 1)
     parametrization: str = "structure_aware"
 

@@ -22,7 +22,7 @@ from scaling.config import ModelConfig, StructureConfig
 from scaling.configs import compose_run_config
 from scaling.data import data_info
 from scaling.data.base import DataInfo
-from scaling.flops import measure_flops, model_flops
+from scaling.flops import attention_cores, measure_flops, model_flops
 from scaling.models import ModelConfigError
 from scaling.parametrization import build_parametrized_model
 from scaling.structures import StructureError
@@ -73,11 +73,13 @@ def inspect_model(model_cfg: ModelConfig, structure_cfg: StructureConfig, info: 
         for unit in report.layers
         if unit.name not in linear_names
     ]
+    logit_scales = {name: core.scale for name, core in attention_cores(model)}
     attention = [
         {
             "name": a.name,
             "seq_len": a.seq_len,
             "d_attn": a.d_attn,
+            "logit_scale": logit_scales[a.name],  # attn_scale / head_dim
             "flops": a.flops,
             "flops_measured": measured.attention[a.name],
         }
@@ -86,11 +88,16 @@ def inspect_model(model_cfg: ModelConfig, structure_cfg: StructureConfig, info: 
     return {
         "family": model_cfg.family,
         "structure": structure_cfg.name,
+        "layout": structure_cfg.layout,
         "layers_selected": selected if isinstance(selected := structure_cfg.layers, str) else list(selected),
         "width": model_cfg.width,
         "base_width": model_cfg.base_width,
         "depth": model_cfg.depth,
         "parametrization": model_cfg.parametrization,
+        # attention logits are q.k * attn_scale / head_dim (None without attention)
+        "attn_scale": model_cfg.attn_scale if attention else None,
+        "head_dim": model_cfg.head_dim if attention else None,
+        "input_lr_mult": model_cfg.input_lr_mult,
         "unit": info.unit,
         "params": report.params,
         "params_nonembed": report.params_nonembed,
@@ -115,8 +122,10 @@ def format_text(info: dict[str, Any]) -> str:
     """Human-readable summary and per-layer table."""
     unit = info["unit"]
     lines = [
-        f"{info['family']} x {info['structure']} (layers={info['layers_selected']}), width {info['width']} "
-        f"(base {info['base_width']}), depth {info['depth']}, parametrization {info['parametrization']}",
+        f"{info['family']} x {info['structure']} (layers={info['layers_selected']}, layout={info['layout']}), "
+        f"width {info['width']} (base {info['base_width']}), depth {info['depth']}, "
+        f"parametrization {info['parametrization']}"
+        + (f", input lr x{info['input_lr_mult']:g}" if info["input_lr_mult"] != 1 else ""),
         f"params: {info['params']:,} total, {info['params_nonembed']:,} non-embedding",
         f"forward FLOPs/{unit}: analytic {_num(info['forward_flops_per_unit'])} "
         f"(linear {_num(info['linear_flops_per_unit'])} + attention {_num(info['attention_flops_per_unit'])}), "
@@ -124,6 +133,13 @@ def format_text(info: dict[str, Any]) -> str:
         f"(linear {_num(info['linear_flops_per_unit_measured'])} "
         f"+ attention {_num(info['attention_flops_per_unit_measured'])}); "
         f"training 3x forward = {_num(info['train_flops_per_unit'])}",
+    ]
+    if info["attn_scale"] is not None:
+        lines.append(
+            f"attention logits: q.k * {info['attn_scale']:g} / head_dim {info['head_dim']} "
+            f"= q.k * {info['attn_scale'] / info['head_dim']:.4g}"
+        )
+    lines += [
         "",
         f"{'layer':<28} {'role':<11} {'structure':<10} {'shape':>13} {'params':>10} "
         f"{'FLOPs/' + unit:>12} {'measured':>10}",

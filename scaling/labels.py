@@ -18,6 +18,7 @@ _DISTINGUISHING = {
     "tt": (("cores", "c"), ("rank", "r")),
     "monarch": (("blocks", "b"),),
     "btt_moe": (("experts", "e"), ("top_k", "k")),
+    "btt_moe_norm": (("experts", "e"), ("top_k", "k")),
 }
 
 
@@ -30,7 +31,7 @@ def default_label(cfg: Mapping[str, Any]) -> str:
     structure = cfg["structure"]
     name = structure["name"]
     parts = [name]
-    if name == "einsum" and structure.get("theta") is not None:
+    if name in ("einsum", "einsum_norm") and structure.get("theta") is not None:
         parts.append("_".join(_number(float(t)) for t in structure["theta"]))
     for key, tag in _DISTINGUISHING.get(name, ()):
         if structure.get(key) is not None:

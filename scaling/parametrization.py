@@ -12,11 +12,14 @@ so that the update each factor makes to the layer's output stays Theta(1) as the
   structure_aware  the rule above (a dense layer is its n_f = 1, fan_in_f = d_in special case);
   naive            every factor gets the dense multiplier d_in_base / d_in (the ablation whose updates drift);
   standard         no muP: lr multiplier 1 everywhere, factor init std fan_in_f^-1/2.
-In every mode the last factor of readout and residual out-projections (roles head, attn_out, ffn_down) starts at
-zero, MoE routers (a structure's non-factor matrix, or a plain nn.Linear: the models build every other linear map
-as a StructuredLinear) are dense zero-init maps, embeddings and other matrices start at N(0, 0.02^2) with
-multiplier 1, and vectors (norm weights, biases, learnable scalars) keep their module's own init, multiplier 1
-and no weight decay.
+In every mode the last factor of readout and residual out-projections (roles head, attn_out, ffn_down; a model's
+`zero_init_roles`, which for the ViT add q, as in the reference code) starts at zero, MoE routers (a structure's
+non-factor matrix, or a plain nn.Linear: the models build every other linear map as a StructuredLinear) are dense
+zero-init maps, embeddings and other matrices start at N(0, 0.02^2) with
+multiplier 1, and vectors and scalars (norm weights, biases, learnable gammas, a one-element Einsum core) keep
+their module's own init, multiplier 1 and no weight decay. `model.input_lr_mult` multiplies the lr of every
+parameter of the input layer (roles input, patch_embed), as the reference's `input_lr_mult` (0.1 in its CIFAR
+MLP runs, 1 elsewhere).
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ from scaling.config import ModelConfig, StructureConfig
 from scaling.data.base import DataInfo
 from scaling.models import Model, ModelConfigError, build_model
 from scaling.models.base import outermost_modules
+from scaling.models.factory import INPUT_ROLES
 from scaling.structures.base import StructuredLinear, StructureError, spectral_std
 
 MODES = ("structure_aware", "naive", "standard")
-ZERO_INIT_ROLES = frozenset({"head", "attn_out", "ffn_down"})  # last factor starts at 0
+ZERO_INIT_ROLES = Model.zero_init_roles  # last factor starts at 0 (models may add roles)
 EMBED_STD = 0.02  # embeddings, positional embeddings, class tokens
 
 
@@ -51,11 +55,15 @@ VECTOR_RULE = ParamRule(init_std=None, lr_mult=1.0, weight_decay=False)
 EMBED_RULE = ParamRule(init_std=EMBED_STD, lr_mult=1.0, weight_decay=True)
 
 
-def param_rules(model: nn.Module, base_model: nn.Module, mode: str) -> dict[str, ParamRule]:
+def param_rules(
+    model: nn.Module, base_model: nn.Module, mode: str, input_lr_mult: float = 1.0
+) -> dict[str, ParamRule]:
     """The rule of every parameter of `model`, keyed by its name in model.named_parameters().
 
     `base_model` is the same architecture built at the base width (any device, meta is fine); each structured
-    layer's base fan-in d_in_base is read from the layer of the same qualified name there.
+    layer's base fan-in d_in_base is read from the layer of the same qualified name there. The last factor of
+    layers whose role is in the model's `zero_init_roles` starts at zero; every parameter of a layer with an
+    input role has its lr multiplier scaled by `input_lr_mult`.
     """
     if mode not in MODES:
         raise ValueError(f"model.parametrization={mode!r} is not a parametrization; choose one of {list(MODES)}")
@@ -65,7 +73,12 @@ def param_rules(model: nn.Module, base_model: nn.Module, mode: str) -> dict[str,
         structured = isinstance(layer, StructuredLinear)
         base = _base_layer(base_model, module_name, StructuredLinear if structured else nn.Linear)
         if structured:
-            layer_rules = _layer_rules(layer, base.d_in, mode)
+            layer_rules = _layer_rules(layer, base.d_in, mode, getattr(model, "zero_init_roles", ZERO_INIT_ROLES))
+            if layer.role in INPUT_ROLES:
+                layer_rules = {
+                    name: dataclasses.replace(rule, lr_mult=rule.lr_mult * input_lr_mult)
+                    for name, rule in layer_rules.items()
+                }
         else:  # models build every linear map as a StructuredLinear; a plain nn.Linear is a MoE router
             gate = _gate_rule(base.in_features / layer.in_features, mode)
             layer_rules = {name: gate if p.ndim >= 2 else VECTOR_RULE for name, p in layer.named_parameters()}
@@ -96,7 +109,9 @@ def _gate_rule(dense_mult: float, mode: str) -> ParamRule:
     return ParamRule(init_std=0.0, lr_mult=1.0 if mode == "standard" else dense_mult, weight_decay=True)
 
 
-def _layer_rules(layer: StructuredLinear, d_in_base: int, mode: str) -> dict[str, ParamRule]:
+def _layer_rules(
+    layer: StructuredLinear, d_in_base: int, mode: str, zero_init_roles: frozenset[str]
+) -> dict[str, ParamRule]:
     """Rules of one structured layer's own parameters, keyed by their names within the layer."""
     specs = layer.factor_specs()
     n_factors = len(specs)
@@ -109,13 +124,14 @@ def _layer_rules(layer: StructuredLinear, d_in_base: int, mode: str) -> dict[str
             lr_mult, std = dense_mult, spectral_std(spec.fan_in, spec.fan_out)
         else:  # structure_aware: lr_f = d_in_base / (n_f * fan_in_f)
             lr_mult, std = d_in_base / (n_factors * spec.fan_in), spectral_std(spec.fan_in, spec.fan_out)
-        if i == n_factors - 1 and layer.role in ZERO_INIT_ROLES:
+        if i == n_factors - 1 and layer.role in zero_init_roles:
             std = 0.0
         rules[spec.name] = ParamRule(init_std=std, lr_mult=lr_mult, weight_decay=True)
-    # Matrices that are not factors (btt_moe's router) are gates: dense zero-init maps from the layer input.
+    # Matrices that are not factors (btt_moe's router) are gates: dense zero-init maps from the layer input;
+    # one-element tensors (a 1 x 1 Einsum core) are scalar gains, like vectors.
     for name, p in layer.named_parameters():
         if name not in rules:
-            rules[name] = _gate_rule(dense_mult, mode) if p.ndim >= 2 else VECTOR_RULE
+            rules[name] = _gate_rule(dense_mult, mode) if p.ndim >= 2 and p.numel() > 1 else VECTOR_RULE
     return rules
 
 
@@ -156,7 +172,7 @@ def build_parametrized_model(
             "set model.base_width to a width the model and structure accept"
         ) from err
     model = build_model(model_cfg, structure_cfg, info)
-    rules = param_rules(model, base_model, model_cfg.parametrization)
+    rules = param_rules(model, base_model, model_cfg.parametrization, model_cfg.input_lr_mult)
     apply_init(model, rules)
     return model, rules
 

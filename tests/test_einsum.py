@@ -236,14 +236,18 @@ def test_btt_points_are_btt(theta, d_in, d_out):
     assert_same_function(layer, other, d_in)
 
 
-def test_btt1_point_is_monarch_with_sqrt_d_blocks():
+def test_btt1_point_is_monarch_without_its_output_shuffle():
+    """The BTT-1 point is L P^T R; Monarch (P L P^T R) interleaves the same blocks' outputs: y[s b + l] = o[l, s]."""
     layer = einsum_layer(BTT1, 64, 64)
     other = named("monarch", 64, 64, blocks=8)
     w0, w1 = btt_cores_of(layer)
     with torch.no_grad():
         other.R.copy_(w0)  # block i1 maps x[i1, :] -> h[i1, j0]
-        other.L.copy_(w1)  # the perfect shuffle hands block j0 the j0-th output of every R block
-    assert_same_function(layer, other, 64)
+        other.L.copy_(w1)  # P^T hands block j0 the j0-th output of every R block
+    x = torch.randn(5, 64)
+    unshuffled = other(x).view(5, 8, 8).transpose(1, 2).reshape(5, 64)  # feature s b + l -> l out_blk + s
+    torch.testing.assert_close(layer(x), unshuffled, rtol=1e-4, atol=1e-5)
+    assert layer.num_params() == other.num_params() and layer.flops_per_token() == other.flops_per_token()
 
 
 def test_special_point_factor_specs_match_the_named_structure():

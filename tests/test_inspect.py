@@ -95,9 +95,23 @@ def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_text(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(OVERRIDES) == 0
     out = capsys.readouterr().out
-    assert out.startswith("mlp x kron (layers=all_but_last), width 64")
+    assert out.startswith("mlp x kron (layers=all_but_last, layout=paper), width 64")
+    assert "attention logits" not in out  # no attention in an MLP
     assert "forward FLOPs/example: analytic" in out
     assert "blocks.0.ffn.ffn_up" in out and "lr_mult" in out
+
+
+def test_cli_json_shows_the_paper_btt_layout_and_the_attention_scale(capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's check: every 512 -> 512 BTT layer has the reference code's 24,576 params; logits q.k 8 / d_head."""
+    assert main(["--json", "model=gpt2", "structure=btt", "model.width=512"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    square = [layer for layer in out["layers"] if layer["structure"] == "btt" and layer["shape"] == [512, 512]]
+    assert len(square) == 4 * out["depth"] and all(layer["params"] == 24_576 for layer in square)
+    assert all([f["shape"] for f in layer["factors"]] == [[32, 16, 16], [16, 32, 32]] for layer in square)
+    assert (out["attn_scale"], out["head_dim"], out["layout"]) == (8.0, 32, "paper")
+    assert all(a["logit_scale"] == 8 / 32 for a in out["attention"])
+    assert main(["model=gpt2", "structure=btt", "model.width=512", "model.attn_scale=1"]) == 0
+    assert "attention logits: q.k * 1 / head_dim 32 = q.k * 0.03125" in capsys.readouterr().out
 
 
 def test_cli_reports_config_errors(capsys: pytest.CaptureFixture[str]) -> None:

@@ -80,13 +80,13 @@ def btt_reference(layer: BlockTensorTrain, x: torch.Tensor) -> torch.Tensor:
 
 
 def monarch_reference(layer: Monarch, x: torch.Tensor) -> torch.Tensor:
-    """h[k, q] = sum_a x[k, a] R[k, a, q]; g[l, i] = h[k, q] with q b + k = l mid + i; y[l, o] = sum_i g L."""
+    """P L P^T R: h[k, q] = sum_a x[k, a] R[k, a, q]; h flattened (k q), read as (r l) -> g[l, r]; o[l, s] =
+    sum_r g L; y[s b + l] = o[l, s] (HazyResearch's blockdiag_butterfly_multiply, written with reshapes)."""
     b, in_blk, mid = layer.layout.blocks, layer.layout.in_blk, layer.layout.mid
     x = F.pad(x, (0, b * in_blk - layer.d_in)).view(-1, b, in_blk)
-    h = torch.einsum("nka,kaq->nkq", x, layer.R).reshape(-1, b * mid)
-    flat = torch.arange(b * mid)  # position l mid + i of g, read from h[k, q]: q = flat // b, k = flat % b
-    g = h[:, (flat % b) * mid + flat // b].view(-1, b, mid)
-    return torch.einsum("nli,lio->nlo", g, layer.L).reshape(-1, b * layer.layout.out_blk)[:, : layer.d_out]
+    h = torch.einsum("nka,kaq->nkq", x, layer.R).reshape(-1, mid, b)  # flat k mid + q = r b + l
+    o = torch.einsum("nrl,lrs->nls", h, layer.L)
+    return o.transpose(1, 2).reshape(-1, b * layer.layout.out_blk)[:, : layer.d_out]
 
 
 def tt_reference(layer: TensorTrain | Kronecker, x: torch.Tensor) -> torch.Tensor:
@@ -115,6 +115,8 @@ class Case:
 
     def __str__(self) -> str:
         extra = {k: v for k, v in vars(self.cfg).items() if k in ("rank", "blocks", "theta") and v is not None}
+        if self.cfg.layout != "paper":
+            extra["layout"] = self.cfg.layout
         return f"{self.cfg.name}-{self.d_in}x{self.d_out}-{extra}"
 
 
@@ -128,7 +130,7 @@ CASES = [
     Case(S("btt", rank=4), 64, 128),  # rectangular, rank > 1 (intermediate re-ordered by a copy in backward)
     Case(S("btt", rank=2), 96, 48),
     Case(S("monarch", blocks=8), 64, 64),  # b = mid: rank-1 BTT
-    Case(S("monarch", blocks=4), 64, 128),  # b != mid: the shuffle is a copy
+    Case(S("monarch", blocks=4), 64, 128),  # b != mid
     Case(S("monarch"), 96, 48),  # b = 10 divides neither width: padded input, truncated output
     Case(S("kron"), 64, 128),
     Case(S("tt", rank=4), 64, 64),
@@ -140,6 +142,20 @@ CASES = [
     Case(S("einsum", theta=[0.4, 0.35, 0.25, 0.6, 0.4, 0, 0]), 256, 256),  # (x B) A is the cheaper order
     Case(S("einsum", theta=[0.25, 0.25, 0.5, 0.25, 0.25, 0.5, 0.25]), 256, 256),
     Case(S("einsum", theta=[1, 0, 0, 0, 1, 0, 0.5]), 100, 50),  # low-rank point
+    # the reference code's (paper) layout at the widths of fidelity.md, and the balanced layout at the same widths
+    Case(S("btt"), 512, 512),  # blocks 32 x 16 -> 16 x 32
+    Case(S("btt", rank=4), 512, 512),
+    Case(S("btt"), 384, 1536),  # 24 x 16 -> 32 x 48
+    Case(S("btt"), 1000, 1000),  # 50 x 20 -> 20 x 50
+    Case(S("btt"), 768, 3072),  # 48 x 16 -> 32 x 96
+    Case(S("btt", layout="balanced"), 768, 3072),  # 24 x 32 -> 48 x 64
+    Case(S("btt", rank=2, layout="balanced"), 512, 512),  # 16 x 32 -> 16 x 32
+    Case(S("monarch", blocks=4), 256, 256),  # the reference's default of 4 blocks: b != mid
+    Case(S("monarch", blocks=8), 128, 512),
+    Case(S("kron"), 1000, 1000),  # (20, 50) -> (20, 50)
+    Case(S("kron"), 768, 3072),  # (16, 48) -> (32, 96)
+    Case(S("kron", layout="balanced"), 768, 3072),
+    Case(S("tt", rank=4), 768, 3072),
 ]
 
 
@@ -328,10 +344,14 @@ def routing_case(tokens: int, n_experts: int, top_k: int, seed: int = 0) -> tupl
     return experts, gates
 
 
-@pytest.mark.parametrize("d_in,d_out,n_experts,top_k", [(64, 64, 4, 2), (36, 144, 8, 3)])
-def test_routed_experts_match_the_all_experts_reference(d_in, d_out, n_experts, top_k):
+@pytest.mark.parametrize(
+    "d_in,d_out,n_experts,top_k,layout",
+    [(64, 64, 4, 2, "paper"), (36, 144, 8, 3, "paper"), (512, 512, 8, 2, "paper"), (384, 1536, 4, 2, "paper"),
+     (768, 768, 4, 2, "balanced")],
+)
+def test_routed_experts_match_the_all_experts_reference(d_in, d_out, n_experts, top_k, layout):
     torch.manual_seed(0)
-    layer = build_linear(S("btt_moe", experts=n_experts, top_k=top_k), d_in, d_out).double()
+    layer = build_linear(S("btt_moe", experts=n_experts, top_k=top_k, layout=layout), d_in, d_out).double()
     lay = layer.layout
     plan = K.btt_plan(lay.m1, lay.m0, lay.n0, lay.n1, 1)
     w0 = torch.randn(layer.W0.shape, dtype=torch.float64, requires_grad=True)
@@ -437,7 +457,8 @@ def numel(shape: list[int]) -> int:
     [
         (Case(S("btt"), 256, 256), (2, 2)),  # tokens in and out only: the intermediate is re-ordered by views
         (Case(S("btt", rank=4), 256, 256), (2, 3)),  # + one re-order of the rank-4 intermediate in backward
-        (Case(S("monarch", blocks=16), 256, 256), (2, 2)),  # b = mid: rank-1 BTT
+        (Case(S("monarch", blocks=16), 256, 256), (2, 2)),  # rank-1 BTT's schedule, its output shuffled by the store
+        (Case(S("monarch", blocks=4), 256, 256), (2, 3)),  # b != mid: + one re-order of the middle in backward
         (Case(S("einsum", theta=BTT1), 256, 256), (2, 2)),  # the BTT point runs BTT's schedule
         (Case(S("kron"), 256, 256), (0, 2)),  # token-major: x and y are read and written in place
         (Case(S("tt", rank=4), 256, 256), (0, 2)),
@@ -453,13 +474,27 @@ def test_fast_path_copies_activations_only_at_the_ends(case, per_chunk, bmm_path
 
 
 @pytest.mark.parametrize(
-    "case", [Case(S("btt"), 256, 256), Case(S("btt", rank=2), 256, 256), Case(S("monarch", blocks=16), 256, 256),
-             Case(S("einsum", theta=BTT1), 256, 256)], ids=str,
+    "case", [Case(S("btt"), 256, 256), Case(S("btt", rank=2), 256, 256), Case(S("btt"), 512, 512),
+             Case(S("btt"), 384, 1536), Case(S("einsum", theta=BTT1), 256, 256)], ids=str,
 )
 def test_native_path_copies_no_activations(case, native_path):
     """The compiled path reads x and writes y, z, dz and dx in place: no activation-sized copy at all."""
     layer = build(case)
-    assert K._native_tables(plan_and_cores(layer)[0], torch.zeros(1)) is not None
+    tables = K._native_tables(plan_and_cores(layer)[0], torch.zeros(1))
+    assert tables is not None and tables.direct
+    assert activation_copies(layer, tokens=512, chunk=128) == (0, 0)
+
+
+@pytest.mark.parametrize("blocks", [16, 4])
+def test_native_monarch_gathers_its_shuffled_output(blocks, native_path):
+    """Monarch's output shuffle P interleaves the blocks' outputs, which a GEMM cannot write in place: the compiled
+    path gathers y from the blocks' rows (and scatters the gradient back), and copies nothing else."""
+    layer = build(Case(S("monarch", blocks=blocks), 256, 256))
+    tables = K._native_tables(plan_and_cores(layer)[0], torch.zeros(1))
+    assert tables is not None and not tables.direct
+    lay = layer.layout
+    block_of_feature = tables.y_index // lay.out_blk  # y feature s b + l comes from block l's row
+    assert torch.equal(block_of_feature, torch.arange(256) % blocks)
     assert activation_copies(layer, tokens=512, chunk=128) == (0, 0)
 
 

@@ -21,7 +21,8 @@ CONF = Path(__file__).resolve().parents[1] / "conf" / "structure"
 TEXT = DataInfo(kind="text", unit="token", vocab_size=64)
 IMAGE = DataInfo(kind="image", unit="example", input_shape=(1, 16, 16), num_classes=10)
 FLAT_IMAGE = DataInfo(kind="image", unit="example", input_shape=(256,), num_classes=10)
-TEACHER = DataInfo(kind="teacher", unit="example", input_shape=(8,), output_dim=1, loss="mse")
+# 16 inputs: a rank-4 btt_norm input layer needs m0 = 4 input features per block (paper layout: 16 = 4 blocks of 4)
+TEACHER = DataInfo(kind="teacher", unit="example", input_shape=(16,), output_dim=1, loss="mse")
 MODELS = {
     "gpt2": (ModelConfig(family="gpt2", width=64, head_dim=16, depth=2, context=16, qk_norm=True), TEXT),
     "vit": (ModelConfig(family="vit", width=64, head_dim=16, depth=2, patch_size=4, qk_norm=True), IMAGE),
@@ -178,13 +179,13 @@ def test_vit_attention_is_bidirectional() -> None:
     assert (model(x)[0] - model(x_changed)[0]).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("causal", [True, False])
-def test_attention_uses_mup_scale_and_explicit_matches_sdpa(causal: bool) -> None:
+@pytest.mark.parametrize("causal,c", [(True, 8.0), (False, 8.0), (True, 1.0)])
+def test_attention_uses_mup_scale_and_explicit_matches_sdpa(causal: bool, c: float) -> None:
     b, h, t, d = 2, 3, 5, 8
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(b, h, t, d, generator=g) for _ in range(3))
-    core = AttentionCore(n_heads=h, head_dim=d, causal=causal)
-    scores = q @ k.transpose(-2, -1) / d  # muP: 1/d_head, not 1/sqrt(d_head)
+    core = AttentionCore(n_heads=h, head_dim=d, causal=causal, attn_scale=c)
+    scores = q @ k.transpose(-2, -1) * c / d  # muP: c/d_head, not 1/sqrt(d_head)
     if causal:
         scores = scores + torch.full((t, t), float("-inf")).triu(1)
     expected = scores.softmax(-1) @ v
@@ -220,13 +221,20 @@ def test_aux_loss_is_none_without_routers() -> None:
 
 
 @pytest.mark.skipif("btt_moe" not in REGISTRY, reason="btt_moe structure not registered")
-def test_btt_moe_aux_loss_sums_every_router() -> None:
+@pytest.mark.parametrize("name", ["btt_moe", "btt_moe_norm"])
+def test_btt_moe_aux_loss_averages_the_routers(name: str) -> None:
+    """fidelity.md 5: the reference averages the aux loss over the MoE layers: its weight does not grow with depth."""
     model_cfg, info = MODELS["gpt2"]
-    model = build_model(model_cfg, structure_config("btt_moe", layers="ffn"), info)
+    model = build_model(model_cfg, structure_config(name, layers="ffn"), info)
     model(batch(info, model_cfg)[0])
     per_layer = [layer.aux_loss() for _, layer in model.linear_layers() if layer.role.startswith("ffn")]
     assert len(per_layer) == 4 and all(a is not None for a in per_layer)
-    torch.testing.assert_close(model.aux_loss(), torch.stack(per_layer).sum())
+    torch.testing.assert_close(model.aux_loss(), torch.stack(per_layer).mean())
+    deeper = build_model(dataclasses.replace(model_cfg, depth=4), structure_config(name, layers="ffn"), info)
+    deeper(batch(info, model_cfg)[0])
+    uniform = 1 + 0.1 * math.log(8) ** 2  # zero-init routers: balance term 1, z-loss log(E)^2 in every layer
+    for net in (model, deeper):
+        assert net.aux_loss().item() == pytest.approx(uniform, rel=1e-5)
 
 
 def test_ffn_level_moe() -> None:

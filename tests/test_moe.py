@@ -174,8 +174,10 @@ def test_btt_moe_bad_settings_name_the_field(fields, pattern):
 
 
 def test_btt_moe_width_without_clean_blocks_names_nearest_widths():
-    with pytest.raises(StructureError, match=r"btt_moe.*d_in=61.*use a width such as 60 or 63"):
-        build_linear(StructureConfig(name="btt_moe"), 61, 64)
+    with pytest.raises(StructureError, match=r"btt_moe.*layout=paper.*d_in=61.*use a width such as 60 or 64"):
+        build_linear(StructureConfig(name="btt_moe"), 61, 64)  # 63 = 3 x 21 under the greedy split
+    with pytest.raises(StructureError, match=r"btt_moe.*layout=balanced.*d_in=61.*use a width such as 60 or 63"):
+        build_linear(StructureConfig(name="btt_moe", layout="balanced"), 61, 64)
 
 
 # --- FFN-level MoE ------------------------------------------------------------------------------------------

@@ -140,7 +140,7 @@ def test_bad_tables_raise_before_touching_memory():
 def test_plans_without_a_token_major_form_stay_on_bmm():
     assert token_major_plan(K.btt_plan(8, 8, 8, 8, 2)) is not None
     assert token_major_plan(K.monarch_plan(64, 64, 4, 16, 16, 16)) is not None  # 4 blocks divide the middle 16
-    assert token_major_plan(K.monarch_plan(30, 28, 4, 8, 5, 7)) is None  # 4 blocks, middle 5: the shuffle cuts axes
+    assert token_major_plan(K.monarch_plan(30, 28, 4, 8, 5, 7)) is None  # 4 blocks, middle 5: dz's shuffle cuts axes
     b_first = K.einsum_plan((2, 3, 4, 2, 3, 2, 2), 24, 12, a_first=False)  # contracts x's middle axis first
     assert token_major_plan(b_first) is None
     wide = K.btt_plan(8, 8, 8, 8, 4)  # middle 4x the ends: the bmm schedule measured faster

@@ -14,7 +14,9 @@ from scaling.config import StructureConfig
 from scaling.structures import REGISTRY, StructureError, StructuredLinear, build_linear, kernels, spectral_std
 from scaling.structures.btt import BlockTensorTrain
 from scaling.structures.dense import Dense
-from scaling.structures.factorize import clean_factors, divisors, near_equal_factors, nearest_valid, pad_last
+from scaling.structures.factorize import (
+    clean_factors, divisors, greedy_factors, near_equal_factors, nearest_valid, pad_last,
+)
 from scaling.structures.kron import Kronecker
 from scaling.structures.low_rank import LowRank
 from scaling.structures.monarch import Monarch
@@ -85,15 +87,20 @@ def matrix_from_factors(layer: StructuredLinear) -> torch.Tensor:
 
 
 def monarch_matrix(layer: Monarch) -> torch.Tensor:
-    """blockdiag(L^T) @ P @ blockdiag(R^T) with the perfect shuffle P, cut to (d_out, d_in)."""
-    b, mid = layer.layout.blocks, layer.layout.mid
+    """P L P^T R as dense matrices, cut to (d_out, d_in): R, L block-diagonal, P^T the stride-b read of the middle
+    (g[l, r] = h_flat[r b + l]), P the output shuffle (y[s b + l] = o[l, s])."""
+    b, mid, out_blk = layer.layout.blocks, layer.layout.mid, layer.layout.out_blk
     right = torch.block_diag(*[r.T for r in layer.R])
     left = torch.block_diag(*[l.T for l in layer.L])
-    shuffle = torch.zeros(b * mid, b * mid)
-    for q in range(mid):
-        for k in range(b):
-            shuffle[q * b + k, k * mid + q] = 1.0  # g_flat[q * b + k] = h[k, q]
-    return (left @ shuffle @ right)[: layer.d_out, : layer.d_in]
+    p_mid = torch.zeros(b * mid, b * mid)
+    for l in range(b):
+        for r in range(mid):
+            p_mid[l * mid + r, r * b + l] = 1.0
+    p_out = torch.zeros(b * out_blk, b * out_blk)
+    for l in range(b):
+        for o in range(out_blk):
+            p_out[o * b + l, l * out_blk + o] = 1.0
+    return (p_out @ left @ p_mid @ right)[: layer.d_out, : layer.d_in]
 
 
 @pytest.mark.parametrize("cfg,d_in,d_out", CASES, ids=IDS)
@@ -122,9 +129,12 @@ FANS = [
     (S("low_rank", rank=5), 64, 128, [(64, 5), (5, 128)]),
     (S("kron"), 64, 128, [(8, 8), (8, 16)]),
     (S("tt", rank=3), 64, 128, [(8, 8 * 3), (3 * 8, 16)]),
-    (S("tt", cores=3, rank=2), 96, 48, [(4, 3 * 2), (2 * 4, 4 * 2), (2 * 6, 4)]),
+    (S("tt", cores=3, rank=2), 96, 48, [(4, 2 * 2), (2 * 4, 4 * 2), (2 * 6, 6)]),  # (4, 4, 6) -> (2, 4, 6)
+    (S("tt", cores=3, rank=2, layout="balanced"), 96, 48, [(4, 3 * 2), (2 * 4, 4 * 2), (2 * 6, 4)]),  # -> (3, 4, 4)
     (S("monarch", blocks=4), 64, 128, [(16, 16), (16, 32)]),
     (S("btt", rank=4), 64, 128, [(8, 4 * 8), (4 * 8, 16)]),
+    (S("btt"), 512, 512, [(16, 16), (32, 32)]),  # paper: W0 (32, 16, 16), W1 (16, 32, 32)
+    (S("btt", layout="balanced"), 512, 512, [(32, 16), (16, 32)]),  # W0 (16, 32, 16), W1 (16, 16, 32)
 ]
 
 
@@ -140,18 +150,18 @@ PARAMS = {
     ("low_rank", 96, 48): 12 * (96 + 48),  # r = ceil(0.25 * 48)
     ("kron", 64, 64): 2 * 64,  # square 2-core Kronecker: 2 d
     ("kron", 64, 128): 8 * 8 + 8 * 16,
-    ("kron", 96, 48): 4 * 3 + 4 * 4 + 6 * 4,  # 96 = 4*4*6, 48 = 3*4*4
+    ("kron", 96, 48): 4 * 2 + 4 * 4 + 6 * 6,  # greedy: 96 = 4*4*6, 48 = 2*4*6
     ("tt", 64, 64): 2 * 4 * 64,  # square 2-core TT: 2 r d
     ("tt", 64, 128): 3 * (8 * 8 + 8 * 16),
-    ("tt", 96, 48): 2 * 4 * 3 + 2 * 4 * 4 * 2 + 2 * 6 * 4,
+    ("tt", 96, 48): 4 * 2 * 2 + 2 * 4 * 4 * 2 + 2 * 6 * 6,
     ("monarch", 64, 64): 2 * 64**2 // 8,  # square, b | d: 2 d^2 / b
     ("monarch", 64, 128): 4 * 16 * (16 + 32),
     ("monarch", 96, 48): 10 * 5 * (10 + 5),  # padded to 100 -> 50 with b = 10
     ("btt", 64, 64): 2 * 64**1.5,  # square rank 1: 2 d^1.5
     ("btt", 64, 128): 4 * (8 * 64 + 8 * 128),  # r (n0 d_in + m1 d_out)
-    ("btt", 96, 48): 2 * (6 * 96 + 8 * 48),
+    ("btt", 96, 48): 2 * (4 * 96 + 12 * 48),  # 96 = 12 blocks of 8 -> 48 = 4 blocks of 12
     ("btt_norm", 64, 64): 2 * 2 * 64**1.5 + 2,  # + two gammas
-    ("btt_norm", 96, 48): 3 * (6 * 96 + 8 * 48) + 2,
+    ("btt_norm", 96, 48): 3 * (4 * 96 + 12 * 48) + 2,
 }
 
 
@@ -256,16 +266,45 @@ def copy_into(dst: torch.Tensor, src: torch.Tensor) -> None:
         dst.copy_(src.reshape(dst.shape))
 
 
-@pytest.mark.parametrize("d_in,d_out,b", [(64, 64, 8), (64, 128, 8), (128, 64, 8), (100, 200, 10)])
-def test_monarch_is_rank_one_btt_with_the_same_blocks(d_in, d_out, b):
+def blockdiag_butterfly(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """Standard Monarch as the reference code computes it (HazyResearch's blockdiag_butterfly_multiply, version 2),
+    written fresh: w1 (k, q, p) and w2 (l, s, r) with k p = d_in and l r = k q."""
+    k, q, p = w1.shape
+    l, s, r = w2.shape
+    out1 = torch.einsum("kqp,nkp->nkq", w1, x.reshape(-1, k, p)).reshape(-1, r, l).transpose(1, 2)  # (kq)->(rl)->l r
+    out2 = torch.einsum("lsr,nlr->nls", w2, out1)
+    return out2.transpose(1, 2).reshape(-1, s * l)  # l s -> (s l)
+
+
+@pytest.mark.parametrize("d_in,d_out,b", [(256, 256, 16), (256, 256, 4), (64, 128, 8), (1024, 1024, 32), (96, 48, 10)])
+def test_monarch_weight_copy_matches_an_independent_p_l_pt_r(d_in, d_out, b):
+    """fidelity.md 3: block l's output s lands on feature s b + l, as in the reference code, to float32 rounding."""
     monarch = build(S("monarch", blocks=b), d_in, d_out, seed=1)
-    btt = build(S("btt", rank=1), d_in, d_out, seed=2)
+    lay = monarch.layout
+    torch.manual_seed(2)
+    w1 = torch.randn(b, lay.mid, lay.in_blk) / lay.in_blk**0.5  # (blocks, out, in), as the reference stores them
+    w2 = torch.randn(b, lay.out_blk, lay.mid) / lay.mid**0.5
+    copy_into(monarch.R, w1.transpose(1, 2))
+    copy_into(monarch.L, w2.transpose(1, 2))
+    x = torch.randn(10, d_in)
+    want = blockdiag_butterfly(pad_last(x, b * lay.in_blk), w1, w2)[:, :d_out]
+    torch.testing.assert_close(monarch(x), want, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("d_in,d_out,b", [(64, 64, 8), (64, 128, 8), (128, 64, 8), (100, 200, 10)])
+def test_monarch_is_rank_one_btt_followed_by_the_output_shuffle(d_in, d_out, b):
+    """With the same cores, Monarch = P (rank-1 BTT with m1 = n0 = b): monarch(x)[s b + l] = btt(x)[l out_blk + s]."""
+    monarch = build(S("monarch", blocks=b), d_in, d_out, seed=1)
+    btt = build(S("btt", rank=1, layout="balanced"), d_in, d_out, seed=2)  # balanced: the smaller factor is m1
     assert (btt.layout.m1, btt.layout.n0) == (b, b)
     assert monarch.R.shape == btt.W0.shape and monarch.L.shape == btt.W1.shape
     copy_into(btt.W0, monarch.R)
     copy_into(btt.W1, monarch.L)
     x = torch.randn(10, d_in)
-    torch.testing.assert_close(monarch(x), btt(x))
+    out_blk = monarch.layout.out_blk
+    shuffled = btt(x).view(10, b, out_blk).transpose(1, 2).reshape(10, d_out)
+    torch.testing.assert_close(monarch(x), shuffled)
+    assert not torch.allclose(monarch(x), btt(x))  # the shuffle is not the identity
     assert monarch.flops_per_token() == btt.flops_per_token()
     assert monarch.num_params() == btt.num_params()
 
@@ -360,7 +399,10 @@ def test_reset_parameters_with_zero_std_zeroes_only_that_factor():
     [
         (S("kron"), 127, 64, r"structure.name='kron'.*d_in=127.*126 or 128"),
         (S("tt", rank=2), 64, 97, r"structure.name='tt'.*d_out=97.*96 or 98"),
-        (S("btt"), 131, 131, r"structure.name='btt'.*d_in=131.*130 or 132"),
+        (S("btt"), 131, 131, r"structure.name='btt'.*layout=paper.*d_in=131.*128 or 132, or a different"),
+        (S("btt", layout="balanced"), 131, 131, r"structure.name='btt'.*layout=balanced.*d_in=131.*130 or 132"),
+        (S("btt"), 80, 64, r"d_in=80.*\(4, 20\).*77 or 81, or structure.layout=balanced"),
+        (S("kron", layout="square"), 64, 64, r"structure.layout='square' is not a layout.*paper.*balanced"),
         (S("btt_norm"), 64, 2 * 17, r"'btt_norm'.*d_out=34.*\(2, 17\).*33 or 35"),
         (S("kron", cores=1), 64, 64, r"structure.cores >= 2"),
         (S("btt", cores=3), 64, 64, r"structure.cores=3.*structure.cores=2"),
@@ -416,7 +458,23 @@ def test_divisors_and_nearest_valid():
     assert divisors(36) == [1, 2, 3, 4, 6, 9, 12, 18, 36]
     assert divisors(1) == [1]
     assert nearest_valid(10, lambda w: w % 7 == 0) == [7, 14]
-    assert clean_factors(96, 2, "btt", "d_in") == (8, 12)
+    assert clean_factors(96, 2, "balanced", "btt", "d_in") == (8, 12)
+    assert clean_factors(768, 2, "paper", "btt", "d_in") == (16, 48)
+
+
+def test_greedy_factors_are_the_reference_split():
+    """fidelity.md: each prime (smallest first) multiplies the currently smallest factor; ascending."""
+    assert greedy_factors(512, 2) == (16, 32)
+    assert greedy_factors(768, 2) == (16, 48)
+    assert greedy_factors(1000, 2) == (20, 50)
+    assert greedy_factors(384, 2) == (16, 24)
+    assert greedy_factors(3072, 2) == (32, 96)
+    assert greedy_factors(384, 3) == (4, 8, 12) and greedy_factors(1536, 3) == (8, 8, 24)
+    assert greedy_factors(13, 2) == (1, 13) and greedy_factors(1, 2) == (1, 1)
+    for n in range(1, 400):
+        for count in (1, 2, 3):
+            f = greedy_factors(n, count)
+            assert math.prod(f) == n and list(f) == sorted(f) and len(f) == count
 
 
 def test_pad_last_zero_pads_and_keeps_exact_sizes():

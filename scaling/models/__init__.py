@@ -11,7 +11,7 @@ from __future__ import annotations
 from scaling.config import ModelConfig, StructureConfig
 from scaling.data.base import DataInfo
 from scaling.models.base import Model, ModelConfigError
-from scaling.models.factory import ROLES, SELECTORS, LayerFactory, RoleSelection
+from scaling.models.factory import INPUT_ROLES, ROLES, SELECTORS, LayerFactory, RoleSelection
 from scaling.models.gpt2 import GPT2
 from scaling.models.mlp import MLP
 from scaling.models.vit import ViT
@@ -31,10 +31,24 @@ def build_model(model_cfg: ModelConfig, structure_cfg: StructureConfig, info: Da
     model = FAMILIES[model_cfg.family](model_cfg, info, factory)
     registered = [id(layer) for _, layer in model.linear_layers()]
     assert registered == [id(layer) for layer in factory.built], "layers must register in the order they are built"
+    _check_input_lr_mult(model_cfg, model)
     return model
 
 
+def _check_input_lr_mult(cfg: ModelConfig, model: Model) -> None:
+    """model.input_lr_mult must be positive and, unless 1, act on an input layer the model has."""
+    if not cfg.input_lr_mult > 0:
+        raise ModelConfigError(
+            f"model.input_lr_mult={cfg.input_lr_mult} must be > 0 (it multiplies the input layer's lr)"
+        )
+    if cfg.input_lr_mult != 1 and not any(layer.role in INPUT_ROLES for _, layer in model.linear_layers()):
+        raise ModelConfigError(
+            f"model.input_lr_mult={cfg.input_lr_mult} has no input layer to act on in model.family={cfg.family} "
+            f"(roles {sorted(INPUT_ROLES)}; GPT-2's token embedding is a lookup); leave it at 1"
+        )
+
+
 __all__ = [
-    "FAMILIES", "GPT2", "MLP", "ROLES", "SELECTORS", "LayerFactory", "Model", "ModelConfigError", "RoleSelection",
-    "ViT", "build_model",
+    "FAMILIES", "GPT2", "INPUT_ROLES", "MLP", "ROLES", "SELECTORS", "LayerFactory", "Model", "ModelConfigError",
+    "RoleSelection", "ViT", "build_model",
 ]

@@ -30,6 +30,8 @@ class Model(nn.Module):
     units_per_example: int = 1
     # Parameters (qualified names) that are embeddings though they are not nn.Embedding modules.
     embedding_param_names: tuple[str, ...] = ()
+    # Roles whose last factor starts at zero (scaling.parametrization): the readout and residual out-projections.
+    zero_init_roles: frozenset[str] = frozenset({"head", "attn_out", "ffn_down"})
 
     def __init__(self, info: DataInfo):
         super().__init__()
@@ -48,7 +50,8 @@ class Model(nn.Module):
         return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1))
 
     def aux_loss(self) -> torch.Tensor | None:
-        """Sum of the auxiliary losses (MoE routers) of the last forward pass; None if no module has one."""
+        """Mean of the auxiliary losses (MoE routers) of the last forward pass over the layers that have one, as
+        the reference code averages it (so its weight does not grow with depth); None if no module has one."""
         losses = [
             loss
             for module in self.modules()
@@ -56,7 +59,7 @@ class Model(nn.Module):
             for loss in [module.aux_loss()]
             if loss is not None
         ]
-        return torch.stack(losses).sum() if losses else None
+        return torch.stack(losses).mean() if losses else None
 
     def linear_layers(self) -> list[tuple[str, StructuredLinear]]:
         """Every StructuredLinear (qualified name, layer) in registration order, not descending into one."""

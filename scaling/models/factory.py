@@ -23,6 +23,7 @@ from scaling.config import StructureConfig
 from scaling.structures import StructuredLinear, StructureError, build_linear
 
 ROLES = ("input", "patch_embed", "q", "k", "v", "attn_out", "ffn_up", "ffn_down", "head")
+INPUT_ROLES = frozenset({"input", "patch_embed"})  # the layers model.input_lr_mult acts on
 ROLE_GROUPS = {"ffn": ("ffn_up", "ffn_down"), "attn": ("q", "k", "v", "attn_out")}
 SELECTORS = ("all", "all_but_last", "intermediate", *ROLE_GROUPS)
 DENSE = StructureConfig(name="dense")

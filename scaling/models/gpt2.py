@@ -1,8 +1,11 @@
 """GPT-2 (nanoGPT-like) and the pre-LayerNorm transformer block it shares with the ViT.
 
 Block: x + attn_out(Attention(LN(x))), then x + FFN(LN(x)), FFN = ffn_down(GELU(ffn_up(x))) or a mixture of
-whole FFNs (model.ffn_experts > 0). Attention uses the muP logit scale 1/d_head (not 1/sqrt(d_head)) so attention
-logits stay Theta(1) as the width grows; with model.qk_norm, q and k are LayerNormed per head first.
+whole FFNs (model.ffn_experts > 0). Attention logits are q.k * c / d_head with c = model.attn_scale (muP's 1/d_head,
+not 1/sqrt(d_head), so logits stay Theta(1) as the width grows; the papers' code uses c = 8, which equals the
+standard 1/sqrt(d_head) at d_head = 64). With model.qk_norm, q and k are LayerNormed per head first, and the
+learnable output scales of the q and k layers (btt_norm's gammas) are frozen, as the normalisation makes them
+redundant (CBS drops them).
 
 Linear layers in registration order: for each block i, blocks.i.attn.{q,k,v,attn_out}, then blocks.i.ffn.{ffn_up,
 ffn_down} (or the experts' layers in MoEFFN's order), and last `head` (absent when model.tie_head reuses the token
@@ -32,6 +35,16 @@ def attention_heads(cfg: ModelConfig) -> int:
     return cfg.width // cfg.head_dim
 
 
+def attention_scale(cfg: ModelConfig) -> float:
+    """model.attn_scale, the c of the logit scale c / d_head; it must be positive."""
+    if not cfg.attn_scale > 0:
+        raise ModelConfigError(
+            f"model.attn_scale={cfg.attn_scale} must be > 0 (logits are q.k * attn_scale / head_dim; "
+            "the papers use 8, 1 is plain muP)"
+        )
+    return float(cfg.attn_scale)
+
+
 def ffn_hidden(cfg: ModelConfig) -> int:
     """FFN hidden width round(ffn_ratio * width)."""
     hidden = round(cfg.ffn_ratio * cfg.width)
@@ -47,12 +60,12 @@ class AttentionCore(nn.Module):
     see on every device.
     """
 
-    def __init__(self, n_heads: int, head_dim: int, causal: bool):
+    def __init__(self, n_heads: int, head_dim: int, causal: bool, attn_scale: float):
         super().__init__()
         self.n_heads = n_heads
         self.head_dim = head_dim
         self.causal = causal
-        self.scale = 1.0 / head_dim  # muP: logits q.k / d_head
+        self.scale = attn_scale / head_dim  # muP: logits q.k * c / d_head
         self.explicit = False
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -69,16 +82,20 @@ class AttentionCore(nn.Module):
 class SelfAttention(nn.Module):
     """Multi-head self-attention with separate q, k, v and output maps (each a StructuredLinear)."""
 
-    def __init__(self, width: int, n_heads: int, causal: bool, qk_norm: bool, bias: bool, factory: LayerFactory):
+    def __init__(self, cfg: ModelConfig, causal: bool, factory: LayerFactory):
         super().__init__()
+        width, n_heads = cfg.width, attention_heads(cfg)
         head_dim = width // n_heads
         self.q = factory("q", width, width)
         self.k = factory("k", width, width)
         self.v = factory("v", width, width)
         self.attn_out = factory("attn_out", width, width)
-        self.q_norm = nn.LayerNorm(head_dim, bias=bias) if qk_norm else None
-        self.k_norm = nn.LayerNorm(head_dim, bias=bias) if qk_norm else None
-        self.core = AttentionCore(n_heads, head_dim, causal)
+        self.q_norm = nn.LayerNorm(head_dim, bias=cfg.bias) if cfg.qk_norm else None
+        self.k_norm = nn.LayerNorm(head_dim, bias=cfg.bias) if cfg.qk_norm else None
+        if cfg.qk_norm:
+            self.q.freeze_output_scale()
+            self.k.freeze_output_scale()
+        self.core = AttentionCore(n_heads, head_dim, causal, attention_scale(cfg))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
@@ -109,7 +126,7 @@ class Block(nn.Module):
         super().__init__()
         width, hidden = cfg.width, ffn_hidden(cfg)
         self.ln_attn = nn.LayerNorm(width, bias=cfg.bias)
-        self.attn = SelfAttention(width, attention_heads(cfg), causal, cfg.qk_norm, cfg.bias, factory)
+        self.attn = SelfAttention(cfg, causal, factory)
         self.ln_ffn = nn.LayerNorm(width, bias=cfg.bias)
         if cfg.ffn_experts > 0:
             self.ffn = MoEFFN(width, hidden, cfg.ffn_experts, cfg.ffn_top_k, factory)

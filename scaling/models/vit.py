@@ -4,6 +4,9 @@ An image (C, H, W) is cut into N = (H/p)(W/p) patches of p x p pixels (p = model
 patch (C*p*p values) goes through the `patch_embed` linear layer. With model.pool=cls a learned class token is
 prepended (T = N + 1 positions) and read out; with pool=mean the head reads the mean over the N positions.
 
+As in the reference code (CBS), W_Q starts at zero (its last factor, like the out-projections), so attention
+starts uniform.
+
 Linear layers in registration order: patch_embed, then blocks.i.attn.{q,k,v,attn_out} and blocks.i.ffn.{ffn_up,
 ffn_down} for each block, and last `head`.
 """
@@ -24,6 +27,8 @@ POOLS = ("cls", "mean")
 
 class ViT(Model):
     """Patch embedding + positions, `depth` bidirectional blocks, final LayerNorm, pooling, classification head."""
+
+    zero_init_roles = Model.zero_init_roles | {"q"}
 
     def __init__(self, cfg: ModelConfig, info: DataInfo, factory: LayerFactory):
         super().__init__(info)

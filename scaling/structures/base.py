@@ -82,6 +82,12 @@ class StructuredLinear(nn.Module):
             if self.bias is not None:
                 self.bias.zero_()
 
+    def freeze_output_scale(self) -> None:
+        """Stop training the layer's learnable output scales (gammas): a normalisation follows it (QK-LayerNorm).
+
+        A no-op for structures without such scales.
+        """
+
     def aux_loss(self) -> torch.Tensor | None:
         """Auxiliary loss of the last forward pass (routers of mixtures of experts); None for most structures."""
         return None

@@ -1,20 +1,27 @@
 """Block Tensor-Train (BTT) linear layer with 2 cores and BTT-rank r, and `btt_norm`, its RMS-capped variant.
 
-d_in = m1 * m0 and d_out = n0 * n1 are near-equal factorisations with m1 <= m0 and n0 <= n1 (the smaller factors
-are the block counts, which minimises params); widths without a clean factorisation raise StructureError with the
-nearest valid widths (no padding), as for `kron` and `tt`. The input is read as x[i1, i0] (i1 < m1 outer) and
-the output written as y[j0, j1] (j0 < n0 outer). Cores are stored in bmm layout (blocks, in, out):
+d_in = m1 * m0 and d_out = n0 * n1 come from `structure.layout` (factorize.py), n0 <= n1 in both:
+  paper     (default) the reference code's layout (CBS): the greedy prime split, m0 <= m1. 512 -> 512 reads the
+            input as 32 blocks of 16 and writes 16 blocks of 32: r * 24,576 params.
+  balanced  the most nearly equal split with the smaller factors as the block counts, m1 <= m0 and n0 <= n1
+            (the fewest params: 512 -> 512 is r * 16,384). A strict subset of the paper layout's class at equal
+            block sizes; the fan-ins differ too (W0 m0, W1 r * m1), hence the muP multipliers.
+Widths without a clean split raise StructureError with the nearest valid widths (no padding), as for `kron` and
+`tt`. The input is read as x[i1, i0] (i1 < m1 outer) and the output written as y[j0, j1] (j0 < n0 outer). Cores
+are stored in bmm layout (blocks, in, out):
     W0: (m1, m0, n0 * r)   block i1 maps x[i1, :] (m0) -> z[i1, j0, rho]          fan-in m0,     fan-out r * n0
     W1: (n0, m1 * r, n1)   block j0 maps z[:, j0, :] (m1 * r) -> y[j0, :] (n1)     fan-in r * m1, fan-out n1
 so  W[(j0, j1), (i1, i0)] = sum_rho W0[i1, i0, j0 * r + rho] * W1[j0, i1 * r + rho, j1]   (y = x W^T),
-    params = FLOPs/token / 2 = r * (n0 * d_in + m1 * d_out)          (square, r = 1: 2 d^1.5).
+    params = FLOPs/token / 2 = r * (n0 * d_in + m1 * d_out)          (square d = b^2, r = 1: 2 d^1.5).
 Each (i1, j0) block of W is a rank-r (m0 x n1) matrix, so r is capped at min(m0, n1) (beyond it adds nothing).
-Rank-1 BTT with m1 = n0 = b blocks is Monarch with b blocks. `structure.rank` None means r = 1; BTT has
-exactly 2 cores, so `structure.cores` must be 2.
+Rank-1 BTT with m1 = n0 = b blocks is L P^T R, the standard Monarch matrix P L P^T R without its final output
+shuffle (monarch.py). `structure.rank` None means r = 1; BTT has exactly 2 cores, so `structure.cores` must be 2.
 
 `btt_norm` rescales each factor in the forward pass (CBS), an RMS cap at the factor's init scale:
     W <- gamma_f * W / max(1, rms(W) / sigma_f),   sigma_f = spectral_std(fan_in_f, fan_out_f),
 with one learnable scalar gamma_f per factor (two per layer, initialised to 1). The cap never scales a factor up.
+Under QK-LayerNorm the W_Q / W_K layers' gammas are frozen at 1 (`freeze_output_scale`), as CBS drops them: the
+normalisation that follows makes them redundant.
 Validation: `validate(cfg, d_in, d_out)` resolves the shapes without allocating; `from_config` calls it first.
 """
 
@@ -48,6 +55,17 @@ class BTTLayout:
         return self.n0, self.m1 * self.rank, self.n1
 
 
+def block_layout(cfg: StructureConfig, d_in: int, d_out: int, rank: int, structure: str) -> BTTLayout:
+    """The BTT blocks of a d_in -> d_out layer under structure.layout (module docstring).
+
+    StructureError names the width and the fix when a side has no clean split.
+    """
+    small, large = clean_factors(d_in, 2, cfg.layout, structure, "d_in")
+    n0, n1 = clean_factors(d_out, 2, cfg.layout, structure, "d_out")
+    m1, m0 = (large, small) if cfg.layout == "paper" else (small, large)
+    return BTTLayout(m1, m0, n0, n1, rank)
+
+
 def btt_apply(x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, layout: BTTLayout) -> torch.Tensor:
     """y = x W^T for the BTT matrix with cores w0, w1 (shapes BTTLayout.w0_shape / w1_shape); x: (..., m1 * m0).
 
@@ -74,14 +92,13 @@ class BlockTensorTrain(StructuredLinear):
         if cfg.cores != 2:
             raise StructureError(f"{name} has exactly 2 cores, got structure.cores={cfg.cores}; set structure.cores=2")
         rank = 1 if cfg.rank is None else cfg.rank
-        m1, m0 = clean_factors(d_in, 2, name, "d_in")
-        n0, n1 = clean_factors(d_out, 2, name, "d_out")
-        if not 1 <= rank <= min(m0, n1):
+        lay = block_layout(cfg, d_in, d_out, rank, name)
+        if not 1 <= rank <= min(lay.m0, lay.n1):
             raise StructureError(
-                f"{name} structure.rank={rank} must be between 1 and min(m0, n1)={min(m0, n1)} for a "
-                f"{d_in} -> {d_out} layer (blocks {m1}x{m0} -> {n0}x{n1}); a higher rank adds nothing"
+                f"{name} structure.rank={rank} must be between 1 and min(m0, n1)={min(lay.m0, lay.n1)} for a "
+                f"{d_in} -> {d_out} layer (blocks {lay.m1}x{lay.m0} -> {lay.n0}x{lay.n1}); a higher rank adds nothing"
             )
-        return BTTLayout(m1, m0, n0, n1, rank)
+        return lay
 
     @classmethod
     def from_config(cls, cfg: StructureConfig, d_in: int, d_out: int, bias: bool = False) -> "BlockTensorTrain":
@@ -116,21 +133,37 @@ def rms_cap(w: torch.Tensor, sigma_max: float) -> torch.Tensor:
     return w / torch.clamp(w.square().mean() / sigma_max**2, min=1.0).sqrt()
 
 
-@register("btt_norm")
-class BlockTensorTrainNorm(BlockTensorTrain):
-    """BTT whose cores are RMS-capped at their spectral init std and scaled by learnable gammas (CBS `btt_norm`)."""
+class CappedCores:
+    """Mixin for a layer with cores W0, W1: btt_norm's RMS cap at the spectral init std and two learnable gammas.
 
-    def __init__(self, d_in: int, d_out: int, layout: BTTLayout, bias: bool = False):
-        super().__init__(d_in, d_out, layout, bias)
+    Put it before the layer class (class X(CappedCores, Layer)) and call add_gammas() in __init__.
+    """
+
+    def add_gammas(self) -> None:
         self.gamma0 = nn.Parameter(torch.ones(()))
         self.gamma1 = nn.Parameter(torch.ones(()))
 
     def reset_parameters(self, stds: dict[str, float] | None = None) -> None:
-        super().reset_parameters(stds)
+        super().reset_parameters(stds)  # type: ignore[misc]
         with torch.no_grad():
             self.gamma0.fill_(1.0)
             self.gamma1.fill_(1.0)
 
+    def freeze_output_scale(self) -> None:
+        """Fix both gammas at 1 (not trained): a normalisation after this layer makes its output scale redundant."""
+        for gamma in (self.gamma0, self.gamma1):
+            gamma.requires_grad_(False)
+
     def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        s0, s1 = (spectral_std(spec.fan_in, spec.fan_out) for spec in self.factor_specs())
-        return self.gamma0 * rms_cap(self.W0, s0), self.gamma1 * rms_cap(self.W1, s1)
+        """gamma_f * rms_cap(W_f, sigma_f), sigma_f the factor's spectral init std."""
+        s0, s1 = (spectral_std(spec.fan_in, spec.fan_out) for spec in self.factor_specs())  # type: ignore[attr-defined]
+        return self.gamma0 * rms_cap(self.W0, s0), self.gamma1 * rms_cap(self.W1, s1)  # type: ignore[attr-defined]
+
+
+@register("btt_norm")
+class BlockTensorTrainNorm(CappedCores, BlockTensorTrain):
+    """BTT whose cores are RMS-capped at their spectral init std and scaled by learnable gammas (CBS `btt_norm`)."""
+
+    def __init__(self, d_in: int, d_out: int, layout: BTTLayout, bias: bool = False):
+        super().__init__(d_in, d_out, layout, bias)
+        self.add_gammas()

@@ -1,8 +1,8 @@
 """BTT-MoE: a Block Tensor-Train layer whose E rank slices are experts, each token using its top-k of them.
 
-With the BTT layout of `btt` (x read as x[i1, i0], y written as y[j0, j1]; d_in = m1 m0, d_out = n0 n1), expert e
-is a rank-1 BTT with cores W0[e]: (m1, m0, n0) and W1[e]: (n0, m1, n1), and a dense router W_g (d_in -> E) picks
-k experts per token with gates g (see moe_ffn.route):
+With the BTT layout of `btt` (x read as x[i1, i0], y written as y[j0, j1]; d_in = m1 m0, d_out = n0 n1, the
+blocks chosen by `structure.layout` as for btt), expert e is a rank-1 BTT with cores W0[e]: (m1, m0, n0) and
+W1[e]: (n0, m1, n1), and a dense router W_g (d_in -> E) picks k experts per token with gates g (see moe_ffn.route):
 
     z_e[j0, i1] = sum_i0 x[i1, i0] W0[e, i1, i0, j0]
     y[j0, j1]   = sum_{e in top-k} sum_i1 g_e z_e[j0, i1] W1[e, j0, i1, j1]
@@ -14,6 +14,11 @@ experts run per token (tokens are sorted by expert, one pair of bmms per expert;
 router + k/E of the rank-E BTT. Init and learning rates are those of rank-1 BTT: W0 has fan-in m0 and fan-out
 n0, W1 fan-in m1 and fan-out n1. The router starts at zero (uniform routing); it is not a factor, so the
 parametrisation gives it the dense gate rule.
+
+`btt_moe_norm` is the variant the reference's MoE runs use (ES `btt_norm_moe_para`): the two stacked cores are
+RMS-capped at their rank-1 init std and scaled by two learnable gammas per layer, exactly as `btt_norm`
+(W <- gamma_f * W / max(1, rms(W) / sigma_f), the RMS over all experts of the core). ES computes every expert and
+gates the intermediate; here only the routed experts are computed, which gives the same output.
 """
 
 from __future__ import annotations
@@ -23,8 +28,7 @@ from torch import nn
 
 from scaling.config import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register
-from scaling.structures.btt import BTTLayout, btt_apply
-from scaling.structures.factorize import clean_factors
+from scaling.structures.btt import BTTLayout, CappedCores, block_layout, btt_apply
 from scaling.structures.kernels import btt_plan, routed_two_core_apply, uses_fast_path
 from scaling.structures.moe_ffn import check_routing_sizes, mix_experts, route
 
@@ -46,16 +50,15 @@ class BTTMoE(StructuredLinear):
     def validate(cls, cfg: StructureConfig, d_in: int, d_out: int) -> BTTLayout:
         """Resolve the block layout of one expert; StructureError names the width or field to change."""
         check_routing_sizes(cfg.experts, cfg.top_k, "structure.experts", "structure.top_k")
+        name = cls.structure
         if cfg.rank is not None:
             raise StructureError(
-                f"btt_moe does not use structure.rank={cfg.rank}: its rank slices are the structure.experts="
+                f"{name} does not use structure.rank={cfg.rank}: its rank slices are the structure.experts="
                 f"{cfg.experts} experts, each of rank 1; unset structure.rank (null) and choose structure.experts"
             )
         if cfg.cores != 2:
-            raise StructureError(f"btt_moe has exactly 2 cores, got structure.cores={cfg.cores}; set structure.cores=2")
-        m1, m0 = clean_factors(d_in, 2, "btt_moe", "d_in")
-        n0, n1 = clean_factors(d_out, 2, "btt_moe", "d_out")
-        return BTTLayout(m1, m0, n0, n1, rank=1)
+            raise StructureError(f"{name} has exactly 2 cores, got structure.cores={cfg.cores}; set structure.cores=2")
+        return block_layout(cfg, d_in, d_out, 1, name)
 
     @classmethod
     def from_config(cls, cfg: StructureConfig, d_in: int, d_out: int, bias: bool = False) -> "BTTMoE":
@@ -88,6 +91,10 @@ class BTTMoE(StructuredLinear):
         """Load-balancing + z loss of the last forward pass (None before the first)."""
         return self._aux
 
+    def weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stacked expert cores as used in the forward pass."""
+        return self.W0, self.W1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x = x.reshape(-1, self.d_in)
@@ -96,11 +103,20 @@ class BTTMoE(StructuredLinear):
         if uses_fast_path(x):  # one fused Function: gather, the routed experts, gating and scatter-add
             lay = self.layout
             plan = btt_plan(lay.m1, lay.m0, lay.n0, lay.n1, 1)
-            w0, w1 = self.W0.transpose(2, 3), self.W1.transpose(2, 3)  # rank 1: btt_cores are these transposes
+            w0, w1 = (w.transpose(2, 3) for w in self.weights())  # rank 1: btt_cores are these transposes
             y = routed_two_core_apply(x, w0, w1, plan, routing.experts, routing.gates)
         else:
             # unbind, not W0[e]: its backward stacks the experts' gradients once instead of adding E full-size ones
-            w0, w1 = self.W0.unbind(0), self.W1.unbind(0)
+            w0, w1 = (w.unbind(0) for w in self.weights())
             y = mix_experts(x, routing, lambda e, tokens: btt_apply(tokens, w0[e], w1[e], self.layout), self.d_out)
         y = y.reshape(*lead, self.d_out)
         return y if self.bias is None else y + self.bias
+
+
+@register("btt_moe_norm")
+class BTTMoENorm(CappedCores, BTTMoE):
+    """BTT-MoE with btt_norm's RMS cap and two learnable gammas (module docstring)."""
+
+    def __init__(self, d_in: int, d_out: int, layout: BTTLayout, experts: int, top_k: int, bias: bool = False):
+        super().__init__(d_in, d_out, layout, experts, top_k, bias)
+        self.add_gammas()

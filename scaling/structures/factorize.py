@@ -1,8 +1,12 @@
-"""Integer helpers shared by the factorised structures: near-equal factorisations of a width, and padding.
+"""Integer helpers shared by the factorised structures: how a width splits into factors, and padding.
 
-Kronecker, Tensor-Train and BTT reshape a width d into c axes whose sizes multiply to d exactly. Their
-parameter and FLOP scaling (e.g. 2 d^1.5 MACs for a 2-core Kronecker layer) assumes the axes are of similar
-size, so a width whose best factorisation is lopsided is rejected with the nearest widths that work.
+Kronecker, Tensor-Train and BTT reshape a width d into c axes whose sizes multiply to d exactly, split by
+`structure.layout`:
+  paper     the reference code's greedy prime split (`greedy_factors`): 512 -> (16, 32), 768 -> (16, 48),
+            1000 -> (20, 50), 384 -> (16, 24)
+  balanced  the most nearly equal split (`near_equal_factors`): 768 -> (24, 32), 1000 -> (25, 40)
+Their parameter and FLOP scaling (e.g. 2 d^1.5 MACs for a 2-core Kronecker layer) assumes the axes are of similar
+size, so a width whose split is lopsided is rejected with the nearest widths that work.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from scaling.structures.base import StructureError
 # A factor of 1 (prime widths) collapses the structure towards a dense layer; a larger ratio means the
 # layer's params/FLOPs no longer follow the d^(1 + 1/c) law the structure is chosen for.
 MAX_FACTOR_RATIO = 4
+LAYOUTS = ("paper", "balanced")
 
 
 def divisors(n: int) -> list[int]:
@@ -60,6 +65,40 @@ def near_equal_factors(n: int, count: int) -> tuple[int, ...]:
     return best
 
 
+def prime_factors(n: int) -> list[int]:
+    """The prime factors of n >= 1 with multiplicity, ascending (trial division)."""
+    primes, p = [], 2
+    while p * p <= n:
+        while n % p == 0:
+            primes.append(p)
+            n //= p
+        p += 1
+    return primes + ([n] if n > 1 else [])
+
+
+def greedy_factors(n: int, count: int) -> tuple[int, ...]:
+    """The reference code's (CBS `factorize`) split of n into `count` factors, ascending.
+
+    Each prime factor of n, smallest prime first (the order of sympy.factorint), multiplies the currently
+    smallest factor (the first of equals): 512, 2 -> (16, 32); 768, 2 -> (16, 48); 384, 3 -> (4, 8, 12).
+    """
+    if n < 1 or count < 1:
+        raise ValueError(f"need n >= 1 and count >= 1, got n={n}, count={count}")
+    factors = [1] * count
+    for p in prime_factors(n):
+        factors[factors.index(min(factors))] *= p
+    return tuple(sorted(factors))
+
+
+def split_width(n: int, count: int, layout: str) -> tuple[int, ...]:
+    """n split into `count` ascending factors by `layout` (module docstring); unknown layouts name the field."""
+    if layout == "paper":
+        return greedy_factors(n, count)
+    if layout == "balanced":
+        return near_equal_factors(n, count)
+    raise StructureError(f"structure.layout={layout!r} is not a layout; choose one of {list(LAYOUTS)}")
+
+
 def is_clean(factors: tuple[int, ...]) -> bool:
     """True when every factor is >= 2 and the largest is at most MAX_FACTOR_RATIO x the smallest."""
     return factors[0] >= 2 and factors[-1] <= MAX_FACTOR_RATIO * factors[0]
@@ -72,18 +111,21 @@ def nearest_valid(n: int, ok: Callable[[int], bool], limit: int = 4096) -> list[
     return [w for w in (below, above) if w is not None]
 
 
-def clean_factors(n: int, count: int, structure: str, side: str) -> tuple[int, ...]:
-    """near_equal_factors(n, count), or StructureError naming the width, the structure and the nearest valid widths.
+def clean_factors(n: int, count: int, layout: str, structure: str, side: str) -> tuple[int, ...]:
+    """split_width(n, count, layout), or StructureError naming the width, the structure and the nearest valid widths.
 
     `side` names the width in the message, e.g. "d_in" or "d_out".
     """
-    factors = near_equal_factors(n, count)
+    factors = split_width(n, count, layout)
     if not is_clean(factors):
-        near = nearest_valid(n, lambda w: is_clean(near_equal_factors(w, count)))
+        near = nearest_valid(n, lambda w: is_clean(split_width(w, count, layout)))
+        others = [other for other in LAYOUTS if other != layout and is_clean(split_width(n, count, other))]
         raise StructureError(
-            f"structure.name={structure!r} cannot factorise {side}={n} into {count} near-equal factors "
-            f"(best is {factors}; every factor must be >= 2 and the largest <= {MAX_FACTOR_RATIO}x the smallest); "
-            f"use a width such as {' or '.join(map(str, near))}, or a different structure for this layer"
+            f"structure.name={structure!r} with structure.layout={layout} cannot factorise {side}={n} into "
+            f"{count} factors (it gives {factors}; every factor must be >= 2 and the largest <= "
+            f"{MAX_FACTOR_RATIO}x the smallest); use a width such as {' or '.join(map(str, near))}"
+            + "".join(f", or structure.layout={other}" for other in others)
+            + ", or a different structure for this layer"
         )
     return factors
 

@@ -9,7 +9,7 @@ backward by hand on chunks of tokens, in the layouts MKL's small batched GEMMs r
     per chunk of t tokens            (xt: (b1, k1, c1 t), zt: (b1, p1, c1 t), z2: (b2, k2, c2 t), yt: (b2, p2, c2 t))
     forward   xt = load(x)                 one copy: token-major x -> core 1's operand (zero-padded)
               zt = w0 @ xt                 bmm, w0: (b1, p1, k1), zt feature-major
-              z2 = regroup(zt)             a view when the strides allow it (BTT, Monarch with b = mid), else a copy
+              z2 = regroup(zt)             a view when the strides allow it (BTT, Monarch), else a copy
               yt = w1 @ z2                 bmm, w1: (b2, p2, k2)
               y  = store(yt)               one copy back to token-major (truncated)
     backward  gt = load(g);  dw1 += gt z2^T;  dz2 = w1^T gt;  dzt = regroup^-1(dz2)
@@ -201,7 +201,7 @@ def _regroup(
     buf: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """z's features reordered by perm, as (shape[0], shape[1], shape[2] t): a view when the strides line up (BTT,
-    Monarch with b = mid, TT forward), else a copy into buf (a new tensor without one)."""
+    Monarch, TT forward), else a copy into buf (a new tensor without one)."""
     moved = _moved(z, axes, perm, t)
     target = (shape[0], shape[1], shape[2] * t)
     view = _as_view(moved, target)
@@ -221,7 +221,9 @@ class _Side:
     The operand's features are `axes` (row-major, flattening to (b, k, c)); the token-major features are the same
     axes in the order `to_tokens`, zero-padded / truncated to `width`. When c = 1 and the order is unchanged, the
     operand is kept token-major as (b, t, k) blocks ("rows": a copy of k-float runs, and the GEMM reads or writes
-    it transposed); otherwise it is feature-major (b, k, c t) (a blocked 2-D transpose, or a general permute).
+    it transposed); so it is when c = 1 and the token-major features interleave the blocks, (k, b) (Monarch's
+    output shuffle P: one plain 2-D transpose between (b, t k) and (t k, b)); otherwise it is feature-major
+    (b, k, c t) (a blocked 2-D transpose, or a general permute).
     """
 
     axes: tuple[int, ...]
@@ -240,8 +242,13 @@ class _Side:
         return self.to_tokens == tuple(range(len(self.axes)))
 
     @property
+    def interleaved(self) -> bool:
+        """Token-major features ordered (k, b): the blocks' outputs interleaved (Monarch's P)."""
+        return self.c == 1 and self.axes == (self.b, self.k) and self.to_tokens == (1, 0)
+
+    @property
     def rows(self) -> bool:
-        return self.c == 1 and self.in_order
+        return self.c == 1 and (self.in_order or self.interleaved)
 
     def view(self, buf: torch.Tensor, t: int) -> torch.Tensor:
         """The (b, k, c t) operand held in buf (filled by load or saved)."""
@@ -253,7 +260,9 @@ class _Side:
         """Copy token-major x (t, width) into buf as the operand; returns the (b, k, c t) view."""
         t = x.shape[0]
         x = _pad_features(x, self.size)
-        if self.rows:
+        if self.interleaved:
+            buf.view(self.b, t * self.k).copy_(x.reshape(t * self.k, self.b).t())
+        elif self.rows:
             buf.view(self.b, t, self.k).copy_(x.view(t, self.b, self.k).transpose(0, 1))
         elif self.in_order and x.is_contiguous():
             buf.view(-1, t).copy_(x.t())  # a plain 2-D transpose: torch copies it in cache-sized blocks
@@ -273,7 +282,13 @@ class _Side:
     def store(self, res: torch.Tensor, out: torch.Tensor) -> None:
         """Copy the operand-shaped result res (from gemm) into token-major out (t, width), truncating padding."""
         t = out.shape[0]
-        if self.rows:
+        if self.interleaved:
+            shuffled = res.transpose(1, 2).reshape(self.b, t * self.k).t()  # (t k, b): a plain 2-D transpose
+            if self.width == self.size:
+                out.view(t * self.k, self.b).copy_(shuffled)
+            else:
+                out.copy_(shuffled.reshape(t, self.size)[:, : self.width])
+        elif self.rows:
             blocks = res.transpose(1, 2)  # (b, t, k), contiguous
             if self.width == self.size:
                 out.view(t, self.b, self.k).transpose(0, 1).copy_(blocks)
@@ -586,12 +601,13 @@ def btt_cores(w0: torch.Tensor, w1: torch.Tensor, rank: int) -> tuple[torch.Tens
 
 @functools.cache
 def monarch_plan(d_in: int, d_out: int, blocks: int, in_blk: int, mid: int, out_blk: int) -> TwoCorePlan:
-    """Monarch: h[k] = R_k x[k]; the perfect shuffle g[l, i] = h[k, q] with q b + k = l mid + i; y[l] = L_l g[l]."""
+    """Monarch P L P^T R: h[k] = R_k x[k]; g[l, r] = h[k, q] with k mid + q = r b + l; o[l] = L_l g[l];
+    y[s b + l] = o[l, s]. The middle is h's features split as (r, l) and transposed (a strided view)."""
     return TwoCorePlan(
         d_in=d_in, d_out=d_out,
         in_axes=(blocks, in_blk), in_perm=(0, 1), core1=(blocks, mid, in_blk, 1),
-        mid_axes=(blocks, mid), mid_perm=(1, 0), core2=(blocks, out_blk, mid, 1),
-        out_axes=(blocks, out_blk), out_perm=(0, 1),
+        mid_axes=(mid, blocks), mid_perm=(1, 0), core2=(blocks, out_blk, mid, 1),
+        out_axes=(blocks, out_blk), out_perm=(1, 0),
     )
 
 

@@ -1,7 +1,9 @@
 """Kronecker-product linear layer: W = A_1 (x) A_2 (x) ... (x) A_c with c = `structure.cores` factors.
 
-d_in = n_1 * ... * n_c and d_out = m_1 * ... * m_c are split into c near-equal factors; widths without a clean
-factorisation raise StructureError with the nearest valid widths (no padding), as for `tt`. Factor k is stored
+d_in = n_1 * ... * n_c and d_out = m_1 * ... * m_c are split into c ascending factors by `structure.layout`
+(factorize.py: `paper`, the default, is the reference code's greedy prime split, 1000 -> (20, 50); `balanced` the
+most nearly equal one, 1000 -> (25, 40)); widths without a clean split raise StructureError with the nearest
+valid widths (no padding), as for `tt`. Factor k is stored
 like an nn.Linear weight, A_k: (m_k, n_k), so the dense matrix (y = x W^T) is torch.kron(A_1, ..., A_c).
 It is the TT-rank-1 Tensor-Train and is applied by the same contraction (`tt.tt_apply`), core 1 first:
     FLOPs/token = 2 * sum_k (m_1...m_{k-1}) * n_k * m_k * (n_{k+1}...n_c)   (square, 2 cores: 4 d^1.5)
@@ -34,8 +36,8 @@ class Kronecker(StructuredLinear):
     def validate(cls, cfg: StructureConfig, d_in: int, d_out: int) -> TTLayout:
         """Resolve the factor sizes (a rank-1 TT layout); StructureError names the width or field to change."""
         check_cores(cfg.cores, "kron")
-        ns = clean_factors(d_in, cfg.cores, "kron", "d_in")
-        ms = clean_factors(d_out, cfg.cores, "kron", "d_out")
+        ns = clean_factors(d_in, cfg.cores, cfg.layout, "kron", "d_in")
+        ms = clean_factors(d_out, cfg.cores, cfg.layout, "kron", "d_out")
         return TTLayout(ns, ms, (1,) * (cfg.cores + 1))
 
     @classmethod

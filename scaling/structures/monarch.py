@@ -1,14 +1,17 @@
-"""Monarch linear layer: y = L P R x, two block-diagonal factors with the perfect-shuffle permutation P between.
+"""Monarch linear layer: y = P L P^T R x (Dao et al. 2022), two block-diagonal factors and the perfect shuffle P.
 
 With b = `structure.blocks` blocks (None: round(sqrt(d_in))), in_blk = ceil(d_in / b), out_blk = ceil(d_out / b)
 and mid = min(in_blk, out_blk). Factors are stored in bmm layout (blocks, in, out):
     R: (b, in_blk, mid)    block k maps input features [k*in_blk, (k+1)*in_blk) -> h[k, :]    fan-in in_blk
-    L: (b, mid, out_blk)   block l maps g[l, :] -> output features [l*out_blk, (l+1)*out_blk)  fan-in mid
-P reads h (b, mid) transposed, (mid, b), and cuts it into b chunks of mid: g[l, i] = h[k, q] where
-q * b + k = l * mid + i. When mid = b (square with b = sqrt(d)), block l of L sees output l of every R block,
-which is rank-1 BTT with m1 = n0 = b.
-Widths that b does not divide are zero-padded (input up to b * in_blk, output truncated to d_out), as CBS does;
-the padding is counted honestly: params = b * mid * (in_blk + out_blk) and
+    L: (b, mid, out_blk)   block l maps g[l, :] -> o[l, :]                                      fan-in mid
+    P^T between them:      g[l, r] = h[k, q]  where  k * mid + q = r * b + l   (h read with stride b)
+    P at the output:       y[s * b + l] = o[l, s]   (output s of block l lands on feature s * b + l)
+the order of the reference code (CBS, HazyResearch's blockdiag_butterfly_multiply). When mid = b (square with
+b = sqrt(d)), P^T hands output l of R block k to L block l as its input k: L P^T R is then exactly rank-1 BTT with
+m1 = n0 = b (btt.py, whose output block j0 is the contiguous features [j0 * n1, (j0 + 1) * n1)), and Monarch is
+that BTT followed by P:  monarch(x)[s * b + l] = btt(x)[l * out_blk + s]  for the same cores (R = W0, L = W1).
+Widths that b does not divide are zero-padded (input up to b * in_blk; output features s * b + l >= d_out
+dropped), as CBS does; the padding is counted honestly: params = b * mid * (in_blk + out_blk) and
     FLOPs/token = 2 * b * mid * (in_blk + out_blk)            (square, b | d: params 2 d^2 / b, FLOPs 4 d^2 / b).
 b must be between 1 and min(d_in, d_out).
 Validation: `validate(cfg, d_in, d_out)` resolves the shapes without allocating; `from_config` calls it first.
@@ -37,7 +40,7 @@ class MonarchLayout:
 
 @register("monarch")
 class Monarch(StructuredLinear):
-    """Block-diagonal R, perfect shuffle, block-diagonal L (see the module docstring for the layout)."""
+    """Block-diagonal R, shuffle P^T, block-diagonal L, shuffle P (see the module docstring for the layout)."""
 
     def __init__(self, d_in: int, d_out: int, layout: MonarchLayout, bias: bool = False):
         super().__init__(d_in, d_out, bias)

@@ -12,11 +12,11 @@ with w0 (b1, p1, k1), w1 (b2, p2, k2) as in kernels.py. The GEMMs of the forward
 one `native.chain`, tile of tokens after tile, so z and dz are read back from cache; weight gradients add into
 per-thread accumulators. Carried axes (c) are extra batch entries, or extra terms where a weight gradient sums
 over them. x is read in place when d_in fills the plan's input axes (else zero-padded once), and ys is y itself
-when the output needs no reordering or truncation (`direct`: BTT, Monarch without padding, Einsum at the
-structured points); else y is gathered from it. The GEMMs that write dx and read
+when the output needs no reordering or truncation (`direct`: BTT, Einsum at the structured points); else y is
+gathered from it (Monarch, whose output shuffle interleaves the blocks' outputs). The GEMMs that write dx and read
 x for dw0 need core 1's contracted axis innermost in x; `token_major_plan` returns None for plans without it,
-which stay on the PyTorch path, as do plans whose regrouping between the cores cuts across axes (Monarch
-whose block count does not divide its middle block size).
+which stay on the PyTorch path, as do plans whose regrouping between the cores (or its inverse, for dz) cuts
+across axes (Monarch whose block count does not divide its middle block size).
 """
 
 from __future__ import annotations

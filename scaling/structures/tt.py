@@ -1,8 +1,10 @@
 """Tensor-Train (TT) linear layer: c cores of TT-rank r; the Kronecker product is its r = 1 case.
 
-d_in = n_1 * ... * n_c and d_out = m_1 * ... * m_c are split into c near-equal factors (`factorize.clean_factors`);
-widths without a clean factorisation (primes, lopsided splits) raise StructureError with the nearest valid widths
-rather than being padded, since padding would silently change what the structure is. Core k maps the axes
+d_in = n_1 * ... * n_c and d_out = m_1 * ... * m_c are split into c ascending factors by `structure.layout`
+(`factorize.clean_factors`: `paper`, the default, is the reference code's greedy prime split, 768 -> (16, 48);
+`balanced` the most nearly equal one, 768 -> (24, 32)); widths without a clean split (primes, lopsided splits)
+raise StructureError with the nearest valid widths rather than being padded, since padding would silently change
+what the structure is. Core k maps the axes
 (r_{k-1}, n_k) to (m_k, r_k), with r_0 = r_c = 1, and is stored like an nn.Linear weight as (m_k, r_k, r_{k-1}, n_k):
 
     W[(j_1..j_c), (i_1..i_c)] = sum_{s} prod_k G_k[j_k, s_k, s_{k-1}, i_k]       (y = x W^T, axes row-major)
@@ -89,8 +91,8 @@ class TensorTrain(StructuredLinear):
         rank = 1 if cfg.rank is None else cfg.rank
         if rank < 1:
             raise StructureError(f"tt needs structure.rank >= 1, got {rank}")
-        ns = clean_factors(d_in, cfg.cores, "tt", "d_in")
-        ms = clean_factors(d_out, cfg.cores, "tt", "d_out")
+        ns = clean_factors(d_in, cfg.cores, cfg.layout, "tt", "d_in")
+        ms = clean_factors(d_out, cfg.cores, cfg.layout, "tt", "d_out")
         sizes = [n * m for n, m in zip(ns, ms)]
         useful = min(min(math.prod(sizes[:k]), math.prod(sizes[k:])) for k in range(1, cfg.cores))
         if rank > useful:
