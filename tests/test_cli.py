@@ -65,7 +65,7 @@ def test_info_and_shell_completion(tmp_path):
     query = cli("scaling.train", "--shell-completion", "query=bash", cwd=tmp_path,
                 env={"COMP_LINE": "scaling-train structure=b"})
     assert query.returncode == 0
-    assert query.stdout.split() == ["structure=btt", "structure=btt_moe", "structure=btt_norm"]
+    assert query.stdout.split() == ["structure=btt", "structure=btt_moe", "structure=btt_moe_norm", "structure=btt_norm"]
     install = cli("scaling.train", "-sc", "install=bash", cwd=tmp_path)
     assert "complete -o nospace -o default -F hydra_bash_completion" in install.stdout
 
