@@ -41,7 +41,7 @@ def test_a_wheel_install_runs_a_shipped_sweep_from_an_empty_directory(tmp_path):
     assert where.stdout.split() == [f"{site}/scaling/conf", f"{site}/scaling/sweep_files"]
 
     help_text = sh(venv / "bin" / "scaling-train", "--help", cwd=empty).stdout
-    assert "structure: btt, btt_moe, btt_norm, dense, einsum, kron, low_rank, monarch, tt" in help_text
+    assert "structure: btt, btt_moe, btt_moe_norm, btt_norm, dense, einsum, einsum_norm, kron, low_rank, monarch, tt" in help_text
     dry = sh(python, "-m", "scaling.launch", "+sweep=quickstart", "dry_run=true", cwd=empty)
     lines = dry.stdout.splitlines()
     assert lines[0] == "sweep 'quickstart': 36 runs {'pending': 36}; 36 to run"
