@@ -35,12 +35,14 @@ def _grey(text: str) -> str:
 
 
 def _cell(s: StructureResult, fit: str, text: str) -> str:
-    """`text` for an ok fit, `text (weak)` for a weak one, the greyed reason for a failed or missing one."""
+    """`text` for an ok fit, `text (weak)` for a weak one, the first reason greyed for a failed one (the Fit status
+    table lists them all)."""
     st = s.status.get(fit)
     if st is None:
         return "–"
     if st.status == "failed":
-        return _grey(st.text())
+        more = f" (+{len(st.reasons) - 1} more, see Fit status)" if len(st.reasons) > 1 else ""
+        return _grey(f"failed: {st.reasons[0]}{more}" if st.reasons else "failed")
     return f"{text} (weak)" if st.status == "weak" else text
 
 
