@@ -125,10 +125,6 @@ class BlockTensorTrain(StructuredLinear):
             )
         return lay
 
-    @classmethod
-    def from_config(cls, cfg: StructureConfig, d_in: int, d_out: int, bias: bool = False) -> "BlockTensorTrain":
-        return cls(d_in, d_out, cls.validate(cfg, d_in, d_out), bias)
-
     def factor_specs(self) -> list[FactorSpec]:
         lay = self.layout
         return [

@@ -75,10 +75,6 @@ class Monarch(StructuredLinear):
         in_blk, out_blk = ceil_div(d_in, b), ceil_div(d_out, b)
         return MonarchLayout(b, in_blk, min(in_blk, out_blk), out_blk)
 
-    @classmethod
-    def from_config(cls, cfg: StructureConfig, d_in: int, d_out: int, bias: bool = False) -> "Monarch":
-        return cls(d_in, d_out, cls.validate(cfg, d_in, d_out), bias)
-
     def factor_specs(self) -> list[FactorSpec]:
         lay = self.layout
         return [
