@@ -34,6 +34,7 @@ where the layer runs the cheaper order (theta (1/3, 2/3, 0, ...) at 256 -> 1024:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -47,6 +48,7 @@ from scaling.structures.base import FactorSpec, StructuredLinear, StructureError
 from scaling.structures.btt import rms_cap
 from scaling.structures.kernels import two_core_apply
 from scaling.structures.two_core import TwoCorePlan
+from scaling.taxonomy import Coordinates, coordinates
 
 NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "phi", "rho")
 MAX_PAD = 0.15  # axis sizes may multiply to at most 15% more than the width (the excess is padding)
@@ -264,22 +266,24 @@ class Einsum(StructuredLinear):
 
     # --- taxonomy (square case): FLOPs ~ d^(1+nu), params ~ d^(1+nu-omega), rank ~ d^psi ---------------
     @property
+    def coordinates(self) -> Coordinates:
+        """(omega, psi, nu) of theta (scaling/taxonomy.py)."""
+        return coordinates(*dataclasses.astuple(self.theta))
+
+    @property
     def omega(self) -> float:
-        """Parameter sharing: min(alpha+delta, beta+epsilon) - min(alpha, epsilon)."""
-        t = self.theta
-        return min(t.alpha + t.delta, t.beta + t.epsilon) - min(t.alpha, t.epsilon)
+        """Parameter sharing."""
+        return self.coordinates.omega
 
     @property
     def psi(self) -> float:
-        """Rank exponent: 1 + min(0, 1 + rho - alpha - epsilon)."""
-        t = self.theta
-        return 1 + min(0.0, 1 + t.rho - t.alpha - t.epsilon)
+        """Rank exponent."""
+        return self.coordinates.psi
 
     @property
     def nu(self) -> float:
-        """Compute exponent: 1 + rho - min(alpha, epsilon)."""
-        t = self.theta
-        return 1 + t.rho - min(t.alpha, t.epsilon)
+        """Compute exponent."""
+        return self.coordinates.nu
 
     # --- costs -----------------------------------------------------------------------------------------
     def _macs_a_first(self) -> int:
