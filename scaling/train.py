@@ -128,8 +128,7 @@ class Run:
         """Tell launchers this run is alive (scaling.launch leaves runs with a fresh heartbeat alone)."""
         now = time.time()
         if self.dist.is_main and now - self.last_beat >= every_s:
-            atomic_write_json(self.paths.heartbeat,
-                              {"time": now, "host": socket.gethostname(), "pid": os.getpid()})
+            atomic_write_json(self.paths.heartbeat, {"time": now, "host": socket.gethostname(), "pid": os.getpid()})
             self.last_beat = now
 
     # --- files -----------------------------------------------------------------------------------
@@ -195,7 +194,7 @@ def train(cfg: DictConfig, cpus: int | None = None) -> dict[str, Any]:
             raise
         finally:
             if run.dist.is_main:
-                (run.paths.heartbeat).unlink(missing_ok=True)
+                run.paths.heartbeat.unlink(missing_ok=True)
             teardown(run.dist)
 
 
@@ -231,7 +230,7 @@ def _train(run: Run) -> dict[str, Any]:
         wandb_id = wandb_run_id(plan.run_id)
         if dist.is_main:
             atomic_write_bytes(run.paths.config, OmegaConf.to_yaml(cfg).encode())
-            (run.paths.metrics).unlink(missing_ok=True)
+            run.paths.metrics.unlink(missing_ok=True)
     def done() -> dict[str, float]:
         """Training units and FLOPs consumed after `step` optimiser steps."""
         return {"tokens": step * plan.units_per_step, "flops": step * plan.units_per_step * plan.train_flops_per_unit}

@@ -320,7 +320,8 @@ def test_double_backward_needs_the_fallback():
     (g,) = torch.autograd.grad(K.two_core_apply(x, w0, w1, plan).square().sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|does not require grad|double backward"):
         g.sum().backward()
-    assert torch.autograd.gradgradcheck(lambda a: K.two_core_apply(a, w0, w1, plan, policy=PathPolicy(fused=False)), (x,))
+    plain = PathPolicy(fused=False)
+    assert torch.autograd.gradgradcheck(lambda a: K.two_core_apply(a, w0, w1, plan, policy=plain), (x,))
 
 
 def test_empty_and_non_contiguous_inputs():

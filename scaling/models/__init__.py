@@ -25,7 +25,8 @@ def check_data_kind(family: str, kind: str) -> None:
     kinds = FAMILIES[family].data_kinds
     if kind not in kinds:
         raise ModelConfigError(
-            f"model={family} needs {' or '.join(kinds)} data but data.kind={kind!r}; use data={EXAMPLE_DATA[kinds[0]]}"
+            f"model={family} needs {' or '.join(kinds)} data but data.kind={kind!r}; "
+            f"use data={EXAMPLE_DATA[kinds[0]]}"
         )
 
 
@@ -59,6 +60,6 @@ def _check_input_lr_mult(cfg: ModelConfig, model: Model) -> None:
 
 
 __all__ = [
-    "FAMILIES", "GPT2", "INPUT_ROLES", "check_data_kind", "MLP", "ROLES", "SELECTORS", "LayerFactory", "Model", "ModelConfigError",
-    "RoleSelection", "ViT", "build_model",
+    "FAMILIES", "GPT2", "INPUT_ROLES", "MLP", "ROLES", "SELECTORS", "LayerFactory", "Model", "ModelConfigError",
+    "RoleSelection", "ViT", "build_model", "check_data_kind",
 ]
