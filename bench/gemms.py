@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     apply_process_settings(args.omp_wait, args.keep_freed_memory, "bench/gemms.py")
     import torch
 
-    from scaling.structures import native
+    from scaling.structures.paths import native_runs
 
-    if not native.available():
+    if not native_runs():
         sys.exit("the compiled offset GEMM is not built or not usable here (see scaling/structures/native.py)")
     torch.set_num_threads(args.threads)
     rows = profile(args)

@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     apply_process_settings(args.omp_wait, args.keep_freed_memory, "bench/layers.py")
     import torch
 
-    from scaling.structures import REGISTRY, native
+    from scaling.structures import REGISTRY
+    from scaling.structures.paths import native_runs
 
     device = resolve_device(args.device)
     precision = precision_name(device, args.precision)
@@ -190,9 +191,10 @@ def main(argv: list[str] | None = None) -> None:
                      "runs its plain-ops path")
         args.paths = ["bmm"]  # native off, which has no effect there
     elif args.paths is None:
-        args.paths = ["native", "bmm"] if native.available() else ["bmm"]
-    elif "native" in args.paths and not native.available():
-        sys.exit("--paths native: the compiled offset GEMM is not built or not usable here (see structures/native.py)")
+        args.paths = ["native", "bmm"] if native_runs() else ["bmm"]
+    elif "native" in args.paths and not native_runs():
+        sys.exit("--paths native: the compiled offset GEMM is not built, not usable here or switched off by "
+                 "SCALING_NATIVE=0 (see structures/native.py)")
     torch.set_num_threads(args.threads)
     specs = args.structures or default_specs()
     unknown = [s for s in specs if s.partition(":")[0] not in REGISTRY]

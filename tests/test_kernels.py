@@ -30,7 +30,9 @@ from scaling.structures.btt import BlockTensorTrain, btt_cores, btt_plan
 from scaling.structures.einsum import Einsum, einsum_cores
 from scaling.structures.kron import Kronecker
 from scaling.structures.monarch import Monarch, monarch_plan
-from scaling.structures.paths import PathPolicy, current_policy, native_tables, use_policy, uses_fast_path
+from scaling.structures.paths import (
+    PathPolicy, current_policy, native_runs, native_tables, use_policy, uses_fast_path,
+)
 from scaling.structures.tt import TensorTrain
 from scaling.structures.two_core import TwoCorePlan
 
@@ -54,7 +56,7 @@ def fused_always():
 @pytest.fixture(params=["native", "bmm"])
 def path(request):
     """Which float32 CPU path runs: the compiled GEMM (skipped where it is not built) or the bmm schedule."""
-    if request.param == "native" and not native.available():
+    if request.param == "native" and not native_runs():
         pytest.skip("the compiled offset GEMM is not available on this machine")
     # these cases are small and their blocks odd-sized
     with use_policy(dataclasses.replace(NATIVE_ALWAYS, native=request.param == "native")):
@@ -70,7 +72,7 @@ def bmm_path():
 @pytest.fixture
 def native_path():
     """The compiled path for every call, however small or odd-sized (skipped where it is not built)."""
-    if not native.available():
+    if not native_runs():
         pytest.skip("the compiled offset GEMM is not available on this machine")
     with use_policy(NATIVE_ALWAYS):
         yield

@@ -21,10 +21,10 @@ from scaling.structures import build_linear, native
 from scaling.structures.btt import btt_plan
 from scaling.structures.einsum import einsum_plan
 from scaling.structures.monarch import monarch_plan
-from scaling.structures.paths import PathPolicy, native_tables, use_policy
+from scaling.structures.paths import PathPolicy, native_runs, native_tables, use_policy
 from scaling.structures.token_major import token_major_plan
 
-needs_native = pytest.mark.skipif(not native.available(), reason="the compiled offset GEMM is not available here")
+needs_native = pytest.mark.skipif(not native_runs(), reason="the compiled offset GEMM is not available here")
 
 
 @pytest.fixture(params=[1, 2])

@@ -91,6 +91,11 @@ DEFAULT_POLICY = PathPolicy.from_environment()
 _CURRENT: contextvars.ContextVar[PathPolicy] = contextvars.ContextVar("path_policy", default=DEFAULT_POLICY)
 
 
+def native_runs() -> bool:
+    """The compiled GEMM is built, usable on this CPU and not switched off (SCALING_NATIVE=0, in DEFAULT_POLICY)."""
+    return DEFAULT_POLICY.native and native.available()
+
+
 def current_policy() -> PathPolicy:
     """The policy in force: the innermost use_policy, else DEFAULT_POLICY."""
     return _CURRENT.get()
