@@ -25,7 +25,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from scaling.config import StructureConfig
 from scaling.structures import StructuredLinear, build_linear
 from scaling.structures import kernels as K
-from scaling.structures import native
 from scaling.structures.btt import BlockTensorTrain, btt_cores, btt_plan
 from scaling.structures.einsum import Einsum, einsum_cores
 from scaling.structures.kron import Kronecker
