@@ -27,6 +27,7 @@ from analysis.taxonomy import coordinates
 from scaling.labels import default_label
 from scaling.results import SUMMARY_KEYS, iter_run_dirs, read_json, read_jsonl, read_summary
 from scaling.run_files import RunFileError
+from scaling.run_paths import RunPaths
 
 EVAL_COLUMNS = ("run_id", "step", "tokens", "flops", "val_loss", "wall_s")
 EXCLUDED_COLUMNS = ("run_id", "status", "reason", "source")
@@ -179,8 +180,9 @@ def iter_directory_records(results_root: str | Path) -> Iterable[RunRecord]:
     """Run records from `<results_root>/runs/<run_id>/` (summary.json, config.yaml, metrics.jsonl)."""
     for rdir in iter_run_dirs(results_root):
         try:
-            yield RunRecord(rdir.name, read_summary(rdir), _read_config(rdir / "config.yaml"),
-                            read_jsonl(rdir / "metrics.jsonl"), str(rdir))
+            paths = RunPaths(rdir)
+            yield RunRecord(rdir.name, read_summary(rdir), _read_config(paths.config), read_jsonl(paths.metrics),
+                            str(rdir))
         except RunFileError as err:  # that run's problem: one line with the file and the fix, the rest loads
             print(f"warning: {err}", file=sys.stderr)
             yield RunRecord(rdir.name, None, None, [], str(rdir))

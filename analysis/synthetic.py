@@ -23,6 +23,7 @@ import yaml
 
 from analysis.load import RunRecord
 from scaling.results import append_jsonl, atomic_write_bytes, atomic_write_json, run_dir, run_id
+from scaling.run_paths import RunPaths
 
 
 @dataclass(frozen=True)
@@ -131,9 +132,10 @@ class SyntheticSweep:
         for rec in (records := self.records()):
             rdir = run_dir(results_root, rec.run_id)
             rdir.mkdir(parents=True)
-            atomic_write_bytes(rdir / "config.yaml", yaml.safe_dump(rec.config, sort_keys=False).encode())
-            append_jsonl(rdir / "metrics.jsonl", rec.metrics)
-            atomic_write_json(rdir / "summary.json", rec.summary)
+            paths = RunPaths(rdir)
+            atomic_write_bytes(paths.config, yaml.safe_dump(rec.config, sort_keys=False).encode())
+            append_jsonl(paths.metrics, rec.metrics)
+            atomic_write_json(paths.summary, rec.summary)
         return [r.run_id for r in records]
 
     def _run(self, rng: np.random.Generator, s: SyntheticStructure, n_eff: float, tokens: float, lr: float,

@@ -11,7 +11,7 @@ both defaults are what training uses too, scaling/process.py):
 
 Device and precision (bench/layers.py, bench/train.py) follow training's train.device and train.precision:
 --device auto takes CUDA when it is visible, --precision auto is bf16 autocast on CUDA and fp32 on the CPU.
-On CUDA every structure runs its plain-ops path (kernels.reference_apply) and dense layers run cuBLAS.
+On CUDA every structure runs its plain-ops path (bmm_schedule.reference_apply) and dense layers run cuBLAS.
 """
 
 from __future__ import annotations

@@ -40,14 +40,14 @@ def median_seconds(run, between, repeats: int) -> float:
 def profile(args: argparse.Namespace) -> list[dict]:
     import torch
 
-    from scaling.structures import kernels as K
-    from scaling.structures import native
     from scaling.config import StructureConfig
-    from scaling.structures.btt import BlockTensorTrain
+    from scaling.structures import native
+    from scaling.structures.btt import BlockTensorTrain, btt_plan
+    from scaling.structures.token_major import token_major_plan
 
     lay = BlockTensorTrain.validate(StructureConfig(name="btt", rank=args.rank), args.width, args.width)
-    plan = K.btt_plan(lay.m1, lay.m0, lay.n0, lay.n1, args.rank)
-    tm = K.token_major_plan(plan)
+    plan = btt_plan(lay.m1, lay.m0, lay.n0, lay.n1, args.rank)
+    tm = token_major_plan(plan)
     t, d, threads = args.tokens, args.width, torch.get_num_threads()
     torch.manual_seed(0)
     x, g = torch.randn(t, d), torch.randn(t, d)
@@ -74,16 +74,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--tokens", type=int, default=4096)
     parser.add_argument("--rank", type=int, default=1)
-    parser.add_argument("--tile", type=int, default=16, help="tokens per tile (kernels.NATIVE_TILE_TOKENS)")
+    parser.add_argument("--tile", type=int, default=16, help="tokens per tile (PathPolicy.native_tile_tokens)")
     parser.add_argument("--repeats", type=int, default=9)
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     apply_process_settings(args.omp_wait, args.keep_freed_memory, "bench/gemms.py")
     import torch
 
-    from scaling.structures import native
+    from scaling.structures.paths import native_runs
 
-    if not native.available():
+    if not native_runs():
         sys.exit("the compiled offset GEMM is not built or not usable here (see scaling/structures/native.py)")
     torch.set_num_threads(args.threads)
     rows = profile(args)

@@ -19,14 +19,13 @@ OMP_WAIT_POLICY=PASSIVE (--omp-wait) and glibc keeping freed memory (--keep-free
 
 --device / --precision (bench/common.py): on CUDA (bf16 autocast by default) every structure runs its plain-ops
 path and dense is a cuBLAS GEMM of the same shape, so "x dense" is the ratio of achieved TFLOP/s to cuBLAS's.
-Under bf16 autocast on the CPU the structures run their plain-ops path too (kernels.uses_fast_path).
+Under bf16 autocast on the CPU the structures run their plain-ops path too (paths.uses_fast_path).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 from dataclasses import asdict, dataclass
@@ -41,7 +40,7 @@ from common import (
 )
 
 EXTRA_SPECS = ["btt:rank=4"]
-PATHS = {"native": "1", "bmm": "0"}  # SCALING_NATIVE for each path
+PATHS = {"native": True, "bmm": False}  # PathPolicy.native for each path
 
 
 @dataclass
@@ -77,12 +76,15 @@ def structure_config(spec: str):
     return OmegaConf.to_object(compose_run_config(overrides).structure)
 
 
-def time_steps(layers: dict, paths: dict[str, str], args: argparse.Namespace, width: int, device) -> dict:
+def time_steps(layers: dict, paths: dict[str, bool], args: argparse.Namespace, width: int, device) -> dict:
     """Median seconds of one forward + backward (input and weight gradients) of each layer, each on its path
-    (paths[name]: SCALING_NATIVE). Layers take turns within every repeat, so drifting load on a shared machine
+    (paths[name]: PathPolicy.native). Layers take turns within every repeat, so drifting load on a shared machine
     hits them all alike."""
+    import dataclasses
+
     import torch
 
+    from scaling.structures.paths import DEFAULT_POLICY, use_policy
     from scaling.train import autocast_for
 
     x = torch.randn(args.tokens, width, device=device, requires_grad=True)
@@ -101,8 +103,8 @@ def time_steps(layers: dict, paths: dict[str, str], args: argparse.Namespace, wi
     times: dict[str, list[float]] = {name: [] for name in layers}
     for i in range(args.warmup + args.repeats):
         for name, layer in layers.items():
-            os.environ["SCALING_NATIVE"] = paths[name]
-            seconds = timed(device, lambda layer=layer: step(layer))
+            with use_policy(dataclasses.replace(DEFAULT_POLICY, native=paths[name])):
+                seconds = timed(device, lambda layer=layer: step(layer))
             if i >= args.warmup:
                 times[name].append(seconds)
     return {name: statistics.median(t) for name, t in times.items()}
@@ -117,7 +119,7 @@ def bench_width(width: int, configs: dict, args: argparse.Namespace, device) -> 
 
     torch.manual_seed(0)
     layers: dict[str, nn.Module] = {"dense": nn.Linear(width, width, bias=False, device=device)}
-    paths = {"dense": "0"}
+    paths = {"dense": False}
     errors: dict[str, str] = {}
     labels = []
     for spec, cfg in configs.items():
@@ -178,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     apply_process_settings(args.omp_wait, args.keep_freed_memory, "bench/layers.py")
     import torch
 
-    from scaling.structures import REGISTRY, native
+    from scaling.structures import REGISTRY
+    from scaling.structures.paths import native_runs
 
     device = resolve_device(args.device)
     precision = precision_name(device, args.precision)
@@ -186,11 +189,12 @@ def main(argv: list[str] | None = None) -> None:
         if args.paths is not None:
             sys.exit(f"--paths chooses between the CPU fp32 paths; on {device.type} in {precision} every structure "
                      "runs its plain-ops path")
-        args.paths = ["bmm"]  # SCALING_NATIVE=0, which has no effect there
+        args.paths = ["bmm"]  # native off, which has no effect there
     elif args.paths is None:
-        args.paths = ["native", "bmm"] if native.available() else ["bmm"]
-    elif "native" in args.paths and not native.available():
-        sys.exit("--paths native: the compiled offset GEMM is not built or not usable here (see structures/native.py)")
+        args.paths = ["native", "bmm"] if native_runs() else ["bmm"]
+    elif "native" in args.paths and not native_runs():
+        sys.exit("--paths native: the compiled offset GEMM is not built, not usable here or switched off by "
+                 "SCALING_NATIVE=0 (see structures/native.py)")
     torch.set_num_threads(args.threads)
     specs = args.structures or default_specs()
     unknown = [s for s in specs if s.partition(":")[0] not in REGISTRY]

@@ -12,8 +12,8 @@ import torch
 
 from scaling.results import atomic_write_bytes
 from scaling.run_files import RunFileError
+from scaling.run_paths import RunPaths
 
-CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_KEYS = ("model", "optimizer", "data", "rng", "step", "wall_s", "best_val_loss", "initial_loss",
                    "wandb_id", "restarts")
 _RESTART_FIX = "delete it to restart the run from step 0"
@@ -25,12 +25,12 @@ def save_checkpoint(rdir: Path, state: dict[str, Any]) -> None:
     """Serialise in memory, then write temp + fsync + rename, so a crash never leaves a torn checkpoint."""
     buf = io.BytesIO()
     torch.save(state, buf)
-    atomic_write_bytes(rdir / CHECKPOINT_NAME, buf.getvalue())
+    atomic_write_bytes(RunPaths(rdir).checkpoint, buf.getvalue())
 
 
 def load_checkpoint(rdir: Path) -> dict[str, Any] | None:
     """The run's checkpoint, None if it has none; RunFileError (path and fix) if it cannot be loaded."""
-    path = rdir / CHECKPOINT_NAME
+    path = RunPaths(rdir).checkpoint
     if not path.exists():
         return None
     try:
@@ -46,7 +46,7 @@ def load_checkpoint(rdir: Path) -> dict[str, Any] | None:
 def check_checkpoint_step(rdir: Path, state: dict[str, Any], total_steps: int) -> None:
     """Check the checkpoint's step against the optimizer's own step count (AdamW counts every update), so an
     edited or foreign checkpoint cannot pass for a finished run."""
-    path, step = rdir / CHECKPOINT_NAME, state["step"]
+    path, step = RunPaths(rdir).checkpoint, state["step"]
     counts = [int(s["step"]) for s in state["optimizer"].get("state", {}).values() if "step" in s]
     if not isinstance(step, int) or not 0 <= step <= total_steps:
         raise RunFileError(path, f"step {step!r} is outside this run's 0..{total_steps} steps", _RESTART_FIX)

@@ -85,7 +85,13 @@ class FlopReport:
 
     @property
     def train_flops_per_unit(self) -> int:
-        return 3 * self.forward_flops_per_unit
+        return training_flops(self.forward_flops_per_unit)
+
+
+def training_flops(forward_flops: float) -> float:
+    """FLOPs of one training pass over what costs forward_flops forward: forward + backward (input and weight
+    gradients, 2 x forward) = 3 x forward."""
+    return 3 * forward_flops
 
 
 def is_compute_unit(module: nn.Module) -> bool:

@@ -24,20 +24,11 @@ class RunBatch(submitit.helpers.Checkpointable):
         if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
             submitit.helpers.TorchDistributedEnvironment().export()
         summaries, failures = [], []
-        previous = os.environ.get("SCALING_CPUS")
-        if self.cpus:
-            os.environ["SCALING_CPUS"] = str(self.cpus)
-        try:
-            for config in self.configs:
-                try:
-                    summaries.append(train(OmegaConf.create(config)))
-                except Exception as err:  # the run recorded status=failed; go on with the others
-                    failures.append(f"run {run_id(config)}: {type(err).__name__}: {err}")
-        finally:  # debug jobs run in the launcher's own process: leave its environment as it was
-            if previous is None:
-                os.environ.pop("SCALING_CPUS", None)
-            else:
-                os.environ["SCALING_CPUS"] = previous
+        for config in self.configs:
+            try:
+                summaries.append(train(OmegaConf.create(config), cpus=self.cpus or None))
+            except Exception as err:  # the run recorded status=failed; go on with the others
+                failures.append(f"run {run_id(config)}: {type(err).__name__}: {err}")
         if failures:
             raise RuntimeError(f"{len(failures)} of {len(self.configs)} runs failed:\n" + "\n".join(failures))
         return summaries

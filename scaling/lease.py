@@ -17,9 +17,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-LEASE_NAME = "lease.json"
+from scaling.run_paths import RunPaths
+
 BREAK_NAME = ".lease.break"
-HEARTBEAT_NAME = "heartbeat.json"
 HEARTBEAT_FRESH_S = 300.0  # a run whose heartbeat (or lease) is younger than this is alive on some host
 BREAK_STALE_S = 60.0  # a break marker older than this was left by a process that died while breaking
 
@@ -85,20 +85,20 @@ def holder_alive(rdir: Path, holder: Holder) -> bool:
     """Same host: pid liveness. Elsewhere: the lease or the heartbeat was touched within HEARTBEAT_FRESH_S."""
     if holder.host == socket.gethostname() and holder.pid > 0:
         return pid_alive(holder.pid, holder.pid_start)
-    touched = max(filter(None, [holder.time, _mtime(rdir / LEASE_NAME), _heartbeat_time(rdir)]), default=0.0)
+    touched = max(filter(None, [holder.time, _mtime(RunPaths(rdir).lease), _heartbeat_time(rdir)]), default=0.0)
     return time.time() - touched < HEARTBEAT_FRESH_S
 
 
 def _heartbeat_time(rdir: Path) -> float | None:
     try:
-        return float(json.loads((rdir / HEARTBEAT_NAME).read_bytes())["time"])
+        return float(json.loads((RunPaths(rdir).heartbeat).read_bytes())["time"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
 def live_holder(rdir: Path) -> Holder | None:
     """The holder of the run's lease if it is alive, else None (no lease, or a stale one)."""
-    holder = read_holder(rdir / LEASE_NAME)
+    holder = read_holder(RunPaths(rdir).lease)
     return holder if holder is not None and holder_alive(rdir, holder) else None
 
 
@@ -123,7 +123,7 @@ class Lease:
 
     @property
     def path(self) -> Path:
-        return self.dir / LEASE_NAME
+        return RunPaths(self.dir).lease
 
     @classmethod
     def acquire(cls, rdir: Path) -> "Lease | None":
@@ -131,7 +131,7 @@ class Lease:
         holder = me()
         blob = json.dumps(asdict(holder)).encode()
         for _ in range(3):  # take it; else break a stale lease and try again
-            if _create_exclusive(rdir / LEASE_NAME, blob):
+            if _create_exclusive(RunPaths(rdir).lease, blob):
                 return cls(rdir, holder)
             if not _break_if_stale(rdir):
                 return None
@@ -159,12 +159,12 @@ def _break_if_stale(rdir: Path) -> bool:
         marker.unlink(missing_ok=True)  # its breaker died mid-break
         return _break_if_stale(rdir)
     try:
-        holder = read_holder(rdir / LEASE_NAME)
+        holder = read_holder(RunPaths(rdir).lease)
         if holder is None:
             return True
         if holder_alive(rdir, holder):
             return False
-        (rdir / LEASE_NAME).unlink(missing_ok=True)
+        (RunPaths(rdir).lease).unlink(missing_ok=True)
         return True
     finally:
         marker.unlink(missing_ok=True)

@@ -33,13 +33,12 @@ from torch import nn
 from scaling.config import ModelConfig, StructureConfig
 from scaling.data.base import DataInfo
 from scaling.models import Model, ModelConfigError, build_model
-from scaling.models.base import outermost_modules
+from scaling.models.base import EMBED_STD, outermost_modules
 from scaling.models.factory import INPUT_ROLES
 from scaling.structures.base import StructuredLinear, StructureError, spectral_std
 
 MODES = ("structure_aware", "naive", "standard")
 ZERO_INIT_ROLES = Model.zero_init_roles  # last factor starts at 0 (models may add roles)
-EMBED_STD = 0.02  # embeddings, positional embeddings, class tokens
 
 
 @dataclass(frozen=True)

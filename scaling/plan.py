@@ -16,12 +16,10 @@ from scaling.config import ModelConfig, StructureConfig
 from scaling.configs import as_dataclass
 from scaling.data import data_info
 from scaling.data.base import DataInfo
-from scaling.flops import model_flops
-from scaling.models import build_model
+from scaling.flops import model_flops, training_flops
+from scaling.models import FAMILIES, build_model, check_data_kind
 from scaling.results import run_id
 from scaling.validate import SettingError, check_run_config
-
-FAMILIES = ("gpt2", "vit", "mlp")
 
 
 class ConfigError(ValueError):
@@ -41,11 +39,11 @@ class RunPlan:
     units_per_step: int  # tokens (text) or examples per optimiser step, global batch
     steps: int
     units: int  # steps * units_per_step: what the run will actually train on
-    train_flops: float  # 3 * forward FLOPs per unit * units
+    train_flops: float  # training_flops(forward FLOPs per unit) * units
 
     @property
     def train_flops_per_unit(self) -> float:
-        return 3 * self.forward_flops_per_unit
+        return training_flops(self.forward_flops_per_unit)
 
     def as_dict(self) -> dict:
         return asdict(self) | {"train_flops_per_unit": self.train_flops_per_unit}
@@ -66,19 +64,16 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     except SettingError as err:
         raise ConfigError(str(err)) from None
     if m.family not in FAMILIES:
-        raise ConfigError(f"model.family={m.family!r} is not known; choose one of {FAMILIES}")
-    if m.family == "gpt2" and cfg.data.kind != "text":
-        raise ConfigError(f"model=gpt2 needs text data but data.kind={cfg.data.kind!r}; use data=shakespeare")
-    if m.family == "vit" and cfg.data.kind != "image":
-        raise ConfigError(f"model=vit needs image data but data.kind={cfg.data.kind!r}; use data=fashion_mnist")
+        raise ConfigError(f"model.family={m.family!r} is not known; choose one of {tuple(FAMILIES)}")
     try:
+        check_data_kind(m.family, cfg.data.kind)  # before data_info, which may download or tokenize
         info = data_info(cfg.data, context=m.context)
         model = build_meta_model(cfg, info)
     except (ValueError, FileNotFoundError) as err:  # StructureError, ModelConfigError, data errors
         raise ConfigError(str(err)) from err
     report = model_flops(model, info, context=m.context)
     units_per_step = t.batch_size * (m.context if info.unit == "token" else 1)
-    train_flops_per_unit = 3 * report.forward_flops_per_unit
+    train_flops_per_unit = report.train_flops_per_unit
     target_units = t.tokens if t.flops is None else t.flops / train_flops_per_unit
     steps = math.ceil(target_units / units_per_step)
     if steps < 1 or target_units < units_per_step:

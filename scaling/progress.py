@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from scaling.results import atomic_write_json, read_json, run_dir
+from scaling.run_paths import RunPaths
 
-PROGRESS_FILE = "progress.json"
 FINISHED_STATES = ("completed", "diverged", "failed")
 
 
@@ -30,7 +30,7 @@ class RunProgress:
     """One run's progress reports: a log line per log step, and progress.json at most every `every_s` seconds."""
 
     def __init__(self, directory: Path, label: str, steps: int, unit: str, enabled: bool, every_s: float = 5.0):
-        self.path = directory / PROGRESS_FILE
+        self.path = RunPaths(directory).progress
         self.label, self.steps, self.unit, self.enabled, self.every_s = label, steps, unit, enabled, every_s
         self.last_write = -float("inf")
 
@@ -54,7 +54,7 @@ def work_done(results_root: str, states: Mapping[str, str], weights: Mapping[str
         if state in FINISHED_STATES:
             total += weights[rid]
         elif partial and state in ("running", "interrupted"):
-            report = read_json(run_dir(results_root, rid) / PROGRESS_FILE) or {}
+            report = read_json(RunPaths(run_dir(results_root, rid)).progress) or {}
             total += min(float(report.get("flops", 0.0)), weights[rid])
     return total
 

@@ -3,7 +3,7 @@
 A run is a pure function of the identity sections of its resolved config (model, structure, data, train);
 the SHA-256 of their canonical JSON is its id and its directory name: `<results_root>/runs/<run_id>/`.
 
-A run directory is the source of truth and holds:
+A run directory is the source of truth and holds (file names: scaling.run_paths.RunPaths):
   config.yaml     the resolved config (secrets never appear: configs hold no credentials)
   metrics.jsonl   one JSON object per line; `kind` is "train" or "eval" (schema below)
   summary.json    written atomically at the end (and with status "running" at start)
@@ -29,6 +29,7 @@ from typing import Any, Iterator
 from omegaconf import DictConfig, OmegaConf
 
 from scaling.run_files import read_metrics_file, read_summary_file
+from scaling.run_paths import RunPaths
 
 IDENTITY_SECTIONS = ("model", "structure", "data", "train")
 # Settings that change how a run is observed or where it runs, not what it computes: excluded from its identity.
@@ -136,7 +137,7 @@ def iter_run_dirs(results_root: str | os.PathLike) -> Iterator[Path]:
 
 def read_summary(rdir: Path) -> dict[str, Any] | None:
     """The run's summary.json; None before the run wrote one, RunFileError (file and fix) if it is corrupt."""
-    return read_summary_file(rdir / "summary.json")
+    return read_summary_file(RunPaths(rdir).summary)
 
 
 def run_status(results_root: str | os.PathLike, rid: str) -> str:

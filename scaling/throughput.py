@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from scaling.results import atomic_write_json, iter_run_dirs, read_json, read_summary
 from scaling.run_files import RunFileError, read_config_file
+from scaling.run_paths import RunPaths
 
 if TYPE_CHECKING:
     from scaling.sweeps import PlannedRun
@@ -41,7 +42,7 @@ def recorded_rates(results_root: str) -> dict[str, float]:
     for rdir in iter_run_dirs(results_root):
         try:  # a corrupt run file only costs that run's rate (scaling.status reports the file)
             summary = read_summary(rdir)
-            config = read_config_file(rdir / "config.yaml")
+            config = read_config_file(RunPaths(rdir).config)
         except RunFileError:
             continue
         if not summary or summary.get("status") != "completed" or not summary.get("tokens_per_s") or not config:

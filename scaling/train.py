@@ -41,6 +41,7 @@ from scaling.results import (
     append_jsonl, atomic_write_bytes, atomic_write_json, jsonl_bytes, read_jsonl, read_summary, run_dir,
 )
 from scaling.run_files import RunFileError, remove_temp_files
+from scaling.run_paths import RunPaths
 from scaling.schedule import lr_factor
 from scaling.tracking import Tracker, import_wandb_under, run_name, run_tags, wandb_mode, wandb_run_id
 from scaling.validate import describe_error
@@ -105,10 +106,12 @@ def evaluate(model: torch.nn.Module, batches: list, device: torch.device, precis
 class Run:
     """State and bookkeeping of one training run (rank 0 writes; every rank trains)."""
 
-    def __init__(self, cfg: DictConfig):
+    def __init__(self, cfg: DictConfig, cpus: int | None = None):
         self.cfg = cfg
+        self.cpus = cpus  # threads allotted by the launcher (None: Slurm's share, else this process's CPUs)
         self.plan: RunPlan = plan_run(cfg)
         self.dir = run_dir(cfg.results_root, self.plan.run_id)
+        self.paths = RunPaths(self.dir)
         self.device = torch.device("cpu")
         self.dist = DistInfo(rank=int(os.environ.get("RANK", "0")))  # until the process group is joined
         self.pending_rows: list[dict[str, Any]] = []
@@ -118,15 +121,14 @@ class Run:
         """Device, process group, threads and malloc reuse (may fail: recorded as a failed run)."""
         self.device = pick_device(self.cfg.train.device)
         self.dist = setup_distributed(self.device)
-        torch.set_num_threads(cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        torch.set_num_threads(cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), allotted=self.cpus))
         keep_freed_memory()  # activations are reallocated every step (scaling/process.py)
 
     def heartbeat(self, every_s: float = 30.0) -> None:
         """Tell launchers this run is alive (scaling.launch leaves runs with a fresh heartbeat alone)."""
         now = time.time()
         if self.dist.is_main and now - self.last_beat >= every_s:
-            atomic_write_json(self.dir / "heartbeat.json",
-                              {"time": now, "host": socket.gethostname(), "pid": os.getpid()})
+            atomic_write_json(self.paths.heartbeat, {"time": now, "host": socket.gethostname(), "pid": os.getpid()})
             self.last_beat = now
 
     # --- files -----------------------------------------------------------------------------------
@@ -141,18 +143,18 @@ class Run:
             "batch_size": cfg.train.batch_size, "schedule": cfg.train.schedule,
         } | values
         if self.dist.is_main:
-            atomic_write_json(self.dir / "summary.json", summary)
+            atomic_write_json(self.paths.summary, summary)
         return summary
 
     def flush_metrics(self) -> None:
         if self.dist.is_main:
-            append_jsonl(self.dir / "metrics.jsonl", self.pending_rows)
+            append_jsonl(self.paths.metrics, self.pending_rows)
         self.pending_rows = []
 
     def truncate_metrics(self, last_step: int, evals: list[int]) -> None:
         """On resume, drop rows logged after the checkpoint (they will be produced again, identically), and warn
         when evaluation rows up to the checkpoint are missing (the resumed curve would have gaps)."""
-        path = self.dir / "metrics.jsonl"
+        path = self.paths.metrics
         rows = [r for r in read_jsonl(path) if r["step"] <= last_step]
         atomic_write_bytes(path, jsonl_bytes(rows))
         have = {r["step"] for r in rows if r.get("kind") == "eval"}
@@ -163,10 +165,11 @@ class Run:
                   "retrain it whole", file=sys.stderr)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train the run described by `cfg` to its budget (resuming if interrupted); return its summary."""
+def train(cfg: DictConfig, cpus: int | None = None) -> dict[str, Any]:
+    """Train the run described by `cfg` to its budget (resuming if interrupted); return its summary. cpus: the
+    threads the launcher allotted (Slurm's SLURM_CPUS_PER_TASK wins; None: the CPUs this process may use)."""
     OmegaConf.resolve(cfg)
-    run = Run(cfg)
+    run = Run(cfg, cpus)
     existing = read_summary(run.dir)
     if existing and existing.get("status") in FINISHED:
         return existing
@@ -191,7 +194,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             raise
         finally:
             if run.dist.is_main:
-                (run.dir / "heartbeat.json").unlink(missing_ok=True)
+                run.paths.heartbeat.unlink(missing_ok=True)
             teardown(run.dist)
 
 
@@ -226,8 +229,8 @@ def _train(run: Run) -> dict[str, Any]:
     else:
         wandb_id = wandb_run_id(plan.run_id)
         if dist.is_main:
-            atomic_write_bytes(run.dir / "config.yaml", OmegaConf.to_yaml(cfg).encode())
-            (run.dir / "metrics.jsonl").unlink(missing_ok=True)
+            atomic_write_bytes(run.paths.config, OmegaConf.to_yaml(cfg).encode())
+            run.paths.metrics.unlink(missing_ok=True)
     def done() -> dict[str, float]:
         """Training units and FLOPs consumed after `step` optimiser steps."""
         return {"tokens": step * plan.units_per_step, "flops": step * plan.units_per_step * plan.train_flops_per_unit}
@@ -238,7 +241,7 @@ def _train(run: Run) -> dict[str, Any]:
 
     logger_cfg = as_dataclass(cfg.logger, LoggerConfig)
     if dist.is_main and wandb_mode(logger_cfg) != "disabled":
-        import_wandb_under(run.dir / "wandb")
+        import_wandb_under(run.paths.wandb)
     tracker = Tracker(logger_cfg, run.dir, wandb_id, run_name(cfg), cfg.sweep,
                       config=OmegaConf.to_container(cfg) | {"run_id": plan.run_id, **plan.as_dict()},
                       tags=run_tags(cfg)) if dist.is_main else None
@@ -321,7 +324,7 @@ def _train(run: Run) -> dict[str, Any]:
                     guard.forward_signal()
 
     wall = wall_before + time.perf_counter() - start
-    rows = read_jsonl(run.dir / "metrics.jsonl") if dist.is_main else []
+    rows = read_jsonl(run.paths.metrics) if dist.is_main else []
     eval_rows = [r for r in rows if r.get("kind") == "eval"]
     final = eval_rows[-1]["val_loss"] if eval_rows and status == "completed" else None
     if dist.is_main and status == "completed":

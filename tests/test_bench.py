@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scaling.structures import native
+from scaling.structures.paths import native_runs
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 pytestmark = pytest.mark.slow  # each test starts a benchmark process
@@ -33,7 +33,7 @@ def test_layers_reports_every_structure_against_dense(precision):
     assert (out["device"], out["precision"]) == ("cpu", precision)
     rows = {r["structure"]: r for r in out["rows"]}
     paths = out["paths"]
-    assert paths == (["native", "bmm"] if native.available() and precision == "fp32" else ["bmm"])
+    assert paths == (["native", "bmm"] if native_runs() and precision == "fp32" else ["bmm"])
     assert set(rows) == {"dense", "btt", "kron"} | ({"btt [bmm]", "kron [bmm]"} if len(paths) == 2 else set())
     assert rows["dense"]["gflops_vs_dense"] == 1.0 and rows["dense"]["flops_per_token"] == 2 * 64 * 64
     for r in rows.values():
@@ -82,7 +82,7 @@ def test_moe_reports_routed_against_all_experts():
     assert row["time_ratio"] == pytest.approx(row["routed_ms"] / row["all_ms"])
 
 
-@pytest.mark.skipif(not native.available(), reason="the compiled offset GEMM is not available here")
+@pytest.mark.skipif(not native_runs(), reason="the compiled offset GEMM is not available here")
 def test_gemms_profiles_the_six_gemms_of_a_btt_step():
     out = bench_json("gemms.py", "--width", "64", "--tokens", "64", "--repeats", "2")
     assert sorted({r["gemm"] for r in out["rows"]}) == sorted(["core1", "core2", "dw1", "dz", "dw0", "dx"])

@@ -11,6 +11,7 @@ compiled offset GEMM where it applies (native.py, token_major.py) and the bmm sc
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,12 +25,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from scaling.config import StructureConfig
 from scaling.structures import StructuredLinear, build_linear
 from scaling.structures import kernels as K
-from scaling.structures import native
-from scaling.structures.btt import BlockTensorTrain
-from scaling.structures.einsum import Einsum
+from scaling.structures.btt import BlockTensorTrain, btt_cores, btt_plan
+from scaling.structures.einsum import Einsum, einsum_cores
 from scaling.structures.kron import Kronecker
-from scaling.structures.monarch import Monarch
+from scaling.structures.monarch import Monarch, monarch_plan
+from scaling.structures.paths import (
+    PathPolicy, current_policy, native_runs, native_tables, use_policy, uses_fast_path,
+)
 from scaling.structures.tt import TensorTrain
+from scaling.structures.two_core import TwoCorePlan
 
 S = StructureConfig
 
@@ -37,36 +41,40 @@ S = StructureConfig
 pytestmark = pytest.mark.usefixtures("one_thread", "fused_always")
 
 
+FUSED_ALWAYS = PathPolicy(fused_min_elements=0)
+NATIVE_ALWAYS = PathPolicy(fused_min_elements=0, native_min_elements=0, native_column_multiple=1)
+
+
 @pytest.fixture
-def fused_always(monkeypatch) -> None:
-    """The fused Functions for every call: these tests are small, below kernels.FUSED_MIN_ELEMENTS."""
-    monkeypatch.setattr(K, "FUSED_MIN_ELEMENTS", 0)
+def fused_always():
+    """The fused Functions for every call: these tests are small, below PathPolicy.fused_min_elements."""
+    with use_policy(FUSED_ALWAYS):
+        yield
 
 
 @pytest.fixture(params=["native", "bmm"])
-def path(request, monkeypatch) -> str:
+def path(request):
     """Which float32 CPU path runs: the compiled GEMM (skipped where it is not built) or the bmm schedule."""
-    if request.param == "native" and not native.available():
+    if request.param == "native" and not native_runs():
         pytest.skip("the compiled offset GEMM is not available on this machine")
-    monkeypatch.setenv("SCALING_NATIVE", "1" if request.param == "native" else "0")
-    monkeypatch.setattr(K, "NATIVE_MIN_ELEMENTS", 0)  # these cases are small
-    monkeypatch.setattr(K, "NATIVE_COLUMN_MULTIPLE", 1)  # and their blocks odd-sized
-    return request.param
+    # these cases are small and their blocks odd-sized
+    with use_policy(dataclasses.replace(NATIVE_ALWAYS, native=request.param == "native")):
+        yield request.param
 
 
 @pytest.fixture
-def bmm_path(monkeypatch) -> None:
-    monkeypatch.setenv("SCALING_NATIVE", "0")
+def bmm_path():
+    with use_policy(dataclasses.replace(FUSED_ALWAYS, native=False)):
+        yield
 
 
 @pytest.fixture
-def native_path(monkeypatch) -> None:
+def native_path():
     """The compiled path for every call, however small or odd-sized (skipped where it is not built)."""
-    if not native.available():
+    if not native_runs():
         pytest.skip("the compiled offset GEMM is not available on this machine")
-    monkeypatch.setenv("SCALING_NATIVE", "1")
-    monkeypatch.setattr(K, "NATIVE_MIN_ELEMENTS", 0)
-    monkeypatch.setattr(K, "NATIVE_COLUMN_MULTIPLE", 1)
+    with use_policy(NATIVE_ALWAYS):
+        yield
 
 
 # --- references: each structure's formula as one einsum on its parameters --------------------------------------
@@ -194,7 +202,7 @@ def assert_same(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], **t
 @pytest.mark.parametrize("chunk", [None, 7])  # default chunking, and chunks that leave a ragged last one
 def test_fast_path_matches_reference_in_float64(case, chunk):
     layer = build(case, torch.float64)
-    assert K.uses_fast_path(torch.zeros(1))
+    assert uses_fast_path(torch.zeros(1))
     x = torch.randn(30, case.d_in, dtype=torch.float64)
     fast = outputs_and_grads(layer, lambda v: forward_with_chunk(layer, v, chunk), x)
     want = outputs_and_grads(layer, lambda v: reference(layer, v), x)
@@ -214,7 +222,7 @@ def test_float32_fast_path_matches_float64_reference(case, path):
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_fallback_path_matches_fast_path(case):
-    """reference_apply (non-CPU devices, fast=False) computes the same map through plain autograd ops."""
+    """reference_apply (non-CPU devices, PathPolicy(fused=False)) computes the same map through plain autograd ops."""
     layer = build(case, torch.float64)
     x = torch.randn(11, case.d_in, dtype=torch.float64)
     fast = outputs_and_grads(layer, lambda v: forward_with_chunk(layer, v, chunk=4), x)
@@ -222,17 +230,17 @@ def test_fallback_path_matches_fast_path(case):
     assert_same(fast, slow, rtol=1e-10, atol=1e-10)
 
 
-def plan_and_cores(layer: StructuredLinear) -> tuple[K.TwoCorePlan, torch.Tensor, torch.Tensor]:
+def plan_and_cores(layer: StructuredLinear) -> tuple[TwoCorePlan, torch.Tensor, torch.Tensor]:
     """The plan and (b, out, in) core views a two-core-plan structure's forward passes to two_core_apply."""
     if isinstance(layer, BlockTensorTrain):
         lay = layer.layout
-        return K.btt_plan(lay.m1, lay.m0, lay.n0, lay.n1, lay.rank), *K.btt_cores(layer.W0, layer.W1, lay.rank)
+        return btt_plan(lay.m1, lay.m0, lay.n0, lay.n1, lay.rank), *btt_cores(layer.W0, layer.W1, lay.rank)
     if isinstance(layer, Monarch):
         lay = layer.layout
-        plan = K.monarch_plan(layer.d_in, layer.d_out, lay.blocks, lay.in_blk, lay.mid, lay.out_blk)
+        plan = monarch_plan(layer.d_in, layer.d_out, lay.blocks, lay.in_blk, lay.mid, lay.out_blk)
         return plan, layer.R.transpose(1, 2), layer.L.transpose(1, 2)
     assert isinstance(layer, Einsum)
-    return layer.plan, *K.einsum_cores(layer.A, layer.B, layer.a_first)
+    return layer.plan, *einsum_cores(layer.A, layer.B, layer.a_first)
 
 
 def tt_cores(layer: TensorTrain | Kronecker) -> list[torch.Tensor]:
@@ -243,11 +251,12 @@ def tt_cores(layer: TensorTrain | Kronecker) -> list[torch.Tensor]:
 
 
 def forward_with_chunk(layer: StructuredLinear, x: torch.Tensor, chunk: int | None, fast: bool = True) -> torch.Tensor:
-    """The layer's kernel call (bias-free) with an explicit chunk size."""
+    """The layer's kernel call (bias-free) with an explicit chunk size; fast=False: plain ops."""
+    policy = dataclasses.replace(current_policy(), fused=fast)
     if isinstance(layer, (TensorTrain, Kronecker)):
-        return K.tt2_apply(x, *tt_cores(layer), fast=fast, chunk=chunk)
+        return K.tt2_apply(x, *tt_cores(layer), chunk=chunk, policy=policy)
     plan, w0, w1 = plan_and_cores(layer)
-    return K.two_core_apply(x, w0, w1, plan, fast=fast, chunk=chunk)
+    return K.two_core_apply(x, w0, w1, plan, chunk=chunk, policy=policy)
 
 
 @pytest.mark.parametrize(
@@ -280,15 +289,17 @@ def test_only_the_needed_gradients_are_computed():
     assert layer.W1.grad is not None
 
 
-def test_small_calls_take_the_plain_path(monkeypatch):
-    """Below FUSED_MIN_ELEMENTS (tokens x the wider end) the layer runs plain autograd ops, from it the Function."""
-    monkeypatch.setattr(K, "FUSED_MIN_ELEMENTS", 64 * 100)
+def test_small_calls_take_the_plain_path():
+    """Below fused_min_elements (tokens x the wider end) the layer runs plain autograd ops, from it the Function."""
+    policy = PathPolicy(fused_min_elements=64 * 100)
     layer = build(Case(S("btt"), 64, 64))
     plan, w0, w1 = plan_and_cores(layer)
     small, large = torch.randn(99, 64, requires_grad=True), torch.randn(100, 64, requires_grad=True)
-    assert "_TwoCoreFunctionBackward" not in graph_nodes(K.two_core_apply(small, w0, w1, plan))
-    assert "_TwoCoreFunctionBackward" in graph_nodes(K.two_core_apply(large, w0, w1, plan))
-    torch.testing.assert_close(K.two_core_apply(small, w0, w1, plan), K.reference_apply(small, w0, w1, plan))
+    assert "_TwoCoreFunctionBackward" not in graph_nodes(K.two_core_apply(small, w0, w1, plan, policy=policy))
+    assert "_TwoCoreFunctionBackward" in graph_nodes(K.two_core_apply(large, w0, w1, plan, policy=policy))
+    torch.testing.assert_close(
+        K.two_core_apply(small, w0, w1, plan, policy=policy), K.reference_apply(small, w0, w1, plan)
+    )
 
 
 def graph_nodes(y: torch.Tensor) -> set[str]:
@@ -310,7 +321,8 @@ def test_double_backward_needs_the_fallback():
     (g,) = torch.autograd.grad(K.two_core_apply(x, w0, w1, plan).square().sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|does not require grad|double backward"):
         g.sum().backward()
-    assert torch.autograd.gradgradcheck(lambda a: K.two_core_apply(a, w0, w1, plan, fast=False), (x,))
+    plain = PathPolicy(fused=False)
+    assert torch.autograd.gradgradcheck(lambda a: K.two_core_apply(a, w0, w1, plan, policy=plain), (x,))
 
 
 def test_empty_and_non_contiguous_inputs():
@@ -353,7 +365,7 @@ def test_routed_experts_match_the_all_experts_reference(d_in, d_out, n_experts, 
     torch.manual_seed(0)
     layer = build_linear(S("btt_moe", experts=n_experts, top_k=top_k, layout=layout), d_in, d_out).double()
     lay = layer.layout
-    plan = K.btt_plan(lay.m1, lay.m0, lay.n0, lay.n1, 1)
+    plan = btt_plan(lay.m1, lay.m0, lay.n0, lay.n1, 1)
     w0 = torch.randn(layer.W0.shape, dtype=torch.float64, requires_grad=True)
     w1 = torch.randn(layer.W1.shape, dtype=torch.float64, requires_grad=True)
     experts, gates = routing_case(tokens=23, n_experts=n_experts, top_k=top_k)
@@ -375,7 +387,7 @@ def test_routed_experts_match_the_all_experts_reference(d_in, d_out, n_experts, 
 def test_routed_experts_in_float32_on_both_paths(path):
     torch.manual_seed(0)
     d, n_experts, top_k, tokens = 64, 4, 2, 40
-    plan = K.btt_plan(8, 8, 8, 8, 1)
+    plan = btt_plan(8, 8, 8, 8, 1)
     w0 = torch.randn(n_experts, 8, 8, 8, dtype=torch.float64, requires_grad=True)
     w1 = torch.randn(n_experts, 8, 8, 8, dtype=torch.float64, requires_grad=True)
     experts, gates = routing_case(tokens=tokens, n_experts=n_experts, top_k=top_k)
@@ -399,7 +411,7 @@ def test_routed_experts_in_float32_on_both_paths(path):
 
 def test_routed_experts_gradcheck_and_flops():
     torch.manual_seed(0)
-    plan = K.btt_plan(2, 3, 3, 2, 1)  # 6 -> 6
+    plan = btt_plan(2, 3, 3, 2, 1)  # 6 -> 6
     w0 = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)  # (E, m1, m0, n0)
     w1 = torch.randn(3, 3, 2, 2, dtype=torch.float64, requires_grad=True)  # (E, n0, m1, n1)
     experts, gates = routing_case(tokens=5, n_experts=3, top_k=2)
@@ -480,7 +492,7 @@ def test_fast_path_copies_activations_only_at_the_ends(case, per_chunk, bmm_path
 def test_native_path_copies_no_activations(case, native_path):
     """The compiled path reads x and writes y, z, dz and dx in place: no activation-sized copy at all."""
     layer = build(case)
-    tables = K._native_tables(plan_and_cores(layer)[0], torch.zeros(1))
+    tables = native_tables(plan_and_cores(layer)[0], torch.zeros(1), current_policy())
     assert tables is not None and tables.direct
     assert activation_copies(layer, tokens=512, chunk=128) == (0, 0)
 
@@ -490,7 +502,7 @@ def test_native_monarch_gathers_its_shuffled_output(blocks, native_path):
     """Monarch's output shuffle P interleaves the blocks' outputs, which a GEMM cannot write in place: the compiled
     path gathers y from the blocks' rows (and scatters the gradient back), and copies nothing else."""
     layer = build(Case(S("monarch", blocks=blocks), 256, 256))
-    tables = K._native_tables(plan_and_cores(layer)[0], torch.zeros(1))
+    tables = native_tables(plan_and_cores(layer)[0], torch.zeros(1), current_policy())
     assert tables is not None and not tables.direct
     lay = layer.layout
     block_of_feature = tables.y_index // lay.out_blk  # y feature s b + l comes from block l's row
@@ -546,7 +558,7 @@ def test_wrong_width_and_chunk_are_named():
 
 def test_inconsistent_plan_is_rejected():
     with pytest.raises(ValueError, match="mid_axes flatten"):
-        K.TwoCorePlan(
+        TwoCorePlan(
             d_in=64, d_out=64, in_axes=(8, 8), in_perm=(0, 1), core1=(8, 8, 8, 1), mid_axes=(8, 4), mid_perm=(1, 0),
             core2=(8, 8, 8, 1), out_axes=(8, 8), out_perm=(0, 1),
         )

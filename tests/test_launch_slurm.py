@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import submitit
 
-from scaling.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from scaling.checkpoint import load_checkpoint
+from scaling.run_paths import RunPaths
 from scaling.configs import compose_run_config
 from scaling.launch import launch
 from scaling.results import iter_run_dirs, read_json, read_jsonl, read_summary, run_dir
@@ -129,7 +130,7 @@ def test_preempted_run_is_requeued_and_resumes_to_the_uninterrupted_curve(slurm_
     sh("scancel", "--signal=USR2", job.job_id)
     # The first checkpoint is the one taken on the signal (the periodic one is minutes away); the requeued
     # attempt overwrites it only when it finishes, at least the requeue delay (~10 s) later.
-    checkpoint = run_dir(root, rid) / CHECKPOINT_NAME
+    checkpoint = RunPaths(run_dir(root, rid)).checkpoint
     assert poll(checkpoint.exists, bool, JOB_TIMEOUT_S), f"no checkpoint after USR2 ({job.state}):\n{job_logs(job)}"
     stopped_at = load_checkpoint(checkpoint.parent)["step"]
     assert 1 <= stopped_at < steps, f"USR2 reached the run at step {stopped_at} of {steps}, not mid-run"

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from scaling.configs import compose_run_config
-from scaling.lease import HEARTBEAT_FRESH_S, LEASE_NAME, Lease, live_holder, process_start
+from scaling.lease import HEARTBEAT_FRESH_S, Lease, live_holder, process_start
+from scaling.run_paths import RunPaths
 from scaling.results import atomic_write_json, iter_run_dirs, read_jsonl, read_summary, run_dir, run_id
 from scaling.status import main as status_main, run_state
 from scaling.train import eval_steps
@@ -28,7 +29,7 @@ from test_launch import REPO, TINY_BASE, launch_cfg, tiny_sweep
 
 def write_lease(rdir: Path, host: str, pid: int, pid_start: str = "", age_s: float = 0.0) -> None:
     rdir.mkdir(parents=True, exist_ok=True)
-    path = rdir / LEASE_NAME
+    path = RunPaths(rdir).lease
     path.write_text(json.dumps({"host": host, "pid": pid, "pid_start": pid_start, "time": time.time() - age_s}))
     os.utime(path, (time.time() - age_s, time.time() - age_s))
 
@@ -42,16 +43,16 @@ def dead_pid() -> int:
 def test_one_holder_at_a_time_and_release_frees_it(tmp_path):
     first = Lease.acquire(tmp_path)
     assert first is not None
-    data = json.loads((tmp_path / LEASE_NAME).read_text())
+    data = json.loads((RunPaths(tmp_path).lease).read_text())
     assert data["host"] == socket.gethostname() and data["pid"] == os.getpid()
     assert data["pid_start"] == process_start(os.getpid()) != ""
     assert Lease.acquire(tmp_path) is None  # held by a live process (this one)
     assert live_holder(tmp_path).pid == os.getpid()
     first.release()
-    assert not (tmp_path / LEASE_NAME).exists() and live_holder(tmp_path) is None
+    assert not (RunPaths(tmp_path).lease).exists() and live_holder(tmp_path) is None
     with Lease.acquire(tmp_path) as again:
         assert again is not None
-    assert not (tmp_path / LEASE_NAME).exists()
+    assert not (RunPaths(tmp_path).lease).exists()
 
 
 def test_stale_leases_are_broken(tmp_path):
@@ -72,7 +73,7 @@ def test_live_leases_elsewhere_are_respected(tmp_path):
     atomic_write_json(tmp_path / "far_beating" / "heartbeat.json", {"time": time.time(), "host": "elsewhere",
                                                                    "pid": 4242})
     (tmp_path / "torn").mkdir()
-    (tmp_path / "torn" / LEASE_NAME).write_text('{"host": ')  # being written right now: fresh, so held
+    RunPaths(tmp_path / "torn").lease.write_text('{"host": ')  # being written right now: fresh, so held
     for name in ("far_fresh", "far_beating", "torn"):
         assert live_holder(tmp_path / name) is not None, name
         assert Lease.acquire(tmp_path / name) is None, name
@@ -114,7 +115,7 @@ def test_a_killed_run_is_interrupted_at_once_and_status_wait_returns(tmp_path):
     assert run_state(str(tmp_path), rid) == "running"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert (rdir / LEASE_NAME).exists() and read_summary(rdir)["status"] == "running"
+    assert (RunPaths(rdir).lease).exists() and read_summary(rdir)["status"] == "running"
     assert run_state(str(tmp_path), rid) == "interrupted"  # the pid is gone: no 300 s wait
 
     write_manifest(tmp_path, "quickstart", [rid])
@@ -162,4 +163,4 @@ def test_two_concurrent_launches_train_each_run_once(tmp_path, capfd):
             assert steps == sorted(set(steps)), kind  # no duplicated or out-of-order rows
         assert [r["step"] for r in rows if r["kind"] == "eval"] == eval_steps(summary["steps"], 2)
         assert len(list(rdir.glob("wandb/offline-run-*"))) == 1  # one wandb run per run directory
-        assert not (rdir / LEASE_NAME).exists() and not list(rdir.glob(".*.tmp"))
+        assert not (RunPaths(rdir).lease).exists() and not list(rdir.glob(".*.tmp"))

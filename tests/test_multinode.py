@@ -96,11 +96,7 @@ def test_tasks_of_a_two_node_job_train_one_ddp_run(tmp_path):
     assert read_summary(run_dir(tmp_path / "two", rid))["status"] == "completed"
 
     single = compose_run_config([*overrides, f"results_root={tmp_path / 'one'}"])
-    os.environ["SCALING_CPUS"] = "1"
-    try:
-        train(single)
-    finally:
-        del os.environ["SCALING_CPUS"]
+    train(single, cpus=1)
     one = read_jsonl(run_dir(tmp_path / "one", rid) / "metrics.jsonl")
     two = read_jsonl(run_dir(tmp_path / "two", rid) / "metrics.jsonl")
     curve = lambda rows, kind, key: [r[key] for r in rows if r["kind"] == kind]

@@ -18,10 +18,13 @@ import torch
 
 from scaling.config import StructureConfig
 from scaling.structures import build_linear, native
-from scaling.structures import kernels as K
+from scaling.structures.btt import btt_plan
+from scaling.structures.einsum import einsum_plan
+from scaling.structures.monarch import monarch_plan
+from scaling.structures.paths import PathPolicy, native_runs, native_tables, use_policy
 from scaling.structures.token_major import token_major_plan
 
-needs_native = pytest.mark.skipif(not native.available(), reason="the compiled offset GEMM is not available here")
+needs_native = pytest.mark.skipif(not native_runs(), reason="the compiled offset GEMM is not available here")
 
 
 @pytest.fixture(params=[1, 2])
@@ -42,9 +45,9 @@ def test_extension_is_built_and_usable_on_avx2_machines():
     assert native.available(), "pip install should have built scaling.structures._offset_gemm (is gcc installed?)"
 
 
-def test_switched_off_by_environment(monkeypatch):
-    monkeypatch.setenv("SCALING_NATIVE", "0")
-    assert not native.available()
+def test_switched_off_by_environment():
+    assert not PathPolicy.from_environment({"SCALING_NATIVE": "0"}).native
+    assert PathPolicy.from_environment({}).native
 
 
 def random_problem(nb: int, m: int, n: int, k: int, seed: int):
@@ -138,35 +141,38 @@ def test_bad_tables_raise_before_touching_memory():
 
 
 def test_plans_without_a_token_major_form_stay_on_bmm():
-    assert token_major_plan(K.btt_plan(8, 8, 8, 8, 2)) is not None
-    assert token_major_plan(K.monarch_plan(64, 64, 4, 16, 16, 16)) is not None  # 4 blocks divide the middle 16
-    assert token_major_plan(K.monarch_plan(30, 28, 4, 8, 5, 7)) is None  # 4 blocks, middle 5: dz's shuffle cuts axes
-    b_first = K.einsum_plan((2, 3, 4, 2, 3, 2, 2), 24, 12, a_first=False)  # contracts x's middle axis first
+    policy = PathPolicy()
+    assert token_major_plan(btt_plan(8, 8, 8, 8, 2)) is not None
+    assert token_major_plan(monarch_plan(64, 64, 4, 16, 16, 16)) is not None  # 4 blocks divide the middle 16
+    assert token_major_plan(monarch_plan(30, 28, 4, 8, 5, 7)) is None  # 4 blocks, middle 5: dz's shuffle cuts axes
+    b_first = einsum_plan((2, 3, 4, 2, 3, 2, 2), 24, 12, a_first=False)  # contracts x's middle axis first
     assert token_major_plan(b_first) is None
-    wide = K.btt_plan(8, 8, 8, 8, 4)  # middle 4x the ends: the bmm schedule measured faster
-    assert K._native_tables(wide, torch.zeros(1 << 19, 1)) is None
-    small, large = torch.zeros(100, 64), torch.zeros(1 << 13, 64)  # below / at NATIVE_MIN_ELEMENTS
-    assert K._native_tables(K.btt_plan(8, 8, 8, 8, 1), small) is None
-    assert K._native_tables(K.btt_plan(8, 8, 8, 8, 1), large) is not None or not native.available()
-    odd = K.monarch_plan(384, 384, 20, 20, 20, 20)  # 20-wide blocks: part of a register wasted on every strip
-    assert token_major_plan(odd) is not None and K._native_tables(odd, torch.zeros(1 << 13, 384)) is None
+    wide = btt_plan(8, 8, 8, 8, 4)  # middle 4x the ends: the bmm schedule measured faster
+    assert native_tables(wide, torch.zeros(1 << 19, 1), policy) is None
+    small, large = torch.zeros(100, 64), torch.zeros(1 << 13, 64)  # below / at native_min_elements
+    assert native_tables(btt_plan(8, 8, 8, 8, 1), small, policy) is None
+    assert native_tables(btt_plan(8, 8, 8, 8, 1), large, policy) is not None or not native.available()
+    odd = monarch_plan(384, 384, 20, 20, 20, 20)  # 20-wide blocks: part of a register wasted on every strip
+    assert token_major_plan(odd) is not None and native_tables(odd, torch.zeros(1 << 13, 384), policy) is None
 
 
 def native_and_bmm_results(layer, x: torch.Tensor, monkeypatch, entry: str) -> tuple[list, list, int]:
-    """Output and gradients of layer on x with SCALING_NATIVE=1 and =0, and how many times native.<entry> ran."""
+    """Output and gradients of layer on x with the compiled GEMM on and off, and how many times native.<entry>
+    ran. Every call takes a fused Function, however small or odd-sized."""
     calls = []
     monkeypatch.setattr(native, entry, lambda *args, run=getattr(native, entry): calls.append(1) or run(*args))
     results = []
-    for flag in ("1", "0"):
-        monkeypatch.setenv("SCALING_NATIVE", flag)
+    for on in (True, False):
+        policy = PathPolicy(native=on, fused_min_elements=0, native_min_elements=0, native_column_multiple=1)
         layer.zero_grad(set_to_none=True)
         xi = x.clone().requires_grad_(True)
-        y = layer(xi)
-        (y * torch.linspace(-1, 1, y.numel()).view(y.shape)).sum().backward()
+        with use_policy(policy):
+            y = layer(xi)
+            (y * torch.linspace(-1, 1, y.numel()).view(y.shape)).sum().backward()
         results.append([y.detach(), xi.grad, *(p.grad for p in layer.parameters())])
-        if flag == "1":
+        if on:
             ran = len(calls)
-    assert len(calls) == ran  # nothing ran on it with SCALING_NATIVE=0
+    assert len(calls) == ran  # nothing ran on it with the compiled GEMM off
     return results[0], results[1], ran
 
 
@@ -180,9 +186,6 @@ def native_and_bmm_results(layer, x: torch.Tensor, monkeypatch, entry: str) -> t
     (StructureConfig("tt", rank=3), 96, 48, "gemm", 1),
 ])
 def test_layers_on_several_threads_match_the_bmm_path(cfg, d_in, d_out, entry, calls, threads, monkeypatch):
-    monkeypatch.setattr(K, "FUSED_MIN_ELEMENTS", 0)
-    monkeypatch.setattr(K, "NATIVE_MIN_ELEMENTS", 0)
-    monkeypatch.setattr(K, "NATIVE_COLUMN_MULTIPLE", 1)
     torch.manual_seed(0)
     layer = build_linear(cfg, d_in, d_out)
     with torch.no_grad():

@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from analysis.load import iter_directory_records
-from scaling.checkpoint import CHECKPOINT_NAME
+from scaling.run_paths import RunPaths
 from scaling.configs import compose_run_config
 from scaling.launch import launch
 from scaling.results import atomic_write_json, read_jsonl, read_summary, run_dir, run_id
@@ -102,7 +102,7 @@ def reopen(rdir, summary):
 def test_checkpoint_problems_are_caught_and_leftovers_cleaned(tmp_path, capsys):
     cfg, rdir, summary = finished_run(tmp_path)
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in rdir.iterdir() if p.is_file())
-    path, steps = rdir / CHECKPOINT_NAME, summary["steps"]
+    path, steps = RunPaths(rdir).checkpoint, summary["steps"]
     good = path.read_bytes()
 
     # Leftovers of a killed process are removed by the next start, and resuming at the last step completes.
@@ -162,7 +162,7 @@ def test_a_restart_before_the_first_checkpoint_resumes_the_same_wandb_run(tmp_pa
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (rdir / CHECKPOINT_NAME).exists()
+    assert not (RunPaths(rdir).checkpoint).exists()
     subprocess.run([sys.executable, "-m", "scaling.train", *overrides], cwd=REPO, env=env, check=True, timeout=300)
     assert read_summary(rdir)["status"] == "completed"
     offline = list(rdir.glob("wandb/offline-run-*"))

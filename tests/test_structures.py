@@ -11,7 +11,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from scaling.config import StructureConfig
-from scaling.structures import REGISTRY, StructureError, StructuredLinear, build_linear, kernels, spectral_std
+from scaling.structures import REGISTRY, StructureError, StructuredLinear, build_linear, spectral_std
 from scaling.structures.btt import BlockTensorTrain
 from scaling.structures.dense import Dense
 from scaling.structures.factorize import (
@@ -20,6 +20,7 @@ from scaling.structures.factorize import (
 from scaling.structures.kron import Kronecker
 from scaling.structures.low_rank import LowRank
 from scaling.structures.monarch import Monarch
+from scaling.structures.paths import PathPolicy, use_policy
 from scaling.structures.tt import TensorTrain
 
 S = StructureConfig
@@ -232,18 +233,18 @@ AUTOCAST_CASES = CASES + [
 
 
 @pytest.mark.parametrize("cfg,d_in,d_out", AUTOCAST_CASES, ids=[f"{c.name}-{di}x{do}" for c, di, do in AUTOCAST_CASES])
-def test_trains_under_bf16_autocast_on_the_cpu(cfg, d_in, d_out, monkeypatch):
+def test_trains_under_bf16_autocast_on_the_cpu(cfg, d_in, d_out):
     """train.precision=bf16 on the CPU: a bf16 input (what the previous autocast op returns) and fp32 factors
     give the fp32 output to bf16 accuracy, and gradients reach every factor (with the fused Functions on for
     calls this small, so that autocast alone must route around them)."""
-    monkeypatch.setattr(kernels, "FUSED_MIN_ELEMENTS", 0)
     layer = build(cfg, d_in, d_out)
     x = torch.randn(7, d_in)
-    want = layer(x)
-    xb = x.bfloat16().requires_grad_(True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = layer(xb)
-    got.float().square().sum().backward()
+    with use_policy(PathPolicy(fused_min_elements=0)):
+        want = layer(x)
+        xb = x.bfloat16().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = layer(xb)
+        got.float().square().sum().backward()
     torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.03 * want.abs().max().item())
     assert xb.grad.dtype == torch.bfloat16 and torch.isfinite(xb.grad).all() and xb.grad.abs().sum() > 0
     for name, p in layer.named_parameters():

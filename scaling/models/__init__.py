@@ -17,6 +17,17 @@ from scaling.models.mlp import MLP
 from scaling.models.vit import ViT
 
 FAMILIES: dict[str, type[Model]] = {"gpt2": GPT2, "vit": ViT, "mlp": MLP}
+EXAMPLE_DATA = {"text": "shakespeare", "image": "fashion_mnist", "teacher": "teacher"}  # a data config per kind
+
+
+def check_data_kind(family: str, kind: str) -> None:
+    """model.family takes data of its class's `data_kinds`; ModelConfigError names a data config that fits."""
+    kinds = FAMILIES[family].data_kinds
+    if kind not in kinds:
+        raise ModelConfigError(
+            f"model={family} needs {' or '.join(kinds)} data but data.kind={kind!r}; "
+            f"use data={EXAMPLE_DATA[kinds[0]]}"
+        )
 
 
 def build_model(model_cfg: ModelConfig, structure_cfg: StructureConfig, info: DataInfo) -> Model:
@@ -50,5 +61,5 @@ def _check_input_lr_mult(cfg: ModelConfig, model: Model) -> None:
 
 __all__ = [
     "FAMILIES", "GPT2", "INPUT_ROLES", "MLP", "ROLES", "SELECTORS", "LayerFactory", "Model", "ModelConfigError",
-    "RoleSelection", "ViT", "build_model",
+    "RoleSelection", "ViT", "build_model", "check_data_kind",
 ]

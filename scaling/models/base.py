@@ -28,6 +28,7 @@ class Model(nn.Module):
 
     seq_len: int = 0
     units_per_example: int = 1
+    data_kinds: tuple[str, ...] = ()  # the data.kind values the family trains on (scaling.models.check_data_kind)
     # Parameters (qualified names) that are embeddings though they are not nn.Embedding modules.
     embedding_param_names: tuple[str, ...] = ()
     # Roles whose last factor starts at zero (scaling.parametrization): the readout and residual out-projections.

@@ -158,9 +158,11 @@ class TiedUnembedding(nn.Module):
 class GPT2(Model):
     """Token + learned position embeddings, `depth` causal blocks, final LayerNorm, head (or tied unembedding)."""
 
+    data_kinds = ("text",)
+
     def __init__(self, cfg: ModelConfig, info: DataInfo, factory: LayerFactory):
         super().__init__(info)
-        if info.kind != "text" or info.vocab_size < 1:
+        if info.kind not in self.data_kinds or info.vocab_size < 1:
             raise ModelConfigError(f"model.family=gpt2 needs text data with a vocabulary, got data.kind={info.kind!r}")
         if cfg.context < 1:
             raise ModelConfigError(f"model.context={cfg.context} must be >= 1")

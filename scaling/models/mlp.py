@@ -38,6 +38,8 @@ class MLPBlock(nn.Module):
 class MLP(Model):
     """Input layer + GELU, `depth` residual FFN blocks, final LayerNorm, head."""
 
+    data_kinds = ("image", "teacher")
+
     def __init__(self, cfg: ModelConfig, info: DataInfo, factory: LayerFactory):
         super().__init__(info)
         if info.kind == "image" and info.num_classes >= 1:

@@ -29,10 +29,11 @@ class ViT(Model):
     """Patch embedding + positions, `depth` bidirectional blocks, final LayerNorm, pooling, classification head."""
 
     zero_init_roles = Model.zero_init_roles | {"q"}
+    data_kinds = ("image",)
 
     def __init__(self, cfg: ModelConfig, info: DataInfo, factory: LayerFactory):
         super().__init__(info)
-        if info.kind != "image" or len(info.input_shape) != 3:
+        if info.kind not in self.data_kinds or len(info.input_shape) != 3:
             raise ModelConfigError(
                 f"model.family=vit needs images shaped (C, H, W), got data.kind={info.kind!r} with input shape "
                 f"{info.input_shape}; use image data with data.flatten=false"

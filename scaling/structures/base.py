@@ -59,11 +59,18 @@ class StructuredLinear(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def from_config(cls, cfg: StructureConfig, d_in: int, d_out: int, bias: bool = False) -> "StructuredLinear":
-        """Build from a StructureConfig; raise StructureError naming the width and the fix if impossible."""
+    def validate(cls, cfg: StructureConfig, d_in: int, d_out: int) -> object:
+        """Resolve the shapes of a d_in -> d_out layer from cfg without allocating (the layout __init__ takes);
+        raise StructureError naming the width or field and the fix if impossible."""
         raise NotImplementedError
 
     # --- shared behaviour ---------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg: StructureConfig, d_in: int, d_out: int, bias: bool = False) -> StructuredLinear:
+        """Build from a StructureConfig through validate: cls(d_in, d_out, layout, bias). Structures whose
+        constructor takes more than the layout (Einsum's theta, BTT-MoE's experts) override it."""
+        return cls(d_in, d_out, cls.validate(cfg, d_in, d_out), bias)
+
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -27,6 +27,7 @@ Validation: `validate(cfg, d_in, d_out)` resolves the shapes without allocating;
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +36,8 @@ from torch import nn
 from scaling.config import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register, spectral_std
 from scaling.structures.factorize import clean_factors
-from scaling.structures.kernels import btt_cores, btt_plan, two_core_apply
+from scaling.structures.kernels import two_core_apply
+from scaling.structures.two_core import TwoCorePlan
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,33 @@ def block_layout(cfg: StructureConfig, d_in: int, d_out: int, rank: int, structu
     return BTTLayout(m1, m0, n0, n1, rank)
 
 
+@functools.cache
+def btt_plan(m1: int, m0: int, n0: int, n1: int, rank: int) -> TwoCorePlan:
+    """BTT: x[i1, i0] -> z[i1, (rho, j0)] (block i1) -> y[j0, j1] (block j0 contracts (i1, rho)).
+
+    Core 1's outputs are ordered (rho, j0), so core 2's operand for block j0, rows (i1, rho), is a strided view.
+    """
+    return TwoCorePlan(
+        d_in=m1 * m0, d_out=n0 * n1,
+        in_axes=(m1, m0), in_perm=(0, 1), core1=(m1, rank * n0, m0, 1),
+        mid_axes=(m1, rank, n0), mid_perm=(2, 0, 1), core2=(n0, n1, m1 * rank, 1),
+        out_axes=(n0, n1), out_perm=(0, 1),
+    )
+
+
+def btt_cores(w0: torch.Tensor, w1: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(..., b, out, in) views of BTT cores W0 (..., m1, m0, n0 r) and W1 (..., n0, m1 r, n1) for btt_plan (W0 copied
+    when r > 1); leading axes (BTT-MoE's experts) are kept."""
+    *lead, m1, m0, n0r = w0.shape
+    n0 = n0r // rank
+    core0 = w0.view(*lead, m1, m0, n0, rank).transpose(-2, -1).reshape(*lead, m1, m0, rank * n0).transpose(-2, -1)
+    return core0, w1.transpose(-2, -1)
+
+
 def btt_apply(x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, layout: BTTLayout) -> torch.Tensor:
     """y = x W^T for the BTT matrix with cores w0, w1 (shapes BTTLayout.w0_shape / w1_shape); x: (..., m1 * m0).
 
-    Runs the fused two-core kernel (`kernels.two_core_apply`: 2 bmm forward, 4 backward, on cache-sized chunks).
+    Runs btt_plan through `kernels.two_core_apply` (the path is paths.select_path's).
     """
     plan = btt_plan(layout.m1, layout.m0, layout.n0, layout.n1, layout.rank)
     return two_core_apply(x, *btt_cores(w0, w1, layout.rank), plan)
@@ -99,10 +124,6 @@ class BlockTensorTrain(StructuredLinear):
                 f"{d_in} -> {d_out} layer (blocks {lay.m1}x{lay.m0} -> {lay.n0}x{lay.n1}); a higher rank adds nothing"
             )
         return lay
-
-    @classmethod
-    def from_config(cls, cfg: StructureConfig, d_in: int, d_out: int, bias: bool = False) -> "BlockTensorTrain":
-        return cls(d_in, d_out, cls.validate(cfg, d_in, d_out), bias)
 
     def factor_specs(self) -> list[FactorSpec]:
         lay = self.layout

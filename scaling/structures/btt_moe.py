@@ -28,8 +28,9 @@ from torch import nn
 
 from scaling.config import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register
-from scaling.structures.btt import BTTLayout, CappedCores, block_layout, btt_apply
-from scaling.structures.kernels import btt_plan, routed_two_core_apply, uses_fast_path
+from scaling.structures.btt import BTTLayout, CappedCores, block_layout, btt_apply, btt_cores, btt_plan
+from scaling.structures.kernels import routed_two_core_apply
+from scaling.structures.paths import Path, current_policy, select_path
 from scaling.structures.moe_ffn import check_routing_sizes, mix_experts, route
 
 
@@ -100,11 +101,12 @@ class BTTMoE(StructuredLinear):
         x = x.reshape(-1, self.d_in)
         routing = route(self.router(x), self.top_k)
         self._aux = routing.aux_loss
-        if uses_fast_path(x):  # one fused Function: gather, the routed experts, gating and scatter-add
-            lay = self.layout
-            plan = btt_plan(lay.m1, lay.m0, lay.n0, lay.n1, 1)
-            w0, w1 = (w.transpose(2, 3) for w in self.weights())  # rank 1: btt_cores are these transposes
-            y = routed_two_core_apply(x, w0, w1, plan, routing.experts, routing.gates)
+        lay, policy = self.layout, current_policy()
+        plan = btt_plan(lay.m1, lay.m0, lay.n0, lay.n1, 1)
+        if select_path(plan, x, policy, size_floor=False) is not Path.REFERENCE:
+            # one fused Function: gather, the routed experts, gating and scatter-add
+            w0, w1 = btt_cores(*self.weights(), rank=1)  # (E, m1, n0, m0), (E, n0, n1, m1): views
+            y = routed_two_core_apply(x, w0, w1, plan, routing.experts, routing.gates, policy=policy)
         else:
             # unbind, not W0[e]: its backward stacks the experts' gradients once instead of adding E full-size ones
             w0, w1 = (w.unbind(0) for w in self.weights())

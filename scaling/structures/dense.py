@@ -14,13 +14,14 @@ from scaling.structures.base import FactorSpec, StructuredLinear, register
 class Dense(StructuredLinear):
     """y = x U^T + b, stored like nn.Linear so torch's GEMM reads it without copies."""
 
-    def __init__(self, d_in: int, d_out: int, bias: bool = False):
+    def __init__(self, d_in: int, d_out: int, layout: None = None, bias: bool = False):
         super().__init__(d_in, d_out, bias)
         self.weight = nn.Parameter(torch.empty(d_out, d_in))
 
     @classmethod
-    def from_config(cls, cfg: StructureConfig, d_in: int, d_out: int, bias: bool = False) -> "Dense":
-        return cls(d_in, d_out, bias)
+    def validate(cls, cfg: StructureConfig, d_in: int, d_out: int) -> None:
+        """Any d_in -> d_out: nothing to resolve."""
+        return None
 
     def factor_specs(self) -> list[FactorSpec]:
         return [FactorSpec("weight", (self.d_out, self.d_in), self.d_in, self.d_out)]

@@ -34,6 +34,8 @@ where the layer runs the cheaper order (theta (1/3, 2/3, 0, ...) at 256 -> 1024:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -44,7 +46,9 @@ from torch import nn
 from scaling.config import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register, spectral_std
 from scaling.structures.btt import rms_cap
-from scaling.structures.kernels import einsum_cores, einsum_plan, two_core_apply
+from scaling.structures.kernels import two_core_apply
+from scaling.structures.two_core import TwoCorePlan
+from scaling.taxonomy import Coordinates, coordinates
 
 NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "phi", "rho")
 MAX_PAD = 0.15  # axis sizes may multiply to at most 15% more than the width (the excess is padding)
@@ -187,6 +191,40 @@ def axis_sizes(theta: Theta, d_in: int, d_out: int) -> AxisSizes:
     return AxisSizes(a, b, g, d, e, f, rank)
 
 
+@functools.cache
+def einsum_plan(sizes: tuple[int, ...], d_in: int, d_out: int, a_first: bool) -> TwoCorePlan:
+    """Einsum theta with axis sizes (alpha, beta, gamma, delta, epsilon, phi, rho); x[g, b, a] -> y[f, e, d].
+
+    A-first: core 1 (per g) contracts a into (f, d, r), carrying b; core 2 (per f) contracts (r, g, b) into e,
+    carrying d. B-first swaps the roles: core 1 contracts b into (f, e, r) carrying a, core 2 (r, g, a) into d.
+    """
+    a, b, g, d, e, f, r = sizes
+    if a_first:  # operand (g | a | b), z axes (g, f, d, r, b) -> (f | r, g, b | d), y axes (f, e, d)
+        plan = TwoCorePlan(
+            d_in=d_in, d_out=d_out,
+            in_axes=(g, b, a), in_perm=(0, 2, 1), core1=(g, f * d * r, a, b),
+            mid_axes=(g, f, d, r, b), mid_perm=(1, 3, 0, 4, 2), core2=(f, e, r * g * b, d),
+            out_axes=(f, e, d), out_perm=(0, 1, 2),
+        )
+    else:  # operand (g | b | a), z axes (g, f, e, r, a) -> (f | r, g, a | e), y axes (f, d, e) -> (f, e, d)
+        plan = TwoCorePlan(
+            d_in=d_in, d_out=d_out,
+            in_axes=(g, b, a), in_perm=(0, 1, 2), core1=(g, f * e * r, b, a),
+            mid_axes=(g, f, e, r, a), mid_perm=(1, 3, 0, 4, 2), core2=(f, d, r * g * a, e),
+            out_axes=(f, d, e), out_perm=(0, 2, 1),
+        )
+    return plan.without_unit_axes()
+
+
+def einsum_cores(A: torch.Tensor, B: torch.Tensor, a_first: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(b, out, in) views of the einsum cores A[f, d, r, g, a], B[f, e, r, g, b] for einsum_plan (no copies)."""
+    f, d, r, g, a = A.shape
+    e, b = B.shape[1], B.shape[4]
+    if a_first:
+        return A.permute(3, 0, 1, 2, 4).reshape(g, f * d * r, a), B.reshape(f, e, r * g * b)
+    return B.permute(3, 0, 1, 2, 4).reshape(g, f * e * r, b), A.reshape(f, d, r * g * a)
+
+
 @register("einsum")
 class Einsum(StructuredLinear):
     """y = sum x A B over the axes of theta (module docstring), computed as two pairwise contractions.
@@ -197,7 +235,7 @@ class Einsum(StructuredLinear):
         (x B) A:  d_in * d_phi d_epsilon d_rho + d_out * d_rho d_gamma d_alpha MACs
     and we run the cheaper one (ties: (x A) B, the reference's order; for non-redundant theta (x A) B is never
     worse asymptotically, but (x B) A can be cheaper at a finite width). Both orders run as the fused two-core
-    kernel (`kernels.einsum_plan`), which moves memory at the two ends (tokens in, tokens out) and, only where the
+    kernel (`einsum_plan`), which moves memory at the two ends (tokens in, tokens out) and, only where the
     strides of the intermediate z do not line up, once more to re-order z: core 1 is a bmm batched over gamma that
     carries the axis it does not contract (beta, or alpha) as extra GEMM columns instead of permuting it, core 2 a
     bmm batched over phi carrying delta (or epsilon), and size-1 axes are dropped, so the special points (BTT,
@@ -228,22 +266,24 @@ class Einsum(StructuredLinear):
 
     # --- taxonomy (square case): FLOPs ~ d^(1+nu), params ~ d^(1+nu-omega), rank ~ d^psi ---------------
     @property
+    def coordinates(self) -> Coordinates:
+        """(omega, psi, nu) of theta (scaling/taxonomy.py)."""
+        return coordinates(*dataclasses.astuple(self.theta))
+
+    @property
     def omega(self) -> float:
-        """Parameter sharing: min(alpha+delta, beta+epsilon) - min(alpha, epsilon)."""
-        t = self.theta
-        return min(t.alpha + t.delta, t.beta + t.epsilon) - min(t.alpha, t.epsilon)
+        """Parameter sharing."""
+        return self.coordinates.omega
 
     @property
     def psi(self) -> float:
-        """Rank exponent: 1 + min(0, 1 + rho - alpha - epsilon)."""
-        t = self.theta
-        return 1 + min(0.0, 1 + t.rho - t.alpha - t.epsilon)
+        """Rank exponent."""
+        return self.coordinates.psi
 
     @property
     def nu(self) -> float:
-        """Compute exponent: 1 + rho - min(alpha, epsilon)."""
-        t = self.theta
-        return 1 + t.rho - min(t.alpha, t.epsilon)
+        """Compute exponent."""
+        return self.coordinates.nu
 
     # --- costs -----------------------------------------------------------------------------------------
     def _macs_a_first(self) -> int:

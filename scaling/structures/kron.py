@@ -40,10 +40,6 @@ class Kronecker(StructuredLinear):
         ms = clean_factors(d_out, cfg.cores, cfg.layout, "kron", "d_out")
         return TTLayout(ns, ms, (1,) * (cfg.cores + 1))
 
-    @classmethod
-    def from_config(cls, cfg: StructureConfig, d_in: int, d_out: int, bias: bool = False) -> "Kronecker":
-        return cls(d_in, d_out, cls.validate(cfg, d_in, d_out), bias)
-
     def factors(self) -> list[torch.Tensor]:
         return [getattr(self, f"factor{k}") for k in range(len(self.layout.in_factors))]
 

@@ -29,9 +29,9 @@ class LowRankShape:
 class LowRank(StructuredLinear):
     """Two dense factors through an r-dimensional bottleneck; stored like nn.Linear weights so F.linear needs no copy."""
 
-    def __init__(self, d_in: int, d_out: int, rank: int, bias: bool = False):
+    def __init__(self, d_in: int, d_out: int, shape: LowRankShape, bias: bool = False):
         super().__init__(d_in, d_out, bias)
-        self.rank = rank
+        self.rank = rank = shape.rank
         self.U = nn.Parameter(torch.empty(rank, d_in))  # d_in -> r
         self.V = nn.Parameter(torch.empty(d_out, rank))  # r -> d_out
 
@@ -64,10 +64,6 @@ class LowRank(StructuredLinear):
                 f"lower structure.rank / structure.rank_frac or use structure.name='dense' for this layer"
             )
         return LowRankShape(rank)
-
-    @classmethod
-    def from_config(cls, cfg: StructureConfig, d_in: int, d_out: int, bias: bool = False) -> "LowRank":
-        return cls(d_in, d_out, cls.validate(cfg, d_in, d_out).rank, bias)
 
     def factor_specs(self) -> list[FactorSpec]:
         return [

@@ -19,6 +19,7 @@ Validation: `validate(cfg, d_in, d_out)` resolves the shapes without allocating;
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +28,8 @@ from torch import nn
 from scaling.config import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register
 from scaling.structures.factorize import ceil_div
-from scaling.structures.kernels import monarch_plan, two_core_apply
+from scaling.structures.kernels import two_core_apply
+from scaling.structures.two_core import TwoCorePlan
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,18 @@ class MonarchLayout:
     in_blk: int
     mid: int
     out_blk: int
+
+
+@functools.cache
+def monarch_plan(d_in: int, d_out: int, blocks: int, in_blk: int, mid: int, out_blk: int) -> TwoCorePlan:
+    """Monarch P L P^T R: h[k] = R_k x[k]; g[l, r] = h[k, q] with k mid + q = r b + l; o[l] = L_l g[l];
+    y[s b + l] = o[l, s]. The middle is h's features split as (r, l) and transposed (a strided view)."""
+    return TwoCorePlan(
+        d_in=d_in, d_out=d_out,
+        in_axes=(blocks, in_blk), in_perm=(0, 1), core1=(blocks, mid, in_blk, 1),
+        mid_axes=(mid, blocks), mid_perm=(1, 0), core2=(blocks, out_blk, mid, 1),
+        out_axes=(blocks, out_blk), out_perm=(1, 0),
+    )
 
 
 @register("monarch")
@@ -60,10 +74,6 @@ class Monarch(StructuredLinear):
             )
         in_blk, out_blk = ceil_div(d_in, b), ceil_div(d_out, b)
         return MonarchLayout(b, in_blk, min(in_blk, out_blk), out_blk)
-
-    @classmethod
-    def from_config(cls, cfg: StructureConfig, d_in: int, d_out: int, bias: bool = False) -> "Monarch":
-        return cls(d_in, d_out, cls.validate(cfg, d_in, d_out), bias)
 
     def factor_specs(self) -> list[FactorSpec]:
         lay = self.layout

@@ -2,8 +2,8 @@
 
 `pip install` builds it as the optional extension `scaling.structures._offset_gemm` (x86-64 with a C compiler;
 elsewhere, or if the build fails, it is skipped). It is loaded with ctypes and used only where `available()`:
-the library loaded, this CPU has AVX2 and FMA, and SCALING_NATIVE is not "0". Otherwise the structures run
-their PyTorch batched-GEMM path (kernels.py), which the tests also cover.
+the library loaded and this CPU has AVX2 and FMA (SCALING_NATIVE=0 switches it off through paths.DEFAULT_POLICY).
+Otherwise the structures run their PyTorch batched-GEMM path (bmm_schedule.py), which the tests also cover.
 
 One `Gemm` is, for batch entries b, rows m, columns n < N and terms k:
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib.util
-import os
 from dataclasses import dataclass
 
 import torch
@@ -112,8 +111,8 @@ def _library() -> ctypes.CDLL | None:
 
 
 def available() -> bool:
-    """Whether the compiled GEMM can run here (built, AVX2+FMA, and not switched off by SCALING_NATIVE=0)."""
-    return os.environ.get("SCALING_NATIVE", "1") != "0" and _library() is not None
+    """Whether the compiled GEMM can run here (built, and this CPU has AVX2+FMA)."""
+    return _library() is not None
 
 
 def _require() -> ctypes.CDLL:

@@ -1,6 +1,6 @@
 """Two-core structures on token-major activations through the compiled offset GEMM (native.py): no transposes.
 
-A TwoCorePlan (kernels.py) says how x (t, d_in) -> y (t, d_out) splits into two batched GEMMs with a feature
+A TwoCorePlan (two_core.py) says how x (t, d_in) -> y (t, d_out) splits into two batched GEMMs with a feature
 permutation between them. The PyTorch path copies activations into the layouts bmm accepts; the offset GEMM
 reads any permutation of its A operand's axes in place, so here every GEMM reads and writes token-major rows:
 
@@ -8,7 +8,7 @@ reads any permutation of its A operand's axes in place, so here every GEMM reads
               ys[t, (b2, c2, p2)] = z[t, (b2, k2, c2) reordered] . w1[b2]^T    per (b2, c2) entry
     backward  dw1[b2]^T = z^T g,  dz[t, (b2, c2, k2)] = g . w1[b2],  dw0[b1] = dz^T x,  dx = dz . w0[b1]
 
-with w0 (b1, p1, k1), w1 (b2, p2, k2) as in kernels.py. The GEMMs of the forward (and of the backward) run as
+with w0 (b1, p1, k1), w1 (b2, p2, k2) as in two_core.py. The GEMMs of the forward (and of the backward) run as
 one `native.chain`, tile of tokens after tile, so z and dz are read back from cache; weight gradients add into
 per-thread accumulators. Carried axes (c) are extra batch entries, or extra terms where a weight gradient sums
 over them. x is read in place when d_in fills the plan's input axes (else zero-padded once), and ys is y itself
@@ -25,9 +25,11 @@ import functools
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from scaling.structures import native
 from scaling.structures.native import Offsets, offsets, pairs, steps
+from scaling.structures.two_core import TwoCorePlan
 
 _LONG = torch.int64
 
@@ -140,15 +142,15 @@ class TokenMajorPlan:
 
 
 @functools.cache
-def token_major_plan(plan) -> TokenMajorPlan | None:
-    """The offset tables of a kernels.TwoCorePlan, or None when it has none (module docstring)."""
+def token_major_plan(plan: TwoCorePlan) -> TokenMajorPlan | None:
+    """The offset tables of a TwoCorePlan, or None when it has none (module docstring)."""
     try:
         return _tables(plan)
     except _NotSeparable:
         return None
 
 
-def _tables(plan) -> TokenMajorPlan | None:
+def _tables(plan: TwoCorePlan) -> TokenMajorPlan | None:
     (b1, p1, k1, c1), (b2, p2, k2, c2) = plan.core1, plan.core2
     in_table = torch.arange(plan.in_size, dtype=_LONG).view(plan.in_axes).permute(plan.in_perm)
     x_b, x_k, x_c = _split(in_table.reshape(b1, k1, c1))
@@ -170,3 +172,45 @@ def _tables(plan) -> TokenMajorPlan | None:
         d_out=plan.d_out, out_size=plan.out_size, x_b=x_b, x_c=x_c, z_b=z_b, z_k=z_k, z_c=z_c,
         dz_b=dz_b, dz_p=dz_p, dz_c=dz_c, y_index=y_index.contiguous(), direct=direct,
     )
+
+
+def native_forward_pieces(
+    x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, tm: TokenMajorPlan, pieces: list[tuple[int, int, int]],
+    tile: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """bmm_schedule.forward_pieces on the compiled offset GEMM, `tile` tokens at a time: returns (x as read, z, y),
+    no copies when the plan's input and output need no padding or reordering."""
+    n = x.shape[0]
+    x_in = x.contiguous() if tm.in_size == tm.d_in else F.pad(x, (0, tm.in_size - x.shape[-1]))
+    z_all = x.new_empty(n, tm.mid)
+    ys = x.new_empty(n, tm.d_out if tm.direct else tm.out_size)
+    for e, start, stop in pieces:
+        rows = slice(start, stop)
+        tm.forward(x_in[rows], w0[e], w1[e], z_all[rows], ys[rows], tile)
+    return x_in, z_all, ys if tm.direct else ys.index_select(1, tm.y_index)
+
+
+def native_backward_pieces(
+    g: torch.Tensor, x_in: torch.Tensor, z_all: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor,
+    tm: TokenMajorPlan, pieces: list[tuple[int, int, int]], tile: int, needs: tuple[bool, bool, bool],
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Gradients (dx, dw0, dw1) of native_forward_pieces; None where not needed. Weight gradients are summed
+    from per-thread accumulators."""
+    need_x, need_w0, need_w1 = needs
+    n, threads = g.shape[0], torch.get_num_threads()
+    (b1, p1, k1, _), (b2, p2, k2, _) = tm.core1, tm.core2
+    gs = g.contiguous() if tm.direct else g.new_zeros(n, tm.out_size).index_copy_(1, tm.y_index, g)
+    dw0 = g.new_zeros(w0.shape[0], threads, b1, p1, k1) if need_w0 else None
+    dw1t = g.new_zeros(w1.shape[0], threads, b2, k2, p2) if need_w1 else None
+    dx_in = g.new_empty(n, tm.in_size) if need_x else None
+    for e, start, stop in pieces:
+        rows = slice(start, stop)
+        tm.backward(
+            gs[rows], x_in[rows], z_all[rows], w0[e], w1[e], None if dx_in is None else dx_in[rows],
+            None if dw0 is None else dw0[e], None if dw1t is None else dw1t[e], tile,
+        )
+    dw0 = dw0.sum(1) if need_w0 else None
+    dw1 = dw1t.sum(1).transpose(2, 3).contiguous() if need_w1 else None
+    dx = dx_in if not need_x or tm.in_size == tm.d_in else dx_in[:, : tm.d_in].contiguous()
+    return dx, dw0, dw1
+

@@ -102,10 +102,6 @@ class TensorTrain(StructuredLinear):
             )
         return TTLayout(ns, ms, (1,) + (rank,) * (cfg.cores - 1) + (1,))
 
-    @classmethod
-    def from_config(cls, cfg: StructureConfig, d_in: int, d_out: int, bias: bool = False) -> "TensorTrain":
-        return cls(d_in, d_out, cls.validate(cfg, d_in, d_out), bias)
-
     def cores(self) -> list[torch.Tensor]:
         return [getattr(self, f"core{k}") for k in range(len(self.layout.in_factors))]
 
