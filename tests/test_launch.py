@@ -100,6 +100,12 @@ def test_dry_run_prints_the_table_and_submits_nothing(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0].startswith("sweep 'btt_gpt2': 45 runs")
     assert sum(" pending " in line for line in lines) == 45
+    assert lines[1].split() == ["run_id", "state", "label", "family", "structure", "width", "params", "tokens",
+                                "FLOPs", "est", "swept"]
+    rows = [line.split() for line in lines[3:-1]]
+    labels = [row[2] for row in rows]
+    assert {label: labels.count(label) for label in set(labels)} == {"dense": 15, "btt_r1": 15, "btt_r4": 15}
+    assert all(row[-2].startswith("model.width=") and row[-1].startswith("flops=") for row in rows)
     assert "total to run: 45 runs" in lines[-1] and "nothing submitted" in lines[-1]
     assert not (tmp_path / "runs").exists() and not (tmp_path / "submitit").exists()
 

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from scaling.progress import RunProgress, format_duration, run_weights, work_done
 from scaling.results import atomic_write_json, read_json, run_dir
-from test_launch import REPO
 
 
 def test_durations_read_as_seconds_minutes_or_hours():
@@ -42,17 +38,3 @@ def test_sweep_progress_counts_flops_done(tmp_path):
     # a manifest from before FLOPs were recorded: count finished runs
     weights, unit = run_weights(list(flops), {small: None})
     assert unit == "run" and work_done(root, states, weights, partial=False) == 1.0
-
-
-def test_dry_run_table_has_a_label_column(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "scaling.launch", "+sweep=btt_gpt2", "dry_run=true",
-                             "estimate_time=false", f"results_root={tmp_path}"],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[1].split() == ["run_id", "state", "label", "family", "structure", "width", "params", "tokens",
-                                "FLOPs", "est", "swept"]
-    rows = [line.split() for line in lines[3:-1]]
-    labels = [row[2] for row in rows]
-    assert {label: labels.count(label) for label in set(labels)} == {"dense": 15, "btt_r1": 15, "btt_r4": 15}
-    assert all(row[-2].startswith("model.width=") and row[-1].startswith("flops=") for row in rows)
