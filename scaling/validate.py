@@ -26,6 +26,7 @@ from scaling.config import (
 from scaling.data.tokenizers import TOKENIZERS
 from scaling.parametrization import MODES as PARAMETRIZATIONS
 from scaling.schedule import SCHEDULES
+from scaling.structures.factorize import LAYOUTS
 from scaling.tracking import MODES as LOGGER_MODES
 
 RUN_SECTIONS = {"model": ModelConfig, "structure": StructureConfig, "data": DataConfig, "train": TrainConfig,
@@ -79,7 +80,7 @@ RULES: dict[str, Rule] = {
     "model.ffn_experts": NON_NEGATIVE_INT, "model.ffn_top_k": COUNT, "model.parametrization": one_of(*PARAMETRIZATIONS),
     "structure.rank": optional(COUNT), "structure.rank_frac": optional(fraction(lower_open=True)),
     "structure.cores": COUNT, "structure.blocks": optional(COUNT), "structure.experts": COUNT,
-    "structure.top_k": COUNT, "structure.aux_weight": at_least(0),
+    "structure.top_k": COUNT, "structure.aux_weight": at_least(0), "structure.layout": one_of(*LAYOUTS),
     "data.tokenizer": one_of(*TOKENIZERS), "data.vocab_size": at_least(2, "an integer >= 2"),
     "data.val_fraction": fraction(upper_open=True, lower_open=True), "data.input_dim": COUNT,
     "data.teacher_width": COUNT, "data.teacher_depth": COUNT, "data.teacher_seed": NON_NEGATIVE_INT,
@@ -98,7 +99,8 @@ RULES: dict[str, Rule] = {
 CLUSTER_RULES: dict[str, Rule] = {
     "cluster.kind": one_of("local", "debug", "slurm"), "cluster.runs_per_job": optional(COUNT),
     "cluster.parallel_jobs": optional(COUNT), "cluster.timeout_min": COUNT, "cluster.cpus_per_task": COUNT,
-    "cluster.gpus_per_node": NON_NEGATIVE_INT, "cluster.tasks_per_node": COUNT, "cluster.mem_gb": optional(above(0)),
+    "cluster.gpus_per_node": NON_NEGATIVE_INT, "cluster.tasks_per_node": COUNT, "cluster.nodes": COUNT,
+    "cluster.mem_gb": optional(above(0)),
     "cluster.max_num_timeout": NON_NEGATIVE_INT, "cluster.signal_delay_s": NON_NEGATIVE_INT,
 }
 

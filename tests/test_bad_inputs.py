@@ -20,6 +20,7 @@ from test_launch import TINY_BASE, tiny_sweep
 # (arguments, what the line must name, what fix it must give, entry points: launch / train / both)
 CASES = [
     ("train.log_every=0", "train.log_every=0", "an integer >= 1", "both"),
+    ("structure.layout=bogus", "structure.layout=bogus", "one of paper, balanced", "both"),
     ("train.eval_batches=0", "train.eval_batches=0", "an integer >= 1", "both"),
     ("train.beta1=2", "train.beta1=2", "in [0, 1)", "both"),
     ("train.beta2=1", "train.beta2=1", "in [0, 1)", "both"),
@@ -66,6 +67,7 @@ CASES = [
     ("cluster.kind=aws", "cluster.kind=aws", "local, debug, slurm", "launch"),
     ("cluster.cpus_per_task=0", "cluster.cpus_per_task=0", "an integer >= 1", "launch"),
     ("cluster.parallel_jobs=0", "cluster.parallel_jobs=0", "an integer >= 1", "launch"),
+    ("cluster.nodes=0", "cluster.nodes=0", "an integer >= 1", "launch"),
     ("cluster=slurm cluster.timeout_min=1", "cluster.signal_delay_s=120", "lower it", "launch"),
     ("+cluster.foo=1", "cluster.foo is not a setting", "the settings here are cluster.kind", "launch"),
     ("dry_runn=true", "dry_runn is not a setting", "did you mean dry_run?", "launch"),
