@@ -3,7 +3,8 @@
 Budgets are the runs' final FLOPs grouped within `tolerance` (an isoFLOP sweep's budgets). When the finals do
 not group (a token-budget sweep, where most groups hold one run) the budgets are a factor-2 grid down from the
 largest final, as in Porian et al., to the smallest final (or, for curves readable at intermediate budgets,
-to the median first evaluation, so that every budget has reads from several sizes).
+to the median first evaluation, so that every budget has reads from several sizes). Budgets a sweep declared
+for reading off curves (`budgets.from_curves`: the runs' `eval_flops`) join the grouped finals.
 
 Reading (after Porian et al.'s `fetch_flop`): a run's loss at budget C is its evaluation curve interpolated
 linearly in (log C, log L) between the evaluations around C; a C within `tolerance` outside the curve reads
@@ -25,20 +26,31 @@ _MIN_PER_BUDGET = 2.0  # mean runs per final-FLOPs group for the groups to count
 
 
 def budget_grid(final_flops: np.ndarray, tolerance: float = DEFAULT_BUDGET_TOLERANCE,
-                first_flops: np.ndarray | None = None) -> np.ndarray:
-    """Sorted budgets: the groups of final FLOPs if they hold 2+ runs on average, else a factor-2 grid.
+                first_flops: np.ndarray | None = None, declared: np.ndarray | None = None) -> np.ndarray:
+    """Sorted budgets: the groups of final FLOPs (with the `declared` read budgets) if they hold 2+ runs on average,
+    else a factor-2 grid.
 
     `first_flops`: the first evaluation of each run readable at intermediate budgets (extends the grid down).
     """
     finals = np.asarray(final_flops, float)
     groups = np.unique(assign_budgets(finals, tolerance))
     if finals.size >= _MIN_PER_BUDGET * groups.size:
-        return groups
+        extra = np.asarray(declared if declared is not None else [], float)
+        extra = extra[[np.abs(np.log(groups / c)).min() > np.log1p(tolerance) for c in extra]]
+        return np.unique(np.concatenate([groups, assign_budgets(extra, tolerance)])) if extra.size else groups
     top, bottom = finals.max(), finals.min()
     if first_flops is not None and len(first_flops):
         bottom = min(bottom, float(np.median(first_flops)))
     steps = int(np.floor(np.log(top / bottom) / np.log(GRID_STEP) + 1e-9))
     return np.sort(top / GRID_STEP ** np.arange(steps + 1))
+
+
+def declared_budgets(runs: pd.DataFrame, final_only: frozenset[str] = frozenset()) -> np.ndarray:
+    """The read budgets (`eval_flops`) that sweeps declared for the curve-readable runs of `runs`."""
+    if "eval_flops" not in runs.columns:
+        return np.array([])
+    readable = runs[~runs["run_id"].isin(final_only)]["eval_flops"].dropna()
+    return np.array(sorted({float(c) for text in readable for c in str(text).split(",") if c}))
 
 
 def read_at_budgets(curves: pd.DataFrame, budgets: np.ndarray, final_only: set[str] | frozenset[str] = frozenset(),

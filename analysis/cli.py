@@ -199,6 +199,7 @@ def _isoflop(args: argparse.Namespace) -> str:
 
 def _report(args: argparse.Namespace) -> str:
     from analysis.load import load_coordchecks, load_sweeps
+    from analysis.markdown import verdict_text
     from analysis.report import analyse, write_report
 
     existing = next((p for p in [Path(args.out), *Path(args.out).parents] if p.exists()), None)
@@ -218,7 +219,7 @@ def _report(args: argparse.Namespace) -> str:
                      loss_noise=args.loss_noise)
     path = write_report(report, args.out, workers=args.workers)
     notes = [f"{name or 'runs'}: {t.exclusion_note()}" for name, t in tables.items()]
-    return "\n".join(notes + [f"wrote {path}"])
+    return "\n".join(notes + verdict_text(report) + [f"wrote {path}"])
 
 
 COMMANDS = {"report": _report, "fit-parametric": _parametric, "fit-frontier": _frontier, "isoflop": _isoflop}

@@ -27,7 +27,8 @@ def write_exports(tables: Mapping[str | None, RunTable], out: Path) -> None:
     curves = pd.concat([t.evals for t in tables.values()], ignore_index=True).drop_duplicates(["run_id", "step",
                                                                                                "flops"])
     curves = curves.merge(runs.drop_duplicates("run_id")[["run_id", "label"]], on="run_id", how="left")
-    runs["theta"] = runs["theta"].astype("string")  # None or "a,b,..": a string column for parquet
+    for col in ("theta", "eval_flops"):  # None or "a,b,..": string columns for parquet
+        runs[col] = runs[col].astype("string")
     runs.to_parquet(out / "runs.parquet", index=False)
     curves.to_parquet(out / "curves.parquet", index=False)
     runs.to_csv(out / "runs.csv", index=False)

@@ -52,10 +52,11 @@ def _skip(fit: str, k: int, levels: np.ndarray) -> dict | None:
 def frontier_holdout(curves: pd.DataFrame, noise: SeedNoise | None, holdouts: tuple[int, ...] = (1, 2),
                      replicates: int = DEFAULT_REPLICATES, seed: int = 0, level: float = DEFAULT_LEVEL,
                      budget_tolerance: float = DEFAULT_BUDGET_TOLERANCE,
-                     final_only: frozenset[str] = frozenset()) -> pd.DataFrame:
-    """Refit L(C) on the runs that end below the k largest budgets; predict the lowest loss read at each."""
+                     final_only: frozenset[str] = frozenset(), declared: np.ndarray | None = None) -> pd.DataFrame:
+    """Refit L(C) on the runs that end below the k largest budgets; predict the lowest loss read at each.
+    `declared`: read budgets the sweep declared (analysis.budgets.declared_budgets)."""
     finals = curves.groupby("run_id")["flops"].max()
-    levels = budget_grid(finals.to_numpy(), budget_tolerance)
+    levels = budget_grid(finals.to_numpy(), budget_tolerance, declared=declared)
     reads = read_at_budgets(curves, levels, final_only, budget_tolerance)
     slack = 1 + budget_tolerance
     rows = []
@@ -65,7 +66,9 @@ def frontier_holdout(curves: pd.DataFrame, noise: SeedNoise | None, holdouts: tu
             continue
         held = levels[-k:]
         observed = {c: float(reads.loc[np.isclose(reads["flops"], c, rtol=1e-9), "loss"].min()) for c in held}
-        train = curves[curves["run_id"].map(finals) < held.min() / slack]
+        below = held.min() / slack  # runs read only at their end must end below; other curves are cut there
+        ended = curves["run_id"].map(finals) < below
+        train = curves[ended | (~curves["run_id"].isin(final_only) & (curves["flops"] < below))]
         try:
             fit = fit_frontier(train, noise, replicates, seed, level)
         except AnalysisError as err:

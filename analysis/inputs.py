@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.budgets import CURVE_SCHEDULES, budget_grid, read_at_budgets
+from analysis.budgets import CURVE_SCHEDULES, budget_grid, declared_budgets, read_at_budgets
 from analysis.hparams import best_over_hparams
 from analysis.isoflop import DEFAULT_BUDGET_TOLERANCE
 from analysis.load import RunTable
@@ -69,7 +69,7 @@ def isoflop_points(table: RunTable, runs: pd.DataFrame, interpolate_lr: bool = F
     """Rows (flops, n, loss, seeds, settings, params): the best setting's loss per budget and N_eff (from curves)."""
     curves, once = frontier_curves(table, runs), final_only(runs)
     firsts = curves[~curves["run_id"].isin(once)].groupby("run_id")["flops"].min().to_numpy()
-    budgets = budget_grid(runs["flops"].to_numpy(float), tolerance, firsts)
+    budgets = budget_grid(runs["flops"].to_numpy(float), tolerance, firsts, declared_budgets(runs, once))
     reads = read_at_budgets(curves, budgets, once, tolerance)
     info = runs[["run_id", "n_eff", "params", *HPARAM_COLS]]
     points = reads.merge(info, on="run_id")

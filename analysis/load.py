@@ -31,7 +31,8 @@ from scaling.run_paths import RunPaths
 
 EVAL_COLUMNS = ("run_id", "step", "tokens", "flops", "val_loss", "wall_s")
 EXCLUDED_COLUMNS = ("run_id", "status", "reason", "source")
-EXTRA_COLUMNS = ("experiment", "data", "theta", "omega", "psi", "nu", "n_eff", "schedule", "batch_size")
+EXTRA_COLUMNS = ("experiment", "data", "theta", "omega", "psi", "nu", "n_eff", "schedule", "batch_size",
+                 "eval_flops")
 RUN_COLUMNS = tuple(SUMMARY_KEYS) + EXTRA_COLUMNS
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -109,6 +110,7 @@ def _run_row(rec: RunRecord) -> dict[str, Any]:
     train = cfg.get("train") or {}
     row["schedule"] = s.get("schedule") or train.get("schedule") or "cosine"  # the trainer's default
     row["batch_size"] = s.get("batch_size") or train.get("batch_size")
+    row["eval_flops"] = ",".join(repr(float(c)) for c in train.get("eval_flops") or []) or None  # sweep budgets
     row["label"] = rec.label or s.get("label") or cfg.get("label") or (
         default_label(cfg) if structure.get("name") else row.get("structure") or "unknown")
     theta = s.get("theta") or structure.get("theta")

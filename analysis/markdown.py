@@ -95,6 +95,35 @@ def _figures(figures: dict[str, Path], names: tuple[str, ...], out: Path) -> lis
     return lines + [""] if lines else []
 
 
+def headline(exp: ExperimentResult) -> str:
+    """One plain sentence per experiment: which label wins per FLOP against dense, citing only ok multipliers."""
+    said, unsure = [], []
+    for s in exp.structures.values():
+        if s.label == DENSE or s.multiplier is None:
+            continue
+        status = s.status.get("multiplier")
+        if status is None or not status.ok:
+            unsure.append(f"{s.label} ({status.status if status else 'no fit'})")
+            continue
+        m = s.multiplier
+        if m.lo > 1:
+            said.append(f"{s.label} beats {DENSE} per FLOP: it reaches dense's loss with {m.value:.3g}x less compute "
+                        f"({_iv(m)})")
+        elif m.hi < 1:
+            said.append(f"{s.label} is behind {DENSE} per FLOP: it needs {1 / m.value:.3g}x more compute for dense's "
+                        f"loss (multiplier {_iv(m)})")
+        else:
+            said.append(f"{s.label} and {DENSE} cannot be told apart per FLOP (multiplier {_iv(m)} includes 1)")
+    if exp.reference_flops is None:
+        return "No dense frontier: nothing is compared per FLOP."
+    where = f"At C = {exp.reference_flops:.3g} FLOPs: "
+    if not said:
+        return (where + "the evidence is too weak to say which label wins per FLOP: no compute multiplier vs "
+                f"{DENSE} has status ok ({', '.join(unsure) or 'none fitted'}; see Fit status).")
+    tail = f" Too weak to cite: {', '.join(unsure)}." if unsure else ""
+    return where + "; ".join(said) + "." + tail
+
+
 def verdict(exp: ExperimentResult) -> list[str]:
     """One line per label citing only its ok fits (and comparisons between two ok fits)."""
     lines = []
@@ -116,6 +145,17 @@ def verdict(exp: ExperimentResult) -> list[str]:
         body = "; ".join(said) + "." if said else "no fit has status ok."
         lines.append(f"- **{s.label}** ({s.runs} runs): {body}{tail}")
     return lines
+
+
+def verdict_text(report: Report) -> list[str]:
+    """The verdict as plain lines for a terminal: per experiment its headline, each label's line and fit statuses."""
+    lines = ["", "Verdict (only fits with status ok are cited):"]
+    for exp in report.experiments:
+        lines += [f"{exp.title}", f"  {headline(exp)}"]
+        lines += ["  " + line.replace("**", "") for line in verdict(exp)]
+        statuses = [f"{s.label} {fit} {st.status}" for s in exp.structures.values() for fit, st in s.status.items()]
+        lines.append(f"  fit statuses: {', '.join(statuses)}")
+    return lines + [""]
 
 
 def _status_table(exp: ExperimentResult) -> list[str]:
@@ -277,7 +317,7 @@ def markdown(report: Report, figures: dict[str, dict[str, Path]], out: Path) -> 
              f"{excluded} excluded. Bootstrap: {report.replicates} replicates per fit, seed {report.seed}.", "",
              "## Verdict", "", "Only fits with status ok are cited (see each experiment's Fit status).", ""]
     for exp in report.experiments:
-        lines += [f"`{exp.title}`", ""] + verdict(exp) + [""]
+        lines += [f"`{exp.title}`", "", f"**{headline(exp)}**", ""] + verdict(exp) + [""]
     lines += side_by_side(report)
     for exp in report.experiments:
         lines += _experiment_markdown(exp, figures.get(exp.title, {}), out, report.level)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots
+from analysis.budgets import declared_budgets
 from analysis.bootstrap import DEFAULT_LEVEL, DEFAULT_REPLICATES, Interval, check_settings
 from analysis.compare import TaxonomyTrend, compute_multiplier, exponent_difference, taxonomy_trends
 from analysis.diagnostics import (DEFAULT_MAX_FACTOR, FitStatus, failed, frontier_status, isoflop_status,
@@ -145,7 +146,8 @@ def _analyse_structure(table: RunTable, runs: pd.DataFrame, where: tuple[str | N
                          "fit reads them at their final budget only")
     res.frontier = _attempt(res, "frontier", fit_frontier, curves, noise, seed=_fit_seed(seed, *where, "f"), **kw)
     if res.frontier is not None:
-        holdouts.append(frontier_holdout(curves, noise, seed=_fit_seed(seed, *where, "fh"), final_only=once, **kw))
+        holdouts.append(frontier_holdout(curves, noise, seed=_fit_seed(seed, *where, "fh"), final_only=once,
+                                         declared=declared_budgets(runs, once), **kw))
     wall = wall_curves(table, runs)
     if wall["run_id"].nunique() < runs["run_id"].nunique():
         res.status["wall_frontier"] = failed("some runs recorded no training seconds (wall_s) with their evaluations")

@@ -11,6 +11,8 @@ from typing import Iterable, Sequence
 
 from scaling.plan import RunPlan
 
+SAME_BUDGET = 1.1  # finals within 10% of a run's own are its own budget (the analysis's budget tolerance)
+
 
 def budget_steps(eval_flops: Iterable[float], plan: RunPlan) -> list[int]:
     """Optimiser steps at which the run has trained (closest to) each budget it reaches."""
@@ -19,11 +21,14 @@ def budget_steps(eval_flops: Iterable[float], plan: RunPlan) -> list[int]:
     return sorted(s for s in steps if s <= plan.steps)
 
 
-def attach_eval_budgets(runs: Sequence) -> None:
-    """Set `train.eval_flops` of each planned run to the final budgets of its variant's other runs below its own."""
+def attach_eval_budgets(runs: Sequence, read_budgets: Iterable[float] = ()) -> None:
+    """Set `train.eval_flops` of each planned run to the final budgets of its variant's other runs below its own
+    (more than 10% below: closer ones are its own budget, rounded to other step sizes),
+    and to the `read_budgets` below its own (a sweep whose runs are read off their curves, `from_curves`)."""
     finals: dict[str, set[float]] = {}
     for run in runs:
         finals.setdefault(str(run.cfg.label), set()).add(float(run.plan.train_flops))
     for run in runs:
         own = float(run.plan.train_flops)
-        run.cfg.train.eval_flops = sorted(c for c in finals[str(run.cfg.label)] if c < own)
+        below = {c for c in (*finals[str(run.cfg.label)], *map(float, read_budgets)) if c * SAME_BUDGET < own}
+        run.cfg.train.eval_flops = sorted(below)

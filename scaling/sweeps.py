@@ -11,6 +11,8 @@ A sweep declares:
               flops: [...]             isoFLOP grid: every (variant x axes) point at each FLOP budget; tokens are
                                        derived from that model's FLOPs per token (train.flops)
               tokens_per_param: [...]  tokens = ratio x effective params (training FLOPs per token / 6)
+              and, with flops and train.schedule=constant, `from_curves: true`: each point trains once, to the
+              largest budget, and is evaluated (and read by the analysis) at the smaller ones on its curve
 Override values are Hydra override strings (`structure=btt`, `model.width=256`).
 """
 
@@ -33,6 +35,7 @@ from scaling.plan import ConfigError, RunPlan, plan_run
 from scaling.validate import SettingError, check_launch_config, describe_error
 
 BUDGET_KINDS = ("tokens", "flops", "tokens_per_param")
+BUDGET_FLAGS = ("from_curves",)
 RUN_SECTIONS = ("model", "structure", "data", "train", "logger")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
 SWEEP_KEYS = ("name", "description", "base", "axes", "variants", "budgets")
@@ -157,12 +160,26 @@ def _grid(axes: dict[str, Sequence[Any]] | None) -> list[list[str]]:
     return [[f"{k}={_format(v)}" for k, v in zip(keys, combo)] for combo in itertools.product(*axes.values())]
 
 
-def _budget_overrides(budgets: dict[str, list[float]]) -> tuple[str, list[float]]:
+def _budget_overrides(budgets: dict[str, Any]) -> tuple[str, list[float], bool]:
+    """(kind, values, from_curves) of `sweep.budgets`."""
     given = [k for k in BUDGET_KINDS if budgets.get(k)]
-    unknown = set(budgets) - set(BUDGET_KINDS)
+    unknown = set(budgets) - set(BUDGET_KINDS) - set(BUDGET_FLAGS)
     if unknown or len(given) != 1:
         raise SweepError(f"sweep.budgets must set exactly one of {BUDGET_KINDS}; got {sorted(budgets)}")
-    return given[0], list(budgets[given[0]])
+    from_curves = budgets.get("from_curves", False)
+    if not isinstance(from_curves, bool):
+        raise SweepError(f"sweep.budgets.from_curves={from_curves!r} must be true or false")
+    if from_curves and given[0] != "flops":
+        raise SweepError("sweep.budgets.from_curves reads FLOP budgets off each run's curve, so it needs "
+                         f"budgets.flops, not budgets.{given[0]}")
+    return given[0], list(budgets[given[0]]), from_curves
+
+
+def _check_curve_schedule(cfg: DictConfig) -> None:
+    """A run read at budgets below its own must not anneal to its end (only a constant LR makes its curve a read)."""
+    if cfg.train.schedule != "constant":
+        raise SweepError(f"sweep.budgets.from_curves needs train.schedule=constant (got {cfg.train.schedule!r}): "
+                         "a decaying LR anneals only at the run's own end; add train.schedule=constant to base")
 
 
 def expand(sweep: DictConfig, extra_overrides: Sequence[str] = ()) -> Expansion:
@@ -173,7 +190,8 @@ def expand(sweep: DictConfig, extra_overrides: Sequence[str] = ()) -> Expansion:
     base = list(spec.get("base") or [])
     axes = spec.get("axes") or {}
     variants = spec.get("variants") or {"default": {}}
-    kind, values = _budget_overrides(spec.get("budgets") or {})
+    kind, values, from_curves = _budget_overrides(spec.get("budgets") or {})
+    trained = [max(values)] if from_curves else values
     expansion, errors, seen = Expansion(name=name), [], set()
     for label, variant in variants.items():
         variant = variant or {}
@@ -187,9 +205,11 @@ def expand(sweep: DictConfig, extra_overrides: Sequence[str] = ()) -> Expansion:
                 continue
             composed.sweep = name
             composed.label = label if spec.get("variants") else default_label(composed)
-            for value in values:
+            for value in trained:
                 run_label = f"{point_label} {kind}={value:g}"
                 try:
+                    if from_curves:
+                        _check_curve_schedule(composed)
                     planned = _plan(composed.copy(), kind, value, overrides, run_label)
                 except (ConfigError, SweepError) as err:
                     errors.append((run_label, str(err)))
@@ -203,7 +223,7 @@ def expand(sweep: DictConfig, extra_overrides: Sequence[str] = ()) -> Expansion:
     if errors:
         raise SweepError(f"sweep {name!r}: {len(errors)} invalid run(s); nothing was submitted\n  "
                          + "\n  ".join(f"run [{label}]: {message}" for label, message in errors))
-    attach_eval_budgets(expansion.runs)
+    attach_eval_budgets(expansion.runs, read_budgets=sorted(values)[:-1] if from_curves else ())
     return expansion
 
 

@@ -76,3 +76,29 @@ def test_interval_checks_on_headline_quantities():
     assert wide == ["b interval [0.1, 0.9] spans 9x (more than 3x)",
                     "d = 0.0729 lies outside its interval [0.0727, 0.0727] (a degenerate bootstrap: too few points "
                     "or too little noise to resample)"]
+
+
+def _experiment(*labels: tuple[str, Interval | None, FitStatus]):
+    from analysis.report import ExperimentResult, StructureResult
+
+    structures = {"dense": StructureResult("dense", "dense", 10, (1.0, 2.0), (1.0, 2.0))}
+    for label, multiplier, status in labels:
+        structures[label] = StructureResult(label, label, 10, (1.0, 2.0), (1.0, 2.0), multiplier=multiplier,
+                                            status={"multiplier": status})
+    return ExperimentResult(None, "gpt2/shakespeare", structures, 1e12, pd.DataFrame(), pd.DataFrame(), [])
+
+
+def test_headline_names_the_winner_per_flop_only_from_ok_multipliers():
+    from analysis.markdown import headline
+
+    ahead = _experiment(("btt", Interval(2.0, 1.5, 2.6), FitStatus("ok")),
+                        ("kron", Interval(0.5, 0.4, 0.6), FitStatus("ok")),
+                        ("tt", Interval(1.1, 0.8, 1.4), FitStatus("ok")))
+    text = headline(ahead)
+    assert text.startswith("At C = 1e+12 FLOPs: btt beats dense per FLOP: it reaches dense's loss with 2x less "
+                           "compute")
+    assert "kron is behind dense per FLOP: it needs 2x more compute" in text
+    assert "tt and dense cannot be told apart per FLOP" in text
+    weak = headline(_experiment(("btt", Interval(2.0, 1.5, 2.6), FitStatus("weak", ("wide",)))))
+    assert weak == ("At C = 1e+12 FLOPs: the evidence is too weak to say which label wins per FLOP: no compute "
+                    "multiplier vs dense has status ok (btt (weak); see Fit status).")

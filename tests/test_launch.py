@@ -65,6 +65,26 @@ def test_grids_cartesian_isoflop_and_tokens_per_param():
         assert r.cfg.train.tokens == int(20 * r.plan.train_flops_per_unit / 6)
 
 
+def test_from_curves_trains_each_point_once_to_the_largest_budget_and_reads_the_rest():
+    budgets = {"flops": [1e10, 2e10, 4e10], "from_curves": True}
+    sweep = tiny_sweep(budgets=budgets, base=[*TINY_BASE, "train.schedule=constant"])
+    runs = expand(OmegaConf.create(sweep)).runs
+    assert len(runs) == 4  # 2 variants x 2 widths, not x 3 budgets
+    for r in runs:
+        assert r.cfg.train.flops == 4e10
+        assert list(r.cfg.train.eval_flops) == [1e10, 2e10]
+
+
+@pytest.mark.parametrize("budgets, base, message", [
+    ({"flops": [1e10, 4e10], "from_curves": True}, TINY_BASE, "needs train.schedule=constant"),
+    ({"tokens": [4096, 8192], "from_curves": True}, [*TINY_BASE, "train.schedule=constant"], "needs budgets.flops"),
+    ({"flops": [1e10], "from_curves": "yes"}, [*TINY_BASE, "train.schedule=constant"], "must be true or false"),
+])
+def test_from_curves_misuse_fails_naming_the_fix(budgets, base, message):
+    with pytest.raises(SweepError, match=message):
+        expand(OmegaConf.create(tiny_sweep(budgets=budgets, base=base)))
+
+
 def test_invalid_runs_are_all_reported_and_nothing_is_submitted(tmp_path):
     sweep = tiny_sweep(variants={"ok": {"overrides": ["structure=dense"]},
                                  "bad_heads": {"overrides": ["structure=dense", "model.head_dim=20"]},
