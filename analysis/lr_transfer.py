@@ -5,7 +5,9 @@ width, depth and token budget, with 3 or more learning rates. Per group the mean
 per lr; lr* is the vertex of the parabola through the best lr and its two neighbours in (log lr, log L),
 kept between those neighbours. A best lr at the end of the sweep is reported as such (lr* is then a bound).
 Drift is the least-squares slope of log2 lr* against log2 width: lr* changes by 2^slope per width doubling,
-and a parametrization that transfers has a slope near 0.
+and a parametrization that transfers has a slope near 0. Per structure swept under both parametrizations, the
+comparison says whether structure-aware drifts clearly less than naive: by more than CLEAR_SLOPE in |slope|
+(about one step of a factor-2 LR grid across the width range, the resolution of lr*).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pandas as pd
 
 GROUP_COLS = ("experiment", "label", "parametrization", "width", "depth", "tokens_target")
 DRIFT_COLS = ("experiment", "label", "parametrization")
+CLEAR_SLOPE = 0.3
 
 
 def optimal_lr(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, bool]:
@@ -65,3 +68,19 @@ def lr_drift(sweeps: pd.DataFrame) -> pd.DataFrame:
                      "lr_star_max": float(per_width.max()), "any_at_edge": bool(g["at_edge"].any())})
     return pd.DataFrame(rows, columns=list(DRIFT_COLS) + ["widths", "slope", "factor_per_doubling", "lr_star_min",
                                                           "lr_star_max", "any_at_edge"])
+
+
+def transfer_comparison(drift: pd.DataFrame, structure_of: dict[str, str]) -> pd.DataFrame:
+    """Per (experiment, structure) with both structure_aware and naive drift rows: their slopes and the verdict."""
+    df = drift.assign(structure=drift["label"].map(structure_of))
+    rows = []
+    for (experiment, structure), g in df.groupby(["experiment", "structure"]):
+        by = {r.parametrization: r for r in g.itertuples()}
+        if not {"structure_aware", "naive"} <= set(by):
+            continue
+        aware, naive = abs(by["structure_aware"].slope), abs(by["naive"].slope)
+        rows.append({"experiment": experiment, "structure": structure, "slope_structure_aware":
+                     by["structure_aware"].slope, "slope_naive": by["naive"].slope,
+                     "clearly_less": bool(aware < naive - CLEAR_SLOPE)})
+    return pd.DataFrame(rows, columns=["experiment", "structure", "slope_structure_aware", "slope_naive",
+                                       "clearly_less"])

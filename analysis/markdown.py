@@ -16,7 +16,7 @@ from analysis import plots
 from analysis.bootstrap import Interval
 from analysis.inputs import frontier_curves, wall_curves
 from analysis.load import RunTable
-from analysis.lr_transfer import lr_curves
+from analysis.lr_transfer import CLEAR_SLOPE, lr_curves, transfer_comparison
 from analysis.report import DENSE, ExperimentResult, Report, StructureResult
 
 EXCLUDED_SHOWN = 30
@@ -124,6 +124,18 @@ def headline(exp: ExperimentResult) -> str:
     return where + "; ".join(said) + "." + tail
 
 
+def transfer_lines(exp: ExperimentResult) -> list[str]:
+    """Per structure swept under both parametrizations: does the optimal LR drift clearly less structure-aware?"""
+    compared = transfer_comparison(exp.lr_drift, {s.label: s.structure for s in exp.structures.values()})
+    lines = []
+    for r in compared.itertuples():
+        said = "drifts clearly less" if r.clearly_less else "does not drift clearly less"
+        lines.append(f"- **{r.structure}**: the optimal LR {said} across width under structure-aware (slope of log2 "
+                     f"lr* vs log2 width {r.slope_structure_aware:+.2f}) than under naive ({r.slope_naive:+.2f}); "
+                     f"clearly: |slope| lower by more than {CLEAR_SLOPE}.")
+    return lines
+
+
 def verdict(exp: ExperimentResult) -> list[str]:
     """One line per label citing only its ok fits (and comparisons between two ok fits)."""
     lines = []
@@ -152,7 +164,7 @@ def verdict_text(report: Report) -> list[str]:
     lines = ["", "Verdict (only fits with status ok are cited):"]
     for exp in report.experiments:
         lines += [f"{exp.title}", f"  {headline(exp)}"]
-        lines += ["  " + line.replace("**", "") for line in verdict(exp)]
+        lines += ["  " + line.replace("**", "") for line in verdict(exp) + transfer_lines(exp)]
         statuses = [f"{s.label} {fit} {st.status}" for s in exp.structures.values() for fit, st in s.status.items()]
         lines.append(f"  fit statuses: {', '.join(statuses)}")
     return lines + [""]
@@ -271,6 +283,8 @@ def _experiment_markdown(exp: ExperimentResult, figures: dict[str, Path], out: P
                          f"{r.lr_star_max / r.lr_star_min:.3g}x"])
         lines += _md_table(["label", "parametrization", "lr* per width (* = sweep edge)",
                             "lr* change per width doubling", "lr* max/min"], rows)
+        transfer = transfer_lines(exp)
+        lines += transfer + [""] if transfer else []
         lines += _figures(figures, ("LR vs width", "LR sweeps"), out)
 
     notes = [(s.label, n) for s in structures.values() for n in s.notes]
@@ -317,7 +331,7 @@ def markdown(report: Report, figures: dict[str, dict[str, Path]], out: Path) -> 
              f"{excluded} excluded. Bootstrap: {report.replicates} replicates per fit, seed {report.seed}.", "",
              "## Verdict", "", "Only fits with status ok are cited (see each experiment's Fit status).", ""]
     for exp in report.experiments:
-        lines += [f"`{exp.title}`", "", f"**{headline(exp)}**", ""] + verdict(exp) + [""]
+        lines += [f"`{exp.title}`", "", f"**{headline(exp)}**", ""] + verdict(exp) + transfer_lines(exp) + [""]
     lines += side_by_side(report)
     for exp in report.experiments:
         lines += _experiment_markdown(exp, figures.get(exp.title, {}), out, report.level)

@@ -98,3 +98,16 @@ def test_lr_transfer_drift_per_parametrization():
     assert drift.loc["kron", "factor_per_doubling"] == pytest.approx(2 ** 0.5, rel=0.02)
     dense = sweeps[sweeps["label"] == "dense"]
     np.testing.assert_allclose(dense["lr_star"], 3e-3, rtol=1e-6)  # the parabola vertex is exact here
+
+
+def test_transfer_comparison_pairs_parametrizations_of_one_structure():
+    from analysis.lr_transfer import transfer_comparison
+
+    drift = pd.DataFrame({"experiment": ["e"] * 5, "label": ["btt_sa", "btt_naive", "kron_sa", "kron_naive", "dense"],
+                          "parametrization": ["structure_aware", "naive"] * 2 + ["structure_aware"],
+                          "slope": [0.1, 0.9, -0.2, 0.35, 0.0]})
+    structure_of = {"btt_sa": "btt", "btt_naive": "btt", "kron_sa": "kron", "kron_naive": "kron", "dense": "dense"}
+    out = transfer_comparison(drift, structure_of).set_index("structure")
+    assert list(out.index) == ["btt", "kron"]  # dense has no naive row to compare with
+    assert out.loc["btt", "clearly_less"] and not out.loc["kron", "clearly_less"]  # 0.2 vs 0.35: within 0.3
+    assert out.loc["kron", "slope_naive"] == 0.35
