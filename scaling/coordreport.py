@@ -131,9 +131,11 @@ def markdown(suite, stats: pd.DataFrame, verdict: pd.DataFrame, runs: pd.DataFra
         f"Flat: |slope| < {FLAT} (a ratio within 2x over the {w1 // w0}x range); falls: slope < -{FLAT}. "
         "Theory: naive slope -1/2 when a factor's fan-in grows as sqrt(d); the paper's 6x fall over widths 16..4096 "
         f"(256x) is a slope of {PAPER_SLOPE:+.2f}, i.e. a {(w1 / w0) ** -PAPER_SLOPE:.1f}x fall over {w1 // w0}x. "
-        f"'x dense': structure-aware delta-h at width {w1} over dense's; 'naive/aware' the same for naive.", "",
+        f"'aware x dense': structure-aware delta-h at width {w1} over dense's (the paper's claim: within "
+        f"{NEAR_DENSE:g}x); 'naive/aware': naive over structure-aware at width {w1} ('lower': below {LOWER:g}).", "",
         _tally(verdict), "",
-        "| entry | structure | claim (source) | aware ratio | naive ratio | aware x dense | naive/aware | verdict |",
+        f"| entry | structure | claim (source) | aware ratio {w1}/{w0} | naive ratio {w1}/{w0} | aware x dense | "
+        "naive/aware | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in verdict.itertuples():
