@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: install system-deps quickstart test bench clean-results
+.PHONY: install system-deps quickstart test bench coord-checks clean-results
 
 $(STAMP): pyproject.toml setup.py scaling/structures/csrc/offset_gemm.c
 	$(PY) -m venv $(VENV)
@@ -30,3 +30,7 @@ test: install system-deps
 
 bench: install
 	$(BIN)/python bench/layers.py
+
+# Coordinate checks of every structure, structure-aware vs naive (conf/coord_checks.yaml -> docs/results/coord_checks/).
+coord-checks: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m scaling.coordsuite
