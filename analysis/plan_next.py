@@ -123,7 +123,7 @@ def size_laws(report: Report, labels: Sequence[str], allow_weak: bool) -> dict[s
         res = found.get(label)
         if res is None:
             raise AnalysisError(f"label {label}: no usable runs in the first round, so no N*(C) to centre its "
-                                "sizes on; finish its runs (or drop the variant from the sweep file)")
+                                "sizes on; let its runs finish (or rerun the failed ones) first")
         iso = res.status.get("isoflop") or FitStatus("failed", ("no isoFLOP fit",))
         if res.isoflop is not None and iso.status != "failed":
             laws[label] = SizeLaw(label, "isoflop", iso, math.exp(res.isoflop.intercept), res.isoflop.a, res)
@@ -137,8 +137,8 @@ def size_laws(report: Report, labels: Sequence[str], allow_weak: bool) -> dict[s
         elif res.parametric is not None:
             par = res.status.get("parametric", FitStatus("failed"))
             status = FitStatus("weak", (f"isoFLOP fit {iso.text()}", f"planned from the parametric fit ({par.text()})"))
-            law = SizeLaw(label, "parametric", status, float("nan"), res.parametric.params["a"], res)
-            laws[label] = SizeLaw(label, "parametric", status, law.predict(1.0).value, law.a, res)  # G = N*(C = 1)
+            g = res.parametric.optimal_allocation(1.0)["n_opt"].value  # N_opt(C) = G C^a, so G = N_opt(1)
+            laws[label] = SizeLaw(label, "parametric", status, g, res.parametric.params["a"], res)
         else:
             raise AnalysisError(f"label {label}: no size law to plan from, even with --allow-weak: isoFLOP fit "
                                 f"{iso.text()}; parametric fit {res.status.get('parametric', iso).text()}")

@@ -212,3 +212,30 @@ def test_bad_arguments_are_one_error_line_and_write_nothing(store, tmp_path, cap
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.yaml"]
     assert (tmp_path / "exists.yaml").read_text() == "kept\n"
+
+
+@pytest.mark.slow
+def test_plans_from_real_tiny_run_directories(tmp_path, one_thread):
+    """Real training: a tiny dense isoFLOP round, then plan-next at a 4x larger budget; the plan expands."""
+    from scaling.launch import launch
+
+    sweep = {"name": "tiny_round", "base": ["model=gpt2", "model.base_width=32", "model.depth=1", "model.head_dim=8",
+                                            "model.context=32", "train.batch_size=8", "train.lr=0.01",
+                                            "train.eval_points=4", "train.schedule=constant", "logger.mode=disabled"],
+             "axes": {"model.width": [16, 24, 32, 48, 64]},
+             "variants": {"dense": {"overrides": ["structure=dense"]}},
+             "budgets": {"flops": [2e9, 8e9, 3.2e10]}}
+    (tmp_path / "sw").mkdir()
+    (tmp_path / "sw" / "tiny_round.yaml").write_text(yaml.safe_dump(sweep))
+    cfg = compose_launch_config(["+sweep=tiny_round", f"sweep_dir={tmp_path / 'sw'}", f"results_root={tmp_path}",
+                                 "cluster=debug"])
+    launch(cfg)
+    out = tmp_path / "sw" / "tiny_round_next.yaml"
+    assert main(["plan-next", "--sweep", "tiny_round", "--budgets", "1.28e11", "--results", str(tmp_path),
+                 "--sweep-dir", str(tmp_path / "sw"), "--out", str(out), "--allow-weak", "--loss-noise", "0.01",
+                 *REPLICATES]) == 0
+    runs = expanded(out)
+    assert {str(r.cfg.label) for r in runs} == {"dense"} and len(runs) >= 3
+    for r in runs:
+        assert 0 <= r.plan.train_flops - 1.28e11 < r.plan.units_per_step * r.plan.train_flops_per_unit
+    assert "# dense: N*(C) = " in out.read_text()
