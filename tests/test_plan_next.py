@@ -4,6 +4,8 @@ minimum is interior, and bad input is one error line with nothing written."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import shutil
 import subprocess
@@ -60,9 +62,6 @@ def store(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def planned(store) -> tuple[Path, str]:
     """`plan-next` on the synthetic sweep, as a user runs it: the file it wrote and what it printed."""
-    import contextlib
-    import io
-
     out = store / "next" / "synthetic_next.yaml"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
