@@ -1,4 +1,4 @@
-"""`python -m analysis {report, fit-parametric, fit-frontier, isoflop}`.
+"""`python -m analysis {report, plan-next, fit-parametric, fit-frontier, isoflop}`.
 
 Input the analysis cannot use (AnalysisError) is printed as one `error:` line on stderr with exit status 2,
 like an argparse usage error, never as a traceback.
@@ -64,6 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--loss-noise", type=float, metavar="SIGMA",
                      help="absolute loss noise std for every bootstrap (default: measured from repeated seeds)")
     _common(rep)
+
+    nxt = sub.add_parser("plan-next", help="write the next round of a sweep: sizes centred on each label's "
+                         "predicted N*(C) at new FLOP budgets")
+    nxt.add_argument("--sweep", required=True, metavar="NAME", help="the first round (its results and sweep file)")
+    nxt.add_argument("--budgets", required=True, type=float, nargs="+", metavar="C", help="new FLOP budgets")
+    nxt.add_argument("--results", default="results", help="results root holding runs/ and sweeps/ (default results)")
+    nxt.add_argument("--out", help="the new sweep file (default sweeps/NAME_next.yaml); its stem names the sweep")
+    nxt.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    nxt.add_argument("--sizes", type=int, default=5, help="model sizes per label and budget (default 5)")
+    nxt.add_argument("--allow-weak", action="store_true",
+                     help="plan labels whose size law failed too (marked weak) instead of stopping")
+    nxt.add_argument("--sweep-dir", action="append", default=[], metavar="DIR",
+                     help="folder holding the first round's sweep file (like the launcher's sweep_dir=)")
+    nxt.add_argument("--workers", type=int, default=None, help="processes for the fits (default: all cores)")
+    nxt.add_argument("--max-interval-factor", type=float, default=DEFAULT_MAX_FACTOR,
+                     help="as for report: a headline interval wider than this makes a fit weak (default 3)")
+    nxt.add_argument("--interpolate-lr", action="store_true", help="as for report")
+    nxt.add_argument("--loss-noise", type=float, metavar="SIGMA", help="as for report")
+    _common(nxt)
 
     par = sub.add_parser("fit-parametric", help="approach 3: L(N, D) = E + A/N^alpha + B/D^beta")
     _csv_args(par)
@@ -222,7 +241,37 @@ def _report(args: argparse.Namespace) -> str:
     return "\n".join(notes + verdict_text(report) + [f"wrote {path}"])
 
 
-COMMANDS = {"report": _report, "fit-parametric": _parametric, "fit-frontier": _frontier, "isoflop": _isoflop}
+def _plan_next(args: argparse.Namespace) -> str:
+    from analysis.load import load_sweeps
+    from analysis.plan_next import check_budgets, check_out, first_round, plan_next, summary, sweep_text
+    from analysis.report import analyse
+    from scaling.configs import SWEEPS_DIR
+    from scaling.results import atomic_write_bytes
+
+    out = Path(args.out or f"sweeps/{args.sweep}_next.yaml")
+    name = check_out(out, args.force, args.sweep)
+    check_budgets(args.budgets, args.sizes)
+    first = first_round(args.sweep, args.sweep_dir)
+    tables = load_sweeps(args.results, [args.sweep])
+    report = analyse(tables, str(args.results), args.replicates, args.seed, args.level, workers=args.workers,
+                     max_factor=args.max_interval_factor, interpolate_lr=args.interpolate_lr,
+                     loss_noise=args.loss_noise)
+    plan = plan_next(report, args.results, args.sweep, args.budgets, name, args.sizes, args.allow_weak,
+                     first=first)
+    command = " ".join(["python -m analysis plan-next", f"--sweep {args.sweep}", "--budgets",
+                        *(f"{b:g}" for b in args.budgets), f"--results {args.results}", f"--sizes {args.sizes}",
+                        *(["--allow-weak"] if args.allow_weak else [])])
+    text = sweep_text(plan, command)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, text.encode())
+    where = "" if out.parent.resolve() == SWEEPS_DIR.resolve() else f" sweep_dir={out.parent}"
+    weak = [label for label, law in plan.laws.items() if not law.status.ok]
+    return "\n".join([*summary(plan), *([f"weak size laws: {', '.join(weak)}"] if weak else []), f"wrote {out}",
+                      f"next: python -m scaling.launch +sweep={name}{where} dry_run=true"])
+
+
+COMMANDS = {"report": _report, "plan-next": _plan_next, "fit-parametric": _parametric, "fit-frontier": _frontier,
+            "isoflop": _isoflop}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

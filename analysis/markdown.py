@@ -196,6 +196,24 @@ def _frontier_table(exp: ExperimentResult, attr: str, unit: str) -> list[str]:
     return _md_table(["label", "runs", "alpha", "E", "A", f"{what} multiplier vs {DENSE} at {ref}", "noise"], rows)
 
 
+def _minima_table(structures: dict[str, StructureResult]) -> list[str]:
+    """Per label and budget, whether the isoFLOP minimum is interior (not at the budget's smallest or largest
+    size): only interior minima enter N* ~ C^a."""
+    rows = []
+    for s in structures.values():
+        if s.isoflop is None:
+            continue
+        for r in s.isoflop.budgets.itertuples():
+            nstar = "–" if not np.isfinite(r.n_star) else f"{r.n_star:.3g} [{r.n_star_lo:.3g}, {r.n_star_hi:.3g}]"
+            interior = "yes" if r.used else ("no" if np.isfinite(r.n_star) else "–")
+            rows.append([s.label, f"{r.flops:.3g}", r.points, nstar, interior, r.note])
+    if not rows:
+        return []
+    return ["Minimum per budget: interior means it is not at the budget's smallest or largest size (an edge "
+            "minimum is dropped from the fit; centre that budget's sizes on N*).", "",
+            *_md_table(["label", "C", "sizes", "N*_eff", "interior", "note"], rows)]
+
+
 def _experiment_markdown(exp: ExperimentResult, figures: dict[str, Path], out: Path, level: float) -> list[str]:
     structures = exp.structures
     lines = [f"## `{exp.title}`", "", f"{sum(s.runs for s in structures.values())} runs, {len(structures)} labels. "
@@ -231,6 +249,7 @@ def _experiment_markdown(exp: ExperimentResult, figures: dict[str, Path], out: P
                      _cell(s, "isoflop", _iv(f.b)), _cell(s, "isoflop", nstar), f.noise.source])
     lines += _md_table(["label", "budgets used", "budgets dropped", "a", "b", "N*_eff (largest used budget)",
                         "noise from"], rows)
+    lines += _minima_table(structures)
     lines += _figures(figures, ("isoFLOP curves", "N*(C)"), out)
 
     lines += ["### Parametric fit (approach 3): L(N, D) = E + A/N^alpha + B/D^beta", "",

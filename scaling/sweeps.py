@@ -4,8 +4,8 @@ A sweep declares:
     name, description
     base:     run overrides shared by every run, e.g. [model=gpt2, data=shakespeare, model.depth=2]
     axes:     {override key: [values]} crossed for every variant (lr, seed, ...)
-    variants: {label: {overrides: [...], axes: {key: [values]}}}, e.g. one per structure, each with its own
-              widths (per-structure width lists) or settings; the variant's axes are crossed with `axes`
+    variants: {label: {overrides: [...], axes: {key: [values]}, ladder: [...]}}, e.g. one per structure, each
+              with its own widths (per-structure width lists) or settings; the variant's axes are crossed with `axes`
     budgets:  exactly one of
               tokens: [...]            Cartesian token budgets
               flops: [...]             isoFLOP grid: every (variant x axes) point at each FLOP budget; tokens are
@@ -13,6 +13,11 @@ A sweep declares:
               tokens_per_param: [...]  tokens = ratio x effective params (training FLOPs per token / 6)
               and, with flops and train.schedule=constant, `from_curves: true`: each point trains once, to the
               largest budget, and is evaluated (and read by the analysis) at the smaller ones on its curve
+              optional when every variant has a ladder
+A variant's `ladder` replaces the sweep's budgets for that variant with rungs, each one budget with its own axes
+(e.g. the widths around that budget's compute-optimal size, as `python -m analysis plan-next` writes them):
+    ladder: [{flops: 1.0e15, axes: {model.width: [160, 192, 256]}}, {flops: 4.0e15, axes: {...}}]
+A rung sets exactly one budget kind (one number) and its axes are crossed with the sweep's and the variant's.
 Override values are Hydra override strings (`structure=btt`, `model.width=256`).
 """
 
@@ -39,7 +44,8 @@ BUDGET_FLAGS = ("from_curves",)
 RUN_SECTIONS = ("model", "structure", "data", "train", "logger")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
 SWEEP_KEYS = ("name", "description", "base", "axes", "variants", "budgets")
-VARIANT_KEYS = ("overrides", "axes")
+VARIANT_KEYS = ("overrides", "axes", "ladder")
+RUNG_KEYS = (*BUDGET_KINDS, "axes")
 
 
 class SweepError(ValueError):
@@ -165,7 +171,8 @@ def _budget_overrides(budgets: dict[str, Any]) -> tuple[str, list[float], bool]:
     given = [k for k in BUDGET_KINDS if budgets.get(k)]
     unknown = set(budgets) - set(BUDGET_KINDS) - set(BUDGET_FLAGS)
     if unknown or len(given) != 1:
-        raise SweepError(f"sweep.budgets must set exactly one of {BUDGET_KINDS}; got {sorted(budgets)}")
+        raise SweepError(f"sweep.budgets must set exactly one of {BUDGET_KINDS}; got {sorted(budgets)} (it may be "
+                         "left out only when every variant has a ladder)")
     from_curves = budgets.get("from_curves", False)
     if not isinstance(from_curves, bool):
         raise SweepError(f"sweep.budgets.from_curves={from_curves!r} must be true or false")
@@ -175,11 +182,57 @@ def _budget_overrides(budgets: dict[str, Any]) -> tuple[str, list[float], bool]:
     return given[0], list(budgets[given[0]]), from_curves
 
 
+def _curve_reads(budgets: dict[str, Any]) -> list[float]:
+    """The budgets a `from_curves` sweep reads off its runs' curves (all but the largest, which they train to)."""
+    return sorted(budgets["flops"])[:-1] if budgets.get("from_curves") is True and budgets.get("flops") else []
+
+
 def _check_curve_schedule(cfg: DictConfig) -> None:
     """A run read at budgets below its own must not anneal to its end (only a constant LR makes its curve a read)."""
     if cfg.train.schedule != "constant":
         raise SweepError(f"sweep.budgets.from_curves needs train.schedule=constant (got {cfg.train.schedule!r}): "
                          "a decaying LR anneals only at the run's own end; add train.schedule=constant to base")
+
+
+def _rungs(name: str, label: str, variant: dict[str, Any], shared: set[str]) -> list[tuple[dict, str, float]]:
+    """A variant's ladder as (axes, budget kind, budget) per rung; every mistake names the rung and the fix."""
+    ladder = variant["ladder"]
+    where = f"sweep {name!r}: variant {label!r} ladder"
+    if not isinstance(ladder, list) or not ladder:
+        raise SweepError(f"{where} must be a non-empty list of rungs such as {{flops: 1.0e15, axes: {{model.width: "
+                         "[128, 192]}}")
+    rungs = []
+    for i, rung in enumerate(ladder):
+        if not isinstance(rung, dict):
+            raise SweepError(f"{where}[{i}] is {rung!r}; a rung is a mapping {{flops: C, axes: {{key: [values]}}}}")
+        unknown = sorted(set(rung) - set(RUNG_KEYS))
+        kinds = [k for k in BUDGET_KINDS if k in rung]
+        if unknown or len(kinds) != 1:
+            raise SweepError(f"{where}[{i}] has keys {sorted(rung)}; a rung sets exactly one of {BUDGET_KINDS} "
+                             "(one number) and optionally axes")
+        value = rung[kinds[0]]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise SweepError(f"{where}[{i}].{kinds[0]}={value!r} must be one positive number, e.g. 1.0e15")
+        axes = rung.get("axes") or {}
+        if not isinstance(axes, dict):
+            raise SweepError(f"{where}[{i}].axes must map override keys to lists of values, got {axes!r}")
+        twice = sorted(set(axes) & shared)
+        if twice:
+            raise SweepError(f"{where}[{i}].axes sets {twice}, which the sweep's or the variant's axes set too; "
+                             "set each key in one place")
+        rungs.append((axes, kinds[0], float(value)))
+    return rungs
+
+
+def _stages(name: str, spec: dict[str, Any], label: str,
+            variant: dict[str, Any]) -> list[tuple[dict, str, list, bool]]:
+    """(axes, budget kind, budgets to train, from_curves) to run a variant at: the sweep's axes and budgets (only the
+    largest with from_curves), or one stage per rung."""
+    axes = {**(spec.get("axes") or {}), **(variant.get("axes") or {})}
+    if variant.get("ladder") is None:
+        kind, values, from_curves = _budget_overrides(spec.get("budgets") or {})
+        return [(axes, kind, [max(values)] if from_curves else values, from_curves)]
+    return [({**axes, **extra}, kind, [value], False) for extra, kind, value in _rungs(name, label, variant, set(axes))]
 
 
 def expand(sweep: DictConfig, extra_overrides: Sequence[str] = ()) -> Expansion:
@@ -188,42 +241,40 @@ def expand(sweep: DictConfig, extra_overrides: Sequence[str] = ()) -> Expansion:
     name = check_name(spec.get("name"))
     check_sweep_spec(name, spec, extra_overrides)
     base = list(spec.get("base") or [])
-    axes = spec.get("axes") or {}
     variants = spec.get("variants") or {"default": {}}
-    kind, values, from_curves = _budget_overrides(spec.get("budgets") or {})
-    trained = [max(values)] if from_curves else values
     expansion, errors, seen = Expansion(name=name), [], set()
     for label, variant in variants.items():
         variant = variant or {}
-        for point in _grid({**axes, **(variant.get("axes") or {})}):
-            overrides = [*base, *(variant.get("overrides") or []), *point, *extra_overrides]
-            point_label = " ".join([label, *point])
-            try:
-                composed = compose_run_config(overrides)
-            except Exception as err:  # Hydra names the bad key or value
-                errors.append((point_label, describe_error(err)))
-                continue
-            composed.sweep = name
-            composed.label = label if spec.get("variants") else default_label(composed)
-            for value in trained:
-                run_label = f"{point_label} {kind}={value:g}"
+        for axes, kind, values, from_curves in _stages(name, spec, label, variant):
+            for point in _grid(axes):
+                overrides = [*base, *(variant.get("overrides") or []), *point, *extra_overrides]
+                point_label = " ".join([label, *point])
                 try:
-                    if from_curves:
-                        _check_curve_schedule(composed)
-                    planned = _plan(composed.copy(), kind, value, overrides, run_label)
-                except (ConfigError, SweepError) as err:
-                    errors.append((run_label, str(err)))
+                    composed = compose_run_config(overrides)
+                except Exception as err:  # Hydra names the bad key or value
+                    errors.append((point_label, describe_error(err)))
                     continue
-                planned.axes = [*point, f"{kind}={value:g}"]
-                if planned.plan.run_id not in seen:
-                    seen.add(planned.plan.run_id)
-                    expansion.runs.append(planned)
+                composed.sweep = name
+                composed.label = label if spec.get("variants") else default_label(composed)
+                for value in values:
+                    run_label = f"{point_label} {kind}={value:g}"
+                    try:
+                        if from_curves:
+                            _check_curve_schedule(composed)
+                        planned = _plan(composed.copy(), kind, value, overrides, run_label)
+                    except (ConfigError, SweepError) as err:
+                        errors.append((run_label, str(err)))
+                        continue
+                    planned.axes = [*point, f"{kind}={value:g}"]
+                    if planned.plan.run_id not in seen:
+                        seen.add(planned.plan.run_id)
+                        expansion.runs.append(planned)
     if len({message for _, message in errors}) == 1:  # one bad setting shared by every bad run: one line
         raise SweepError(f"sweep {name!r}: {len(errors)} invalid run(s), nothing was submitted: {errors[0][1]}")
     if errors:
         raise SweepError(f"sweep {name!r}: {len(errors)} invalid run(s); nothing was submitted\n  "
                          + "\n  ".join(f"run [{label}]: {message}" for label, message in errors))
-    attach_eval_budgets(expansion.runs, read_budgets=sorted(values)[:-1] if from_curves else ())
+    attach_eval_budgets(expansion.runs, read_budgets=_curve_reads(spec.get("budgets") or {}))
     return expansion
 
 
@@ -250,6 +301,11 @@ def check_sweep_spec(name: str, spec: dict[str, Any], extra_overrides: Sequence[
                              f"{', '.join(VARIANT_KEYS)}")
         for key in (variant or {}).get("axes") or {}:
             swept.setdefault(key, f"the axes of variant {label!r}")
+        ladder = (variant or {}).get("ladder")
+        for rung in ladder if isinstance(ladder, list) else []:
+            rung_axes = rung.get("axes") if isinstance(rung, dict) else None
+            for key in rung_axes if isinstance(rung_axes, dict) else {}:
+                swept.setdefault(key, f"the ladder of variant {label!r}")
         for override in (variant or {}).get("overrides") or []:
             varied.setdefault(_override_key(override), set()).add(override)
     swept.update({key: "the variants" for key, values in varied.items() if len(values) > 1 and key not in swept})
