@@ -23,7 +23,7 @@ system-deps:
 
 quickstart: install
 	$(BIN)/python -m scaling.launch +sweep=quickstart
-	$(BIN)/python -m analysis report --results results --out results/report
+	$(BIN)/python -m analysis report --results results --sweep quickstart --out results/report
 
 test: install system-deps
 	$(BIN)/python -m pytest -q
