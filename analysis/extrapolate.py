@@ -52,9 +52,11 @@ def _skip(fit: str, k: int, levels: np.ndarray) -> dict | None:
 def frontier_holdout(curves: pd.DataFrame, noise: SeedNoise | None, holdouts: tuple[int, ...] = (1, 2),
                      replicates: int = DEFAULT_REPLICATES, seed: int = 0, level: float = DEFAULT_LEVEL,
                      budget_tolerance: float = DEFAULT_BUDGET_TOLERANCE,
-                     final_only: frozenset[str] = frozenset(), declared: np.ndarray | None = None) -> pd.DataFrame:
+                     final_only: frozenset[str] = frozenset(), declared: np.ndarray | None = None,
+                     floor: float | None = None) -> pd.DataFrame:
     """Refit L(C) on the runs that end below the k largest budgets; predict the lowest loss read at each.
-    `declared`: read budgets the sweep declared (analysis.budgets.declared_budgets)."""
+    `declared`: read budgets the sweep declared (analysis.budgets.declared_budgets); `floor`: the envelope's
+    start (fit_frontier)."""
     finals = curves.groupby("run_id")["flops"].max()
     levels = budget_grid(finals.to_numpy(), budget_tolerance, declared=declared)
     reads = read_at_budgets(curves, levels, final_only, budget_tolerance)
@@ -70,7 +72,7 @@ def frontier_holdout(curves: pd.DataFrame, noise: SeedNoise | None, holdouts: tu
         ended = curves["run_id"].map(finals) < below
         train = curves[ended | (~curves["run_id"].isin(final_only) & (curves["flops"] < below))]
         try:
-            fit = fit_frontier(train, noise, replicates, seed, level)
+            fit = fit_frontier(train, noise, replicates, seed, level, floor=floor)
         except AnalysisError as err:
             rows.extend(_row("frontier", k, c, f"refit failed: {err}", observed=observed[c]) for c in held)
             continue

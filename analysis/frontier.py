@@ -88,6 +88,21 @@ def envelope_grid(curves: pd.DataFrame, per_decade: int = DEFAULT_PER_DECADE) ->
     return EnvelopeGrid(log_loss, log_flops * np.log(10), np.asarray(run_ids))
 
 
+def resolved_floor(curves: pd.DataFrame, sizes: pd.Series, per_decade: int = DEFAULT_PER_DECADE) -> float | None:
+    """For curves valid at every point (constant LR): the smallest C from which the lower envelope is held by a run
+    larger than the smallest size. Below it the smallest model wins, so a smaller one might do better and the
+    frontier is not resolved there. `sizes`: run_id -> size (N_eff). None when the smallest size always wins."""
+    grid = envelope_grid(curves, per_decade)
+    finite = np.isfinite(grid.log_loss).any(axis=0)
+    best = np.argmin(grid.log_loss, axis=0)
+    size = sizes.reindex(grid.run_ids).to_numpy(float)
+    larger = finite & (size[best] > size.min())
+    if not larger.any():
+        return None
+    first = int(np.argmax(larger))
+    return float(np.exp(grid.log_flops[best[first], first]))
+
+
 def lower_envelope(log_loss: np.ndarray, log_flops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Envelope of one or many replicates ([..., runs, bins]): returns log C, log L, kept mask, each [..., bins]."""
     best = np.argmin(log_loss, axis=-2)
@@ -158,12 +173,15 @@ def _check_curves(curves: pd.DataFrame) -> None:
 
 def fit_frontier(curves: pd.DataFrame, noise: SeedNoise | None = None, replicates: int = DEFAULT_REPLICATES,
                  seed: int = 0, level: float = DEFAULT_LEVEL, per_decade: int = DEFAULT_PER_DECADE,
-                 delta: float = HUBER_DELTA) -> FrontierFit:
-    """Envelope + L(C) fit of curves (columns run_id, flops, loss); `noise` None estimates it from residuals."""
+                 delta: float = HUBER_DELTA, floor: float | None = None) -> FrontierFit:
+    """Envelope + L(C) fit of curves (columns run_id, flops, loss); `noise` None estimates it from residuals.
+
+    The envelope starts at `floor` (default: the smallest run's final FLOPs; see resolved_floor for runs whose
+    whole curves are valid reads)."""
     check_settings(replicates, level)
     _check_curves(curves)
-    # Below the smallest run's full budget only partly trained runs exist, all too large for that compute.
-    floor = curves.groupby("run_id")["flops"].max().min()
+    if floor is None:  # below the smallest run's full budget only partly trained runs exist, all too large
+        floor = curves.groupby("run_id")["flops"].max().min()
     curves = curves[curves["flops"] >= floor * (1 - 1e-9)]
     grid = envelope_grid(curves, per_decade)
     env_c, env_l, kept = lower_envelope(grid.log_loss, grid.log_flops)

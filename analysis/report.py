@@ -29,7 +29,7 @@ from analysis.diagnostics import (DEFAULT_MAX_FACTOR, FitStatus, failed, frontie
 from analysis.errors import AnalysisError
 from analysis.exports import plain, write_exports
 from analysis.extrapolate import frontier_holdout, isoflop_holdout
-from analysis.frontier import FrontierFit, fit_frontier
+from analysis.frontier import FrontierFit, fit_frontier, resolved_floor
 from analysis.inputs import best_lr_runs, final_only, frontier_curves, isoflop_points, seed_noise, wall_curves
 from analysis.isoflop import IsoflopFit, fit_isoflop
 from analysis.load import RunTable
@@ -144,10 +144,15 @@ def _analyse_structure(table: RunTable, runs: pd.DataFrame, where: tuple[str | N
         res.notes.append(f"{len(once)} of {len(runs)} runs decay their LR to their own end (schedule "
                          f"{', '.join(sorted(set(runs.loc[runs['run_id'].isin(once), 'schedule'])))}): the isoFLOP "
                          "fit reads them at their final budget only")
-    res.frontier = _attempt(res, "frontier", fit_frontier, curves, noise, seed=_fit_seed(seed, *where, "f"), **kw)
+    floor = None if once else resolved_floor(curves, runs.set_index("run_id")["n_eff"])
+    if floor is not None:
+        res.notes.append(f"every curve is a valid read (constant LR): the loss frontier starts at C = {floor:.3g}, "
+                         "where a run larger than the smallest size first holds the envelope")
+    res.frontier = _attempt(res, "frontier", fit_frontier, curves, noise, seed=_fit_seed(seed, *where, "f"),
+                            floor=floor, **kw)
     if res.frontier is not None:
         holdouts.append(frontier_holdout(curves, noise, seed=_fit_seed(seed, *where, "fh"), final_only=once,
-                                         declared=declared_budgets(runs, once), **kw))
+                                         declared=declared_budgets(runs, once), floor=floor, **kw))
     wall = wall_curves(table, runs)
     if wall["run_id"].nunique() < runs["run_id"].nunique():
         res.status["wall_frontier"] = failed("some runs recorded no training seconds (wall_s) with their evaluations")

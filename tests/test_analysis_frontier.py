@@ -66,3 +66,18 @@ def test_too_narrow_or_bad_input_is_refused():
         fit_frontier(curves)
     with pytest.raises(AnalysisError, match="missing \\['loss'\\]"):
         fit_frontier(pd.DataFrame({"run_id": ["a"], "flops": [1.0]}))
+
+
+def test_resolved_floor_is_where_a_larger_run_first_holds_the_envelope():
+    from analysis.frontier import resolved_floor
+
+    flops = np.geomspace(1e9, 1e12, 25)
+    small = 3.0 * flops ** -0.05  # wins early, flattens
+    large = 12.0 * flops ** -0.11  # overtakes it at C = 4^(1/0.06) ~ 1.1e10
+    curves = pd.DataFrame({"run_id": ["s"] * 25 + ["l"] * 25, "flops": np.r_[flops, flops],
+                           "loss": np.r_[small, large]})
+    floor = resolved_floor(curves, pd.Series({"s": 1e4, "l": 1e5}))
+    cross = 4.0 ** (1 / 0.06)
+    assert cross <= floor <= cross * 10 ** (1 / 8) * 1.01  # the first envelope bin past the crossing
+    behind = curves.assign(loss=np.r_[small, small + 1.0])  # the larger run never catches up
+    assert resolved_floor(behind, pd.Series({"s": 1e4, "l": 1e5})) is None  # the smallest always wins: unresolved
