@@ -10,7 +10,6 @@ interrupted ones resume, failed ones are retried only with retry_failed=true, ru
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -108,16 +107,16 @@ def make_executor(cluster: DictConfig, folder: Path) -> submitit.Executor:
 
 
 def pack(runs: list[PlannedRun], cluster: DictConfig) -> list[list[PlannedRun]]:
-    """Group runs into jobs: `runs_per_job` each, or (locally) one job per parallel CPU slot."""
-    if cluster.runs_per_job:
-        per_job = cluster.runs_per_job
-    elif cluster.kind == "slurm":
-        per_job = 1
-    else:
-        slots = cluster.parallel_jobs or max(1, len(os.sched_getaffinity(0)) // max(1, cluster.cpus_per_task))
-        per_job = math.ceil(len(runs) / slots)
-    per_job = max(1, per_job)
-    return [runs[i:i + per_job] for i in range(0, len(runs), per_job)]
+    """Group runs into jobs: `runs_per_job` each (one per Slurm task by default), or locally one job per parallel
+    CPU slot, each given the whole list: a shared queue, where a job skips what another has finished or holds the
+    lease of, so no slot idles while another works through a slice of expensive runs."""
+    if cluster.runs_per_job or cluster.kind == "slurm":
+        per_job = max(1, cluster.runs_per_job or 1)
+        return [runs[i:i + per_job] for i in range(0, len(runs), per_job)]
+    if cluster.kind == "debug":  # in this process: one after another
+        return [list(runs)]
+    slots = cluster.parallel_jobs or max(1, len(os.sched_getaffinity(0)) // max(1, cluster.cpus_per_task))
+    return [list(runs) for _ in range(min(slots, len(runs)))]
 
 
 def submit(runs: list[PlannedRun], cluster: DictConfig, folder: Path) -> list[submitit.Job]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -182,6 +183,27 @@ def test_many_runs_finishing_at_once_lose_nothing(tmp_path):
         rows = [line for line in (d / "metrics.jsonl").read_text().splitlines()]
         assert rows and all(line.startswith("{") and line.endswith("}") for line in rows)
         assert run_state(str(tmp_path), d.name) == "completed"
+
+
+def test_local_jobs_share_one_queue_and_train_each_run_once(tmp_path):
+    """Without runs_per_job every local slot gets the whole list; leases and finished summaries make it a queue."""
+    from scaling.launch import pack
+
+    runs = expand(OmegaConf.create(tiny_sweep(axes={"model.width": [32, 48], "train.seed": [0, 1]}))).runs
+    local = compose_launch_config(["+sweep=quickstart", "cluster=local", "cluster.parallel_jobs=3"]).cluster
+    assert [len(batch) for batch in pack(runs, local)] == [8, 8, 8]
+    slurm = compose_launch_config(["+sweep=quickstart", "cluster=slurm"]).cluster
+    assert [len(batch) for batch in pack(runs, slurm)] == [1] * 8
+    debug = compose_launch_config(["+sweep=quickstart", "cluster=debug"]).cluster
+    assert [len(batch) for batch in pack(runs, debug)] == [8]
+
+    sweep = tiny_sweep(axes={"model.width": [32, 48], "train.seed": [0, 1]})
+    launch(launch_cfg(tmp_path, sweep, "cluster=local", "cluster.cpus_per_task=1", "cluster.parallel_jobs=2"))
+    for d in iter_run_dirs(tmp_path):
+        assert read_summary(d)["status"] == "completed" and read_summary(d)["restarts"] == 0
+        rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+        steps = [r["step"] for r in rows if r["kind"] == "train"]
+        assert steps == sorted(set(steps))  # one training pass: no step logged twice
 
 
 def test_secrets_never_reach_run_files(tmp_path):
