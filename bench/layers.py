@@ -85,7 +85,7 @@ def time_steps(layers: dict, paths: dict[str, bool], args: argparse.Namespace, w
     import torch
 
     from scaling.structures.paths import DEFAULT_POLICY, use_policy
-    from scaling.train import autocast_for
+    from scaling.device import autocast_for
 
     x = torch.randn(args.tokens, width, device=device, requires_grad=True)
     grad = torch.randn(args.tokens, width, device=device)

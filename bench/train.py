@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
     from scaling.flops import model_flops
     from scaling.parametrization import build_parametrized_model, make_optimizer
     from scaling.structures import REGISTRY
-    from scaling.train import autocast_for
+    from scaling.device import autocast_for
 
     unknown = [s for s in args.structures if s.partition(":")[0] not in REGISTRY]
     if unknown:

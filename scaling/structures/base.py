@@ -95,6 +95,11 @@ class StructuredLinear(nn.Module):
         A no-op for structures without such scales.
         """
 
+    def taxonomy(self) -> dict[str, float]:
+        """Coordinates of the layer in a structure taxonomy, recorded in the run summary; {} where none applies
+        (Einsum and its subclasses: omega, psi, nu)."""
+        return {}
+
     def aux_loss(self) -> torch.Tensor | None:
         """Auxiliary loss of the last forward pass (routers of mixtures of experts); None for most structures."""
         return None

@@ -285,6 +285,10 @@ class Einsum(StructuredLinear):
         """Compute exponent."""
         return self.coordinates.nu
 
+    def taxonomy(self) -> dict[str, float]:
+        """omega, psi, nu as the run summary records them."""
+        return {"omega": float(self.omega), "psi": float(self.psi), "nu": float(self.nu)}
+
     # --- costs -----------------------------------------------------------------------------------------
     def _macs_a_first(self) -> int:
         s = self.sizes
