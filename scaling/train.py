@@ -11,6 +11,8 @@ The loop below reads top to bottom; its steps are in scaling/train_steps.py, the
 
 from __future__ import annotations
 
+import scaling.omp_passive  # noqa: F401  (first: OMP_WAIT_POLICY before torch starts)
+
 import sys
 from contextlib import nullcontext
 from typing import Any
@@ -19,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from scaling.checkpoint import PreemptionGuard
 from scaling.cli import Command, run_command
-from scaling.configs import compose_run_config
+from scaling.compose import compose_run_config
 from scaling.distributed import teardown
 from scaling.lease import Lease, live_holder
 from scaling.multirun import multirun

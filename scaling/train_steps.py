@@ -16,9 +16,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from scaling.budget_evals import budget_steps
 from scaling.checkpoint import PreemptionGuard, check_checkpoint_step, load_checkpoint, save_checkpoint
-from scaling.config import LoggerConfig, ModelConfig, StructureConfig
-from scaling.configs import as_dataclass
+from scaling.schema import LoggerConfig, ModelConfig, StructureConfig
+from scaling.compose import as_dataclass
 from scaling.data import build_data
+from scaling.data.batching import DataBundle
 from scaling.device import autocast_for
 from scaling.distributed import all_reduce_mean, barrier
 from scaling.labels import run_label
@@ -35,7 +36,7 @@ from scaling.tracking import Tracker, import_wandb_under, run_name, run_tags, wa
 class Trainee:
     """What is trained, and the fixed batches and steps it is evaluated on."""
 
-    data: Any  # scaling.data's bundle: the training stream, the evaluation batches, the data's info
+    data: DataBundle  # the training stream, the evaluation batches, the data's info
     model: torch.nn.Module
     trained: torch.nn.Module  # the model, DDP-wrapped when several processes train it
     optimizer: torch.optim.Optimizer

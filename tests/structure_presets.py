@@ -6,8 +6,8 @@ import dataclasses
 
 from omegaconf import OmegaConf
 
-from scaling.config import StructureConfig
-from scaling.configs import CONF_DIR
+from scaling.schema import StructureConfig
+from scaling.compose import CONF_DIR
 
 PRESETS = CONF_DIR / "structure"
 

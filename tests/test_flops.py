@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from scaling.config import ModelConfig, StructureConfig
-from scaling.data.base import DataInfo
+from scaling.schema import ModelConfig, StructureConfig
+from scaling.data.interface import DataInfo
 from scaling.flops import measure_flops, model_flops
 from scaling.models import build_model
 from scaling.structures import REGISTRY

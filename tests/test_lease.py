@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from scaling.configs import compose_run_config
+from scaling.compose import compose_run_config
 from scaling.lease import HEARTBEAT_FRESH_S, Lease, live_holder, process_start
 from scaling.run_paths import RunPaths
 from scaling.results import atomic_write_json, iter_run_dirs, read_jsonl, read_summary, run_dir, run_id

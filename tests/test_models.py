@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scaling.config import ModelConfig, StructureConfig
-from scaling.data.base import DataInfo
+from scaling.schema import ModelConfig, StructureConfig
+from scaling.data.interface import DataInfo
 from scaling.models import ROLES, ModelConfigError, build_model
 from scaling.models.gpt2 import AttentionCore
 from scaling.structures import REGISTRY, StructureError

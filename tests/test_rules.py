@@ -6,9 +6,9 @@ import pytest
 
 from analysis import taxonomy as analysis_taxonomy
 from scaling import parametrization, plan
-from scaling.config import ModelConfig, StructureConfig
-from scaling.configs import compose_run_config
-from scaling.data.base import DataInfo
+from scaling.schema import ModelConfig, StructureConfig
+from scaling.compose import compose_run_config
+from scaling.data.interface import DataInfo
 from scaling.flops import training_flops
 from scaling.models import FAMILIES, ModelConfigError, build_model, check_data_kind
 from scaling.models.base import EMBED_STD

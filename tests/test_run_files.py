@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from analysis.load import iter_directory_records
 from scaling.run_paths import RunPaths
-from scaling.configs import compose_run_config
+from scaling.compose import compose_run_config
 from scaling.launch import launch
 from scaling.results import atomic_write_json, read_jsonl, read_summary, run_dir, run_id
 from scaling.run_files import RunFileError, read_config_file, read_metrics_file, read_summary_file

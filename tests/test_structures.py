@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from scaling.config import StructureConfig
+from scaling.schema import StructureConfig
 from scaling.structures import REGISTRY, StructureError, StructuredLinear, build_linear, spectral_std
 from scaling.structures.btt import BlockTensorTrain
 from scaling.structures.dense import Dense

@@ -15,7 +15,7 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
-from scaling.config import StructureConfig
+from scaling.schema import StructureConfig
 
 
 class StructureError(ValueError):

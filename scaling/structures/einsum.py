@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from scaling.config import StructureConfig
+from scaling.schema import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register, spectral_std
 from scaling.structures.btt import rms_cap
 from scaling.structures.kernels import two_core_apply
