@@ -41,7 +41,8 @@ def dense_matrix(layer: StructuredLinear) -> torch.Tensor:
 
 def test_every_registered_structure_has_a_preset():
     assert NAMES == sorted(p.stem for p in PRESETS.glob("*.yaml"))
-    assert {"dense", "einsum", "einsum_norm", "btt_moe", "btt_moe_norm"} <= set(NAMES)
+    assert {"dense", "low_rank", "kron", "tt", "monarch", "btt", "btt_norm", "einsum", "einsum_norm", "btt_moe",
+            "btt_moe_norm"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")

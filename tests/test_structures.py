@@ -1,4 +1,5 @@
-"""Structured linear layers (low_rank, kron, tt, monarch, btt, btt_norm): shapes, counts, FLOPs, init, math."""
+"""Structured linear layers (low_rank, kron, tt, monarch, btt, btt_norm) case by case: published counts, FLOPs, fan-ins,
+init and each one's defining math. What every registered structure must satisfy is in test_structure_contract.py."""
 
 from __future__ import annotations
 
@@ -45,7 +46,6 @@ CASES = [
     (S("btt_norm", rank=3), 96, 48),
 ]
 IDS = [f"{c.name}-r{c.rank}-{di}x{do}" for c, di, do in CASES]
-MINE = ["low_rank", "kron", "tt", "monarch", "btt", "btt_norm"]
 
 
 def build(cfg: StructureConfig, d_in: int, d_out: int, bias: bool = False, seed: int = 0) -> StructuredLinear:
@@ -483,7 +483,3 @@ def test_pad_last_zero_pads_and_keeps_exact_sizes():
     assert pad_last(x, 5) is x
     padded = pad_last(x, 8)
     assert padded.shape == (2, 8) and torch.equal(padded[:, :5], x) and not padded[:, 5:].any()
-
-
-def test_every_structure_is_registered():
-    assert set(MINE) <= set(REGISTRY)
