@@ -46,6 +46,7 @@ CASES = [
     (S("btt_norm", rank=3), 96, 48),
 ]
 IDS = [f"{c.name}-r{c.rank}-{di}x{do}" for c, di, do in CASES]
+MINE = ["low_rank", "kron", "tt", "monarch", "btt", "btt_norm"]
 
 
 def build(cfg: StructureConfig, d_in: int, d_out: int, bias: bool = False, seed: int = 0) -> StructuredLinear:
@@ -483,3 +484,7 @@ def test_pad_last_zero_pads_and_keeps_exact_sizes():
     assert pad_last(x, 5) is x
     padded = pad_last(x, 8)
     assert padded.shape == (2, 8) and torch.equal(padded[:, :5], x) and not padded[:, 5:].any()
+
+
+def test_every_structure_is_registered():
+    assert set(MINE) <= set(REGISTRY)
