@@ -245,7 +245,7 @@ def _plan_next(args: argparse.Namespace) -> str:
     from analysis.load import load_sweeps
     from analysis.plan_next import check_budgets, check_out, first_round, plan_next, summary, sweep_text
     from analysis.report import analyse
-    from scaling.configs import SWEEPS_DIR
+    from scaling.compose import SWEEPS_DIR
     from scaling.results import atomic_write_bytes
 
     out = Path(args.out or f"sweeps/{args.sweep}_next.yaml")

@@ -27,7 +27,7 @@ from analysis.bootstrap import Interval
 from analysis.diagnostics import FitStatus
 from analysis.errors import AnalysisError
 from analysis.report import Report, StructureResult
-from scaling.configs import compose_run_config, load_sweep_file, sweep_dirs, sweep_files
+from scaling.compose import compose_run_config, load_sweep_file, sweep_dirs, sweep_files
 from scaling.plan import ConfigError, RunPlan, plan_run
 from scaling.results import read_json
 from scaling.sweeps import SweepError, check_name, expand

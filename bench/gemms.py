@@ -40,7 +40,7 @@ def median_seconds(run, between, repeats: int) -> float:
 def profile(args: argparse.Namespace) -> list[dict]:
     import torch
 
-    from scaling.config import StructureConfig
+    from scaling.schema import StructureConfig
     from scaling.structures import native
     from scaling.structures.btt import BlockTensorTrain, btt_plan
     from scaling.structures.token_major import token_major_plan

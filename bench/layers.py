@@ -58,7 +58,7 @@ class Row:
 
 def default_specs() -> list[str]:
     """Every conf/structure preset whose structure is registered (dense is the baseline), then EXTRA_SPECS."""
-    from scaling.configs import CONF_DIR
+    from scaling.compose import CONF_DIR
     from scaling.structures import REGISTRY
 
     names = sorted(p.stem for p in (CONF_DIR / "structure").glob("*.yaml"))
@@ -69,7 +69,7 @@ def structure_config(spec: str):
     """`name[:key=value,...]` -> the conf/structure/name preset with structure.key=value overrides."""
     from omegaconf import OmegaConf
 
-    from scaling.configs import compose_run_config
+    from scaling.compose import compose_run_config
 
     name, _, rest = spec.partition(":")
     overrides = [f"structure={name}"] + [f"structure.{kv}" for kv in rest.split(",") if kv]
@@ -85,7 +85,7 @@ def time_steps(layers: dict, paths: dict[str, bool], args: argparse.Namespace, w
     import torch
 
     from scaling.structures.paths import DEFAULT_POLICY, use_policy
-    from scaling.train import autocast_for
+    from scaling.device import autocast_for
 
     x = torch.randn(args.tokens, width, device=device, requires_grad=True)
     grad = torch.randn(args.tokens, width, device=device)

@@ -1,4 +1,4 @@
-"""Hydra's standard flags for the project's commands (train, launch, status, inspect), run by Hydra itself.
+"""Hydra's standard flags for the project's commands (train, launch, status, describe), run by Hydra itself.
 
     --help, --hydra-help, --cfg job|hydra|all [--resolve] [--package P], --info [all|config|defaults|...],
     --shell-completion install=bash|query=bash, --version
@@ -22,7 +22,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from scaling.configs import CONF_DIR, SweepPathError, run_overrides
+from scaling.compose import CONF_DIR, SweepPathError, run_overrides
 from scaling.validate import describe_error
 
 # Flags that make a command print something about its config instead of running.
@@ -90,7 +90,7 @@ def show_info(command: Command, args: Sequence[str]) -> int:
     """Run Hydra's handler for the informational flag in `args` over this command's config; return the exit code."""
     parser = get_args_parser()
     parser.prog = f"python -m {command.name}"
-    parsed, _ = parser.parse_known_args(list(args))  # a command's own flags (inspect --json) pass; --version exits
+    parsed, _ = parser.parse_known_args(list(args))  # a command's own flags (describe --json) pass; --version exits
     overrides = command.prepare(list(parsed.overrides))
     ConfigStore.instance().store(group="hydra/help", name=command.name, node=command.help_node())
     hydra_overrides = [*overrides, f"hydra/help={command.name}", f"hydra.job.name={command.name}"]

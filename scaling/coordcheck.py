@@ -21,6 +21,8 @@ step), slopes.csv (one row per layer) and coord.png into coordcheck.out, and pri
 
 from __future__ import annotations
 
+import scaling.omp_passive  # noqa: F401  (first: OMP_WAIT_POLICY before torch starts)
+
 import dataclasses
 import sys
 from dataclasses import dataclass, field
@@ -37,8 +39,8 @@ import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
-from scaling.config import ModelConfig, StructureConfig  # noqa: E402
-from scaling.configs import as_dataclass, compose_run_config  # noqa: E402
+from scaling.schema import ModelConfig, StructureConfig  # noqa: E402
+from scaling.compose import as_dataclass, compose_run_config  # noqa: E402
 from scaling.data import build_data  # noqa: E402
 from scaling.models import Model  # noqa: E402
 from scaling.parametrization import ParamRule, build_parametrized_model, make_optimizer  # noqa: E402

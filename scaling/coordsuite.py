@@ -13,6 +13,8 @@ per-run table into report.md and the plots.
 
 from __future__ import annotations
 
+import scaling.omp_passive  # noqa: F401  (first: OMP_WAIT_POLICY before torch starts)
+
 import dataclasses
 import platform
 import shlex
@@ -28,13 +30,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from scaling.config import ModelConfig, StructureConfig
-from scaling.configs import CONF_DIR, as_dataclass, compose_run_config
+from scaling.compose import CONF_DIR, as_dataclass, compose_run_config
 from scaling.coordcheck import CoordCheckConfig, run_coordcheck
 from scaling.data import data_info
 from scaling.data.image_files import FASHION_MNIST_DEFAULT
 from scaling.models import build_model
 from scaling.parametrization import MODES
+from scaling.schema import ModelConfig, StructureConfig
 from scaling.structures import REGISTRY
 
 SUITE_FILE = CONF_DIR / "coord_checks.yaml"

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from scaling.data.base import DataInfo
+from scaling.data.interface import DataInfo
 from scaling.models.base import Model, outermost_modules
 from scaling.models.gpt2 import AttentionCore
 from scaling.structures.base import StructuredLinear

@@ -10,6 +10,8 @@ interrupted ones resume, failed ones are retried only with retry_failed=true, ru
 
 from __future__ import annotations
 
+import scaling.omp_passive  # noqa: F401  (first: OMP_WAIT_POLICY before torch starts)
+
 import os
 import sys
 import time
@@ -21,7 +23,7 @@ import submitit
 from omegaconf import DictConfig, OmegaConf
 
 from scaling.cli import Command, run_command
-from scaling.configs import register_sweep
+from scaling.compose import register_sweep
 from scaling.jobs import RunBatch
 from scaling.labels import run_label
 from scaling.progress import format_duration

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from scaling.cli import CommandLineError
-from scaling.configs import compose_run_config
+from scaling.compose import compose_run_config
 from scaling.sweeps import SweepError, split_run_overrides
 
 BUDGET_KEYS = {"train.tokens": "tokens", "train.flops": "flops"}

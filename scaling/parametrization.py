@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from scaling.config import ModelConfig, StructureConfig
-from scaling.data.base import DataInfo
+from scaling.schema import ModelConfig, StructureConfig
+from scaling.data.interface import DataInfo
 from scaling.models import Model, ModelConfigError, build_model
 from scaling.models.base import EMBED_STD, outermost_modules
 from scaling.models.factory import INPUT_ROLES

@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass
 import torch
 from omegaconf import DictConfig
 
-from scaling.config import ModelConfig, StructureConfig
-from scaling.configs import as_dataclass
+from scaling.schema import ModelConfig, StructureConfig
+from scaling.compose import as_dataclass
 from scaling.data import data_info
-from scaling.data.base import DataInfo
+from scaling.data.interface import DataInfo
 from scaling.flops import model_flops, training_flops
 from scaling.models import FAMILIES, build_model, check_data_kind
 from scaling.results import run_id

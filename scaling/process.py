@@ -1,10 +1,11 @@
 """Process-wide CPU settings that training and the benchmarks share.
 
-- OpenMP waiting: importing `scaling` sets OMP_WAIT_POLICY=PASSIVE unless the environment already sets it, so
-  idle OpenMP threads sleep instead of spinning. On a shared or oversubscribed machine a spinning thread takes
-  the core its partner (or the compiled structured GEMM's threads, structures/native.py) needs, which stalls
-  every parallel region; measured on 2 cores, BTT layers ran up to 1.4x faster with it. It only acts if set
-  before torch starts, which importing `scaling` first ensures for every entry point of the project.
+- OpenMP waiting: every entry point (the CLIs, the submitit job) first imports `scaling.omp_passive`, which sets
+  OMP_WAIT_POLICY=PASSIVE unless the environment already sets it, so idle OpenMP threads sleep instead of
+  spinning. On a shared or oversubscribed machine a spinning thread takes the core its partner (or the compiled
+  structured GEMM's threads, structures/native.py) needs, which stalls every parallel region; measured on 2
+  cores, BTT layers ran up to 1.4x faster with it. It only acts if set before torch starts, hence first;
+  importing the `scaling` package itself changes no environment variable.
 - Freed memory: `keep_freed_memory()` asks glibc malloc to keep freed blocks for reuse (no mmap for large
   blocks, no trimming), so each step's large activations do not page-fault anew. train() calls it.
 """

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import scaling.omp_passive  # noqa: F401  (first: OMP_WAIT_POLICY before torch starts)
+
 import os
 import sys
 import time

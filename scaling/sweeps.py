@@ -33,9 +33,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from scaling.budget_evals import attach_eval_budgets
-from scaling.config import LaunchConfig
+from scaling.schema import LaunchConfig
 from scaling.labels import default_label
-from scaling.configs import compose_conf, compose_run_config, is_sweep_path, register_sweep_group, sweep_files
+from scaling.compose import compose_conf, compose_run_config, is_sweep_path, register_sweep_group, sweep_files
 from scaling.plan import ConfigError, RunPlan, plan_run
 from scaling.validate import SettingError, check_launch_config, describe_error
 
@@ -72,7 +72,7 @@ def sweep_names(extra_dirs: Sequence[str] = ()) -> list[str]:
 
 
 def register_sweeps(args: Sequence[str] = ()) -> list[str]:
-    """`launch_schema` for conf/launch.yaml, and every sweep file (scaling.configs.sweep_dirs) as an option of
+    """`launch_schema` for conf/launch.yaml, and every sweep file (scaling.compose.sweep_dirs) as an option of
     the group `sweep`; returns `args` with the sweep folders and files they name resolved. A file that does not
     parse is left out, so it affects only its own sweep (check_sweep_file reports it)."""
     ConfigStore.instance().store(name="launch_schema", node=LaunchConfig)

@@ -55,8 +55,8 @@ def measure_rate(cfg: DictConfig, steps: int = 3) -> float:
     """units/s of a few real optimiser steps on random inputs of the right shape (after one warm-up step)."""
     from scaling.data import data_info
     from scaling.parametrization import build_parametrized_model, make_optimizer
-    from scaling.config import ModelConfig, StructureConfig
-    from scaling.configs import as_dataclass
+    from scaling.schema import ModelConfig, StructureConfig
+    from scaling.compose import as_dataclass
 
     info = data_info(cfg.data, context=cfg.model.context)
     model, rules = build_parametrized_model(as_dataclass(cfg.model, ModelConfig),

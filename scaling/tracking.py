@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from scaling.config import LoggerConfig
+from scaling.schema import LoggerConfig
 from scaling.labels import run_label
 
 MODES = ("online", "offline", "disabled")

@@ -20,7 +20,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from scaling.config import (
+from scaling.schema import (
     ClusterConfig, DataConfig, LaunchConfig, LoggerConfig, ModelConfig, RunConfig, StructureConfig, TrainConfig,
 )
 from scaling.data.tokenizers import TOKENIZERS

@@ -6,6 +6,8 @@ is already running, or starts one and stops it again at the end of the session.
 
 from __future__ import annotations
 
+import scaling.omp_passive  # noqa: F401  (as every entry point: OMP_WAIT_POLICY before torch starts)
+
 import os
 import re
 import shutil

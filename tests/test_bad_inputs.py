@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import scaling.configs
+import scaling.compose
 from scaling.launch import main as launch_main
 from scaling.train import main as train_main
 from test_launch import TINY_BASE, tiny_sweep
@@ -88,7 +88,7 @@ def sweeps_dir(tmp_path, monkeypatch) -> Path:
     (folder / "typo.yaml").write_text(yaml.safe_dump({**tiny_sweep(name="typo"), "axis": {"train.seed": [1]}}))
     for stem in ("dup_a", "dup_b"):
         (folder / f"{stem}.yaml").write_text(yaml.safe_dump(tiny_sweep(name="dup")))
-    monkeypatch.setattr(scaling.configs, "SWEEPS_DIR", folder)
+    monkeypatch.setattr(scaling.compose, "SWEEPS_DIR", folder)
     return folder
 
 

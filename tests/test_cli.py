@@ -13,7 +13,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from scaling.configs import CONF_DIR, SweepPathError, compose_run_config
+from scaling.compose import CONF_DIR, SweepPathError, compose_run_config
 from scaling.launch import launch_sweep
 from scaling.multirun import multirun_sweep
 from scaling.results import iter_run_dirs, read_json, read_summary
@@ -21,7 +21,7 @@ from scaling.status import sweep_status
 from scaling.sweeps import compose_launch_config, expand
 from test_launch import REPO, TINY_BASE, tiny_sweep
 
-COMMANDS = ("scaling.train", "scaling.launch", "scaling.status", "scaling.inspect")
+COMMANDS = ("scaling.train", "scaling.launch", "scaling.status", "scaling.describe")
 STRUCTURES = sorted(p.stem for p in (CONF_DIR / "structure").glob("*.yaml"))
 
 
@@ -71,7 +71,7 @@ def test_info_and_shell_completion(tmp_path):
 
 
 def test_bad_input_is_one_line_not_a_traceback(tmp_path):
-    for module in ("scaling.inspect", "scaling.train"):
+    for module in ("scaling.describe", "scaling.train"):
         result = cli(module, "structure=foo", cwd=tmp_path)
         assert result.returncode == 2
         [line] = result.stderr.strip().splitlines()
@@ -196,3 +196,43 @@ def test_multirun_on_slurm_goes_out_as_one_job_array(slurm_cluster, tmp_path):
         ("btt", "completed"), ("dense", "completed")]
     second = cli("scaling.train", *args, cwd=tmp_path)
     assert "2 runs {'completed': 2}; 0 to run" in second.stdout and "submitted" not in second.stdout
+
+
+PROBE = """import builtins, os
+seen = []
+real_import = builtins.__import__
+def spy(name, *args, **kwargs):
+    if name.split(".")[0] == "torch" and not seen:
+        seen.append(os.environ.get("OMP_WAIT_POLICY"))
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = spy
+import {modules}
+print(seen[0] if seen else "no-torch", os.environ.get("OMP_WAIT_POLICY"))
+"""
+
+
+ENTRY_POINTS = [*COMMANDS, "scaling.coordcheck", "scaling.data.prepare", "scaling.jobs"]
+# the scaling.data package imports torch before prepare's first line, so prepare's torch starts with OpenMP's own
+# policy (it tokenises and downloads); the variable is still set for everything it starts
+AFTER_TORCH = {"scaling.data.prepare"}
+
+
+def omp_probe(modules: str, **env: str) -> list[str]:
+    """[OMP_WAIT_POLICY when torch is first imported (or no-torch), OMP_WAIT_POLICY after importing `modules`]."""
+    base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run([sys.executable, "-c", PROBE.format(modules=modules)], cwd=REPO, env={**base, **env},
+                          capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
+def test_importing_the_package_sets_no_environment_variable():
+    assert omp_probe("scaling, scaling.structures, scaling.models, scaling.data, scaling.train_steps") == ["None"] * 2
+    assert omp_probe("scaling.train", OMP_WAIT_POLICY="ACTIVE") == ["ACTIVE", "ACTIVE"]  # the environment wins
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_entry_points_set_omp_wait_before_torch_starts(entry):
+    first, after = omp_probe(entry)
+    assert after == "PASSIVE"
+    assert first in (("None",) if entry in AFTER_TORCH else ("PASSIVE", "no-torch"))

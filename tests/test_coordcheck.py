@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from scaling.config import ModelConfig, StructureConfig
+from scaling.schema import ModelConfig, StructureConfig
 from scaling.coordcheck import CoordCheckConfig, fit_slopes, main, parse_args, update_sizes
-from scaling.data.base import DataInfo
+from scaling.data.interface import DataInfo
 from scaling.parametrization import build_parametrized_model
 
 TEACHER = DataInfo(kind="teacher", unit="example", input_shape=(8,), output_dim=1, loss="mse")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from scaling.config import DataConfig
+from scaling.schema import DataConfig
 from scaling.data import build_data, data_info
 from scaling.data.corpora import clean_play, openwebtext_dataset, shakespeare_corpus
 from scaling.data.image_files import read_cifar_batch, read_idx

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from scaling.config import DataConfig
-from scaling.configs import REPO_ROOT
+from scaling.schema import DataConfig
+from scaling.compose import REPO_ROOT
 from scaling.data import build_data, data_info
 from scaling.data.image_files import FASHION_MNIST_DEFAULT, download_cifar
 from scaling.data.prepare import main

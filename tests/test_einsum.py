@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from scaling.config import StructureConfig
+from scaling.schema import StructureConfig
 from scaling.structures import StructureError, build_linear, spectral_std
 from scaling.structures.einsum import Einsum, Theta
 

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from scaling.config import ModelConfig, StructureConfig
-from scaling.configs import compose_run_config
-from scaling.data.base import DataInfo
+from scaling.schema import ModelConfig, StructureConfig
+from scaling.compose import compose_run_config
+from scaling.data.interface import DataInfo
 from scaling.models import ModelConfigError, build_model
 from scaling.parametrization import build_parametrized_model, make_optimizer, param_rules
 from scaling.results import run_id

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-from scaling.config import ModelConfig, StructureConfig
-from scaling.data.base import DataInfo
+from scaling.schema import ModelConfig, StructureConfig
+from scaling.data.interface import DataInfo
 from scaling.flops import measure_flops, model_flops
 from scaling.models import build_model
 from scaling.structures import REGISTRY
+from structure_presets import structure_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "structure"
 TEXT = DataInfo(kind="text", unit="token", vocab_size=64)
 # 16 classes and 256 flat inputs so that every structure, the head's included, can factorise every layer
 IMAGE = DataInfo(kind="image", unit="example", input_shape=(1, 16, 16), num_classes=16)
@@ -32,12 +30,6 @@ MODELS = {
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def structure_config(name: str, **overrides) -> StructureConfig:
-    """The structure's conf/structure/<name>.yaml defaults (as a run gets them), with overrides."""
-    path = CONF / f"{name}.yaml"
-    node = OmegaConf.merge(OmegaConf.structured(StructureConfig), OmegaConf.load(path) if path.exists() else {})
-    return dataclasses.replace(OmegaConf.to_object(node), name=name, **overrides)
 
 
 @pytest.mark.parametrize("layers", ["all", "all_but_last"])

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.profiler import profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from scaling.config import StructureConfig
+from scaling.schema import StructureConfig
 from scaling.structures import StructuredLinear, build_linear
 from scaling.structures import kernels as K
 from scaling.structures.btt import BlockTensorTrain, btt_cores, btt_plan

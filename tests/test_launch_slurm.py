@@ -20,7 +20,7 @@ import submitit
 
 from scaling.checkpoint import load_checkpoint
 from scaling.run_paths import RunPaths
-from scaling.configs import compose_run_config
+from scaling.compose import compose_run_config
 from scaling.launch import launch
 from scaling.results import iter_run_dirs, read_json, read_jsonl, read_summary, run_dir
 from scaling.status import count_states

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from scaling.configs import compose_run_config
+from scaling.compose import compose_run_config
 from scaling.lease import HEARTBEAT_FRESH_S, Lease, live_holder, process_start
 from scaling.run_paths import RunPaths
 from scaling.results import atomic_write_json, iter_run_dirs, read_jsonl, read_summary, run_dir, run_id
 from scaling.status import main as status_main, run_state
-from scaling.train import eval_steps
+from scaling.train_steps import eval_steps
 from test_launch import REPO, TINY_BASE, launch_cfg, tiny_sweep
 
 

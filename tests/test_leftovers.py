@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from analysis.cli import main as analysis_main
-from scaling.configs import compose_run_config
+from scaling.compose import compose_run_config
 from scaling.plan import plan_run
 from scaling.results import run_id
 

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
-from scaling.config import ModelConfig, StructureConfig
-from scaling.data.base import DataInfo
+from scaling.schema import ModelConfig, StructureConfig
+from scaling.data.interface import DataInfo
 from scaling.models import ROLES, ModelConfigError, build_model
 from scaling.models.gpt2 import AttentionCore
 from scaling.structures import REGISTRY, StructureError
+from structure_presets import structure_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "structure"
 TEXT = DataInfo(kind="text", unit="token", vocab_size=64)
 IMAGE = DataInfo(kind="image", unit="example", input_shape=(1, 16, 16), num_classes=10)
 FLAT_IMAGE = DataInfo(kind="image", unit="example", input_shape=(256,), num_classes=10)
@@ -34,12 +32,6 @@ EINSUM_BTT1 = StructureConfig(name="einsum", theta=[0.5, 0.0, 0.5, 0.0, 0.5, 0.5
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def structure_config(name: str, **overrides) -> StructureConfig:
-    """The structure's conf/structure/<name>.yaml defaults (as a run gets them), with overrides."""
-    path = CONF / f"{name}.yaml"
-    node = OmegaConf.merge(OmegaConf.structured(StructureConfig), OmegaConf.load(path) if path.exists() else {})
-    return dataclasses.replace(OmegaConf.to_object(node), name=name, **overrides)
 
 
 def batch(info: DataInfo, model_cfg: ModelConfig, n: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

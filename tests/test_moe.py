@@ -10,10 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from scaling.config import StructureConfig
+from scaling.schema import StructureConfig
 from scaling.structures import StructuredLinear, StructureError, build_linear, spectral_std
 from scaling.structures.btt_moe import BTTMoE
-from scaling.structures.moe_ffn import MoEFFN, route
+from scaling.models.moe_ffn import MoEFFN
+from scaling.structures.routing import route
 
 DENSE = StructureConfig(name="dense")
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from scaling.configs import compose_run_config
+from scaling.compose import compose_run_config
 from scaling.launch import make_executor
 from scaling.results import read_jsonl, read_summary, run_dir, run_id
 from scaling.sweeps import SweepError, compose_launch_config

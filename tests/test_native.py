@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from scaling.config import StructureConfig
+from scaling.schema import StructureConfig
 from scaling.structures import build_linear, native
 from scaling.structures.btt import btt_plan
 from scaling.structures.einsum import einsum_plan

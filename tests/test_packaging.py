@@ -36,7 +36,7 @@ def test_a_wheel_install_runs_a_shipped_sweep_from_an_empty_directory(tmp_path):
     empty = tmp_path / "elsewhere"
     empty.mkdir()
     python = venv / "bin" / "python"
-    where = sh(python, "-c", "import scaling.configs as c; print(c.CONF_DIR); print(c.SWEEPS_DIR)", cwd=empty)
+    where = sh(python, "-c", "import scaling.compose as c; print(c.CONF_DIR); print(c.SWEEPS_DIR)", cwd=empty)
     site = sh(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=empty).stdout.strip()
     assert where.stdout.split() == [f"{site}/scaling/conf", f"{site}/scaling/sweep_files"]
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from scaling.config import ModelConfig, StructureConfig
-from scaling.data.base import DataInfo
+from scaling.schema import ModelConfig, StructureConfig
+from scaling.data.interface import DataInfo
 from scaling.models import ModelConfigError
 from scaling.parametrization import (
     ParamRule,

@@ -3,7 +3,7 @@ import multiprocessing as mp
 
 import pytest
 
-from scaling.configs import compose_run_config
+from scaling.compose import compose_run_config
 from scaling.results import append_jsonl, atomic_write_json, identity, read_jsonl, run_dir, run_id
 
 

@@ -6,13 +6,15 @@ import pytest
 
 from analysis import taxonomy as analysis_taxonomy
 from scaling import parametrization, plan
-from scaling.config import StructureConfig
-from scaling.configs import compose_run_config
+from scaling.schema import ModelConfig, StructureConfig
+from scaling.compose import compose_run_config
+from scaling.data.interface import DataInfo
 from scaling.flops import training_flops
-from scaling.models import FAMILIES, ModelConfigError, check_data_kind
+from scaling.models import FAMILIES, ModelConfigError, build_model, check_data_kind
 from scaling.models.base import EMBED_STD
 from scaling.structures import build_linear
 from scaling.taxonomy import coordinates
+from scaling.train_steps import taxonomy as run_taxonomy
 
 
 def test_training_flops_are_three_forwards_in_the_plan():
@@ -49,3 +51,17 @@ def test_taxonomy_formulas_have_one_home(theta, expected):
     layer = build_linear(StructureConfig("einsum", theta=theta), 64, 64)
     assert (layer.omega, layer.psi, layer.nu) == (c.omega, c.psi, c.nu)
     assert layer.coordinates == c
+
+
+@pytest.mark.parametrize("structure", ["einsum", "einsum_norm"])
+def test_run_taxonomy_comes_from_the_structure(structure):
+    """The summary's omega, psi, nu are the layer's own (Structure.taxonomy), for einsum and einsum_norm alike;
+    structures outside the taxonomy add none."""
+    theta = [0.5, 0.5, 0, 0.5, 0.5, 0, 0]
+    c = coordinates(*theta)
+    model = build_model(ModelConfig(family="gpt2", width=64, head_dim=16, depth=1, context=8),
+                        StructureConfig(structure, theta=theta), DataInfo(kind="text", unit="token", vocab_size=32))
+    assert run_taxonomy(model) == {"omega": c.omega, "psi": c.psi, "nu": c.nu}
+    btt = build_model(ModelConfig(family="gpt2", width=64, head_dim=16, depth=1, context=8),
+                        StructureConfig("btt"), DataInfo(kind="text", unit="token", vocab_size=32))
+    assert run_taxonomy(btt) == {}

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from analysis.load import iter_directory_records
 from scaling.run_paths import RunPaths
-from scaling.configs import compose_run_config
+from scaling.compose import compose_run_config
 from scaling.launch import launch
 from scaling.results import atomic_write_json, read_jsonl, read_summary, run_dir, run_id
 from scaling.run_files import RunFileError, read_config_file, read_metrics_file, read_summary_file
@@ -154,7 +154,9 @@ def test_a_restart_before_the_first_checkpoint_resumes_the_same_wandb_run(tmp_pa
                  f"results_root={tmp_path / 'results'}"]
     rid = run_id(compose_run_config(overrides))
     rdir = run_dir(tmp_path / "results", rid)
-    env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"))
+    # each process its own wandb service: an in-process wandb run earlier in the session exports WANDB_SERVICE,
+    # and a child sharing that service keeps the killed run's id registered ("run ID ... is in use")
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"} | {"TMPDIR": str(tmp_path / "tmp")}
     (tmp_path / "tmp").mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "scaling.train", *overrides], cwd=REPO, env=env)
     deadline = time.time() + 120

@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 from omegaconf import OmegaConf
 
-from scaling.config import DataConfig, ModelConfig, StructureConfig, TrainConfig
-from scaling.configs import compose_run_config
+from scaling.schema import DataConfig, ModelConfig, StructureConfig, TrainConfig
+from scaling.compose import compose_run_config
 from scaling.results import IDENTITY_SECTIONS, NON_IDENTITY_KEYS, run_id
 
 SCHEMAS = {"model": ModelConfig, "structure": StructureConfig, "data": DataConfig, "train": TrainConfig}

@@ -18,7 +18,7 @@ import cloudpickle
 import pytest
 import submitit
 
-from scaling.configs import compose_run_config
+from scaling.compose import compose_run_config
 from scaling.results import read_jsonl, read_summary, run_dir, run_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]

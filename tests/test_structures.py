@@ -1,4 +1,5 @@
-"""Structured linear layers (low_rank, kron, tt, monarch, btt, btt_norm): shapes, counts, FLOPs, init, math."""
+"""Structured linear layers (low_rank, kron, tt, monarch, btt, btt_norm) case by case: published counts, FLOPs, fan-ins,
+init and each one's defining math. What every registered structure must satisfy is in test_structure_contract.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from scaling.config import StructureConfig
+from scaling.schema import StructureConfig
 from scaling.structures import REGISTRY, StructureError, StructuredLinear, build_linear, spectral_std
 from scaling.structures.btt import BlockTensorTrain
 from scaling.structures.dense import Dense

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from scaling.configs import compose_run_config
+from scaling.compose import compose_run_config
 from scaling.results import read_jsonl, read_summary, run_dir, run_id
-from scaling.train import eval_steps, train
+from scaling.train import train
+from scaling.train_steps import eval_steps
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@
     build_data(cfg, context=..., batch_size=..., seed=..., rank=0, world_size=1) -> DataBundle
         .info, .train (next_batch/state_dict/load_state_dict), .eval_batches(n_batches, batch_size)
 
-`cfg` is the run's `data` section (scaling.config.DataConfig, as a dataclass or composed DictConfig).
+`cfg` is the run's `data` section (scaling.schema.DataConfig, as a dataclass or composed DictConfig).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from scaling.data.base import DataInfo, TrainStream
+from scaling.data.interface import DataInfo, TrainStream
 from scaling.data.images import build_images, image_info
-from scaling.data.stream import DataBundle
+from scaling.data.batching import DataBundle
 from scaling.data.teacher import build_teacher, teacher_info
 from scaling.data.text import build_text, text_info
 

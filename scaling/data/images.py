@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from scaling.data.base import DataInfo
+from scaling.data.interface import DataInfo
 from scaling.data.image_files import dataset_files, image_spec, load_image_set
-from scaling.data.stream import Batch, DataBundle, IndexedStream, RankSlice, batch_generator, check_eval_request
+from scaling.data.batching import Batch, DataBundle, IndexedStream, RankSlice, batch_generator, check_eval_request
 
 CROP_PADDING = 4  # pixels of zero padding before the random crop back to H x W (RandomCrop(32, padding=4))
 

@@ -6,17 +6,19 @@
         (cluster: downloads ~40 GB of OpenWebText; data.path may name a local copy or another hub id)
     python -m scaling.data.prepare data=cifar10 data.path=/datasets --download
 
-Arguments other than the flags are Hydra overrides of conf/run.yaml (see scaling.configs.compose_run_config).
+Arguments other than the flags are Hydra overrides of conf/run.yaml (see scaling.compose.compose_run_config).
 """
 
 from __future__ import annotations
+
+import scaling.omp_passive  # noqa: F401  (first: OMP_WAIT_POLICY before torch starts)
 
 import argparse
 import os
 import sys
 from typing import Any, Sequence
 
-from scaling.configs import compose_run_config
+from scaling.compose import compose_run_config
 from scaling.data import build_data, data_info
 from scaling.data.image_files import download_cifar, image_root, image_spec
 from scaling.data.token_cache import ensure_cache

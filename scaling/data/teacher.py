@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from scaling.data.base import DataInfo
-from scaling.data.stream import Batch, DataBundle, IndexedStream, RankSlice, batch_generator, check_eval_request
+from scaling.data.interface import DataInfo
+from scaling.data.batching import Batch, DataBundle, IndexedStream, RankSlice, batch_generator, check_eval_request
 
 OUTPUT_DIM = 1
 

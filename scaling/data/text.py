@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from scaling.data.base import DataInfo
-from scaling.data.stream import Batch, DataBundle, IndexedStream, RankSlice, batch_generator, check_eval_request
+from scaling.data.interface import DataInfo
+from scaling.data.batching import Batch, DataBundle, IndexedStream, RankSlice, batch_generator, check_eval_request
 from scaling.data.token_cache import TokenCache, ensure_cache
 
 

@@ -8,8 +8,8 @@
 
 from __future__ import annotations
 
-from scaling.config import ModelConfig, StructureConfig
-from scaling.data.base import DataInfo
+from scaling.schema import ModelConfig, StructureConfig
+from scaling.data.interface import DataInfo
 from scaling.models.base import Model, ModelConfigError
 from scaling.models.factory import INPUT_ROLES, ROLES, SELECTORS, LayerFactory, RoleSelection
 from scaling.models.gpt2 import GPT2

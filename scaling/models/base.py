@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scaling.data.base import DataInfo
+from scaling.data.interface import DataInfo
 from scaling.structures.base import StructuredLinear
 
 LOSSES = ("cross_entropy", "mse")

@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scaling.config import ModelConfig
-from scaling.data.base import DataInfo
+from scaling.schema import ModelConfig
+from scaling.data.interface import DataInfo
 from scaling.models.base import EMBED_STD, Model, ModelConfigError
 from scaling.models.factory import LayerFactory
-from scaling.structures.moe_ffn import MoEFFN
+from scaling.models.moe_ffn import MoEFFN
 
 
 def attention_heads(cfg: ModelConfig) -> int:

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scaling.config import ModelConfig
-from scaling.data.base import DataInfo
+from scaling.schema import ModelConfig
+from scaling.data.interface import DataInfo
 from scaling.models.base import Model, ModelConfigError
 from scaling.models.factory import LayerFactory
 from scaling.models.gpt2 import FFN, ffn_hidden

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from scaling.config import ModelConfig
-from scaling.data.base import DataInfo
+from scaling.schema import ModelConfig
+from scaling.data.interface import DataInfo
 from scaling.models.base import EMBED_STD, Model, ModelConfigError
 from scaling.models.factory import LayerFactory
 from scaling.models.gpt2 import Block

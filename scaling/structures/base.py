@@ -15,7 +15,7 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
-from scaling.config import StructureConfig
+from scaling.schema import StructureConfig
 
 
 class StructureError(ValueError):
@@ -94,6 +94,11 @@ class StructuredLinear(nn.Module):
 
         A no-op for structures without such scales.
         """
+
+    def taxonomy(self) -> dict[str, float]:
+        """Coordinates of the layer in a structure taxonomy, recorded in the run summary; {} where none applies
+        (Einsum and its subclasses: omega, psi, nu)."""
+        return {}
 
     def aux_loss(self) -> torch.Tensor | None:
         """Auxiliary loss of the last forward pass (routers of mixtures of experts); None for most structures."""

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from scaling.config import StructureConfig
+from scaling.schema import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register, spectral_std
 from scaling.structures.factorize import clean_factors
 from scaling.structures.kernels import two_core_apply

@@ -2,7 +2,7 @@
 
 With the BTT layout of `btt` (x read as x[i1, i0], y written as y[j0, j1]; d_in = m1 m0, d_out = n0 n1, the
 blocks chosen by `structure.layout` as for btt), expert e is a rank-1 BTT with cores W0[e]: (m1, m0, n0) and
-W1[e]: (n0, m1, n1), and a dense router W_g (d_in -> E) picks k experts per token with gates g (see moe_ffn.route):
+W1[e]: (n0, m1, n1), and a dense router W_g (d_in -> E) picks k experts per token with gates g (see routing.route):
 
     z_e[j0, i1] = sum_i0 x[i1, i0] W0[e, i1, i0, j0]
     y[j0, j1]   = sum_{e in top-k} sum_i1 g_e z_e[j0, i1] W1[e, j0, i1, j1]
@@ -26,12 +26,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from scaling.config import StructureConfig
+from scaling.schema import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register
 from scaling.structures.btt import BTTLayout, CappedCores, block_layout, btt_apply, btt_cores, btt_plan
 from scaling.structures.kernels import routed_two_core_apply
 from scaling.structures.paths import Path, current_policy, select_path
-from scaling.structures.moe_ffn import check_routing_sizes, mix_experts, route
+from scaling.structures.routing import check_routing_sizes, mix_experts, route
 
 
 @register("btt_moe")

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from scaling.config import StructureConfig
+from scaling.schema import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register, spectral_std
 from scaling.structures.btt import rms_cap
 from scaling.structures.kernels import two_core_apply
@@ -284,6 +284,10 @@ class Einsum(StructuredLinear):
     def nu(self) -> float:
         """Compute exponent."""
         return self.coordinates.nu
+
+    def taxonomy(self) -> dict[str, float]:
+        """omega, psi, nu as the run summary records them."""
+        return {"omega": float(self.omega), "psi": float(self.psi), "nu": float(self.nu)}
 
     # --- costs -----------------------------------------------------------------------------------------
     def _macs_a_first(self) -> int:

@@ -144,7 +144,7 @@ def routed_two_core_apply(
     checks select_path(plan, x, policy, size_floor=False) is not REFERENCE).
 
     x (N, d_in); w0 (E, b1, p1, k1) and w1 (E, b2, p2, k2) hold the experts' core views; experts (N, k) the routed
-    expert ids, gates (N, k) their weights. Only the routed experts run (moe_ffn.mix_experts' slot order).
+    expert ids, gates (N, k) their weights. Only the routed experts run (routing.mix_experts' slot order).
     """
     if x.dim() != 2 or x.shape[-1] != plan.d_in:
         raise ValueError(f"input has shape {tuple(x.shape)}, the experts expect (tokens, d_in={plan.d_in})")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from scaling.config import StructureConfig
+from scaling.schema import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register
 from scaling.structures.factorize import ceil_div
 from scaling.structures.kernels import two_core_apply

@@ -1,7 +1,7 @@
 """Show what a run config builds: parameters, FLOPs (analytic and measured) and every linear layer's factors.
 
-    python -m scaling.inspect model=gpt2 structure=btt model.width=256
-    python -m scaling.inspect --json model=mlp data=teacher structure=kron
+    python -m scaling.describe model=gpt2 structure=btt model.width=256
+    python -m scaling.describe --json model=mlp data=teacher structure=kron
 
 The overrides are the ones `python -m scaling.train` takes. The model is built and initialised exactly as a run
 builds it (scaling.parametrization), so each factor's init std and learning-rate multiplier are the ones training
@@ -9,6 +9,8 @@ uses. FLOPs are forward FLOPs per training unit (token for text, example otherwi
 """
 
 from __future__ import annotations
+
+import scaling.omp_passive  # noqa: F401  (first: OMP_WAIT_POLICY before torch starts)
 
 import argparse
 import json
@@ -18,18 +20,18 @@ from typing import Any, Sequence
 from omegaconf import OmegaConf
 
 from scaling.cli import Command, run_command
-from scaling.config import ModelConfig, StructureConfig
-from scaling.configs import compose_run_config
+from scaling.schema import ModelConfig, StructureConfig
+from scaling.compose import compose_run_config
 from scaling.data import data_info
-from scaling.data.base import DataInfo
+from scaling.data.interface import DataInfo
 from scaling.flops import attention_cores, measure_flops, model_flops
 from scaling.models import ModelConfigError
 from scaling.parametrization import build_parametrized_model
 from scaling.structures import StructureError
 
 
-def inspect_model(model_cfg: ModelConfig, structure_cfg: StructureConfig, info: DataInfo) -> dict[str, Any]:
-    """Everything `inspect` prints, as one JSON-serialisable dict."""
+def describe_model(model_cfg: ModelConfig, structure_cfg: StructureConfig, info: DataInfo) -> dict[str, Any]:
+    """Everything `describe` prints, as one JSON-serialisable dict."""
     model, rules = build_parametrized_model(model_cfg, structure_cfg, info)
     report = model_flops(model, info)
     measured = measure_flops(model, info)
@@ -168,16 +170,16 @@ def format_text(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-COMMAND = Command("scaling.inspect", "run", usage="what a run config builds: params, FLOPs, every factor.\n"
-                  "  python -m scaling.inspect [--json] [overrides, e.g. model=gpt2 structure=btt model.width=256]")
+COMMAND = Command("scaling.describe", "run", usage="what a run config builds: params, FLOPs, every factor.\n"
+                  "  python -m scaling.describe [--json] [overrides, e.g. model=gpt2 structure=btt model.width=256]")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(COMMAND, sys.argv[1:] if argv is None else list(argv), inspect_command)
+    return run_command(COMMAND, sys.argv[1:] if argv is None else list(argv), describe_command)
 
 
-def inspect_command(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scaling.inspect", description=__doc__.splitlines()[0])
+def describe_command(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scaling.describe", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=gpt2 structure=btt model.width=256")
     args = parser.parse_args(argv)
@@ -185,7 +187,7 @@ def inspect_command(argv: Sequence[str]) -> int:
     model_cfg: ModelConfig = OmegaConf.to_object(cfg.model)
     structure_cfg: StructureConfig = OmegaConf.to_object(cfg.structure)
     try:
-        result = inspect_model(model_cfg, structure_cfg, data_info(cfg.data, cfg.model.context))
+        result = describe_model(model_cfg, structure_cfg, data_info(cfg.data, cfg.model.context))
     except (StructureError, ModelConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

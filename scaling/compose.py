@@ -1,4 +1,4 @@
-"""Compose run configs from `conf/` with Hydra, validated against the schema in scaling.config."""
+"""Compose run configs from `conf/` with Hydra, validated against the schema in scaling.schema."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from scaling.config import RunConfig
+from scaling.schema import RunConfig
 
 T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[1]

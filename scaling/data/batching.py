@@ -1,4 +1,4 @@
-"""What every data kind shares: the bundle handed to the training loop, per-batch seeding and rank slicing.
+"""How every data kind batches: the bundle handed to the training loop, per-batch seeding and rank slicing.
 
 Determinism contract: global batch i is a pure function of (seed, i). Every random draw for it comes from
 `batch_generator(seed, i)`; each rank draws the randomness of the whole global batch (cheap: indices, offsets,
@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from scaling.data.base import DataInfo, TrainStream
+from scaling.data.interface import DataInfo, TrainStream
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 

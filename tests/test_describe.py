@@ -1,4 +1,4 @@
-"""`python -m scaling.inspect`: what a config builds, as text and as JSON."""
+"""`python -m scaling.describe`: what a config builds, as text and as JSON."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from scaling.config import ModelConfig, StructureConfig
-from scaling.data.base import DataInfo
-from scaling.inspect import format_text, inspect_model, main
+from scaling.schema import ModelConfig, StructureConfig
+from scaling.data.interface import DataInfo
+from scaling.describe import format_text, describe_model, main
 from scaling.structures import spectral_std
 
 TEXT = DataInfo(kind="text", unit="token", vocab_size=64)
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def gpt2_btt() -> dict:
     torch.manual_seed(0)
-    return inspect_model(GPT2, BTT, TEXT)
+    return describe_model(GPT2, BTT, TEXT)
 
 
 def test_totals_and_flops(gpt2_btt: dict) -> None:
@@ -67,7 +67,7 @@ def test_text_output_lists_every_layer_and_factor(gpt2_btt: dict) -> None:
 
 
 def test_ffn_moe_layers_are_counted_by_their_mixture() -> None:
-    info = inspect_model(
+    info = describe_model(
         ModelConfig(family="gpt2", width=64, base_width=64, head_dim=32, depth=1, context=8, ffn_experts=4),
         StructureConfig(),
         TEXT,
