@@ -89,18 +89,19 @@ def envelope_grid(curves: pd.DataFrame, per_decade: int = DEFAULT_PER_DECADE) ->
 
 
 def resolved_floor(curves: pd.DataFrame, sizes: pd.Series, per_decade: int = DEFAULT_PER_DECADE) -> float | None:
-    """For curves valid at every point (constant LR): the smallest C from which the lower envelope is held by a run
-    larger than the smallest size. Below it the smallest model wins, so a smaller one might do better and the
-    frontier is not resolved there. `sizes`: run_id -> size (N_eff). None when the smallest size always wins."""
+    """For curves valid at every point (constant LR): the smallest C from which on the lower envelope is held by runs
+    larger than the smallest size (the bin after the last one a smallest-size run holds). Below it the smallest
+    model wins, so a smaller one might do better and the frontier is not resolved there. `sizes`: run_id -> size
+    (N_eff). None when a smallest-size run holds the envelope at the largest C."""
     grid = envelope_grid(curves, per_decade)
-    finite = np.isfinite(grid.log_loss).any(axis=0)
+    finite = np.flatnonzero(np.isfinite(grid.log_loss).any(axis=0))
     best = np.argmin(grid.log_loss, axis=0)
     size = sizes.reindex(grid.run_ids).to_numpy(float)
-    larger = finite & (size[best] > size.min())
-    if not larger.any():
+    smallest = finite[size[best[finite]] == size.min()]
+    start = finite[0] if smallest.size == 0 else smallest[-1] + 1
+    if start > finite[-1]:
         return None
-    first = int(np.argmax(larger))
-    return float(np.exp(grid.log_flops[best[first], first]))
+    return float(np.exp(grid.log_flops[best[start], start]))
 
 
 def lower_envelope(log_loss: np.ndarray, log_flops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

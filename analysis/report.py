@@ -147,7 +147,7 @@ def _analyse_structure(table: RunTable, runs: pd.DataFrame, where: tuple[str | N
     floor = None if once else resolved_floor(curves, runs.set_index("run_id")["n_eff"])
     if floor is not None:
         res.notes.append(f"every curve is a valid read (constant LR): the loss frontier starts at C = {floor:.3g}, "
-                         "where a run larger than the smallest size first holds the envelope")
+                         "from where runs larger than the smallest size hold the envelope")
     res.frontier = _attempt(res, "frontier", fit_frontier, curves, noise, seed=_fit_seed(seed, *where, "f"),
                             floor=floor, **kw)
     if res.frontier is not None:
