@@ -177,12 +177,12 @@ def fit_frontier(curves: pd.DataFrame, noise: SeedNoise | None = None, replicate
                  delta: float = HUBER_DELTA, floor: float | None = None) -> FrontierFit:
     """Envelope + L(C) fit of curves (columns run_id, flops, loss); `noise` None estimates it from residuals.
 
-    The envelope starts at `floor` (default: the smallest run's final FLOPs; see resolved_floor for runs whose
-    whole curves are valid reads)."""
+    The envelope starts at the smallest run's final FLOPs (below it only partly trained runs exist, all too large
+    for that compute), or lower, at `floor` (resolved_floor, for runs whose whole curves are valid reads)."""
     check_settings(replicates, level)
     _check_curves(curves)
-    if floor is None:  # below the smallest run's full budget only partly trained runs exist, all too large
-        floor = curves.groupby("run_id")["flops"].max().min()
+    smallest_final = curves.groupby("run_id")["flops"].max().min()
+    floor = smallest_final if floor is None else min(floor, smallest_final)
     curves = curves[curves["flops"] >= floor * (1 - 1e-9)]
     grid = envelope_grid(curves, per_decade)
     env_c, env_l, kept = lower_envelope(grid.log_loss, grid.log_flops)

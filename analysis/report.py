@@ -145,9 +145,10 @@ def _analyse_structure(table: RunTable, runs: pd.DataFrame, where: tuple[str | N
                          f"{', '.join(sorted(set(runs.loc[runs['run_id'].isin(once), 'schedule'])))}): the isoFLOP "
                          "fit reads them at their final budget only")
     floor = None if once else resolved_floor(curves, runs.set_index("run_id")["n_eff"])
-    if floor is not None:
+    if floor is not None and floor < curves.groupby("run_id")["flops"].max().min():
         res.notes.append(f"every curve is a valid read (constant LR): the loss frontier starts at C = {floor:.3g}, "
-                         "from where runs larger than the smallest size hold the envelope")
+                         "below the smallest run's final FLOPs, from where runs larger than the smallest size hold "
+                         "the envelope")
     res.frontier = _attempt(res, "frontier", fit_frontier, curves, noise, seed=_fit_seed(seed, *where, "f"),
                             floor=floor, **kw)
     if res.frontier is not None:

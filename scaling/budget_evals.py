@@ -25,10 +25,11 @@ def attach_eval_budgets(runs: Sequence, read_budgets: Iterable[float] = ()) -> N
     """Set `train.eval_flops` of each planned run to the final budgets of its variant's other runs below its own
     (more than 10% below: closer ones are its own budget, rounded to other step sizes),
     and to the `read_budgets` below its own (a sweep whose runs are read off their curves, `from_curves`)."""
+    read_budgets = [float(c) for c in read_budgets]
     finals: dict[str, set[float]] = {}
     for run in runs:
         finals.setdefault(str(run.cfg.label), set()).add(float(run.plan.train_flops))
     for run in runs:
         own = float(run.plan.train_flops)
-        below = {c for c in (*finals[str(run.cfg.label)], *map(float, read_budgets)) if c * SAME_BUDGET < own}
+        below = {c for c in (*finals[str(run.cfg.label)], *read_budgets) if c * SAME_BUDGET < own}
         run.cfg.train.eval_flops = sorted(below)

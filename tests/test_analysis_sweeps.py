@@ -100,7 +100,7 @@ def test_sweep_filter_and_two_sweeps_side_by_side(tmp_path, capsys):
     assert list(one) == ["btt_gpt2"] and set(one["btt_gpt2"].runs["label"]) == {"dense", "btt_r1", "btt_r4"}
     both = load_sweeps(tmp_path)
     assert set(both) == {"btt_gpt2", "quickstart"}
-    assert set(both["quickstart"].runs["label"]) == {"dense", "btt", "low_rank", "kron"}
+    assert set(both["quickstart"].runs["label"]) == {"dense", "btt"}
     assert main(["report", "--results", str(tmp_path), "--sweep", "nope", "--out", str(tmp_path / "o")]) == 2
     assert "--sweep nope: no such sweep" in capsys.readouterr().err
     assert main(["report", "--results", str(tmp_path), "--sweep", "quickstart", "--sweep", "btt_gpt2", "--out",
