@@ -44,8 +44,8 @@ def test_a_wheel_install_runs_a_shipped_sweep_from_an_empty_directory(tmp_path):
     assert "structure: btt, btt_moe, btt_moe_norm, btt_norm, dense, einsum, einsum_norm, kron, low_rank, monarch, tt" in help_text
     dry = sh(python, "-m", "scaling.launch", "+sweep=quickstart", "dry_run=true", cwd=empty)
     lines = dry.stdout.splitlines()
-    assert lines[0] == "sweep 'quickstart': 36 runs {'pending': 36}; 36 to run"
-    assert lines[-1].startswith("total to run: 36 runs") and "of compute" in lines[-1], dry.stdout
+    assert lines[0] == "sweep 'quickstart': 20 runs {'pending': 20}; 20 to run"
+    assert lines[-1].startswith("total to run: 20 runs") and "of compute" in lines[-1], dry.stdout
     # the measured throughput lands in the results store (./results), the corpus in the data cache; no outputs/
     assert sorted(p.name for p in empty.iterdir()) == ["data_cache", "results"]
     assert [p.name for p in (empty / "results").iterdir()] == ["throughput.json"]
