@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A real single-node Slurm cluster with accounting on this machine, for tests and for trying the harness.
 #
-#   bash slurm/cluster.sh start    # munge, MariaDB, slurmdbd, slurmctld, slurmd; waits until the node is idle
+#   bash slurm/cluster.sh start    # munge, MariaDB, slurmdbd, slurmctld, slurmd; cancels jobs a crashed cluster left
+#                                  # in its state; waits until the node is idle
 #   bash slurm/cluster.sh status   # exit 0 only when every daemon runs and the node answers
 #   bash slurm/cluster.sh stop     # cancels jobs, then stops every daemon by the PID in its pid file
 #   bash slurm/cluster.sh clean    # stop, then delete the state directory (next start is from scratch)
@@ -206,6 +207,19 @@ register_cluster() {
     done
 }
 
+# Jobs in the queue when the daemons were not running are leftovers of a cluster that did not stop cleanly (a
+# crash, a killed machine): slurmctld recovers them from StateSaveLocation, but their processes are gone, so a
+# recovered "running" job holds the node until its time limit. Cancel them, so that every start begins empty.
+cancel_leftover_jobs() {
+    wait_for "slurmctld to answer" "$S/log/slurmctld.log" 30 timeout 10 squeue -h
+    local jobs
+    jobs="$(timeout 10 squeue -h -o %F | sort -u | tr '\n' ' ')"
+    [[ -n "${jobs// /}" ]] || return 0
+    log "cancelling job(s) ${jobs% } left in $S/state by a cluster that did not stop cleanly"
+    # shellcheck disable=SC2086  # one argument per job id
+    timeout 10 scancel --quiet $jobs || die "scancel of the leftover jobs failed"
+}
+
 wait_node_idle() {
     local deadline=$((SECONDS + START_TIMEOUT_S)) state=""
     while true; do
@@ -255,6 +269,7 @@ cmd_start() {
     register_cluster
     slurmctld || { show_log "$S/log/slurmctld.log"; die "slurmctld failed to start"; }
     slurmd || { show_log "$S/log/slurmd.log"; die "slurmd failed to start"; }
+    cancel_leftover_jobs
     wait_node_idle
     print_env
 }

@@ -7,6 +7,7 @@ cannot import this test module.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -207,3 +208,39 @@ def test_sbatch_template_passes_overrides_and_requeues_on_usr2(slurm_cluster, tm
     assert out.count(call) == 2
     assert f"requeuing job {job_id}" in out
     assert out.rstrip().endswith("scaling.train exited with status 0")
+
+
+# Every process a machine's loss takes with it: the daemons and the jobs' step daemons.
+CLUSTER_PROCESSES = ("slurmstepd", "slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged")
+
+
+def test_start_after_a_crash_cancels_the_jobs_the_dead_cluster_left(slurm_cluster, tmp_path: Path) -> None:
+    """A cluster killed mid-job (a crash, a machine that goes away) leaves its jobs in the state directory, and
+    slurmctld recovers them on the next start: a recovered "running" job would hold the node until its time limit.
+    `start` cancels them and comes up idle. This kills the test cluster and starts it again."""
+    state_file = slurm_cluster.conf.parent / "state" / "job_state"
+    saved_before = state_file.stat().st_mtime
+    marker = f"sleep {300 + os.getpid() % 97}"  # a command line no other process has
+    wrap = ["--parsable", f"--output={tmp_path}/%j.out", "--wrap", marker]
+    running = run("sbatch", *wrap)
+    pending = run("sbatch", "--array=0-3", *wrap).split(";")[0]  # the node's 2 cores: some tasks stay pending
+    assert poll(lambda: run("squeue", "-h", "-j", running, "-o", "%t"), lambda s: s == "R") == "R"
+    # slurmctld writes its job state a moment after a change; the crash must come after that write.
+    assert poll(lambda: state_file.stat().st_mtime > saved_before, bool), "slurmctld never saved the new jobs"
+
+    for name in CLUSTER_PROCESSES:
+        subprocess.run(["pkill", "-KILL", "-x", name], check=False, timeout=10)
+    subprocess.run(["pkill", "-KILL", "-f", marker], check=False, timeout=10)
+    assert poll(lambda: subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode, bool)
+
+    start = subprocess.run(["bash", str(REPO_ROOT / "slurm" / "cluster.sh"), "start"], capture_output=True,
+                           text=True, timeout=120, check=False)
+    assert start.returncode == 0, f"start after a crash failed:\n{start.stdout}{start.stderr}"
+    cancelled = re.search(r"cancelling job\(s\) ([\d ]+) left in", start.stdout)
+    assert cancelled is not None, start.stdout
+    assert set(cancelled.group(1).split()) == {running, pending}
+    assert run("squeue", "-h") == ""
+    assert run("sinfo", "--noheader", "-o", "%t") == "idle"
+    job = make_executor(tmp_path).submit(job_facts, 4)  # the restarted cluster runs new work
+    wait_done(job)
+    assert job.result()["double"] == 8
