@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--sweep", action="append", metavar="NAME",
                      help="report this sweep (repeat to compare sweeps side by side; default: every sweep, each "
                           "separately)")
+    rep.add_argument("--rounds", action="store_true",
+                     help="read the --sweep sweeps as rounds of one experiment (a sweep and the plan-next rounds "
+                          "after it), fitted together")
     rep.add_argument("--workers", type=int, default=None, help="processes for fits and plots (default: all cores)")
     rep.add_argument("--max-interval-factor", type=float, default=DEFAULT_MAX_FACTOR,
                      help="a headline interval wider than this factor (hi/lo) makes a fit weak (default 3)")
@@ -225,13 +228,13 @@ def _report(args: argparse.Namespace) -> str:
     if existing is not None and not existing.is_dir():  # fail now, not after the whole analysis
         raise AnalysisError(f"--out {args.out}: {existing} is a file, not a directory; pass a directory path")
     if args.wandb:
-        if args.sweep:
-            raise AnalysisError("--sweep reads the sweep manifests of --results; with --wandb filter the project "
-                                "instead")
+        if args.sweep or args.rounds:
+            raise AnalysisError("--sweep and --rounds read the sweep manifests of --results; with --wandb filter "
+                                "the project instead")
         from analysis.wandb_source import load_wandb
         tables, source = {None: load_wandb(args.wandb)}, f"wandb:{args.wandb}"
     else:
-        tables, source = load_sweeps(args.results, args.sweep), str(args.results)
+        tables, source = load_sweeps(args.results, args.sweep, rounds=args.rounds), str(args.results)
     checks = load_coordchecks(args.coordcheck)
     report = analyse(tables, source, args.replicates, args.seed, args.level, workers=args.workers,
                      coordchecks=checks, max_factor=args.max_interval_factor, interpolate_lr=args.interpolate_lr,

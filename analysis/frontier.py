@@ -172,6 +172,11 @@ def _check_curves(curves: pd.DataFrame) -> None:
                             "or loss; drop them before fitting")
 
 
+def smallest_final_flops(curves: pd.DataFrame) -> float:
+    """The smallest of the runs' final FLOPs: where the envelope starts unless a lower floor is given."""
+    return float(curves.groupby("run_id")["flops"].max().min())
+
+
 def fit_frontier(curves: pd.DataFrame, noise: SeedNoise | None = None, replicates: int = DEFAULT_REPLICATES,
                  seed: int = 0, level: float = DEFAULT_LEVEL, per_decade: int = DEFAULT_PER_DECADE,
                  delta: float = HUBER_DELTA, floor: float | None = None) -> FrontierFit:
@@ -181,7 +186,7 @@ def fit_frontier(curves: pd.DataFrame, noise: SeedNoise | None = None, replicate
     for that compute), or lower, at `floor` (resolved_floor, for runs whose whole curves are valid reads)."""
     check_settings(replicates, level)
     _check_curves(curves)
-    smallest_final = curves.groupby("run_id")["flops"].max().min()
+    smallest_final = smallest_final_flops(curves)
     floor = smallest_final if floor is None else min(floor, smallest_final)
     curves = curves[curves["flops"] >= floor * (1 - 1e-9)]
     grid = envelope_grid(curves, per_decade)

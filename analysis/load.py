@@ -234,11 +234,14 @@ def sweep_manifests(results_root: str | Path) -> dict[str, dict[str, str | None]
 NO_SWEEP = "(no sweep)"
 
 
-def load_sweeps(results_root: str | Path, names: Iterable[str] | None = None) -> dict[str, RunTable]:
+def load_sweeps(results_root: str | Path, names: Iterable[str] | None = None,
+                rounds: bool = False) -> dict[str, RunTable]:
     """One run table per sweep, each labelled from its own manifest (a run two sweeps share is in both).
 
     Sweeps are the launcher's manifests plus the `sweep` recorded in summary.json; runs of no sweep form
     NO_SWEEP. `names` None: every sweep (NO_SWEEP too, when such runs exist); a name with no runs is an error.
+    `rounds`: the named sweeps are rounds of one experiment (a sweep and its plan-next successors), read as one
+    table named "A+B".
     """
     root = _checked_root(results_root)
     records = {rec.run_id: rec for rec in iter_directory_records(root)}
@@ -246,8 +249,12 @@ def load_sweeps(results_root: str | Path, names: Iterable[str] | None = None) ->
     for rid, rec in records.items():
         sweep = (rec.summary or {}).get("sweep") or NO_SWEEP
         members.setdefault(str(sweep), {}).setdefault(rid, None)
-    if names is None:
+    if names is None and not rounds:
         names = sorted(members, key=lambda n: (n == NO_SWEEP, n))
+    names = list(names or [])
+    if rounds:
+        members = {"+".join(names): _merged_rounds(members, names, root)}
+        names = list(members)
     tables = {}
     for name in names:
         if name not in members:
@@ -260,6 +267,24 @@ def load_sweeps(results_root: str | Path, names: Iterable[str] | None = None) ->
         table = table_from_records(mine)
         tables[name] = _usable(table, f"--sweep {name}")
     return tables
+
+
+def _merged_rounds(members: dict[str, dict[str, str | None]], names: list[str],
+                   root: Path) -> dict[str, str | None]:
+    """{run_id: label} of every named sweep; a run two rounds give different labels is an error."""
+    if len(names) < 2:
+        raise AnalysisError(f"--rounds: name two or more sweeps with --sweep (got {names or 'none'})")
+    merged: dict[str, str | None] = {}
+    for name in names:
+        if name not in members:
+            known = sorted(n for n in members if n != NO_SWEEP)
+            raise AnalysisError(f"--sweep {name}: no such sweep under {root}; sweeps there: {known}")
+        for rid, label in members[name].items():
+            if merged.get(rid) not in (None, label) and label is not None:
+                raise AnalysisError(f"--rounds: run {rid} is '{merged[rid]}' in one round and '{label}' in {name}; "
+                                    "rounds must label a shared run alike (rename the variant in one sweep file)")
+            merged[rid] = label if label is not None else merged.get(rid)
+    return merged
 
 
 COORD_COLUMNS = ("width", "layer", "step", "delta_rms")

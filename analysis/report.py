@@ -29,7 +29,7 @@ from analysis.diagnostics import (DEFAULT_MAX_FACTOR, FitStatus, failed, frontie
 from analysis.errors import AnalysisError
 from analysis.exports import plain, write_exports
 from analysis.extrapolate import frontier_holdout, isoflop_holdout
-from analysis.frontier import FrontierFit, fit_frontier, resolved_floor
+from analysis.frontier import FrontierFit, fit_frontier, resolved_floor, smallest_final_flops
 from analysis.inputs import best_lr_runs, final_only, frontier_curves, isoflop_points, seed_noise, wall_curves
 from analysis.isoflop import IsoflopFit, fit_isoflop
 from analysis.load import RunTable
@@ -145,7 +145,7 @@ def _analyse_structure(table: RunTable, runs: pd.DataFrame, where: tuple[str | N
                          f"{', '.join(sorted(set(runs.loc[runs['run_id'].isin(once), 'schedule'])))}): the isoFLOP "
                          "fit reads them at their final budget only")
     floor = None if once else resolved_floor(curves, runs.set_index("run_id")["n_eff"])
-    if floor is not None and floor < curves.groupby("run_id")["flops"].max().min():
+    if floor is not None and floor < smallest_final_flops(curves):
         res.notes.append(f"every curve is a valid read (constant LR): the loss frontier starts at C = {floor:.3g}, "
                          "below the smallest run's final FLOPs, from where runs larger than the smallest size hold "
                          "the envelope")

@@ -159,6 +159,28 @@ def test_second_round_minima_are_interior_and_the_rounds_compare(planned, store,
     assert all(row[4] == "yes" for row in rows)
 
 
+def test_rounds_are_read_as_one_experiment(planned, store, tmp_path):
+    results = tmp_path / "res"
+    write_round(results, "synthetic_next", expanded(planned[0]), LAWS)
+    for rdir in (store / "res" / "runs").iterdir():
+        shutil.copytree(rdir, results / "runs" / rdir.name)
+    shutil.copytree(store / "res" / "sweeps", results / "sweeps")
+    apart = load_sweeps(results, ["synthetic", "synthetic_next"])
+    together = load_sweeps(results, ["synthetic", "synthetic_next"], rounds=True)
+    assert list(together) == ["synthetic+synthetic_next"]
+    merged = set(together["synthetic+synthetic_next"].runs["run_id"])
+    assert merged == set(apart["synthetic"].runs["run_id"]) | set(apart["synthetic_next"].runs["run_id"])
+    report = analyse(together, replicates=50, workers=1)
+    rows = minima_rows(markdown(report, {}, tmp_path))
+    assert {row[1] for row in rows} >= {f"{c:.3g}" for c in BUDGETS}
+    assert len({row[1] for row in rows}) > len(BUDGETS)  # the first round's budgets join the fit
+    assert all(row[4] == "yes" for row in rows if row[1] in {f"{c:.3g}" for c in BUDGETS})
+    with pytest.raises(AnalysisError, match=r"--rounds: name two or more sweeps with --sweep \(got \['synthetic'\]\)"):
+        load_sweeps(results, ["synthetic"], rounds=True)
+    with pytest.raises(AnalysisError, match="--sweep nope: no such sweep under"):
+        load_sweeps(results, ["synthetic", "nope"], rounds=True)
+
+
 def minima_rows(text: str) -> list[list[str]]:
     """The cells of the first isoFLOP minimum-per-budget table in `text`."""
     table = text[text.index("| label | C | sizes | N*_eff | interior | note |"):].split("\n\n")[0]
