@@ -280,10 +280,11 @@ def _merged_rounds(members: dict[str, dict[str, str | None]], names: list[str],
             known = sorted(n for n in members if n != NO_SWEEP)
             raise AnalysisError(f"--sweep {name}: no such sweep under {root}; sweeps there: {known}")
         for rid, label in members[name].items():
-            if merged.get(rid) not in (None, label) and label is not None:
-                raise AnalysisError(f"--rounds: run {rid} is '{merged[rid]}' in one round and '{label}' in {name}; "
+            earlier = merged.get(rid)
+            if earlier is not None and label is not None and earlier != label:
+                raise AnalysisError(f"--rounds: run {rid} is '{earlier}' in one round and '{label}' in {name}; "
                                     "rounds must label a shared run alike (rename the variant in one sweep file)")
-            merged[rid] = label if label is not None else merged.get(rid)
+            merged[rid] = label or earlier
     return merged
 
 
