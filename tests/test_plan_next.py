@@ -179,6 +179,12 @@ def test_rounds_are_read_as_one_experiment(planned, store, tmp_path):
         load_sweeps(results, ["synthetic"], rounds=True)
     with pytest.raises(AnalysisError, match="--sweep nope: no such sweep under"):
         load_sweeps(results, ["synthetic", "nope"], rounds=True)
+    shared = sorted(apart["synthetic"].runs["run_id"])[0]
+    for name, variant in (("one", "dense"), ("two", "dense_r2")):
+        atomic_write_json(results / "sweeps" / f"{name}.json",
+                          {"name": name, "runs": [{"run_id": shared, "variant": variant}]})
+    with pytest.raises(AnalysisError, match=f"--rounds: run {shared} is 'dense' in one round and 'dense_r2' in two"):
+        load_sweeps(results, ["one", "two"], rounds=True)
 
 
 def minima_rows(text: str) -> list[list[str]]:
