@@ -99,10 +99,10 @@ def headline(exp: ExperimentResult) -> str:
     """One plain sentence per experiment: which label wins per FLOP against dense, citing only ok multipliers."""
     said, unsure = [], []
     for s in exp.structures.values():
-        if s.label == DENSE or s.multiplier is None:
+        if s.label == DENSE:
             continue
         status = s.status.get("multiplier")
-        if status is None or not status.ok:
+        if s.multiplier is None or status is None or not status.ok:
             unsure.append(f"{s.label} ({status.status if status else 'no fit'})")
             continue
         m = s.multiplier

@@ -102,3 +102,7 @@ def test_headline_names_the_winner_per_flop_only_from_ok_multipliers():
     weak = headline(_experiment(("btt", Interval(2.0, 1.5, 2.6), FitStatus("weak", ("wide",)))))
     assert weak == ("At C = 1e+12 FLOPs: the evidence is too weak to say which label wins per FLOP: no compute "
                     "multiplier vs dense has status ok (btt (weak); see Fit status).")
+    from analysis.report import StructureResult  # a label whose frontier failed has no multiplier: still named
+    unfitted = _experiment(("btt", Interval(2.0, 1.5, 2.6), FitStatus("ok")))
+    unfitted.structures["btt_norm"] = StructureResult("btt_norm", "btt_norm", 10, (1.0, 2.0), (1.0, 2.0))
+    assert headline(unfitted).endswith(" Too weak to cite: btt_norm (no fit).")
