@@ -286,6 +286,8 @@ def _experiment_markdown(exp: ExperimentResult, figures: dict[str, Path], out: P
                  _cell(s, "frontier", _iv(s.frontier.params["alpha"]))]
                 for s in structures.values() if s.omega is not None and s.frontier is not None]
         lines += _md_table(["label", "omega", "psi", "nu", "alpha"], rows)
+        lines += ["Slopes over the labels whose frontier fit did not fail (a coordinate on which they do not differ "
+                  "has no slope); a weak exponent makes its slope weak too.", ""]
         lines += _md_table(["coordinate", "d alpha / d coordinate", "labels"],
                            [[t.coordinate, _iv(t.slope), t.structures] for t in exp.trends])
         lines += _figures(figures, ("Einsum taxonomy",), out)

@@ -122,6 +122,11 @@ def _attempt(res: StructureResult, name: str, fn, *args, **kw):
         return None
 
 
+def exponent_fits(structures: dict[str, StructureResult]) -> dict[str, StructureResult]:
+    """The labels whose frontier exponent may enter a trend: a failed frontier (a parameter on its bound) has none."""
+    return {k: s for k, s in structures.items() if s.frontier is not None and s.status["frontier"].status != "failed"}
+
+
 def _analyse_structure(table: RunTable, runs: pd.DataFrame, where: tuple[str | None, str, str],
                        fallback_noise: SeedNoise | None, given: SeedNoise | None, replicates: int, seed: int,
                        level: float, max_factor: float, interpolate_lr: bool) -> StructureResult:
@@ -202,11 +207,12 @@ def _compare(sweep: str | None, name: str, runs: pd.DataFrame,
                 res.wall_multiplier = compute_multiplier(res.wall_frontier, dense.wall_frontier, wall_ref)
                 res.status["wall_multiplier"] = worst({f"{label}'s wall-clock frontier": res.status["wall_frontier"],
                                                        f"{DENSE}'s wall-clock frontier": dense.status["wall_frontier"]})
+    fitted = exponent_fits(structures)
     tax = pd.DataFrame([{"label": s.label, "omega": s.omega, "psi": s.psi, "nu": s.nu}
-                        for s in structures.values() if s.omega is not None and s.frontier is not None])
+                        for s in fitted.values() if s.omega is not None])
     trends = []
     if len(tax) and any(s.structure == "einsum" for s in structures.values()):
-        trends = taxonomy_trends(tax, {k: s.frontier for k, s in structures.items() if s.frontier is not None})
+        trends = taxonomy_trends(tax, {k: s.frontier for k, s in fitted.items()})
     sweeps = lr_sweeps(runs)
     return ExperimentResult(sweep, name, structures, reference, sweeps, lr_drift(sweeps), trends, notes)
 

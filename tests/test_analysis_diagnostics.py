@@ -106,3 +106,16 @@ def test_headline_names_the_winner_per_flop_only_from_ok_multipliers():
     unfitted = _experiment(("btt", Interval(2.0, 1.5, 2.6), FitStatus("ok")))
     unfitted.structures["btt_norm"] = StructureResult("btt_norm", "btt_norm", 10, (1.0, 2.0), (1.0, 2.0))
     assert headline(unfitted).endswith(" Too weak to cite: btt_norm (no fit).")
+
+
+def test_taxonomy_trends_leave_out_failed_frontiers():
+    from analysis.report import StructureResult, exponent_fits
+
+    flops = np.geomspace(1e10, 1e12, 12)
+    curves = pd.DataFrame({"run_id": [f"r{i}" for i in range(12)], "flops": flops, "loss": 2 + 30 * flops ** -0.2})
+    fit = fit_frontier(curves, replicates=20)
+    results = {name: StructureResult(name, "einsum", 5, (1.0, 2.0), (1.0, 2.0), frontier=fit,
+                                     status={"frontier": FitStatus(status, (() if status == "ok" else ("why",)))})
+               for name, status in (("ok_one", "ok"), ("weak_one", "weak"), ("failed_one", "failed"))}
+    results["unfitted"] = StructureResult("unfitted", "einsum", 5, (1.0, 2.0), (1.0, 2.0))
+    assert sorted(exponent_fits(results)) == ["ok_one", "weak_one"]
