@@ -252,14 +252,15 @@ def load_sweeps(results_root: str | Path, names: Iterable[str] | None = None,
     if names is None and not rounds:
         names = sorted(members, key=lambda n: (n == NO_SWEEP, n))
     names = list(names or [])
-    if rounds:
-        members = {"+".join(names): _merged_rounds(members, names, root)}
-        names = list(members)
-    tables = {}
     for name in names:
         if name not in members:
             known = sorted(n for n in members if n != NO_SWEEP)
             raise AnalysisError(f"--sweep {name}: no such sweep under {root}; sweeps there: {known}")
+    if rounds:
+        members = {"+".join(names): _merged_rounds(members, names)}
+        names = list(members)
+    tables = {}
+    for name in names:
         listed = members[name]
         mine = [RunRecord(rid, None, None, [], f"sweep manifest {name}") if rid not in records else
                 RunRecord(rid, records[rid].summary, records[rid].config, records[rid].metrics, records[rid].source,
@@ -269,16 +270,12 @@ def load_sweeps(results_root: str | Path, names: Iterable[str] | None = None,
     return tables
 
 
-def _merged_rounds(members: dict[str, dict[str, str | None]], names: list[str],
-                   root: Path) -> dict[str, str | None]:
+def _merged_rounds(members: dict[str, dict[str, str | None]], names: list[str]) -> dict[str, str | None]:
     """{run_id: label} of every named sweep; a run two rounds give different labels is an error."""
     if len(names) < 2:
         raise AnalysisError(f"--rounds: name two or more sweeps with --sweep (got {names or 'none'})")
     merged: dict[str, str | None] = {}
     for name in names:
-        if name not in members:
-            known = sorted(n for n in members if n != NO_SWEEP)
-            raise AnalysisError(f"--sweep {name}: no such sweep under {root}; sweeps there: {known}")
         for rid, label in members[name].items():
             earlier = merged.get(rid)
             if earlier is not None and label is not None and earlier != label:
