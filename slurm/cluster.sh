@@ -207,15 +207,18 @@ register_cluster() {
     done
 }
 
+# The ids of every queued job (an array once), space-separated; empty when none.
+queued_jobs() { timeout 10 squeue -h -o %F 2>/dev/null | sort -u | xargs; }
+
 # Jobs in the queue when the daemons were not running are leftovers of a cluster that did not stop cleanly (a
 # crash, a killed machine): slurmctld recovers them from StateSaveLocation, but their processes are gone, so a
 # recovered "running" job holds the node until its time limit. Cancel them, so that every start begins empty.
 cancel_leftover_jobs() {
     wait_for "slurmctld to answer" "$S/log/slurmctld.log" 30 timeout 10 squeue -h
     local jobs
-    jobs="$(timeout 10 squeue -h -o %F | sort -u | tr '\n' ' ')"
-    [[ -n "${jobs// /}" ]] || return 0
-    log "cancelling job(s) ${jobs% } left in $S/state by a cluster that did not stop cleanly"
+    jobs="$(queued_jobs)" || die "squeue failed: cannot list the jobs left in $S/state"
+    [[ -n "$jobs" ]] || return 0
+    log "cancelling job(s) $jobs left in $S/state by a cluster that did not stop cleanly"
     # shellcheck disable=SC2086  # one argument per job id
     timeout 10 scancel --quiet $jobs || die "scancel of the leftover jobs failed"
 }
@@ -279,7 +282,7 @@ cmd_stop() {
     local entry file name pid pids=() names=()
     if live_pid "$S/slurmctld.pid" slurmctld >/dev/null && [[ -f "$CONF" ]]; then
         local jobs
-        jobs="$(timeout 10 squeue -h -o %F 2>/dev/null | sort -u || true)"
+        jobs="$(queued_jobs || true)"
         # shellcheck disable=SC2086  # one argument per job id
         [[ -z "$jobs" ]] || timeout 10 scancel --quiet $jobs >/dev/null 2>&1 || true
         local deadline=$((SECONDS + 20))
