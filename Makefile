@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 
 .PHONY: install system-deps quickstart test bench coord-checks clean-results
 
-$(STAMP): pyproject.toml setup.py scaling/structures/csrc/offset_gemm.c
+$(STAMP): pyproject.toml setup.py scaling/structures/fastpath/csrc/offset_gemm.c
 	$(PY) -m venv $(VENV)
 	# CPU torch first, so nothing pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0

@@ -4,8 +4,8 @@ conf/ and sweeps/ stay top-level folders of the repository and install as the da
 `scaling.sweep_files` (folders of YAML, no Python), which scaling.compose finds with importlib; an editable
 install maps them back onto the checkout's folders. Everything else is configured in pyproject.toml.
 
-The GEMM (scaling/structures/csrc/offset_gemm.c) The extension is plain C (no Python API, loaded with ctypes by
-scaling.structures.native); it is built on x86-64 only and marked optional, so a failed build leaves the
+The GEMM (scaling/structures/fastpath/csrc/offset_gemm.c) The extension is plain C (no Python API, loaded with ctypes by
+scaling.structures.fastpath.native); it is built on x86-64 only and marked optional, so a failed build leaves the
 PyTorch path in place instead of failing the install.
 """
 
@@ -28,8 +28,8 @@ extensions = []
 if platform.machine().lower() in {"x86_64", "amd64"}:
     extensions.append(
         Extension(
-            "scaling.structures._offset_gemm",
-            sources=["scaling/structures/csrc/offset_gemm.c"],
+            "scaling.structures.fastpath._offset_gemm",
+            sources=["scaling/structures/fastpath/csrc/offset_gemm.c"],
             extra_compile_args=["-O3", "-std=c11"],
             libraries=["pthread"],
             optional=True,

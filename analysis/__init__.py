@@ -13,21 +13,22 @@ The Python API mirrors the CLI (`python -m analysis ...`):
 Every fit of a report carries a status (analysis.diagnostics: ok / weak / failed with reasons).
 """
 
-from analysis.bootstrap import Interval
-from analysis.budgets import budget_grid, read_at_budgets
-from analysis.compare import compute_multiplier, exponent_difference, taxonomy_trends
-from analysis.diagnostics import FitStatus
+from analysis.fit.bootstrap import Interval
+from analysis.fit.budgets import budget_grid, read_at_budgets
+from analysis.fit.compare import compute_multiplier, exponent_difference, taxonomy_trends
+from analysis.fit.diagnostics import FitStatus
 from analysis.errors import AnalysisError
-from analysis.extrapolate import frontier_holdout, isoflop_holdout
-from analysis.frontier import FrontierFit, fit_frontier
-from analysis.isoflop import IsoflopFit, fit_isoflop
-from analysis.hparams import best_over_hparams
-from analysis.load import RunRecord, RunTable, load_coordchecks, load_results, load_sweeps, table_from_records
-from analysis.lr_transfer import lr_drift, lr_sweeps, optimal_lr
-from analysis.parametric import ParametricFit, fit_parametric
-from analysis.report import Report, analyse, write_report
-from analysis.tables import frontier_from_table, isoflop_from_table, parametric_from_table
-from analysis.taxonomy import coordinates
+from analysis.fit.extrapolate import frontier_holdout, isoflop_holdout
+from analysis.fit.frontier import FrontierFit, fit_frontier
+from analysis.fit.isoflop import IsoflopFit, fit_isoflop
+from analysis.fit.hparams import best_over_hparams
+from analysis.io.load import RunRecord, RunTable, load_coordchecks, load_results, load_sweeps, table_from_records
+from analysis.fit.lr_transfer import lr_drift, lr_sweeps, optimal_lr
+from analysis.fit.parametric import ParametricFit, fit_parametric
+from analysis.report.build import Report, analyse
+from analysis.report.write import write_report
+from analysis.fit.tables import frontier_from_table, isoflop_from_table, parametric_from_table
+from analysis.fit.taxonomy import coordinates
 
 __all__ = [
     "AnalysisError", "FitStatus", "FrontierFit", "Interval", "IsoflopFit", "ParametricFit", "Report", "RunRecord",

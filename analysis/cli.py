@@ -14,11 +14,20 @@ from typing import Sequence
 
 import numpy as np
 
-from analysis.bootstrap import DEFAULT_LEVEL, DEFAULT_REPLICATES, Interval
-from analysis.diagnostics import DEFAULT_MAX_FACTOR
+from analysis.fit.bootstrap import DEFAULT_LEVEL, DEFAULT_REPLICATES, Interval
+from analysis.fit.diagnostics import DEFAULT_MAX_FACTOR
 from analysis.errors import AnalysisError
-from analysis.exports import plain
-from analysis.tables import column, frontier_from_table, groups, isoflop_from_table, parametric_from_table, read_table
+from analysis.io.exports import plain
+from analysis.io.load import load_coordchecks, load_sweeps
+from analysis.io.wandb_source import load_wandb
+from analysis.plan_next import check_budgets, check_out, first_round, plan_next, summary, sweep_text
+from analysis.report import plots
+from analysis.report.build import analyse
+from analysis.report.markdown import verdict_text
+from analysis.report.write import write_report
+from scaling.config.compose import SWEEPS_DIR
+from scaling.store.results import atomic_write_bytes
+from analysis.fit.tables import column, frontier_from_table, groups, isoflop_from_table, parametric_from_table, read_table
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -170,7 +179,6 @@ def _parametric(args: argparse.Namespace) -> str:
 
 
 def _frontier(args: argparse.Namespace) -> str:
-    from analysis import plots
 
     def fit_one(df):
         return frontier_from_table(df, args.flops_col, args.loss_col, args.run_col, args.replicates, args.seed,
@@ -191,7 +199,6 @@ def _frontier(args: argparse.Namespace) -> str:
 
 
 def _isoflop(args: argparse.Namespace) -> str:
-    from analysis import plots
 
     def fit_one(df):
         return isoflop_from_table(df, args.params_col, args.loss_col, args.flops_col, args.tokens_col,
@@ -220,9 +227,6 @@ def _isoflop(args: argparse.Namespace) -> str:
 
 
 def _report(args: argparse.Namespace) -> str:
-    from analysis.load import load_coordchecks, load_sweeps
-    from analysis.markdown import verdict_text
-    from analysis.report import analyse, write_report
 
     existing = next((p for p in [Path(args.out), *Path(args.out).parents] if p.exists()), None)
     if existing is not None and not existing.is_dir():  # fail now, not after the whole analysis
@@ -231,7 +235,6 @@ def _report(args: argparse.Namespace) -> str:
         if args.sweep or args.rounds:
             raise AnalysisError("--sweep and --rounds read the sweep manifests of --results; with --wandb filter "
                                 "the project instead")
-        from analysis.wandb_source import load_wandb
         tables, source = {None: load_wandb(args.wandb)}, f"wandb:{args.wandb}"
     else:
         tables, source = load_sweeps(args.results, args.sweep, rounds=args.rounds), str(args.results)
@@ -245,11 +248,6 @@ def _report(args: argparse.Namespace) -> str:
 
 
 def _plan_next(args: argparse.Namespace) -> str:
-    from analysis.load import load_sweeps
-    from analysis.plan_next import check_budgets, check_out, first_round, plan_next, summary, sweep_text
-    from analysis.report import analyse
-    from scaling.compose import SWEEPS_DIR
-    from scaling.results import atomic_write_bytes
 
     out = Path(args.out or f"sweeps/{args.sweep}_next.yaml")
     name = check_out(out, args.force, args.sweep)

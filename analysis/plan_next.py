@@ -23,14 +23,14 @@ import numpy as np
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from analysis.bootstrap import Interval
-from analysis.diagnostics import FitStatus
+from analysis.fit.bootstrap import Interval
+from analysis.fit.diagnostics import FitStatus
 from analysis.errors import AnalysisError
-from analysis.report import Report, StructureResult
-from scaling.compose import compose_run_config, load_sweep_file, sweep_dirs, sweep_files
-from scaling.plan import ConfigError, RunPlan, plan_run
-from scaling.results import read_json
-from scaling.sweeps import SweepError, check_name, expand
+from analysis.report.build import Report, StructureResult
+from scaling.config.compose import compose_run_config, load_sweep_file, sweep_dirs, sweep_files
+from scaling.train.plan import ConfigError, RunPlan, plan_run
+from scaling.store.results import read_json
+from scaling.launch.sweeps import SweepError, check_name, expand
 
 WIDTH = "model.width"
 DEFAULT_SIZES = 5

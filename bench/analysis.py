@@ -20,10 +20,11 @@ from pathlib import Path
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
 
-from analysis.load import load_results  # noqa: E402
-from analysis.report import analyse, write_report  # noqa: E402
-from analysis.synthetic import Law, SyntheticStructure, SyntheticSweep  # noqa: E402
-from analysis.taxonomy import coordinates  # noqa: E402
+from analysis.io.load import load_results  # noqa: E402
+from analysis.report.build import analyse  # noqa: E402
+from analysis.report.write import write_report  # noqa: E402
+from analysis.io.synthetic import Law, SyntheticStructure, SyntheticSweep  # noqa: E402
+from analysis.fit.taxonomy import coordinates  # noqa: E402
 
 # Small-scale laws (losses of 2-4 nats for 1e5-1e8 parameters), dense first.
 SMALL = Law(E=1.2, A=60.0, B=90.0, alpha=0.34, beta=0.28)

@@ -60,7 +60,7 @@ def apply_process_settings(omp_wait: str, keep_memory: bool, script: str) -> Non
 
 def resolve_device(name: str):
     """The torch.device for --device (exits with the fix when CUDA was asked for and is not there)."""
-    from scaling.device import pick_device
+    from scaling.train.device import pick_device
 
     try:
         return pick_device(name)
@@ -70,7 +70,7 @@ def resolve_device(name: str):
 
 def precision_name(device, precision: str) -> str:
     """What --precision resolves to on this device: "bf16" or "fp32" (training's rule, scaling.device.uses_bf16)."""
-    from scaling.device import uses_bf16
+    from scaling.train.device import uses_bf16
 
     return "bf16" if uses_bf16(device, precision) else "fp32"
 
@@ -97,7 +97,7 @@ def dense_gemm_flops(device, precision: str, size: int, repeats: int = 5) -> flo
     warm-up): the best a dense layer can hope for here, measured in the benchmark's own process."""
     import torch
 
-    from scaling.device import autocast_for
+    from scaling.train.device import autocast_for
 
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     with autocast_for(device, precision):

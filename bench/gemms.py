@@ -40,10 +40,10 @@ def median_seconds(run, between, repeats: int) -> float:
 def profile(args: argparse.Namespace) -> list[dict]:
     import torch
 
-    from scaling.schema import StructureConfig
-    from scaling.structures import native
+    from scaling.config.schema import StructureConfig
+    from scaling.structures.fastpath import native
     from scaling.structures.btt import BlockTensorTrain, btt_plan
-    from scaling.structures.token_major import token_major_plan
+    from scaling.structures.fastpath.token_major import token_major_plan
 
     lay = BlockTensorTrain.validate(StructureConfig(name="btt", rank=args.rank), args.width, args.width)
     plan = btt_plan(lay.m1, lay.m0, lay.n0, lay.n1, args.rank)
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     apply_process_settings(args.omp_wait, args.keep_freed_memory, "bench/gemms.py")
     import torch
 
-    from scaling.structures.paths import native_runs
+    from scaling.structures.fastpath.paths import native_runs
 
     if not native_runs():
         sys.exit("the compiled offset GEMM is not built or not usable here (see scaling/structures/native.py)")

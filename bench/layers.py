@@ -58,7 +58,7 @@ class Row:
 
 def default_specs() -> list[str]:
     """Every conf/structure preset whose structure is registered (dense is the baseline), then EXTRA_SPECS."""
-    from scaling.compose import CONF_DIR
+    from scaling.config.compose import CONF_DIR
     from scaling.structures import REGISTRY
 
     names = sorted(p.stem for p in (CONF_DIR / "structure").glob("*.yaml"))
@@ -69,7 +69,7 @@ def structure_config(spec: str):
     """`name[:key=value,...]` -> the conf/structure/name preset with structure.key=value overrides."""
     from omegaconf import OmegaConf
 
-    from scaling.compose import compose_run_config
+    from scaling.config.compose import compose_run_config
 
     name, _, rest = spec.partition(":")
     overrides = [f"structure={name}"] + [f"structure.{kv}" for kv in rest.split(",") if kv]
@@ -84,8 +84,8 @@ def time_steps(layers: dict, paths: dict[str, bool], args: argparse.Namespace, w
 
     import torch
 
-    from scaling.structures.paths import DEFAULT_POLICY, use_policy
-    from scaling.device import autocast_for
+    from scaling.structures.fastpath.paths import DEFAULT_POLICY, use_policy
+    from scaling.train.device import autocast_for
 
     x = torch.randn(args.tokens, width, device=device, requires_grad=True)
     grad = torch.randn(args.tokens, width, device=device)
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from scaling.structures import REGISTRY
-    from scaling.structures.paths import native_runs
+    from scaling.structures.fastpath.paths import native_runs
 
     device = resolve_device(args.device)
     precision = precision_name(device, args.precision)

@@ -23,7 +23,7 @@ def time_pair(width: int, args: argparse.Namespace) -> dict:
     """Median seconds of fwd+bwd of the routed and the all-experts layer at this width."""
     import torch
 
-    from scaling.schema import StructureConfig
+    from scaling.config.schema import StructureConfig
     from scaling.structures import build_linear
 
     torch.manual_seed(0)

@@ -107,13 +107,13 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
     import torch
     from omegaconf import OmegaConf
 
-    from scaling.schema import ModelConfig, StructureConfig
-    from scaling.compose import compose_run_config
+    from scaling.config.schema import ModelConfig, StructureConfig
+    from scaling.config.compose import compose_run_config
     from scaling.data.interface import DataInfo
-    from scaling.flops import model_flops
-    from scaling.parametrization import build_parametrized_model, make_optimizer
+    from scaling.models.flops import model_flops
+    from scaling.mup.parametrization import build_parametrized_model, make_optimizer
     from scaling.structures import REGISTRY
-    from scaling.device import autocast_for
+    from scaling.train.device import autocast_for
 
     unknown = [s for s in args.structures if s.partition(":")[0] not in REGISTRY]
     if unknown:

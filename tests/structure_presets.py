@@ -6,8 +6,8 @@ import dataclasses
 
 from omegaconf import OmegaConf
 
-from scaling.schema import StructureConfig
-from scaling.compose import CONF_DIR
+from scaling.config.schema import StructureConfig
+from scaling.config.compose import CONF_DIR
 
 PRESETS = CONF_DIR / "structure"
 

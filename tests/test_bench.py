@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scaling.structures.paths import native_runs
+from scaling.structures.fastpath.paths import native_runs
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 pytestmark = pytest.mark.slow  # each test starts a benchmark process

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from test_launch import REPO
+from sweep_fixtures import REPO
 
 # The checkout minus what a build would not read (and what other work may be writing to meanwhile).
 NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "results", "data_cache", "build", "*.egg-info", "__pycache__",

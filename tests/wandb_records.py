@@ -7,6 +7,8 @@ protobuf `Record`. Block space too small for a chunk header is zero padding.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import struct
 from pathlib import Path
 from typing import Iterator
@@ -46,3 +48,17 @@ def read_records(path: Path) -> Iterator[wandb_internal_pb2.Record]:
 def item_key(item) -> str:
     """Key of a history/summary/config item: `key`, or the dotted `nested_key` newer clients write."""
     return item.key or ".".join(item.nested_key)
+
+
+@dataclass
+class ApiRun:
+    """The attributes of wandb.apis.public.Run that the loader reads."""
+
+    id: str
+    state: str
+    summary: dict
+    config: dict
+    history: list = field(default_factory=list)
+
+    def scan_history(self):
+        return iter(self.history)

@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Any, Sequence
 
-from scaling.compose import compose_run_config
+from scaling.config.compose import compose_run_config
 from scaling.data import build_data, data_info
 from scaling.data.image_files import download_cifar, image_root, image_spec
 from scaling.data.token_cache import ensure_cache

@@ -12,7 +12,8 @@ from typing import Iterable, Iterator, Protocol
 
 import numpy as np
 
-TOKENIZERS = ("byte", "char", "bpe", "gpt2")
+from scaling.config.schema import TOKENIZERS  # noqa: F401  (the names live with the schema)
+
 MAX_VOCAB = 2**16  # ids are stored as uint16
 ENCODE_CHUNK_CHARS = 1 << 16  # BPE encodes the text in line-aligned chunks of about this size, in parallel
 

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from scaling.schema import ModelConfig, StructureConfig
+from scaling.config.schema import ModelConfig, StructureConfig
 from scaling.data.interface import DataInfo
 from scaling.models.base import Model, ModelConfigError
 from scaling.models.factory import INPUT_ROLES, ROLES, SELECTORS, LayerFactory, RoleSelection

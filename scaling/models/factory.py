@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import ListConfig
 
-from scaling.schema import StructureConfig
+from scaling.config.schema import StructureConfig
 from scaling.structures import StructuredLinear, StructureError, build_linear
 
 ROLES = ("input", "patch_embed", "q", "k", "v", "attn_out", "ffn_up", "ffn_down", "head")

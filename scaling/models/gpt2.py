@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scaling.schema import ModelConfig
+from scaling.config.schema import ModelConfig
 from scaling.data.interface import DataInfo
 from scaling.models.base import EMBED_STD, Model, ModelConfigError
 from scaling.models.factory import LayerFactory

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from scaling.schema import ModelConfig
+from scaling.config.schema import ModelConfig
 from scaling.data.interface import DataInfo
 from scaling.models.base import EMBED_STD, Model, ModelConfigError
 from scaling.models.factory import LayerFactory

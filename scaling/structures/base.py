@@ -15,7 +15,7 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
-from scaling.schema import StructureConfig
+from scaling.config.schema import StructureConfig
 
 
 class StructureError(ValueError):

@@ -33,11 +33,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from scaling.schema import StructureConfig
+from scaling.config.schema import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register, spectral_std
 from scaling.structures.factorize import clean_factors
-from scaling.structures.kernels import two_core_apply
-from scaling.structures.two_core import TwoCorePlan
+from scaling.structures.fastpath.kernels import two_core_apply
+from scaling.structures.fastpath.two_core import TwoCorePlan
 
 
 @dataclass(frozen=True)

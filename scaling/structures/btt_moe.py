@@ -26,11 +26,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from scaling.schema import StructureConfig
+from scaling.config.schema import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register
 from scaling.structures.btt import BTTLayout, CappedCores, block_layout, btt_apply, btt_cores, btt_plan
-from scaling.structures.kernels import routed_two_core_apply
-from scaling.structures.paths import Path, current_policy, select_path
+from scaling.structures.fastpath.kernels import routed_two_core_apply
+from scaling.structures.fastpath.paths import Path, current_policy, select_path
 from scaling.structures.routing import check_routing_sizes, mix_experts, route
 
 

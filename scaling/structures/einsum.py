@@ -43,12 +43,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from scaling.schema import StructureConfig
+from scaling.config.schema import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register, spectral_std
 from scaling.structures.btt import rms_cap
-from scaling.structures.kernels import two_core_apply
-from scaling.structures.two_core import TwoCorePlan
-from scaling.taxonomy import Coordinates, coordinates
+from scaling.structures.fastpath.kernels import two_core_apply
+from scaling.structures.fastpath.two_core import TwoCorePlan
+from scaling.structures.taxonomy import Coordinates, coordinates
 
 NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "phi", "rho")
 MAX_PAD = 0.15  # axis sizes may multiply to at most 15% more than the width (the excess is padding)

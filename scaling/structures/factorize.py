@@ -17,13 +17,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from scaling.config.schema import LAYOUTS  # noqa: F401  (the names live with the schema)
 from scaling.structures.base import StructureError
 
 # A factorisation is "clean" when every factor is >= 2 and max factor <= MAX_FACTOR_RATIO * min factor.
 # A factor of 1 (prime widths) collapses the structure towards a dense layer; a larger ratio means the
 # layer's params/FLOPs no longer follow the d^(1 + 1/c) law the structure is chosen for.
 MAX_FACTOR_RATIO = 4
-LAYOUTS = ("paper", "balanced")
 
 
 def divisors(n: int) -> list[int]:

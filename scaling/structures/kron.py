@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from scaling.schema import StructureConfig
+from scaling.config.schema import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, register
 from scaling.structures.factorize import clean_factors
 from scaling.structures.tt import TTLayout, check_cores, tt_apply

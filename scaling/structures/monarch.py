@@ -25,11 +25,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from scaling.schema import StructureConfig
+from scaling.config.schema import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register
 from scaling.structures.factorize import ceil_div
-from scaling.structures.kernels import two_core_apply
-from scaling.structures.two_core import TwoCorePlan
+from scaling.structures.fastpath.kernels import two_core_apply
+from scaling.structures.fastpath.two_core import TwoCorePlan
 
 
 @dataclass(frozen=True)

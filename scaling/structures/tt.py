@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from scaling.schema import StructureConfig
+from scaling.config.schema import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register
 from scaling.structures.factorize import clean_factors
-from scaling.structures.kernels import tt2_apply
+from scaling.structures.fastpath.kernels import tt2_apply
 
 
 @dataclass(frozen=True)

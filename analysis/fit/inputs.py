@@ -1,0 +1,76 @@
+"""Turn the run table into each fit's inputs: isoFLOP points read from curves, best-LR runs, curves, seed noise.
+
+A config is everything but the seed and the hyperparameters: (label, width, depth, tokens_target). The isoFLOP
+fit reads every run's curve at every budget (analysis.budgets) and keeps, per (budget, N_eff), the best
+hyperparameter setting (lr, parametrization, batch size), averaging only over seeds (analysis.hparams). The
+parametric fit takes each config's best setting's final losses. Seed noise is measured over runs that share a
+config and a setting.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.fit.budgets import CURVE_SCHEDULES, budget_grid, declared_budgets, read_at_budgets
+from analysis.fit.hparams import best_over_hparams
+from analysis.fit.isoflop import DEFAULT_BUDGET_TOLERANCE
+from analysis.io.load import RunTable
+from analysis.fit.noise import SeedNoise, measure_seed_noise
+
+CONFIG_COLS = ("label", "width", "depth", "tokens_target")
+HPARAM_COLS = ("lr", "parametrization", "batch_size")
+
+
+def _group_codes(runs: pd.DataFrame, cols: tuple[str, ...]) -> np.ndarray:
+    return runs.groupby(list(cols), dropna=False, sort=False).ngroup().to_numpy()
+
+
+def best_lr_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs of each config's best hyperparameter setting; all of that setting's seeds are kept."""
+    if runs.empty:
+        return runs
+    config = _group_codes(runs, CONFIG_COLS)
+    setting = _group_codes(runs, CONFIG_COLS + HPARAM_COLS)
+    log_loss = pd.Series(np.log(runs["final_val_loss"].to_numpy(float)))
+    mean_log = log_loss.groupby(setting).transform("mean")
+    best = mean_log.groupby(config).transform("min")
+    return runs[np.isclose(mean_log.to_numpy(), best.to_numpy(), rtol=0, atol=1e-12)]
+
+
+def seed_noise(runs: pd.DataFrame) -> SeedNoise | None:
+    """Pooled seed-to-seed spread of log final loss over runs sharing config and hyperparameters."""
+    return measure_seed_noise(runs, CONFIG_COLS + HPARAM_COLS, "final_val_loss")
+
+
+def final_only(runs: pd.DataFrame) -> frozenset[str]:
+    """Runs whose LR schedule decays to their own end: read only at their final budget."""
+    return frozenset(runs.loc[~runs["schedule"].isin(CURVE_SCHEDULES), "run_id"])
+
+
+def frontier_curves(table: RunTable, runs: pd.DataFrame) -> pd.DataFrame:
+    """Evaluation curves (run_id, flops, loss) of `runs`: every run and every evaluation point."""
+    ev = table.evals[table.evals["run_id"].isin(runs["run_id"])]
+    return pd.DataFrame({"run_id": ev["run_id"].to_numpy(), "flops": ev["flops"].to_numpy(float),
+                         "loss": ev["val_loss"].to_numpy(float)})
+
+
+def wall_curves(table: RunTable, runs: pd.DataFrame) -> pd.DataFrame:
+    """Curves against measured training seconds (run_id, flops = wall seconds, loss), for the wall-clock frontier."""
+    ev = table.evals[table.evals["run_id"].isin(runs["run_id"])]
+    wall = pd.to_numeric(ev["wall_s"], errors="coerce").to_numpy(float)
+    keep = np.isfinite(wall) & (wall > 0)
+    return pd.DataFrame({"run_id": ev["run_id"].to_numpy()[keep], "flops": wall[keep],
+                         "loss": ev["val_loss"].to_numpy(float)[keep]})
+
+
+def isoflop_points(table: RunTable, runs: pd.DataFrame, interpolate_lr: bool = False,
+                   tolerance: float = DEFAULT_BUDGET_TOLERANCE) -> pd.DataFrame:
+    """Rows (flops, n, loss, seeds, settings, params): the best setting's loss per budget and N_eff (from curves)."""
+    curves, once = frontier_curves(table, runs), final_only(runs)
+    firsts = curves[~curves["run_id"].isin(once)].groupby("run_id")["flops"].min().to_numpy()
+    budgets = budget_grid(runs["flops"].to_numpy(float), tolerance, firsts, declared_budgets(runs, once))
+    reads = read_at_budgets(curves, budgets, once, tolerance)
+    info = runs[["run_id", "n_eff", "params", *HPARAM_COLS]]
+    points = reads.merge(info, on="run_id")
+    return best_over_hparams(points, "n_eff", ("parametrization", "batch_size"), "lr", interpolate_lr)

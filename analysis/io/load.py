@@ -1,0 +1,309 @@
+"""Load run directories (or any source of run records) into tidy tables of runs and evaluation curves.
+
+Only completed runs with a finite final loss and a FLOP count enter the tables; every other run is listed
+in `excluded` with its reason, so nothing is dropped silently. Each run gets
+
+    n_eff = train_flops_per_token / 6      (effective parameters: what a dense model of equal cost would have)
+
+next to its raw `params`, an `experiment` (family/data) within which labels are compared, and a `label`: the
+run's sweep variant (`btt_r4`), taken from the sweep manifest when one is given, else summary.json's `label`,
+else `scaling.labels.default_label` of config.yaml (structure + distinguishing settings). Einsum runs carry
+their taxonomy coordinates omega, psi, nu. `schedule` says whether a curve may be read at intermediate budgets.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import yaml
+
+from analysis.errors import AnalysisError
+from analysis.fit.taxonomy import coordinates
+from scaling.config.labels import default_label
+from scaling.store.results import SUMMARY_KEYS, iter_run_dirs, read_json, read_jsonl, read_summary
+from scaling.store.files import RunFileError
+from scaling.store.paths import RunPaths
+
+EVAL_COLUMNS = ("run_id", "step", "tokens", "flops", "val_loss", "wall_s")
+EXCLUDED_COLUMNS = ("run_id", "status", "reason", "source")
+EXTRA_COLUMNS = ("experiment", "data", "theta", "omega", "psi", "nu", "n_eff", "schedule", "batch_size",
+                 "eval_flops")
+RUN_COLUMNS = tuple(SUMMARY_KEYS) + EXTRA_COLUMNS
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass
+class RunRecord:
+    """One run as any source delivers it: its summary, resolved config and metric rows."""
+
+    run_id: str
+    summary: dict[str, Any] | None
+    config: dict[str, Any] | None
+    metrics: list[dict[str, Any]]
+    source: str
+    label: str | None = None  # the sweep manifest's label, which takes precedence over the summary's
+
+
+@dataclass
+class RunTable:
+    """Usable runs (one row each), their evaluation points, and the excluded runs with their reasons."""
+
+    runs: pd.DataFrame
+    evals: pd.DataFrame
+    excluded: pd.DataFrame
+
+    def exclusion_note(self) -> str:
+        """One line such as `excluded 5 of 120 runs: 3 status diverged, 2 status running`."""
+        if self.excluded.empty:
+            return f"all {len(self.runs)} runs used"
+        counts = self.excluded["reason"].value_counts()
+        parts = ", ".join(f"{n} {reason}" for reason, n in counts.items())
+        return f"excluded {len(self.excluded)} of {len(self.runs) + len(self.excluded)} runs: {parts}"
+
+
+def _finite_positive(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
+def _exclusion_reason(rec: RunRecord) -> str | None:
+    summary = rec.summary
+    if summary is None:
+        return "not started (no run directory)" if rec.source.startswith("sweep manifest") else \
+            "no readable summary.json"
+    if summary.get("status") != "completed":
+        return f"status {summary.get('status', 'missing')}"
+    if _finite_positive(summary.get("final_val_loss")) is None:
+        return "no finite final_val_loss"
+    if _finite_positive(summary.get("train_flops_per_token")) is None:
+        return "no train_flops_per_token (needed for N_eff = F/6)"
+    if _finite_positive(summary.get("flops")) is None and _finite_positive(summary.get("tokens")) is None:
+        return "neither flops nor tokens recorded"
+    return None
+
+
+def _run_row(rec: RunRecord) -> dict[str, Any]:
+    s, cfg = rec.summary or {}, rec.config or {}
+    row = {k: s.get(k) for k in SUMMARY_KEYS}
+    row["run_id"] = s.get("run_id") or rec.run_id
+    model, structure, data = cfg.get("model") or {}, cfg.get("structure") or {}, cfg.get("data") or {}
+    for key, section, name in (("family", model, "family"), ("width", model, "width"), ("depth", model, "depth"),
+                               ("parametrization", model, "parametrization"), ("structure", structure, "name")):
+        if row.get(key) is None:
+            row[key] = section.get(name)
+    row["data"] = s.get("data") or data.get("name") or "unknown"
+    row["experiment"] = f"{row.get('family') or 'unknown'}/{row['data']}"
+    ftok = float(row["train_flops_per_token"])
+    row["n_eff"] = ftok / 6
+    if _finite_positive(row.get("flops")) is None:
+        row["flops"] = ftok * float(row["tokens"])
+    if _finite_positive(row.get("tokens")) is None:
+        row["tokens"] = float(row["flops"]) / ftok
+    train = cfg.get("train") or {}
+    row["schedule"] = s.get("schedule") or train.get("schedule") or "cosine"  # the trainer's default
+    row["batch_size"] = s.get("batch_size") or train.get("batch_size")
+    row["eval_flops"] = ",".join(repr(float(c)) for c in train.get("eval_flops") or []) or None  # sweep budgets
+    row["label"] = rec.label or s.get("label") or cfg.get("label") or (
+        default_label(cfg) if structure.get("name") else row.get("structure") or "unknown")
+    theta = s.get("theta") or structure.get("theta")
+    row["theta"], row["omega"], row["psi"], row["nu"] = None, None, None, None
+    if theta is not None and row.get("structure") == "einsum":
+        row["theta"] = ",".join(f"{float(t):g}" for t in theta)
+        coords = coordinates(theta)
+        row["omega"], row["psi"], row["nu"] = coords.omega, coords.psi, coords.nu
+    for key in ("omega", "psi", "nu"):  # values the trainer recorded take precedence
+        if s.get(key) is not None:
+            row[key] = float(s[key])
+    return row
+
+
+def _eval_rows(rid: str, ftok: float, metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for m in metrics:
+        if m.get("kind") != "eval":
+            continue
+        loss = _finite_positive(m.get("val_loss"))
+        flops = _finite_positive(m.get("flops"))
+        tokens = _finite_positive(m.get("tokens"))
+        if flops is None and tokens is not None:
+            flops = tokens * ftok
+        if loss is None or flops is None:
+            continue
+        rows.append({"run_id": rid, "step": m.get("step"), "tokens": tokens if tokens else flops / ftok,
+                     "flops": flops, "val_loss": loss, "wall_s": m.get("wall_s")})
+    return rows
+
+
+def table_from_records(records: Iterable[RunRecord]) -> RunTable:
+    """Build the run, evaluation and exclusion tables from run records of any source."""
+    runs, evals, excluded = [], [], []
+    for rec in records:
+        reason = _exclusion_reason(rec)
+        if reason is not None:
+            status = (rec.summary or {}).get("status", "unknown")
+            excluded.append({"run_id": rec.run_id, "status": status, "reason": reason, "source": rec.source})
+            continue
+        try:
+            row = _run_row(rec)
+        except AnalysisError as err:  # e.g. a malformed einsum theta: this run only
+            excluded.append({"run_id": rec.run_id, "status": "completed", "reason": str(err), "source": rec.source})
+            continue
+        runs.append(row)
+        curve = _eval_rows(row["run_id"], float(row["train_flops_per_token"]), rec.metrics)
+        if not curve:  # no evaluation rows: the final point still belongs on the curve
+            curve = [{"run_id": row["run_id"], "step": row.get("steps"), "tokens": float(row["tokens"]),
+                      "flops": float(row["flops"]), "val_loss": float(row["final_val_loss"]),
+                      "wall_s": row.get("wall_time_s")}]
+        evals.extend(curve)
+    return RunTable(
+        runs=pd.DataFrame(runs, columns=list(RUN_COLUMNS)),
+        evals=pd.DataFrame(evals, columns=list(EVAL_COLUMNS)),
+        excluded=pd.DataFrame(excluded, columns=list(EXCLUDED_COLUMNS)),
+    )
+
+
+def _read_config(path: Path) -> dict[str, Any] | None:
+    try:
+        config = yaml.load(path.read_text(), Loader=_YAML_LOADER)
+    except (FileNotFoundError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def iter_directory_records(results_root: str | Path) -> Iterable[RunRecord]:
+    """Run records from `<results_root>/runs/<run_id>/` (summary.json, config.yaml, metrics.jsonl)."""
+    for rdir in iter_run_dirs(results_root):
+        try:
+            paths = RunPaths(rdir)
+            yield RunRecord(rdir.name, read_summary(rdir), _read_config(paths.config), read_jsonl(paths.metrics),
+                            str(rdir))
+        except RunFileError as err:  # that run's problem: one line with the file and the fix, the rest loads
+            print(f"warning: {err}", file=sys.stderr)
+            yield RunRecord(rdir.name, None, None, [], str(rdir))
+
+
+def _checked_root(results_root: str | Path) -> Path:
+    root = Path(results_root)
+    if not (root / "runs").is_dir():
+        raise AnalysisError(f"--results {root}: no runs/ directory there; point it at the results root "
+                            "that holds runs/<run_id>/summary.json")
+    return root
+
+
+def _usable(table: RunTable, where: str) -> RunTable:
+    if table.runs.empty:
+        if table.excluded.empty:
+            raise AnalysisError(f"{where}: holds no run directories")
+        raise AnalysisError(f"{where}: no usable runs; {table.exclusion_note()}. "
+                            "Wait for runs to finish or rerun the diverged ones with a lower lr")
+    return table
+
+
+def load_results(results_root: str | Path) -> RunTable:
+    """Tidy tables of every run under results_root; raises AnalysisError when there is nothing to analyse."""
+    root = _checked_root(results_root)
+    return _usable(table_from_records(iter_directory_records(root)), f"--results {root}: runs/")
+
+
+def sweep_manifests(results_root: str | Path) -> dict[str, dict[str, str | None]]:
+    """{sweep: {run_id: label}} from the launcher's manifests `<results_root>/sweeps/<name>.json`.
+
+    An entry's label is its `variant`; manifests written before the launcher recorded it give the planned run's
+    description (`btt_r4 model.width=64 flops=1e+13`), whose first word is the variant.
+    """
+    out: dict[str, dict[str, str | None]] = {}
+    for path in sorted((Path(results_root) / "sweeps").glob("*.json")):
+        manifest = read_json(path) or {}
+        entries = {}
+        for r in manifest.get("runs") or []:
+            if "run_id" in r:
+                variant = r.get("variant") or (str(r["label"]).split()[0] if r.get("label") else None)
+                entries[str(r["run_id"])] = variant
+        out[str(manifest.get("name") or path.stem)] = entries
+    return out
+
+
+NO_SWEEP = "(no sweep)"
+
+
+def load_sweeps(results_root: str | Path, names: Iterable[str] | None = None,
+                rounds: bool = False) -> dict[str, RunTable]:
+    """One run table per sweep, each labelled from its own manifest (a run two sweeps share is in both).
+
+    Sweeps are the launcher's manifests plus the `sweep` recorded in summary.json; runs of no sweep form
+    NO_SWEEP. `names` None: every sweep (NO_SWEEP too, when such runs exist); a name with no runs is an error.
+    `rounds`: the named sweeps are rounds of one experiment (a sweep and its plan-next successors), read as one
+    table named "A+B".
+    """
+    root = _checked_root(results_root)
+    records = {rec.run_id: rec for rec in iter_directory_records(root)}
+    members = sweep_manifests(root)
+    for rid, rec in records.items():
+        sweep = (rec.summary or {}).get("sweep") or NO_SWEEP
+        members.setdefault(str(sweep), {}).setdefault(rid, None)
+    if names is None and not rounds:
+        names = sorted(members, key=lambda n: (n == NO_SWEEP, n))
+    names = list(names or [])
+    for name in names:
+        if name not in members:
+            known = sorted(n for n in members if n != NO_SWEEP)
+            raise AnalysisError(f"--sweep {name}: no such sweep under {root}; sweeps there: {known}")
+    if rounds:
+        members = {"+".join(names): _merged_rounds(members, names)}
+        names = list(members)
+    tables = {}
+    for name in names:
+        listed = members[name]
+        mine = [RunRecord(rid, None, None, [], f"sweep manifest {name}") if rid not in records else
+                RunRecord(rid, records[rid].summary, records[rid].config, records[rid].metrics, records[rid].source,
+                          label) for rid, label in listed.items()]
+        table = table_from_records(mine)
+        tables[name] = _usable(table, f"--sweep {name}")
+    return tables
+
+
+def _merged_rounds(members: dict[str, dict[str, str | None]], names: list[str]) -> dict[str, str | None]:
+    """{run_id: label} of every named sweep; a run two rounds give different labels is an error."""
+    if len(names) < 2:
+        raise AnalysisError(f"--rounds: name two or more sweeps with --sweep (got {names or 'none'})")
+    merged: dict[str, str | None] = {}
+    for name in names:
+        for rid, label in members[name].items():
+            earlier = merged.get(rid)
+            if earlier is not None and label is not None and earlier != label:
+                raise AnalysisError(f"--rounds: run {rid} is '{earlier}' in one round and '{label}' in {name}; "
+                                    "rounds must label a shared run alike (rename the variant in one sweep file)")
+            merged[rid] = label or earlier
+    return merged
+
+
+COORD_COLUMNS = ("width", "layer", "step", "delta_rms")
+
+
+def load_coordchecks(paths: Iterable[str | Path]) -> dict[str, pd.DataFrame]:
+    """coord.csv tables written by `python -m scaling.coordcheck`, keyed by their folder's name.
+
+    Each path is a coord.csv or a folder holding one; rows are (width, seed, layer, role, structure, step,
+    delta_rms, h_rms).
+    """
+    checks = {}
+    for path in map(Path, paths):
+        csv = path / "coord.csv" if path.is_dir() else path
+        if not csv.is_file():
+            raise AnalysisError(f"--coordcheck {path}: no coord.csv there; pass the coordcheck.out folder of "
+                                "`python -m scaling.coordcheck`")
+        df = pd.read_csv(csv)
+        missing = set(COORD_COLUMNS) - set(df.columns)
+        if missing:
+            raise AnalysisError(f"--coordcheck {csv}: missing columns {sorted(missing)}; expected the coord.csv "
+                                "of `python -m scaling.coordcheck`")
+        checks[csv.parent.name] = df
+    return checks

@@ -1,0 +1,373 @@
+"""The report as Markdown, and the figures each experiment's results support.
+
+The report opens with a verdict per label that cites only fits with status ok; every table shows a weak fit's
+numbers marked `(weak)` and a failed fit greyed, with its reason instead of numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.report import plots
+from analysis.fit.bootstrap import Interval
+from analysis.fit.inputs import frontier_curves, wall_curves
+from analysis.io.load import RunTable
+from analysis.fit.lr_transfer import CLEAR_SLOPE, lr_curves, transfer_comparison
+from analysis.report.build import DENSE, ExperimentResult, Report, StructureResult
+
+EXCLUDED_SHOWN = 30
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+
+
+def _iv(iv: Interval | None, spec: str = ".3g") -> str:
+    return "–" if iv is None else iv.fmt(spec)
+
+
+def _grey(text: str) -> str:
+    return f'<span style="color:gray">{text.replace("|", "/")}</span>'
+
+
+def _cell(s: StructureResult, fit: str, text: str) -> str:
+    """`text` for an ok fit, `text (weak)` for a weak one, the first reason greyed for a failed one (the Fit status
+    table lists them all)."""
+    st = s.status.get(fit)
+    if st is None:
+        return "–"
+    if st.status == "failed":
+        more = f" (+{len(st.reasons) - 1} more, see Fit status)" if len(st.reasons) > 1 else ""
+        return _grey(f"failed: {st.reasons[0]}{more}" if st.reasons else "failed")
+    return f"{text} (weak)" if st.status == "weak" else text
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def plot_jobs(exp: ExperimentResult, table: RunTable, plot_dir: Path) -> list[tuple[str, tuple]]:
+    """(figure name, (plot function, *arguments)) for every figure this experiment's results support."""
+    runs = table.runs[table.runs["experiment"] == exp.name]
+    stem = plot_dir / _slug(exp.title)
+    structures, title = exp.structures, exp.title
+    widths = dict(zip(runs["run_id"], runs["width"]))
+    jobs: list[tuple[str, tuple]] = []
+    for kind, attr, cv in (("FLOPs", "frontier", frontier_curves), ("seconds", "wall_frontier", wall_curves)):
+        fits = {lab: getattr(s, attr) for lab, s in structures.items() if getattr(s, attr) is not None}
+        failed = {lab for lab in fits if structures[lab].status[attr].status == "failed"}
+        if fits:
+            jobs.append((f"loss frontiers ({kind})", (plots.frontiers, fits, failed, kind, title,
+                                                      Path(f"{stem}_frontiers_{attr}"))))
+        curves = {lab: cv(table, runs[runs["label"] == lab]) for lab in structures}
+        dense = DENSE if DENSE in fits else None
+        if any(len(c) for c in curves.values()):  # runs without recorded seconds have no wall-clock curves
+            jobs.append((f"loss vs {kind}", (plots.loss_curves, curves, fits, failed, widths, dense, kind, title,
+                                             Path(f"{stem}_loss_vs_{attr}"))))
+    mult = {lab: s.frontier for lab, s in structures.items() if s.frontier is not None}
+    if exp.reference_flops is not None and len(mult) > 1:
+        jobs.append(("compute multiplier", (plots.multipliers, mult, DENSE, title, Path(f"{stem}_multiplier"))))
+    iso = {lab: s.isoflop for lab, s in structures.items() if s.isoflop is not None}
+    if iso:
+        jobs.append(("isoFLOP curves", (plots.isoflop_curves, iso, title, Path(f"{stem}_isoflop"))))
+        jobs.append(("N*(C)", (plots.optimal_size, iso, title, Path(f"{stem}_nstar"))))
+    if exp.trends:
+        rows = pd.DataFrame([{"label": s.label, "omega": s.omega, "psi": s.psi, "nu": s.nu,
+                              "alpha": s.frontier.params["alpha"].value, "lo": s.frontier.params["alpha"].lo,
+                              "hi": s.frontier.params["alpha"].hi}
+                             for s in structures.values() if s.omega is not None and s.frontier is not None])
+        jobs.append(("Einsum taxonomy", (plots.taxonomy, rows, title, Path(f"{stem}_taxonomy"))))
+    if len(exp.lr_sweeps):
+        jobs.append(("LR sweeps", (plots.lr_sweeps, lr_curves(runs), exp.lr_sweeps, title,
+                                   Path(f"{stem}_lr_sweeps"))))
+        jobs.append(("LR vs width", (plots.lr_vs_width, exp.lr_sweeps, title, Path(f"{stem}_lr_vs_width"))))
+    return jobs
+
+
+def _figures(figures: dict[str, Path], names: tuple[str, ...], out: Path) -> list[str]:
+    lines = [f"![{n}]({figures[n].relative_to(out).as_posix()})" for n in names if n in figures]
+    return lines + [""] if lines else []
+
+
+def headline(exp: ExperimentResult) -> str:
+    """One plain sentence per experiment: which label wins per FLOP against dense, citing only ok multipliers."""
+    said, unsure = [], []
+    for s in exp.structures.values():
+        if s.label == DENSE:
+            continue
+        status = s.status.get("multiplier")
+        if s.multiplier is None or status is None or not status.ok:
+            unsure.append(f"{s.label} ({status.status if status else 'no fit'})")
+            continue
+        m = s.multiplier
+        if m.lo > 1:
+            said.append(f"{s.label} beats {DENSE} per FLOP: it reaches dense's loss with {m.value:.3g}x less compute "
+                        f"({_iv(m)})")
+        elif m.hi < 1:
+            said.append(f"{s.label} is behind {DENSE} per FLOP: it needs {1 / m.value:.3g}x more compute for dense's "
+                        f"loss (multiplier {_iv(m)})")
+        else:
+            said.append(f"{s.label} and {DENSE} cannot be told apart per FLOP (multiplier {_iv(m)} includes 1)")
+    if exp.reference_flops is None:
+        return "No dense frontier: nothing is compared per FLOP."
+    where = f"At C = {exp.reference_flops:.3g} FLOPs: "
+    if not said:
+        return (where + "the evidence is too weak to say which label wins per FLOP: no compute multiplier vs "
+                f"{DENSE} has status ok ({', '.join(unsure) or 'none fitted'}; see Fit status).")
+    tail = f" Too weak to cite: {', '.join(unsure)}." if unsure else ""
+    return where + "; ".join(said) + "." + tail
+
+
+def transfer_lines(exp: ExperimentResult) -> list[str]:
+    """Per structure swept under both parametrizations: does the optimal LR drift clearly less structure-aware?"""
+    compared = transfer_comparison(exp.lr_drift, {s.label: s.structure for s in exp.structures.values()})
+    lines = []
+    for r in compared.itertuples():
+        said = "drifts clearly less" if r.clearly_less else "does not drift clearly less"
+        lines.append(f"- **{r.structure}**: the optimal LR {said} across width under structure-aware (slope of log2 "
+                     f"lr* vs log2 width {r.slope_structure_aware:+.2f}) than under naive ({r.slope_naive:+.2f}); "
+                     f"clearly: |slope| lower by more than {CLEAR_SLOPE}.")
+    return lines
+
+
+def verdict(exp: ExperimentResult) -> list[str]:
+    """One line per label citing only its ok fits (and comparisons between two ok fits)."""
+    lines = []
+    for s in exp.structures.values():
+        said = []
+        if s.status.get("frontier") and s.status["frontier"].ok:
+            said.append(f"loss frontier L - E ~ C^-alpha with alpha = {_iv(s.frontier.params['alpha'])}")
+        if s.status.get("isoflop") and s.status["isoflop"].ok:
+            said.append(f"compute-optimal size N* ~ C^a with a = {_iv(s.isoflop.a)}")
+        if s.status.get("parametric") and s.status["parametric"].ok:
+            said.append(f"parametric a = beta/(alpha+beta) = {_iv(s.parametric.params['a'])}")
+        if s.status.get("multiplier") and s.status["multiplier"].ok:
+            said.append(f"compute multiplier vs {DENSE} (dense FLOPs / this label's FLOPs at matched loss, "
+                        f"C = {exp.reference_flops:.3g}) = {_iv(s.multiplier)}")
+        if s.status.get("wall_multiplier") and s.status["wall_multiplier"].ok:
+            said.append(f"training-time multiplier vs {DENSE} = {_iv(s.wall_multiplier)}")
+        not_ok = [f"{fit} {st.status}" for fit, st in s.status.items() if not st.ok]
+        tail = f" Not cited: {', '.join(not_ok)} (see Fit status)." if not_ok else ""
+        body = "; ".join(said) + "." if said else "no fit has status ok."
+        lines.append(f"- **{s.label}** ({s.runs} runs): {body}{tail}")
+    return lines
+
+
+def verdict_text(report: Report) -> list[str]:
+    """The verdict as plain lines for a terminal: per experiment its headline, each label's line and fit statuses."""
+    lines = ["", "Verdict (only fits with status ok are cited):"]
+    for exp in report.experiments:
+        lines += [f"{exp.title}", f"  {headline(exp)}"]
+        lines += ["  " + line.replace("**", "") for line in verdict(exp) + transfer_lines(exp)]
+        statuses = [f"{s.label} {fit} {st.status}" for s in exp.structures.values() for fit, st in s.status.items()]
+        lines.append(f"  fit statuses: {', '.join(statuses)}")
+    return lines + [""]
+
+
+def _status_table(exp: ExperimentResult) -> list[str]:
+    rows = [[s.label, fit, st.status, "; ".join(st.reasons) or "–"]
+            for s in exp.structures.values() for fit, st in s.status.items()]
+    return ["### Fit status", "", "ok: cited in the verdict; weak: numbers shown, not cited; failed: no numbers "
+            "(the reason instead).", ""] + _md_table(["label", "fit", "status", "reasons"], rows)
+
+
+def _frontier_table(exp: ExperimentResult, attr: str, unit: str) -> list[str]:
+    mult_key = "multiplier" if attr == "frontier" else "wall_multiplier"
+    rows = []
+    for s in exp.structures.values():
+        f = getattr(s, attr)
+        mult = getattr(s, mult_key)
+        if f is None:
+            rows.append([s.label, s.runs, _cell(s, attr, ""), "–", "–", "–", "–"])
+            continue
+        rows.append([s.label, s.runs, _cell(s, attr, _iv(f.params["alpha"])), _cell(s, attr, _iv(f.params["E"])),
+                     _cell(s, attr, f"{f.params['A'].value:.3g}"),
+                     _cell(s, mult_key, _iv(mult)) if mult is not None else "–",
+                     f"{f.noise.sigma:.4g} ({f.noise.source})"])
+    ref = "dense's largest run" if unit == "seconds" else (
+        f"C = {exp.reference_flops:.3g}" if exp.reference_flops else "dense's largest budget")
+    what = "compute" if unit == "FLOPs" else "training time"
+    return _md_table(["label", "runs", "alpha", "E", "A", f"{what} multiplier vs {DENSE} at {ref}", "noise"], rows)
+
+
+def _minima_table(structures: dict[str, StructureResult]) -> list[str]:
+    """Per label and budget, whether the isoFLOP minimum is interior (not at the budget's smallest or largest
+    size): only interior minima enter N* ~ C^a."""
+    rows = []
+    for s in structures.values():
+        if s.isoflop is None:
+            continue
+        for r in s.isoflop.budgets.itertuples():
+            nstar = "–" if not np.isfinite(r.n_star) else f"{r.n_star:.3g} [{r.n_star_lo:.3g}, {r.n_star_hi:.3g}]"
+            interior = "yes" if r.used else ("no" if np.isfinite(r.n_star) else "–")
+            rows.append([s.label, f"{r.flops:.3g}", r.points, nstar, interior, r.note])
+    if not rows:
+        return []
+    return ["Minimum per budget: interior means it is not at the budget's smallest or largest size (an edge "
+            "minimum is dropped from the fit; centre that budget's sizes on N*).", "",
+            *_md_table(["label", "C", "sizes", "N*_eff", "interior", "note"], rows)]
+
+
+def _experiment_markdown(exp: ExperimentResult, figures: dict[str, Path], out: Path, level: float) -> list[str]:
+    structures = exp.structures
+    lines = [f"## `{exp.title}`", "", f"{sum(s.runs for s in structures.values())} runs, {len(structures)} labels. "
+             f"Intervals are {level:.0%} bootstrap percentile intervals.", ""]
+    lines += _md_table(["label", "structure", "runs", "params (raw)", "N_eff"],
+                       [[s.label, s.structure, s.runs, f"{s.params_range[0]:.3g}–{s.params_range[1]:.3g}",
+                         f"{s.n_eff_range[0]:.3g}–{s.n_eff_range[1]:.3g}"] for s in structures.values()])
+    lines += [f"- {n}" for n in exp.notes] + ([""] if exp.notes else [])
+    lines += _status_table(exp)
+
+    lines += ["### Loss frontier (approach 1): L(C) = E + A C^-alpha, C in training FLOPs", ""]
+    lines += _frontier_table(exp, "frontier", "FLOPs")
+    lines += _figures(figures, ("loss frontiers (FLOPs)", "loss vs FLOPs", "compute multiplier"), out)
+    lines += ["### Wall-clock frontier: the same fit against measured training seconds", "",
+              "What a FLOP advantage is worth on the hardware the runs used (evaluation time excluded only as far "
+              "as the trainer's wall_s excludes it).", ""]
+    lines += _frontier_table(exp, "wall_frontier", "seconds")
+    lines += _figures(figures, ("loss frontiers (seconds)", "loss vs seconds"), out)
+
+    lines += ["### IsoFLOP optima (approach 2): N* ~ C^a, D* ~ C^b", "",
+              "Every run's curve is read at every budget it passes (log-log interpolation); per budget and size the "
+              "best hyperparameter setting is kept and only seeds are averaged.", ""]
+    rows = []
+    for s in structures.values():
+        f = s.isoflop
+        if f is None:
+            rows.append([s.label, _cell(s, "isoflop", ""), "–", "–", "–", "–", "–"])
+            continue
+        used = f.budgets[f.budgets["used"]]
+        top = used.iloc[-1]
+        nstar = f"{top['n_star']:.3g} [{top['n_star_lo']:.3g}, {top['n_star_hi']:.3g}] at C = {top['flops']:.3g}"
+        rows.append([s.label, len(used), len(f.budgets) - len(used), _cell(s, "isoflop", _iv(f.a)),
+                     _cell(s, "isoflop", _iv(f.b)), _cell(s, "isoflop", nstar), f.noise.source])
+    lines += _md_table(["label", "budgets used", "budgets dropped", "a", "b", "N*_eff (largest used budget)",
+                        "noise from"], rows)
+    lines += _minima_table(structures)
+    lines += _figures(figures, ("isoFLOP curves", "N*(C)"), out)
+
+    lines += ["### Parametric fit (approach 3): L(N, D) = E + A/N^alpha + B/D^beta", "",
+              "N is the effective parameter count (training FLOPs per token / 6); a = beta/(alpha+beta) is the "
+              "exponent of the compute-optimal N_opt ~ C^a.", ""]
+    rows = []
+    for s in structures.values():
+        p = s.parametric
+        if p is None:
+            rows.append([s.label, "–", _cell(s, "parametric", "")] + ["–"] * 5)
+            continue
+        rows.append([s.label, p.n_points] + [_cell(s, "parametric", _iv(p.params[k]))
+                                             for k in ("E", "A", "B", "alpha", "beta", "a")])
+    lines += _md_table(["label", "runs", "E", "A", "B", "alpha", "beta", "a = beta/(alpha+beta)"], rows)
+
+    lines += ["### Extrapolation check (largest budgets held out)", "",
+              "Refit without the largest 1 or 2 budgets; the interval is for the held-out measurement (the refit's "
+              "bootstrap predictions with that measurement's own noise).", ""]
+    rows = []
+    for s in structures.values():
+        for r in s.holdout.itertuples():
+            what = "L*(C)" if r.fit == "frontier" else "N*(C)"
+            pred = "–" if not np.isfinite(r.predicted) else f"{r.predicted:.4g} [{r.lo:.4g}, {r.hi:.4g}]"
+            inside = "–" if r.inside is None else ("yes" if r.inside else "no")
+            err = "–" if not np.isfinite(r.rel_error) else f"{r.rel_error:+.1%}"
+            obs = "–" if not np.isfinite(r.observed) else f"{r.observed:.4g}"
+            rows.append([s.label, what, r.held_out, f"{r.flops:.3g}", pred, obs, err, inside, r.note])
+    lines += _md_table(["label", "quantity", "budgets held out", "C", "predicted", "observed", "error",
+                        "inside interval", "note"], rows) if rows else ["No fit to check.", ""]
+
+    if exp.trends:
+        lines += ["### Einsum taxonomy: frontier exponent vs (omega, psi, nu)", ""]
+        rows = [[s.label, f"{s.omega:.3g}", f"{s.psi:.3g}", f"{s.nu:.3g}",
+                 _cell(s, "frontier", _iv(s.frontier.params["alpha"]))]
+                for s in structures.values() if s.omega is not None and s.frontier is not None]
+        lines += _md_table(["label", "omega", "psi", "nu", "alpha"], rows)
+        lines += ["Slopes over the labels whose frontier fit did not fail (a coordinate on which they do not differ "
+                  "has no slope); a weak exponent makes its slope weak too.", ""]
+        lines += _md_table(["coordinate", "d alpha / d coordinate", "labels"],
+                           [[t.coordinate, _iv(t.slope), t.structures] for t in exp.trends])
+        lines += _figures(figures, ("Einsum taxonomy",), out)
+
+    if len(exp.lr_sweeps):
+        lines += ["### Learning-rate transfer", ""]
+        rows = []
+        for r in exp.lr_drift.itertuples():
+            sw = exp.lr_sweeps[(exp.lr_sweeps["label"] == r.label)
+                               & (exp.lr_sweeps["parametrization"] == r.parametrization)].sort_values("width")
+            per_width = ", ".join(f"{w:g}: {lr:.3g}{'*' if e else ''}" for w, lr, e in
+                                  zip(sw["width"], sw["lr_star"], sw["at_edge"]))
+            rows.append([r.label, r.parametrization, per_width, f"{r.factor_per_doubling:.3g}x",
+                         f"{r.lr_star_max / r.lr_star_min:.3g}x"])
+        lines += _md_table(["label", "parametrization", "lr* per width (* = sweep edge)",
+                            "lr* change per width doubling", "lr* max/min"], rows)
+        transfer = transfer_lines(exp)
+        lines += transfer + [""] if transfer else []
+        lines += _figures(figures, ("LR vs width", "LR sweeps"), out)
+
+    notes = [(s.label, n) for s in structures.values() for n in s.notes]
+    notes += [(s.label, f"{fit}: {n}") for s in structures.values() for fit in ("frontier", "isoflop", "parametric")
+              if getattr(s, fit) is not None for n in getattr(s, fit).notes]
+    if notes:
+        lines += ["### Notes", ""] + [f"- {lab}: {msg}" for lab, msg in notes] + [""]
+    return lines
+
+
+def side_by_side(report: Report) -> list[str]:
+    """Labels of one experiment in two or more sweeps, their ok-or-marked headline numbers in adjacent columns."""
+    by_name: dict[str, list[ExperimentResult]] = {}
+    for exp in report.experiments:
+        by_name.setdefault(exp.name, []).append(exp)
+    lines = []
+    for name, exps in by_name.items():
+        if len(exps) < 2:
+            continue
+        labels = list(dict.fromkeys(lab for e in exps for lab in e.structures))
+        header = ["label"] + [f"{e.sweep}: {what}" for e in exps for what in ("alpha", "a", "multiplier")]
+        rows = []
+        for lab in labels:
+            row = [lab]
+            for e in exps:
+                s = e.structures.get(lab)
+                if s is None:
+                    row += ["–", "–", "–"]
+                    continue
+                alpha = _iv(s.frontier.params["alpha"]) if s.frontier else ""
+                a = _iv(s.isoflop.a) if s.isoflop else ""
+                row += [_cell(s, "frontier", alpha), _cell(s, "isoflop", a),
+                        _cell(s, "multiplier", _iv(s.multiplier)) if s.multiplier else "–"]
+            rows.append(row)
+        lines += [f"### `{name}` in {len(exps)} sweeps", ""] + _md_table(header, rows)
+    return (["## Sweeps side by side", ""] + lines) if lines else []
+
+
+def markdown(report: Report, figures: dict[str, dict[str, Path]], out: Path) -> str:
+    excluded = sum(len(t.excluded) for t in report.tables.values())
+    sweeps = [s for s in report.tables if s is not None]
+    scope = f"Sweeps: {', '.join(f'`{s}`' for s in sweeps)}. " if sweeps else ""
+    lines = ["# Scaling-law report", "", f"Source: `{report.source}`. {scope}{report.runs_used} runs used, "
+             f"{excluded} excluded. Bootstrap: {report.replicates} replicates per fit, seed {report.seed}.", "",
+             "## Verdict", "", "Only fits with status ok are cited (see each experiment's Fit status).", ""]
+    for exp in report.experiments:
+        lines += [f"`{exp.title}`", "", f"**{headline(exp)}**", ""] + verdict(exp) + transfer_lines(exp) + [""]
+    lines += side_by_side(report)
+    for exp in report.experiments:
+        lines += _experiment_markdown(exp, figures.get(exp.title, {}), out, report.level)
+    if report.coordchecks:
+        lines += ["## Coordinate checks", "", "Activation-update size per layer against width, from "
+                  f"`python -m scaling.coordcheck` ({', '.join(report.coordchecks)}).", ""]
+        lines += _figures(figures.get("", {}), ("coordinate checks",), out)
+    lines += ["## Excluded runs", ""]
+    frames = [t.excluded.assign(sweep=s) for s, t in report.tables.items() if len(t.excluded)]
+    if not frames:
+        lines += ["None.", ""]
+    else:
+        shown = pd.concat(frames).drop_duplicates("run_id")
+        lines += _md_table(["run", "status", "reason"],
+                           [[r.run_id, r.status, r.reason] for r in shown.head(EXCLUDED_SHOWN).itertuples()])
+        if len(shown) > EXCLUDED_SHOWN:
+            lines += [f"... and {len(shown) - EXCLUDED_SHOWN} more: see excluded.csv", ""]
+    return "\n".join(lines)

@@ -1,0 +1,130 @@
+"""Compose run configs from `conf/` with Hydra, validated against the schema in scaling.schema."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence, TypeVar
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
+
+from scaling.config.schema import RunConfig
+from scaling.config.validate import integral_overrides
+
+T = TypeVar("T")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def resource_dir(package: str, checkout_dir: str) -> Path:
+    """A data folder shipped inside the installed package (`scaling.conf` <- conf/, see setup.py), else the
+    checkout's top-level folder (running from a source tree that was never installed)."""
+    spec = importlib.util.find_spec(package)
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return REPO_ROOT / checkout_dir
+
+
+CONF_DIR = resource_dir("scaling.conf", "conf")
+SWEEPS_DIR = resource_dir("scaling.sweep_files", "sweeps")
+SWEEP_FILE_SUFFIXES = (".yaml", ".yml")
+
+
+class SweepPathError(ValueError):
+    """A sweep folder or file given on the command line that does not exist."""
+
+
+def sweep_dirs(extra: Sequence[str] = ()) -> list[Path]:
+    """Where `+sweep=NAME` looks, first match wins: `sweep_dir=PATH` folders, `$SCALING_SWEEPS` folders
+    (os.pathsep-separated), then the sweeps shipped with the package."""
+    dirs = [*extra, *filter(None, os.environ.get("SCALING_SWEEPS", "").split(os.pathsep))]
+    for d in dirs:
+        if not Path(d).is_dir():
+            raise SweepPathError(f"sweep folder {d!r} (sweep_dir= or $SCALING_SWEEPS) does not exist; "
+                                 "give a folder of sweep YAML files")
+    return [*(Path(d).resolve() for d in dirs), SWEEPS_DIR]
+
+
+def sweep_files(extra_dirs: Sequence[str] = ()) -> dict[str, Path]:
+    """Sweep name (file stem) -> file, over `sweep_dirs`; an earlier folder shadows a later one."""
+    found: dict[str, Path] = {}
+    for folder in reversed(sweep_dirs(extra_dirs)):
+        found |= {p.stem: p for p in sorted(folder.iterdir()) if p.suffix in SWEEP_FILE_SUFFIXES}
+    return dict(sorted(found.items()))
+
+
+def is_sweep_path(value: str) -> bool:
+    """`+sweep=path/to/file.yaml` names a file rather than a sweep."""
+    return value.endswith(SWEEP_FILE_SUFFIXES)
+
+
+def load_sweep_file(path: str | Path) -> dict[str, Any]:
+    """A sweep YAML file as a dict; a missing `name` defaults to the file's stem."""
+    path = Path(path)
+    if not path.is_file():
+        raise SweepPathError(f"+sweep={path}: no such sweep file; give a path to a sweep YAML file or a sweep name")
+    spec = OmegaConf.to_container(OmegaConf.load(path))
+    if not isinstance(spec, Mapping):
+        raise SweepPathError(f"+sweep={path}: the file holds no mapping; see sweeps/quickstart.yaml for the format")
+    return {"name": path.stem, **spec}
+
+
+def register_schemas() -> None:
+    """Make `run_schema` (the typed RunConfig) available to conf/run.yaml's defaults list."""
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+def run_overrides(args: Sequence[str]) -> list[str]:
+    """The overrides a run command composes conf/run.yaml with (registers the schema it needs)."""
+    register_schemas()
+    return list(args)
+
+
+def compose_conf(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose conf/<config_name>.yaml with Hydra overrides (schemas must be registered first)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
+def compose_run_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose conf/run.yaml with Hydra overrides, e.g. ["model=vit", "model.width=128"]."""
+
+    register_schemas()
+    cfg = compose_conf("run", integral_overrides(list(overrides)))
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def as_dataclass(node: DictConfig, schema: type[T]) -> T:
+    """A composed config section as its schema dataclass (it was validated against the schema when composed)."""
+    return schema(**OmegaConf.to_container(node, resolve=True))
+
+
+def register_sweep(spec: Mapping[str, Any], option: str) -> str:
+    """Store one sweep as option `option` of the ConfigStore group `sweep`; return `+sweep=<option>`."""
+    ConfigStore.instance().store(group="sweep", name=option, node=OmegaConf.create(dict(spec)))
+    return f"+sweep={option}"
+
+
+def register_sweep_group(args: Sequence[str]) -> list[str]:
+    """Register every sweep file of `sweep_dirs` in the group `sweep` and return `args` with `sweep_dir=PATH`
+    consumed and `+sweep=path/to/file.yaml` turned into `+sweep=<its stem>` (that file registered)."""
+    extra_dirs = [a.split("=", 1)[1] for a in args if a.startswith("sweep_dir=")]
+    for name, path in sweep_files(extra_dirs).items():
+        try:
+            register_sweep(OmegaConf.to_container(OmegaConf.load(path)), name)
+        except Exception:  # a file that does not parse affects only its own sweep (scaling.sweeps.check_sweep_file)
+            continue
+    rest = []
+    for arg in args:
+        if arg.startswith("sweep_dir="):
+            continue
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") == "sweep" and is_sweep_path(value):
+            arg = register_sweep(load_sweep_file(value), Path(value).stem)
+        rest.append(arg)
+    return rest

@@ -1,0 +1,150 @@
+"""Progress of a sweep, read from its run directories.
+
+    python -m scaling.status +sweep=btt_gpt2            # counts per state, and the runs that failed
+    python -m scaling.status +sweep=btt_gpt2 wait=true  # progress bar until every run has finished
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import submitit
+from tqdm import tqdm
+
+from scaling.store.lease import live_holder
+from scaling.store.results import read_json, read_summary, run_dir
+from scaling.train.progress import run_weights, work_done
+from scaling.store.files import RunFileError
+from scaling.launch.sweeps import check_name, compose_launch_config, expand, register_sweeps, split_run_overrides
+
+DONE_STATES = ("completed", "diverged", "failed")
+# States in which no process works on a run: `status wait=true` stops waiting for it.
+STOPPED_STATES = (*DONE_STATES, "interrupted", "corrupt")
+
+
+def run_state(results_root: str, rid: str) -> str:
+    """pending | running | interrupted | completed | diverged | failed | corrupt, read from the run directory.
+
+    A run is running while a live process holds its lease (scaling.lease: pid liveness on this host, heartbeat
+    age elsewhere); a "running" summary with no live holder is an interrupted run (killed, or its node died)."""
+    rdir = run_dir(results_root, rid)
+    try:
+        summary = read_summary(rdir)
+    except RunFileError:
+        return "corrupt"
+    alive = live_holder(rdir) is not None
+    if summary is None:
+        return "running" if alive else "pending"
+    status = summary["status"]
+    if status != "running":
+        return status
+    return "running" if alive else "interrupted"
+
+
+def corrupt_note(results_root: str, rid: str) -> str:
+    """The one-line error (file and fix) of a run in state `corrupt`."""
+    try:
+        read_summary(run_dir(results_root, rid))
+    except RunFileError as err:
+        return str(err)
+    return f"run {rid}: readable again"
+
+
+def sweep_run_ids(cfg) -> tuple[str, list[str]]:
+    """Run ids of a sweep: from the manifest the launcher wrote, else by expanding the sweep file."""
+    name, flops = sweep_run_flops(cfg)
+    return name, list(flops)
+
+
+def sweep_run_flops(cfg) -> tuple[str, dict[str, float | None]]:
+    """Each run's training FLOPs by run id (None from a manifest written before they were recorded)."""
+    results_root = str(Path(cfg.results_root).resolve())
+    name = check_name(cfg.sweep.get("name"))
+    path = Path(results_root) / "sweeps" / f"{name}.json"
+    runs = (read_json(path) or {}).get("runs")
+    if isinstance(runs, list) and all(isinstance(r, dict) and isinstance(r.get("run_id"), str) for r in runs):
+        return name, {r["run_id"]: r.get("flops") for r in runs}
+    if path.exists():
+        print(f"warning: {path}: not a readable sweep manifest; reading the sweep file instead (the next launch "
+              "rewrites it)", file=sys.stderr)
+    expansion = expand(cfg.sweep, [*cfg.overrides, f"results_root={results_root}"])
+    return name, {r.plan.run_id: r.plan.train_flops for r in expansion.runs}
+
+
+def count_states(results_root: str, run_ids: Sequence[str]) -> Counter:
+    return Counter(run_state(results_root, rid) for rid in run_ids)
+
+
+def wait_for_jobs(jobs: Sequence[submitit.Job], results_root: str, run_ids: Sequence[str],
+                  desc: str = "sweep", flops: Mapping[str, float] | None = None) -> None:
+    """Block with a progress bar until the jobs end (or, with no jobs, every run has finished); job failures are
+    reported, not raised: the run directories say which runs failed. Given each run's training FLOPs, the bar
+    and its ETA count FLOPs done (scaling.progress), else finished runs."""
+    pending = list(jobs)
+    weights, unit = run_weights(run_ids, flops)
+    with tqdm(total=sum(weights.values()), desc=desc, unit=unit, unit_scale=unit == "FLOP") as bar:
+        while True:
+            if pending and all(isinstance(j, submitit.DebugJob) for j in pending):
+                for job in pending:  # debug jobs run in this process when their result is asked for
+                    _result_or_report(job)
+                pending = []
+            for job in [j for j in pending if j.done()]:
+                _result_or_report(job)
+                pending.remove(job)
+            run_states = {rid: run_state(results_root, rid) for rid in run_ids}
+            states = Counter(run_states.values())
+            bar.update(work_done(results_root, run_states, weights, partial=unit == "FLOP") - bar.n)
+            bar.set_postfix(dict(states))
+            stopped = sum(states[s] for s in STOPPED_STATES)
+            if (jobs and not pending) or (not jobs and stopped >= len(run_ids)):
+                return
+            time.sleep(2.0)
+
+
+def _result_or_report(job: submitit.Job) -> None:
+    try:
+        job.result()
+    except Exception as err:
+        print(f"job {job.job_id} failed: {err}", file=sys.stderr)
+
+
+def print_status(results_root: str, name: str, run_ids: Sequence[str]) -> Counter:
+    states = count_states(results_root, run_ids)
+    print(f"sweep {name!r}: {len(run_ids)} runs: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
+    for rid in run_ids:
+        state = run_state(results_root, rid)
+        if state == "failed":
+            print(f"  failed {rid}: {(read_summary(run_dir(results_root, rid)) or {}).get('error', '')}")
+        elif state == "corrupt":
+            print(f"  corrupt {rid}: {corrupt_note(results_root, rid)}")
+    if states.get("interrupted"):
+        print(f"  {states['interrupted']} interrupted run(s): launch the sweep again to resume them")
+    return states
+
+
+def sweep_status(sweep: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """A sweep's progress from Python: `sweep` is a name or a sweep YAML path, `overrides` as on the command line
+    (`results_root=...`). Returns {name, counts: {state: n}, runs: [{run_id, label, state, error?}]}."""
+    cfg = compose_launch_config([f"+sweep={os.fspath(sweep)}", *overrides])
+    name, run_ids = sweep_run_ids(cfg)
+    results_root = str(Path(cfg.results_root).resolve())
+    labels = {r["run_id"]: r.get("label") for r in (read_json(Path(results_root) / "sweeps" / f"{name}.json")
+                                                     or {}).get("runs", [])}
+    runs = []
+    for rid in run_ids:
+        state = run_state(results_root, rid)
+        run = {"run_id": rid, "label": labels.get(rid), "state": state}
+        if state == "failed":
+            run["error"] = (read_summary(run_dir(results_root, rid)) or {}).get("error")
+        runs.append(run)
+    return {"name": name, "counts": dict(Counter(r["state"] for r in runs)), "runs": runs}
+
+
+def status_overrides(args: list[str]) -> list[str]:
+    """The part of a status command line that composes conf/launch.yaml (`wait=` is status's own)."""
+    return split_run_overrides(register_sweeps([a for a in args if not a.startswith("wait=")]))[0]

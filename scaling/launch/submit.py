@@ -1,0 +1,219 @@
+"""Launch a sweep: expand, validate, dedupe, cost, submit.
+
+    python -m scaling.launch +sweep=btt_gpt2                    # run locally, wait for the results
+    python -m scaling.launch +sweep=btt_gpt2 dry_run=true       # table of runs, estimated time; submit nothing
+    python -m scaling.launch +sweep=btt_gpt2 cluster=slurm cluster.partition=gpu cluster.gpus_per_node=1
+
+Every run is composed and validated before anything is submitted. Finished runs (completed/diverged) are skipped,
+interrupted ones resume, failed ones are retried only with retry_failed=true, runs alive elsewhere are left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import submitit
+from omegaconf import DictConfig, OmegaConf
+
+from scaling.config.compose import register_sweep
+from scaling.launch.jobs import RunBatch
+from scaling.config.labels import run_label
+from scaling.train.progress import format_duration
+from scaling.store.results import atomic_write_json, read_json
+from scaling.launch.status import corrupt_note, run_state, wait_for_jobs
+from scaling.launch.sweeps import (
+    Expansion, PlannedRun, SweepError, compose_launch_config, expand, register_sweeps, split_run_overrides,
+)
+from scaling.launch.throughput import estimate_seconds
+from scaling.train.tracking import name_sweep_run
+
+SUBMIT_STATES = ("pending", "interrupted")
+
+
+@dataclass
+class Decision:
+    run: PlannedRun
+    state: str
+    submit: bool
+
+
+@dataclass
+class LaunchResult:
+    """What one launch decided and submitted (the manifest is its record on disk)."""
+
+    name: str
+    results_root: str
+    decisions: list[Decision]
+    jobs: list[submitit.Job]
+
+
+def decide(expansion: Expansion, results_root: str, retry_failed: bool) -> list[Decision]:
+    decisions = []
+    for run in expansion.runs:
+        state = run_state(results_root, run.plan.run_id)
+        submit = state in SUBMIT_STATES or (retry_failed and state == "failed")
+        decisions.append(Decision(run, state, submit))
+    return decisions
+
+
+def print_table(decisions: list[Decision], seconds: dict[str, float] | None) -> None:
+    """One row per run: its label (the sweep variant), shape, budget and estimated time; then its swept settings."""
+    labels = [run_label(d.run.cfg) for d in decisions]
+    width = max([5, *map(len, labels)])
+    header = f"{'run_id':16}  {'state':11}  {'label':{width}}  {'family':6}  {'structure':9}  {'width':>5}  " \
+             f"{'params':>9}  {'tokens':>9}  {'FLOPs':>9}  {'est':>9}  swept"
+    print(header)
+    print("-" * len(header))
+    for d, label in zip(decisions, labels):
+        p = d.run.plan
+        est = format_duration(seconds[p.run_id]) if seconds and p.run_id in seconds else "-"
+        print(f"{p.run_id:16}  {d.state:11}  {label:{width}}  {p.family:6}  {p.structure:9}  {p.width:>5}  "
+              f"{p.params:>9,}  {p.units:>9.3g}  {p.train_flops:>9.3g}  {est:>9}  {' '.join(d.run.axes)}")
+
+
+def make_executor(cluster: DictConfig, folder: Path) -> submitit.Executor:
+    kind = cluster.kind
+    if kind not in ("local", "debug", "slurm"):
+        raise SweepError(f"cluster.kind={kind!r} is not known; choose local, debug or slurm")
+    if cluster.nodes < 1 or (cluster.nodes > 1 and kind != "slurm"):
+        raise SweepError(f"cluster.nodes={cluster.nodes} is not possible with cluster={kind}: use cluster.nodes=1, "
+                         "or cluster=slurm for more nodes")
+    executor = submitit.AutoExecutor(folder=folder, cluster=kind, slurm_max_num_timeout=cluster.max_num_timeout)
+    params = dict(timeout_min=cluster.timeout_min, cpus_per_task=cluster.cpus_per_task,
+                  tasks_per_node=cluster.tasks_per_node, nodes=cluster.nodes)
+    if cluster.gpus_per_node:
+        params["gpus_per_node"] = cluster.gpus_per_node
+    if cluster.mem_gb:
+        params["mem_gb"] = cluster.mem_gb
+    if kind == "slurm":
+        extra = dict(cluster.additional_parameters)
+        for key in ("account", "qos"):
+            if cluster[key]:
+                extra[key] = cluster[key]
+        params.update(
+            slurm_partition=cluster.partition, slurm_array_parallelism=cluster.parallel_jobs or 256,
+            slurm_signal_delay_s=cluster.signal_delay_s, slurm_additional_parameters=extra,
+            slurm_setup=list(cluster.setup),
+        )
+        params = {k: v for k, v in params.items() if v is not None}
+    executor.update_parameters(**params)
+    return executor
+
+
+def pack(runs: list[PlannedRun], cluster: DictConfig) -> list[list[PlannedRun]]:
+    """Group runs into jobs: `runs_per_job` each (one per Slurm task by default), or locally one job per parallel
+    CPU slot, each given the whole list: a shared queue, where a job skips what another has finished or holds the
+    lease of, so no slot idles while another works through a slice of expensive runs."""
+    if cluster.runs_per_job or cluster.kind == "slurm":
+        per_job = max(1, cluster.runs_per_job or 1)
+        return [runs[i:i + per_job] for i in range(0, len(runs), per_job)]
+    if cluster.kind == "debug":  # in this process: one after another
+        return [list(runs)]
+    slots = cluster.parallel_jobs or max(1, len(os.sched_getaffinity(0)) // max(1, cluster.cpus_per_task))
+    return [list(runs) for _ in range(min(slots, len(runs)))]
+
+
+def submit(runs: list[PlannedRun], cluster: DictConfig, folder: Path) -> list[submitit.Job]:
+    executor = make_executor(cluster, folder)
+    batches = [RunBatch([name_sweep_run(OmegaConf.to_container(r.cfg, resolve=True), r.axes) for r in group],
+                        cpus=cluster.cpus_per_task)
+               for group in pack(runs, cluster)]
+    with executor.batch():
+        jobs = [executor.submit(batch) for batch in batches]
+    return jobs
+
+
+def write_manifest(results_root: str, name: str, decisions: list[Decision], jobs: list[submitit.Job],
+                   overrides: Sequence[str]) -> Path:
+    """results_root/sweeps/<name>.json: the sweep's runs (for scaling.status and analysis) and its jobs."""
+    path = manifest_path(results_root, name)
+    atomic_write_json(path, manifest_record(results_root, name, decisions, jobs, overrides))
+    return path
+
+
+def manifest_path(results_root: str, name: str) -> Path:
+    return Path(results_root).resolve() / "sweeps" / f"{name}.json"
+
+
+def manifest_record(results_root: str, name: str, decisions: list[Decision], jobs: list[submitit.Job],
+                    overrides: Sequence[str]) -> dict[str, Any]:
+    """The manifest of a sweep after this launch: its runs (with training FLOPs, which weight progress bars)
+    and every job submitted for it so far."""
+    previous = read_json(manifest_path(results_root, name)) or {}
+    return {
+        "name": name, "overrides": list(overrides), "updated": time.time(),
+        "runs": [{"run_id": d.run.plan.run_id, "label": d.run.label, "flops": d.run.plan.train_flops}
+                 for d in decisions],
+        "jobs": previous.get("jobs", []) + [str(j.job_id) for j in jobs],
+    }
+
+
+def launch(cfg: DictConfig) -> list[submitit.Job]:
+    """Launch the sweep of a composed launch config; return the submitted jobs."""
+    return launch_result(cfg).jobs
+
+
+def launch_result(cfg: DictConfig) -> LaunchResult:
+    results_root = str(Path(cfg.results_root).resolve())
+    extra = [*cfg.overrides, f"results_root={results_root}"]
+    expansion = expand(cfg.sweep, extra)
+    decisions = decide(expansion, results_root, cfg.retry_failed)
+    todo = [d.run for d in decisions if d.submit]
+    counts = {s: sum(d.state == s for d in decisions) for s in sorted({d.state for d in decisions})}
+    print(f"sweep {expansion.name!r}: {len(decisions)} runs {counts}; {len(todo)} to run")
+    for d in decisions:
+        if d.state == "corrupt":  # that run's problem: reported, left alone, the rest goes ahead
+            print(f"  skipped {d.run.plan.run_id}: {corrupt_note(results_root, d.run.plan.run_id)}", file=sys.stderr)
+    if cfg.dry_run:
+        seconds = estimate_seconds([d.run for d in decisions], results_root, measure=cfg.estimate_time)
+        print_table(decisions, seconds)
+        flops = sum(d.run.plan.train_flops for d in decisions if d.submit)
+        est = sum(seconds.get(r.plan.run_id, 0.0) for r in todo)
+        time_note = f"~{format_duration(est)} of compute" if seconds else "no time estimate (estimate_time=false)"
+        print(f"total to run: {len(todo)} runs, {flops:.3g} training FLOPs, {time_note} (dry run: nothing submitted)")
+        return LaunchResult(expansion.name, results_root, decisions, [])
+    if not todo:
+        print("nothing to submit: every run is finished, running elsewhere, or failed (retry_failed=true)")
+        return LaunchResult(expansion.name, results_root, decisions, [])
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder = Path(results_root) / "submitit" / expansion.name / f"{stamp}-{os.getpid()}" / "%j"
+    jobs = submit(todo, cfg.cluster, folder)
+    manifest = write_manifest(results_root, expansion.name, decisions, jobs, cfg.overrides)
+    print(f"submitted {len(todo)} runs in {len(jobs)} {cfg.cluster.kind} job(s): "
+          f"{', '.join(str(j.job_id) for j in jobs)}; manifest {manifest}")
+    if cfg.cluster.wait:
+        wait_for_jobs(jobs, results_root, [d.run.plan.run_id for d in decisions], desc=expansion.name,
+                      flops={d.run.plan.run_id: d.run.plan.train_flops for d in decisions})
+    return LaunchResult(expansion.name, results_root, decisions, jobs)
+
+
+def launch_sweep(sweep: str | os.PathLike | Mapping[str, Any], overrides: Sequence[str] = (),
+                 cluster: str | None = None) -> dict[str, Any]:
+    """Launch a sweep from Python: a sweep name, a path to a sweep YAML file, or a sweep as a dict; `overrides`
+    are the command line's (`dry_run=true`, `train.seed=1`, ...). Returns the manifest (name, overrides, runs
+    with their run_id, label, FLOPs and current state, jobs); a dry run returns it without writing it."""
+    if isinstance(sweep, Mapping):
+        sweep_arg = register_sweep(sweep, "_python_api")
+    else:
+        sweep_arg = f"+sweep={os.fspath(sweep)}"
+    args = [sweep_arg, *overrides, *([f"cluster={cluster}"] if cluster else [])]
+    cfg = compose_launch_config(args)
+    result = launch_result(cfg)
+    manifest = manifest_record(result.results_root, result.name, result.decisions, [], cfg.overrides)
+    if result.jobs or manifest_path(result.results_root, result.name).exists():
+        manifest = read_json(manifest_path(result.results_root, result.name))
+    for run in manifest["runs"]:
+        run["state"] = run_state(result.results_root, run["run_id"])
+    return manifest
+
+
+def launch_overrides(args: list[str]) -> list[str]:
+    """A launch command line as Hydra composes conf/launch.yaml: run overrides (train.seed=1) go into `overrides`."""
+    launch_args, run_args = split_run_overrides(register_sweeps(args))
+    quoted = ",".join("'" + a.replace("\\", "\\\\").replace("'", "\\'") + "'" for a in run_args)
+    return [*launch_args, f"overrides=[{quoted}]"] if run_args else launch_args

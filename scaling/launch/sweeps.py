@@ -1,0 +1,331 @@
+"""Sweep files (`sweeps/NAME.yaml`) and their expansion into validated, planned runs.
+
+A sweep declares:
+    name, description
+    base:     run overrides shared by every run, e.g. [model=gpt2, data=shakespeare, model.depth=2]
+    axes:     {override key: [values]} crossed for every variant (lr, seed, ...)
+    variants: {label: {overrides: [...], axes: {key: [values]}, ladder: [...]}}, e.g. one per structure, each
+              with its own widths (per-structure width lists) or settings; the variant's axes are crossed with `axes`
+    budgets:  exactly one of
+              tokens: [...]            Cartesian token budgets
+              flops: [...]             isoFLOP grid: every (variant x axes) point at each FLOP budget; tokens are
+                                       derived from that model's FLOPs per token (train.flops)
+              tokens_per_param: [...]  tokens = ratio x effective params (training FLOPs per token / 6)
+              and, with flops and train.schedule=constant, `from_curves: true`: each point trains once, to the
+              largest budget, and is evaluated (and read by the analysis) at the smaller ones on its curve
+              optional when every variant has a ladder
+A variant's `ladder` replaces the sweep's budgets for that variant with rungs, each one budget with its own axes
+(e.g. the widths around that budget's compute-optimal size, as `python -m analysis plan-next` writes them):
+    ladder: [{flops: 1.0e15, axes: {model.width: [160, 192, 256]}}, {flops: 4.0e15, axes: {...}}]
+A rung sets exactly one budget kind (one number) and its axes are crossed with the sweep's and the variant's.
+Override values are Hydra override strings (`structure=btt`, `model.width=256`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from scaling.train.budget_evals import attach_eval_budgets
+from scaling.config.schema import LaunchConfig
+from scaling.config.labels import default_label
+from scaling.config.compose import compose_conf, compose_run_config, is_sweep_path, register_sweep_group, sweep_files
+from scaling.train.plan import ConfigError, RunPlan, plan_run
+from scaling.config.validate import SettingError, check_launch_config, describe_error
+
+BUDGET_KINDS = ("tokens", "flops", "tokens_per_param")
+BUDGET_FLAGS = ("from_curves",)
+RUN_SECTIONS = ("model", "structure", "data", "train", "logger")
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
+SWEEP_KEYS = ("name", "description", "base", "axes", "variants", "budgets")
+VARIANT_KEYS = ("overrides", "axes", "ladder")
+RUNG_KEYS = (*BUDGET_KINDS, "axes")
+
+
+class SweepError(ValueError):
+    """A sweep that cannot be expanded; the message lists every bad run with its field and fix."""
+
+
+@dataclass
+class PlannedRun:
+    label: str  # human-readable: variant and axis values
+    overrides: list[str]
+    cfg: DictConfig
+    plan: RunPlan
+    axes: list[str] = field(default_factory=list)  # the run's swept `key=value` settings: sweep point and budget
+
+
+@dataclass
+class Expansion:
+    name: str
+    runs: list[PlannedRun] = field(default_factory=list)
+
+
+def sweep_names(extra_dirs: Sequence[str] = ()) -> list[str]:
+    return list(sweep_files(extra_dirs))
+
+
+def register_sweeps(args: Sequence[str] = ()) -> list[str]:
+    """`launch_schema` for conf/launch.yaml, and every sweep file (scaling.compose.sweep_dirs) as an option of
+    the group `sweep`; returns `args` with the sweep folders and files they name resolved. A file that does not
+    parse is left out, so it affects only its own sweep (check_sweep_file reports it)."""
+    ConfigStore.instance().store(name="launch_schema", node=LaunchConfig)
+    return register_sweep_group(args)
+
+
+def load_sweep_files(extra_dirs: Sequence[str] = ()) -> dict[Path, DictConfig | Exception]:
+    """Every sweep file, parsed; a file that does not parse maps to its error (it affects only its own sweep)."""
+    loaded: dict[Path, DictConfig | Exception] = {}
+    for path in sweep_files(extra_dirs).values():
+        try:
+            node = OmegaConf.load(path)
+            if not isinstance(node, DictConfig):
+                raise SweepError(f"it holds a {type(node).__name__}, not a mapping of sweep keys")
+            loaded[path] = node
+        except Exception as err:  # yaml's and OmegaConf's parse errors
+            loaded[path] = err
+    return loaded
+
+
+def check_sweep_file(name: str, extra_dirs: Sequence[str] = ()) -> None:
+    """The file of `+sweep=NAME` parses, and no other sweep file declares the same `name:` (their manifests,
+    results/sweeps/<name>.json, would overwrite each other)."""
+    path = sweep_files(extra_dirs).get(name)
+    if path is None:
+        return  # Hydra reports an unknown sweep with the list of known ones
+    files = load_sweep_files(extra_dirs)
+    node = files[path]
+    if isinstance(node, Exception):
+        reason = " ".join(str(node).split())
+        raise SweepError(f"{path}: cannot be read ({reason}); fix the file's YAML")
+    same = [p.name for p, other in files.items() if p != path and isinstance(other, DictConfig)
+            and other.get("name") == node.get("name")]
+    if same:
+        raise SweepError(f"{path.name} and {', '.join(same)} all declare name: {node.get('name')}; sweep names key "
+                         "their manifests (results/sweeps/<name>.json), so give each file its own name")
+
+
+def split_run_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Arguments that address a run section (`train.seed=1`, `model=vit`) apply to every run of the sweep;
+    the rest configure the launch (`cluster=slurm`, `dry_run=true`)."""
+    launch_args, run_args = [], []
+    for arg in args:
+        key = arg.lstrip("+~").split("=", 1)[0]
+        (run_args if key.split(".", 1)[0] in RUN_SECTIONS else launch_args).append(arg)
+    return launch_args, run_args
+
+
+def compose_launch_config(args: Sequence[str]) -> DictConfig:
+    """conf/launch.yaml with `+sweep=NAME`, launch options (cluster=slurm, dry_run=true, ...) and run overrides
+    for every run (train.seed=1, ...), which are appended to `overrides`."""
+    extra_dirs = [a.split("=", 1)[1] for a in args if a.startswith("sweep_dir=")]
+    for arg in args:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key == "sweep" and not is_sweep_path(value):
+            check_sweep_file(value, extra_dirs)
+    launch_args, run_args = split_run_overrides(register_sweeps(args))
+    cfg = compose_conf("launch", launch_args)
+    cfg.overrides = [*cfg.overrides, *run_args]
+    if cfg.get("sweep") is None:
+        raise SweepError(f"no sweep given: pass +sweep=NAME with NAME one of {sweep_names()}")
+    try:
+        check_launch_config(cfg)
+    except SettingError as err:
+        raise SweepError(str(err)) from None
+    return cfg
+
+
+def check_name(name: object) -> str:
+    """Sweep names become file names (the manifest): letters, digits, `_`, `-`, `.`; no paths."""
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+        raise SweepError(f"sweep.name={name!r} must be a plain name of letters, digits, '_', '-' or '.' "
+                         "(not starting with '.'), e.g. my_sweep")
+    return name
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_format(v) for v in value) + "]"
+    return str(value)
+
+
+def _grid(axes: dict[str, Sequence[Any]] | None) -> list[list[str]]:
+    """Cartesian product of {key: values} as lists of `key=value` overrides."""
+    if not axes:
+        return [[]]
+    keys = list(axes)
+    for key in keys:
+        if not isinstance(axes[key], Sequence) or isinstance(axes[key], str) or len(axes[key]) == 0:
+            raise SweepError(f"axis {key!r} must be a non-empty list of values, got {axes[key]!r}")
+    return [[f"{k}={_format(v)}" for k, v in zip(keys, combo)] for combo in itertools.product(*axes.values())]
+
+
+def _budget_overrides(budgets: dict[str, Any]) -> tuple[str, list[float], bool]:
+    """(kind, values, from_curves) of `sweep.budgets`."""
+    given = [k for k in BUDGET_KINDS if budgets.get(k)]
+    unknown = set(budgets) - set(BUDGET_KINDS) - set(BUDGET_FLAGS)
+    if unknown or len(given) != 1:
+        raise SweepError(f"sweep.budgets must set exactly one of {BUDGET_KINDS}; got {sorted(budgets)} (it may be "
+                         "left out only when every variant has a ladder)")
+    from_curves = budgets.get("from_curves", False)
+    if not isinstance(from_curves, bool):
+        raise SweepError(f"sweep.budgets.from_curves={from_curves!r} must be true or false")
+    if from_curves and given[0] != "flops":
+        raise SweepError("sweep.budgets.from_curves reads FLOP budgets off each run's curve, so it needs "
+                         f"budgets.flops, not budgets.{given[0]}")
+    return given[0], list(budgets[given[0]]), from_curves
+
+
+def _curve_reads(budgets: dict[str, Any]) -> list[float]:
+    """The budgets a `from_curves` sweep reads off its runs' curves (all but the largest, which they train to)."""
+    return sorted(budgets["flops"])[:-1] if budgets.get("from_curves") is True and budgets.get("flops") else []
+
+
+def _check_curve_schedule(cfg: DictConfig) -> None:
+    """A run read at budgets below its own must not anneal to its end (only a constant LR makes its curve a read)."""
+    if cfg.train.schedule != "constant":
+        raise SweepError(f"sweep.budgets.from_curves needs train.schedule=constant (got {cfg.train.schedule!r}): "
+                         "a decaying LR anneals only at the run's own end; add train.schedule=constant to base")
+
+
+def _rungs(name: str, label: str, variant: dict[str, Any], shared: set[str]) -> list[tuple[dict, str, float]]:
+    """A variant's ladder as (axes, budget kind, budget) per rung; every mistake names the rung and the fix."""
+    ladder = variant["ladder"]
+    where = f"sweep {name!r}: variant {label!r} ladder"
+    if not isinstance(ladder, list) or not ladder:
+        raise SweepError(f"{where} must be a non-empty list of rungs such as {{flops: 1.0e15, axes: {{model.width: "
+                         "[128, 192]}}")
+    rungs = []
+    for i, rung in enumerate(ladder):
+        if not isinstance(rung, dict):
+            raise SweepError(f"{where}[{i}] is {rung!r}; a rung is a mapping {{flops: C, axes: {{key: [values]}}}}")
+        unknown = sorted(set(rung) - set(RUNG_KEYS))
+        kinds = [k for k in BUDGET_KINDS if k in rung]
+        if unknown or len(kinds) != 1:
+            raise SweepError(f"{where}[{i}] has keys {sorted(rung)}; a rung sets exactly one of {BUDGET_KINDS} "
+                             "(one number) and optionally axes")
+        value = rung[kinds[0]]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise SweepError(f"{where}[{i}].{kinds[0]}={value!r} must be one positive number, e.g. 1.0e15")
+        axes = rung.get("axes") or {}
+        if not isinstance(axes, dict):
+            raise SweepError(f"{where}[{i}].axes must map override keys to lists of values, got {axes!r}")
+        twice = sorted(set(axes) & shared)
+        if twice:
+            raise SweepError(f"{where}[{i}].axes sets {twice}, which the sweep's or the variant's axes set too; "
+                             "set each key in one place")
+        rungs.append((axes, kinds[0], float(value)))
+    return rungs
+
+
+def _stages(name: str, spec: dict[str, Any], label: str,
+            variant: dict[str, Any]) -> list[tuple[dict, str, list, bool]]:
+    """(axes, budget kind, budgets to train, from_curves) to run a variant at: the sweep's axes and budgets (only the
+    largest with from_curves), or one stage per rung."""
+    axes = {**(spec.get("axes") or {}), **(variant.get("axes") or {})}
+    if variant.get("ladder") is None:
+        kind, values, from_curves = _budget_overrides(spec.get("budgets") or {})
+        return [(axes, kind, [max(values)] if from_curves else values, from_curves)]
+    return [({**axes, **extra}, kind, [value], False) for extra, kind, value in _rungs(name, label, variant, set(axes))]
+
+
+def expand(sweep: DictConfig, extra_overrides: Sequence[str] = ()) -> Expansion:
+    """All runs of a sweep, each composed, validated and planned. Raises SweepError listing every bad run."""
+    spec = OmegaConf.to_container(sweep, resolve=True)
+    name = check_name(spec.get("name"))
+    check_sweep_spec(name, spec, extra_overrides)
+    base = list(spec.get("base") or [])
+    variants = spec.get("variants") or {"default": {}}
+    expansion, errors, seen = Expansion(name=name), [], set()
+    for label, variant in variants.items():
+        variant = variant or {}
+        for axes, kind, values, from_curves in _stages(name, spec, label, variant):
+            for point in _grid(axes):
+                overrides = [*base, *(variant.get("overrides") or []), *point, *extra_overrides]
+                point_label = " ".join([label, *point])
+                try:
+                    composed = compose_run_config(overrides)
+                except Exception as err:  # Hydra names the bad key or value
+                    errors.append((point_label, describe_error(err)))
+                    continue
+                composed.sweep = name
+                composed.label = label if spec.get("variants") else default_label(composed)
+                for value in values:
+                    run_label = f"{point_label} {kind}={value:g}"
+                    try:
+                        if from_curves:
+                            _check_curve_schedule(composed)
+                        planned = _plan(composed.copy(), kind, value, overrides, run_label)
+                    except (ConfigError, SweepError) as err:
+                        errors.append((run_label, str(err)))
+                        continue
+                    planned.axes = [*point, f"{kind}={value:g}"]
+                    if planned.plan.run_id not in seen:
+                        seen.add(planned.plan.run_id)
+                        expansion.runs.append(planned)
+    if len({message for _, message in errors}) == 1:  # one bad setting shared by every bad run: one line
+        raise SweepError(f"sweep {name!r}: {len(errors)} invalid run(s), nothing was submitted: {errors[0][1]}")
+    if errors:
+        raise SweepError(f"sweep {name!r}: {len(errors)} invalid run(s); nothing was submitted\n  "
+                         + "\n  ".join(f"run [{label}]: {message}" for label, message in errors))
+    attach_eval_budgets(expansion.runs, read_budgets=_curve_reads(spec.get("budgets") or {}))
+    return expansion
+
+
+def _override_key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def check_sweep_spec(name: str, spec: dict[str, Any], extra_overrides: Sequence[str]) -> None:
+    """Unknown sweep keys are errors, and so is an override of a key the sweep sweeps (it would collapse the
+    grid: `model.width=64` on a sweep over widths trains one width under every width's label)."""
+    unknown = sorted(set(spec) - set(SWEEP_KEYS))
+    if unknown:
+        raise SweepError(f"sweep {name!r}: unknown key(s) {unknown}; a sweep has only {', '.join(SWEEP_KEYS)}")
+    variants = spec.get("variants") or {}
+    if not isinstance(variants, dict):
+        raise SweepError(f"sweep {name!r}: variants must map labels to {{overrides: [...], axes: {{...}}}}")
+    swept = {key: "axes" for key in spec.get("axes") or {}}
+    swept.update({key: "budgets" for key in ("train.tokens", "train.flops")})  # every run's budget comes from there
+    varied: dict[str, set[str]] = {}
+    for label, variant in variants.items():
+        bad = sorted(set(variant or {}) - set(VARIANT_KEYS))
+        if bad:
+            raise SweepError(f"sweep {name!r}: variant {label!r} has unknown key(s) {bad}; a variant has only "
+                             f"{', '.join(VARIANT_KEYS)}")
+        for key in (variant or {}).get("axes") or {}:
+            swept.setdefault(key, f"the axes of variant {label!r}")
+        ladder = (variant or {}).get("ladder")
+        for rung in ladder if isinstance(ladder, list) else []:
+            rung_axes = rung.get("axes") if isinstance(rung, dict) else None
+            for key in rung_axes if isinstance(rung_axes, dict) else {}:
+                swept.setdefault(key, f"the ladder of variant {label!r}")
+        for override in (variant or {}).get("overrides") or []:
+            varied.setdefault(_override_key(override), set()).add(override)
+    swept.update({key: "the variants" for key, values in varied.items() if len(values) > 1 and key not in swept})
+    for override in extra_overrides:
+        key = _override_key(override)
+        if key in swept:
+            raise SweepError(f"{override}: {key} is swept by {swept[key]} of sweep {name!r}, so an override would "
+                             "collapse the grid; edit the sweep's values instead (or copy it to a new sweep file)")
+
+
+def _plan(cfg: DictConfig, kind: str, value: float, overrides: list[str], label: str) -> PlannedRun:
+    """Set the run's budget (tokens, FLOPs, or tokens per effective parameter) and plan it."""
+    if kind == "tokens":
+        cfg.train.tokens = int(value)
+        cfg.train.flops = None
+    elif kind == "flops":
+        cfg.train.flops = float(value)
+    else:
+        cfg.train.flops = None
+        effective_params = plan_run(cfg).train_flops_per_unit / 6
+        cfg.train.tokens = int(value * effective_params)
+    OmegaConf.resolve(cfg)
+    return PlannedRun(label=label, overrides=overrides, cfg=cfg, plan=plan_run(cfg))

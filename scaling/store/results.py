@@ -1,0 +1,146 @@
+"""Run identity, run directories and the results table.
+
+A run is a pure function of the identity sections of its resolved config (model, structure, data, train);
+the SHA-256 of their canonical JSON is its id and its directory name: `<results_root>/runs/<run_id>/`.
+
+A run directory is the source of truth and holds (file names: scaling.run_paths.RunPaths):
+  config.yaml     the resolved config (secrets never appear: configs hold no credentials)
+  metrics.jsonl   one JSON object per line; `kind` is "train" or "eval" (schema below)
+  summary.json    written atomically at the end (and with status "running" at start)
+  checkpoint.pt   latest checkpoint (atomic replace)
+  lease.json      the process training it now (scaling.lease), with heartbeat.json while it trains
+
+metrics.jsonl rows:
+  train: {kind, step, tokens, flops, loss, lr, tokens_per_s, flops_per_s, wall_s}
+  eval:  {kind, step, tokens, flops, val_loss, wall_s}  (+ val_accuracy for classification)
+summary.json keys: see SUMMARY_KEYS. `flops` are training FLOPs (3 x forward) so far; `tokens` are training
+units (tokens for text, examples for images/regression).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Iterator
+
+from omegaconf import DictConfig, OmegaConf
+
+from scaling.store.files import read_metrics_file, read_summary_file
+from scaling.store.paths import RunPaths
+
+IDENTITY_SECTIONS = ("model", "structure", "data", "train")
+# Settings that change how a run is observed or where it runs, not what it computes: excluded from its identity.
+# Everything else in the identity sections is in the id (tests/test_run_id.py changes each field and checks).
+NON_IDENTITY_KEYS = {
+    "data": ("cache_dir",),  # where the prepared data is cached; the data itself is named by kind/name/path/...
+    # train-row spacing; resume is bit-exact; cpu/cuda; extra evaluations at smaller sweep budgets (read-only)
+    "train": ("log_every", "checkpoint_every_s", "device", "eval_flops"),
+}
+
+SUMMARY_KEYS = (
+    "run_id", "status", "sweep", "label", "family", "structure", "width", "depth", "parametrization", "lr", "seed",
+    "params", "params_nonembed", "forward_flops_per_token", "train_flops_per_token",
+    "tokens", "tokens_target", "flops", "final_val_loss", "best_val_loss", "wall_time_s", "steps",
+)
+
+
+def identity(cfg: DictConfig | dict) -> dict[str, Any]:
+    """The part of a resolved config that defines what a run computes."""
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    ident = {}
+    for section in IDENTITY_SECTIONS:
+        values = dict(container[section])
+        for key in NON_IDENTITY_KEYS.get(section, ()):
+            values.pop(key, None)
+        ident[section] = values
+    return ident
+
+
+def run_id(cfg: DictConfig | dict) -> str:
+    """16 hex digits of the SHA-256 of the canonical JSON of the run's identity."""
+    blob = json.dumps(identity(cfg), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def runs_dir(results_root: str | os.PathLike) -> Path:
+    return Path(results_root).resolve() / "runs"
+
+
+def run_dir(results_root: str | os.PathLike, rid: str) -> Path:
+    """Directory of run `rid`; the id is checked to be a plain hex digest so no path can escape the root."""
+    if not (len(rid) == 16 and all(c in "0123456789abcdef" for c in rid)):
+        raise ValueError(f"run id {rid!r} is not a 16-digit hex digest")
+    return runs_dir(results_root) / rid
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same directory, fsync, then rename over `path`.
+
+    The temp file is created with mode 0666 less the umask (0644 by default), like any plain file, so
+    collaborators on a shared filesystem can read results; mkstemp's 0600 would lock them out."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from a file the launcher can rebuild (manifest, caches); None if absent or unreadable."""
+    try:
+        obj = json.loads(path.read_bytes())
+    except (FileNotFoundError, ValueError):  # ValueError: bad JSON or bad UTF-8
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def jsonl_bytes(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r, sort_keys=True, default=float) + "\n" for r in rows).encode()
+
+
+def append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append whole lines with one write + fsync; a reader skips a torn last line (see read_jsonl)."""
+    if not rows:
+        return
+    data = jsonl_bytes(rows)
+    with open(path, "ab") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """All complete rows; a partial last line (a crash mid-write) is ignored, any other bad line raises
+    scaling.run_files.RunFileError naming the file and the fix."""
+    return read_metrics_file(path)
+
+
+def iter_run_dirs(results_root: str | os.PathLike) -> Iterator[Path]:
+    root = runs_dir(results_root)
+    if root.is_dir():
+        yield from sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def read_summary(rdir: Path) -> dict[str, Any] | None:
+    """The run's summary.json; None before the run wrote one, RunFileError (file and fix) if it is corrupt."""
+    return read_summary_file(RunPaths(rdir).summary)
+
+
+def run_status(results_root: str | os.PathLike, rid: str) -> str:
+    """`pending` when no summary exists, else the summary's status."""
+    summary = read_summary(run_dir(results_root, rid))
+    return "pending" if summary is None else summary.get("status", "failed")

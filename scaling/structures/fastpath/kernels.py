@@ -1,0 +1,273 @@
+"""The autograd Functions that execute two-core plans (two_core.py) on the CPU, and their entry points.
+
+`two_core_apply` runs one plan (BTT, Monarch, Einsum); `routed_two_core_apply` a mixture of two-core experts
+(BTT-MoE); `tt2_apply` the 2-core Tensor-Train (Kronecker at rank 1). Which path each call takes is
+paths.select_path's decision under a PathPolicy (passed in, or paths.current_policy()); the Functions run the
+bmm schedule (bmm_schedule.py) or the compiled offset GEMM (token_major.py) and never choose for themselves.
+
+Mixtures of experts run every routed expert inside one Function: the slots sorted by expert are gathered once,
+each expert runs the schedule on its segment, and the gated outputs are added back with one index_add, so
+dispatch costs a few passes over the slots rather than a gather, a concatenation and an autograd scatter per expert.
+
+The 2-core Tensor-Train has a cheaper schedule that copies nothing in the forward: core 0 runs per token on x
+read in place, core 1 as one plain GEMM. The fast backward is once-differentiable; the plain path (REFERENCE)
+also supports double backward. The fast forward issues the same GEMM FLOPs as the analytic counts (bmm / mm,
+which torch's FlopCounterMode sees), chunk by chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from scaling.structures.fastpath import bmm_schedule
+from scaling.structures.fastpath import native
+from scaling.structures.fastpath.bmm_schedule import reference_apply
+from scaling.structures.fastpath.paths import Path, PathPolicy, current_policy, select_path
+from scaling.structures.fastpath.token_major import (
+    TokenMajorPlan, native_backward_pieces, native_forward_pieces, token_major_plan,
+)
+from scaling.structures.fastpath.two_core import TwoCorePlan, chunk_tokens
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """How one fused call runs: the plan, and its offset tables when on the compiled GEMM (else the bmm chunks)."""
+
+    plan: TwoCorePlan
+    tm: TokenMajorPlan | None
+    chunk: int
+    tile: int
+
+    @classmethod
+    def of(cls, plan: TwoCorePlan, path: Path, chunk: int | None, policy: PathPolicy) -> _Schedule:
+        tm = token_major_plan(plan) if path is Path.NATIVE else None
+        return cls(plan, tm, plan.chunk_tokens() if chunk is None else chunk, policy.native_tile_tokens)
+
+    def forward(self, x, w0, w1, counts):
+        """(pieces, x operand, z, y): whole segments on the compiled GEMM, chunks of them on bmm."""
+        if self.tm is None:
+            pieces = bmm_schedule.row_pieces(counts, self.chunk)
+            return (pieces, *bmm_schedule.forward_pieces(x, w0, w1, self.plan, pieces))
+        pieces = bmm_schedule.row_pieces(counts, max(1, sum(counts)))
+        return (pieces, *native_forward_pieces(x, w0, w1, self.tm, pieces, self.tile))
+
+    def backward(self, g, x_op, z_all, w0, w1, pieces, needs):
+        """forward's gradients (dx, dw0, dw1) on the same path."""
+        if self.tm is None:
+            return bmm_schedule.backward_pieces(g, x_op, z_all, w0, w1, self.plan, pieces, needs)
+        return native_backward_pieces(g, x_op, z_all, w0, w1, self.tm, pieces, self.tile, needs)
+
+
+class _TwoCoreFunction(torch.autograd.Function):
+    """Forward and backward of two_core_apply on chunks of tokens; x is (N, d_in)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, schedule: _Schedule) -> torch.Tensor:
+        pieces, x_op, z_all, y = schedule.forward(x, w0.unsqueeze(0), w1.unsqueeze(0), [x.shape[0]])
+        ctx.save_for_backward(x_op, z_all, w0, w1)
+        ctx.schedule, ctx.pieces = schedule, pieces
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: torch.Tensor):
+        x_op, z_all, w0, w1 = ctx.saved_tensors
+        dx, dw0, dw1 = ctx.schedule.backward(
+            g, x_op, z_all, w0.unsqueeze(0), w1.unsqueeze(0), ctx.pieces, ctx.needs_input_grad[:3]
+        )
+        return dx, None if dw0 is None else dw0[0], None if dw1 is None else dw1[0], None
+
+
+class _RoutedTwoCoreFunction(torch.autograd.Function):
+    """Mixture of two-core experts: y_n = sum_j gate_nj * expert_{e_nj}(x_n), only the routed experts computed.
+
+    The N k (token, expert) slots come sorted by expert (`tokens`: the token of each slot; `counts`: slots per
+    expert). Gathering the slots' inputs, gating the outputs and adding them back up are one pass each over the
+    slots (index_select, a multiply, index_add), and each expert runs the two-core schedule on its contiguous
+    segment. Backward: the gate gradient is <dy_n, expert output> per slot (a row-wise dot, no temporary).
+    """
+
+    @staticmethod
+    def forward(
+        ctx, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, gates: torch.Tensor, schedule: _Schedule,
+        tokens: torch.Tensor, counts: list[int],
+    ) -> torch.Tensor:
+        pieces, x_op, z_all, ys = schedule.forward(x.index_select(0, tokens), w0, w1, counts)
+        y = x.new_zeros(x.shape[0], schedule.plan.d_out).index_add_(0, tokens, ys * gates[:, None])
+        ctx.save_for_backward(x_op, z_all, ys, w0, w1, gates, tokens)
+        ctx.schedule, ctx.pieces, ctx.tokens_in = schedule, pieces, x.shape[0]
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy: torch.Tensor):
+        x_op, z_all, ys, w0, w1, gates, tokens = ctx.saved_tensors
+        need_x, need_w0, need_w1, need_gates = ctx.needs_input_grad[:4]
+        dys = dy.index_select(0, tokens)  # each slot's share of the output gradient
+        dgates = torch.einsum("sd,sd->s", dys, ys) if need_gates else None
+        dys.mul_(gates[:, None])
+        dxs, dw0, dw1 = ctx.schedule.backward(dys, x_op, z_all, w0, w1, ctx.pieces, (need_x, need_w0, need_w1))
+        dx = dxs.new_zeros(ctx.tokens_in, ctx.schedule.plan.d_in).index_add_(0, tokens, dxs) if need_x else None
+        return dx, dw0, dw1, dgates, None, None, None
+
+
+def two_core_apply(
+    x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, plan: TwoCorePlan, chunk: int | None = None,
+    policy: PathPolicy | None = None,
+) -> torch.Tensor:
+    """y = x W^T of a two-core structure; x (..., d_in) -> (..., d_out); w0 (b1, p1, k1), w1 (b2, p2, k2).
+
+    The path is select_path's (the REFERENCE path supports double backward); chunk overrides the bmm chunk size.
+    """
+    if x.shape[-1] != plan.d_in:
+        raise ValueError(f"input has {x.shape[-1]} features, the layer expects d_in={plan.d_in}")
+    if chunk is not None and chunk < 1:
+        raise ValueError(f"chunk={chunk} must be >= 1 (tokens per chunk)")
+    policy = current_policy() if policy is None else policy
+    lead = x.shape[:-1]
+    flat = x.reshape(-1, plan.d_in)
+    path = select_path(plan, flat, policy)
+    if path is Path.REFERENCE:
+        y = reference_apply(flat, w0, w1, plan)
+    else:
+        y = _TwoCoreFunction.apply(flat, w0, w1, _Schedule.of(plan, path, chunk, policy))
+    return y.reshape(*lead, plan.d_out)
+
+
+def routed_two_core_apply(
+    x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, plan: TwoCorePlan, experts: torch.Tensor,
+    gates: torch.Tensor, chunk: int | None = None, policy: PathPolicy | None = None,
+) -> torch.Tensor:
+    """y_n = sum_j gates[n, j] * expert_{experts[n, j]}(x_n) with two-core experts, on a fused path (the caller
+    checks select_path(plan, x, policy, size_floor=False) is not REFERENCE).
+
+    x (N, d_in); w0 (E, b1, p1, k1) and w1 (E, b2, p2, k2) hold the experts' core views; experts (N, k) the routed
+    expert ids, gates (N, k) their weights. Only the routed experts run (routing.mix_experts' slot order).
+    """
+    if x.dim() != 2 or x.shape[-1] != plan.d_in:
+        raise ValueError(f"input has shape {tuple(x.shape)}, the experts expect (tokens, d_in={plan.d_in})")
+    policy = current_policy() if policy is None else policy
+    path = select_path(plan, x, policy, size_floor=False)
+    if path is Path.REFERENCE:
+        raise ValueError("routed_two_core_apply runs the fused Functions only: this call's path is REFERENCE")
+    flat = experts.reshape(-1)
+    order = torch.argsort(flat, stable=True)
+    tokens = order // experts.shape[-1]  # slot n k + j belongs to token n
+    counts = torch.bincount(flat, minlength=w0.shape[0]).tolist()
+    slot_gates = gates.reshape(-1)[order].to(x.dtype)
+    return _RoutedTwoCoreFunction.apply(x, w0, w1, slot_gates, _Schedule.of(plan, path, chunk, policy), tokens, counts)
+
+
+# --- 2-core Tensor-Train (and Kronecker): token-major ---------------------------------------------------------
+class _TensorTrain2Function(torch.autograd.Function):
+    """Forward and backward of tt2_apply; x (N, n1 n2) contiguous, g0 (m1 r, n1), g1 (m2, r n2).
+
+    Core 0 contracts the outer input axis: per token, z[n] = g0 @ x[n] with x[n] read in place as (n1, n2), one
+    bmm over the chunk's tokens with g0 expanded (not copied). Core 1 contracts (s, i2): the rows (n, j1) of z are
+    contiguous, so y = z (t m1, r n2) @ g1^T is one plain GEMM writing y token-major. The forward copies nothing;
+    the backward copies twice per chunk, for dg0 = sum_n dz[n] x[n]^T as one GEMM over (n, i2) (once where the
+    compiled GEMM of native.py reads dz in place).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, g0: torch.Tensor, g1: torch.Tensor, chunk: int, native_dg0: bool) -> torch.Tensor:
+        n, (mr, n1), (m2, rn2) = x.shape[0], g0.shape, g1.shape
+        n2 = x.shape[1] // n1
+        m1 = mr * n2 // rn2
+        z_all = x.new_empty(n, mr, n2)  # core 0's output per token (m1, r, n2), saved for dg1
+        y = x.new_empty(n, m1 * m2)
+        for s in range(0, n, chunk):
+            t = min(chunk, n - s)
+            z = torch.bmm(g0.expand(t, mr, n1), x[s : s + t].view(t, n1, n2), out=z_all[s : s + t])
+            torch.mm(z.view(t * m1, rn2), g1.t(), out=y[s : s + t].view(t * m1, m2))
+        ctx.save_for_backward(x, z_all, g0, g1)
+        ctx.chunk, ctx.native_dg0 = chunk, native_dg0
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy: torch.Tensor):
+        x, z_all, g0, g1 = ctx.saved_tensors
+        chunk: int = ctx.chunk
+        need_x, need_g0, need_g1 = ctx.needs_input_grad[:3]
+        n, (mr, n1), (m2, rn2) = x.shape[0], g0.shape, g1.shape
+        n2 = x.shape[1] // n1
+        m1 = mr * n2 // rn2
+        dx = x.new_empty(n, n1 * n2) if need_x else None
+        dg0 = g0.new_zeros(mr, n1) if need_g0 else None
+        dg1 = g1.new_zeros(m2, rn2) if need_g1 else None
+        rows = min(chunk, n)
+        native_ok = need_g0 and ctx.native_dg0
+        dz_buf, dz_moved, x_moved = (
+            x.new_empty(rows * size) for size in (mr * n2, 0 if native_ok else mr * n2, n1 * n2)
+        )
+        for s in range(0, n, chunk):
+            t = min(chunk, n - s)
+            dy_c = dy[s : s + t].reshape(t * m1, m2)
+            if need_g1:
+                dg1.addmm_(dy_c.t(), z_all[s : s + t].view(t * m1, rn2))
+            if not (need_x or need_g0):
+                continue
+            dz = torch.mm(dy_c, g1, out=dz_buf[: t * mr * n2].view(t * m1, rn2)).view(t, mr, n2)
+            if need_x:
+                torch.bmm(g0.t().expand(t, n1, mr), dz, out=dx[s : s + t].view(t, n1, n2))
+            if need_g0:  # dg0[(j1, s), i1] = sum_{n, i2} dz[n, (j1, s), i2] x[n, i1, i2]
+                x_t = x_moved[: t * n1 * n2].view(t, n2, n1)
+                x_t.copy_(x[s : s + t].view(t, n1, n2).transpose(1, 2))
+                if native_ok:  # reads dz in place: one copy (x) instead of two
+                    _tt2_native_dg0(dz, x_t, dg0)
+                else:
+                    dz_t = dz_moved[: t * mr * n2].view(mr, t, n2)
+                    dz_t.copy_(dz.transpose(0, 1))
+                    dg0.addmm_(dz_t.view(mr, t * n2), x_t.view(t * n2, n1))
+        return dx, dg0, dg1, None, None
+
+
+def _tt2_native_dg0(dz: torch.Tensor, x_t: torch.Tensor, dg0: torch.Tensor) -> None:
+    """dg0 (mr, n1) += sum over (token, i2) of dz[t, m, i2] x_t[t, i2, i1], on the compiled GEMM (dz in place)."""
+    t, mr, n2 = dz.shape
+    n1 = x_t.shape[2]
+    steps, pairs, one = native.steps, native.pairs, native.steps(1, 0)
+    native.gemm(native.Gemm(
+        dz, one, steps(mr, n2), pairs(steps(t, mr * n2), steps(n2, 1)),
+        x_t, one, pairs(steps(t, n1 * n2), steps(n2, n1)),
+        dg0, one, steps(mr, n1), n1, accumulate=True,
+    ))
+
+
+def tt2_reference(x: torch.Tensor, core0: torch.Tensor, core1: torch.Tensor) -> torch.Tensor:
+    """y[j1, j2] = sum_{i1, i2, s} x[i1, i2] G0[j1, s, 0, i1] G1[j2, 0, s, i2] as one einsum (the fallback)."""
+    n1, n2 = core0.shape[3], core1.shape[3]
+    y = torch.einsum("nab,jsa,ksb->njk", x.reshape(-1, n1, n2), core0[:, :, 0], core1[:, 0])
+    return y.reshape(x.shape[0], -1)
+
+
+def tt2_apply(
+    x: torch.Tensor, core0: torch.Tensor, core1: torch.Tensor, chunk: int | None = None,
+    policy: PathPolicy | None = None,
+) -> torch.Tensor:
+    """y = x W^T for a 2-core TT (Kronecker at rank 1) with cores (m1, r, 1, n1), (m2, 1, r, n2); x (..., n1 n2).
+
+    Core 0 first, as tt.TTLayout counts its FLOPs. The fused Function whenever policy.fused_usable (no size
+    floor); else tt2_reference. Its core-0 gradient runs on the compiled GEMM where policy.native_usable, from
+    native_min_elements (tokens x d_in) up.
+    """
+    (m1, r, _, n1), (m2, _, _, n2) = core0.shape, core1.shape
+    if x.shape[-1] != n1 * n2:
+        raise ValueError(f"input has {x.shape[-1]} features, the layer expects d_in={n1 * n2}")
+    chunk = chunk_tokens(n1 * n2, m1 * m2) if chunk is None else chunk
+    if chunk < 1:
+        raise ValueError(f"chunk={chunk} must be >= 1 (tokens per chunk)")
+    policy = current_policy() if policy is None else policy
+    lead = x.shape[:-1]
+    flat = x.reshape(-1, n1 * n2)
+    if policy.fused_usable(flat) and flat.shape[0] > 0:
+        g0, g1 = core0.reshape(m1 * r, n1), core1.reshape(m2, r * n2)
+        native_dg0 = policy.native_usable(flat) and flat.numel() >= policy.native_min_elements
+        y = _TensorTrain2Function.apply(flat.contiguous(), g0, g1, chunk, native_dg0)
+    else:
+        y = tt2_reference(flat, core0, core1)
+    return y.reshape(*lead, m1 * m2)

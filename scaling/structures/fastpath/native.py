@@ -1,0 +1,201 @@
+"""The compiled offset-table GEMM (csrc/offset_gemm.c) behind the structured layers' CPU fast path.
+
+`pip install` builds it as the optional extension `scaling.structures.fastpath._offset_gemm` (x86-64 with a C compiler;
+elsewhere, or if the build fails, it is skipped). It is loaded with ctypes and used only where `available()`:
+the library loaded and this CPU has AVX2 and FMA (SCALING_NATIVE=0 switches it off through paths.DEFAULT_POLICY).
+Otherwise the structures run their PyTorch batched-GEMM path (bmm_schedule.py), which the tests also cover.
+
+One `Gemm` is, for batch entries b, rows m, columns n < N and terms k:
+
+    C[c_b[b] + c_m[m] + n] (+)= sum_k A[a_b[b] + a_m[m] + a_k[k]] * B[b_b[b] + b_k[k] + n]
+
+so A is read through any offsets, while B and C need unit stride along n. `chain` runs several GEMMs over the
+same tokens tile by tile (one axis of each counts tokens), so intermediates stay in cache between them. Every
+offset is checked against the tensors' sizes before the call: a wrong table raises instead of touching memory
+outside them. Tables are `Offsets`, which know their smallest and largest entry, so that check costs no pass
+over them; `steps` and `pairs` are cached, so a layer called again with the same token count builds none.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.util
+from dataclasses import dataclass
+
+import torch
+
+_INT64 = ctypes.c_int64
+_PTR = ctypes.c_void_p
+
+
+@dataclass(frozen=True, eq=False)
+class Offsets:
+    """An offset table (1-D, contiguous int64, owned: never changed) and its smallest and largest entry.
+    Build with `offsets`, `steps` or `pairs`. Compared and hashed by identity, so caches can key on it."""
+
+    table: torch.Tensor
+    low: int
+    high: int
+
+    def __len__(self) -> int:
+        return self.table.numel()
+
+
+def offsets(values: torch.Tensor) -> Offsets:
+    """An owned copy of an integer table, flattened, with its span (one min and max, here, once)."""
+    table = values.reshape(-1).to(torch.int64, memory_format=torch.contiguous_format, copy=True)
+    if table.numel() == 0:
+        return Offsets(table, 0, 0)
+    return Offsets(table, int(table.min()), int(table.max()))
+
+
+@functools.lru_cache(maxsize=256)
+def steps(count: int, stride: int) -> Offsets:
+    """The offset table 0, stride, 2 stride, ... (count entries)."""
+    last = max(count - 1, 0) * stride
+    return Offsets(torch.arange(count, dtype=torch.int64) * stride, min(0, last), max(0, last))
+
+
+@functools.lru_cache(maxsize=64)  # a table can be tokens x carried entries: a few MB each at most
+def pairs(outer: Offsets, inner: Offsets) -> Offsets:
+    """The offset table outer[i] + inner[j] for every (i, j), i outer: two nested axes as one."""
+    table = (outer.table[:, None] + inner.table[None, :]).reshape(-1)
+    if table.numel() == 0:
+        return Offsets(table, 0, 0)
+    return Offsets(table, outer.low + inner.low, outer.high + inner.high)
+
+
+@dataclass
+class Gemm:
+    """One offset GEMM (module docstring). In a chain, `terms_per_token` = 0 means the rows are the tokens, else
+    the terms are (token, carried) pairs, that many per token; `private` means C is (threads, ...) accumulators,
+    one per thread, summed by the caller (a chained GEMM summing over tokens needs them)."""
+
+    A: torch.Tensor
+    a_b: Offsets
+    a_m: Offsets
+    a_k: Offsets
+    B: torch.Tensor
+    b_b: Offsets
+    b_k: Offsets
+    C: torch.Tensor
+    c_b: Offsets
+    c_m: Offsets
+    n: int
+    accumulate: bool = False
+    terms_per_token: int = 0
+    private: bool = False
+
+
+class _ChainOp(ctypes.Structure):
+    _fields_ = [(name, _INT64) for name in ("nb", "M", "N", "K")] + [
+        (name, _PTR) for name in ("A", "a_b", "a_m", "a_k", "B", "b_b", "b_k", "C", "c_b", "c_m")
+    ] + [(name, _INT64) for name in ("accumulate", "terms_per_token", "private_stride")]
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    """The loaded extension, or None when it was not built or this CPU cannot run it."""
+    spec = importlib.util.find_spec("scaling.structures.fastpath._offset_gemm")
+    if spec is None or spec.origin is None:
+        return None
+    lib = ctypes.CDLL(spec.origin)
+    if not lib.offset_gemm_supported():
+        return None
+    lib.offset_gemm.argtypes = [_INT64] * 4 + [_PTR] * 10 + [ctypes.c_int, ctypes.c_int]
+    lib.offset_gemm.restype = ctypes.c_int
+    lib.offset_gemm_chain.argtypes = [_INT64, ctypes.POINTER(_ChainOp), _INT64, _INT64, ctypes.c_int]
+    lib.offset_gemm_chain.restype = ctypes.c_int
+    return lib
+
+
+def available() -> bool:
+    """Whether the compiled GEMM can run here (built, and this CPU has AVX2+FMA)."""
+    return _library() is not None
+
+
+def _require() -> ctypes.CDLL:
+    lib = _library()
+    if lib is None:
+        raise RuntimeError("the compiled offset GEMM is not available here; check native.available() first")
+    return lib
+
+
+def _check_operand(name: str, t: torch.Tensor, size: int, width: int, *tables: Offsets) -> None:
+    """t is a contiguous float32 CPU tensor and every offset sum (+ width) stays inside its first `size` floats."""
+    if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
+        raise ValueError(f"offset gemm: {name} must be a contiguous float32 CPU tensor, got {t.dtype} on {t.device}")
+    if min(map(len, tables)) == 0:
+        return  # nothing is addressed
+    low = sum(o.low for o in tables)
+    high = sum(o.high for o in tables) + width
+    if low < 0 or high > size:
+        raise ValueError(f"offset gemm: {name}'s offsets reach [{low}, {high}) outside its {size} floats")
+
+
+def _validate(op: Gemm, threads: int) -> int:
+    """Checks op's shapes and bounds; returns C's per-thread stride (0 unless private)."""
+    nb, m, k = len(op.a_b), len(op.a_m), len(op.a_k)
+    if not (len(op.b_b) == len(op.c_b) == nb and len(op.c_m) == m and len(op.b_k) == k):
+        raise ValueError(f"offset gemm: table sizes disagree (batch {nb}/{len(op.b_b)}/{len(op.c_b)}, "
+                         f"rows {m}/{len(op.c_m)}, terms {k}/{len(op.b_k)})")
+    _check_operand("A", op.A, op.A.numel(), 1, op.a_b, op.a_m, op.a_k)
+    _check_operand("B", op.B, op.B.numel(), op.n, op.b_b, op.b_k)
+    if not op.private:
+        _check_operand("C", op.C, op.C.numel(), op.n, op.c_b, op.c_m)
+        return 0
+    if op.C.shape[0] < threads:
+        raise ValueError(f"offset gemm: private C has {op.C.shape[0]} accumulators for {threads} threads")
+    stride = op.C[0].numel()
+    _check_operand("C", op.C, stride, op.n, op.c_b, op.c_m)
+    return stride
+
+
+def _sizes_and_pointers(op: Gemm) -> list[int]:
+    """(nb, M, N, K) and the addresses of the operands and tables, in the C functions' argument order."""
+    tables = [op.a_b, op.a_m, op.a_k, op.b_b, op.b_k, op.c_b, op.c_m]
+    a_b, a_m, a_k, b_b, b_k, c_b, c_m = (o.table.data_ptr() for o in tables)
+    return [len(op.a_b), len(op.a_m), op.n, len(op.a_k),
+            op.A.data_ptr(), a_b, a_m, a_k, op.B.data_ptr(), b_b, b_k, op.C.data_ptr(), c_b, c_m]
+
+
+def _empty(op: Gemm) -> bool:
+    return min(len(op.a_b), len(op.a_m), len(op.a_k), op.n) == 0
+
+
+def gemm(op: Gemm) -> torch.Tensor:
+    """Runs one GEMM on torch.get_num_threads() threads (by rows when there are many, else by batch entries:
+    C of different batch entries must not overlap); returns op.C. With no terms C is left as it is."""
+    lib = _require()
+    if op.private or op.terms_per_token:
+        raise ValueError("offset gemm: private accumulators and terms_per_token belong to chain()")
+    _validate(op, 1)
+    if not _empty(op):
+        lib.offset_gemm(*_sizes_and_pointers(op), int(op.accumulate), torch.get_num_threads())
+    return op.C
+
+
+def chain(ops: list[Gemm], tokens: int, tile: int) -> None:
+    """Runs `ops` in order on each tile of `tile` tokens, threads taking runs of tiles (module docstring).
+
+    A GEMM whose rows are the tokens must have tokens rows; one summing over tokens, tokens * terms_per_token
+    terms and a private C with torch.get_num_threads() accumulators.
+    """
+    lib = _require()
+    threads = torch.get_num_threads()
+    structs = []
+    for i, op in enumerate(ops):
+        counted = len(op.a_m) if op.terms_per_token == 0 else len(op.a_k) // op.terms_per_token
+        if counted != tokens or (op.terms_per_token and len(op.a_k) != tokens * op.terms_per_token):
+            raise ValueError(f"chain: GEMM {i} covers {counted} tokens, the chain runs {tokens}")
+        if op.terms_per_token and not op.private:
+            raise ValueError(f"chain: GEMM {i} sums over tokens and needs private accumulators (private=True)")
+        stride = _validate(op, threads)
+        if _empty(op):
+            continue
+        structs.append(_ChainOp(*_sizes_and_pointers(op), int(op.accumulate), op.terms_per_token, stride))
+    if structs and tokens > 0:
+        array = (_ChainOp * len(structs))(*structs)
+        if lib.offset_gemm_chain(len(structs), array, tokens, tile, threads) == -2:
+            raise RuntimeError("chain: a GEMM summing over tokens had no private accumulators")

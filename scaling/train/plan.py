@@ -1,0 +1,91 @@
+"""What a run will do, computed without training: validation, size, FLOPs and step budget.
+
+`plan_run` builds the model on the meta device (no memory, milliseconds), so a launcher can validate and
+cost hundreds of runs before submitting any; every problem becomes a ConfigError naming the field and fix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from omegaconf import DictConfig
+
+from scaling.config.schema import ModelConfig, StructureConfig
+from scaling.config.compose import as_dataclass
+from scaling.data import data_info
+from scaling.data.interface import DataInfo
+from scaling.models.flops import model_flops, training_flops
+from scaling.models import FAMILIES, build_model, check_data_kind
+from scaling.store.results import run_id
+from scaling.config.validate import SettingError, check_run_config
+
+
+class ConfigError(ValueError):
+    """An invalid run config; the message names the field and the fix."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    run_id: str
+    family: str
+    structure: str
+    width: int
+    unit: str  # token | example
+    params: int
+    params_nonembed: int
+    forward_flops_per_unit: float
+    units_per_step: int  # tokens (text) or examples per optimiser step, global batch
+    steps: int
+    units: int  # steps * units_per_step: what the run will actually train on
+    train_flops: float  # training_flops(forward FLOPs per unit) * units
+
+    @property
+    def train_flops_per_unit(self) -> float:
+        return training_flops(self.forward_flops_per_unit)
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"train_flops_per_unit": self.train_flops_per_unit}
+
+
+def build_meta_model(cfg: DictConfig, info: DataInfo):
+    model_cfg = as_dataclass(cfg.model, ModelConfig)
+    structure_cfg = as_dataclass(cfg.structure, StructureConfig)
+    with torch.device("meta"):
+        return build_model(model_cfg, structure_cfg, info)
+
+
+def plan_run(cfg: DictConfig) -> RunPlan:
+    """Validate a resolved run config and compute its size and budget; raise ConfigError if it cannot run."""
+    m, t = cfg.model, cfg.train
+    try:
+        check_run_config(cfg)  # unknown keys and every range (scaling.validate)
+    except SettingError as err:
+        raise ConfigError(str(err)) from None
+    if m.family not in FAMILIES:
+        raise ConfigError(f"model.family={m.family!r} is not known; choose one of {tuple(FAMILIES)}")
+    try:
+        check_data_kind(m.family, cfg.data.kind)  # before data_info, which may download or tokenize
+        info = data_info(cfg.data, context=m.context)
+        model = build_meta_model(cfg, info)
+    except (ValueError, FileNotFoundError) as err:  # StructureError, ModelConfigError, data errors
+        raise ConfigError(str(err)) from err
+    report = model_flops(model, info, context=m.context)
+    units_per_step = t.batch_size * (m.context if info.unit == "token" else 1)
+    train_flops_per_unit = report.train_flops_per_unit
+    target_units = t.tokens if t.flops is None else t.flops / train_flops_per_unit
+    steps = math.ceil(target_units / units_per_step)
+    if steps < 1 or target_units < units_per_step:
+        budget = "train.tokens" if t.flops is None else "train.flops"
+        raise ConfigError(
+            f"{budget} gives {target_units:.3g} {info.unit}s, less than one step of "
+            f"{units_per_step} {info.unit}s (train.batch_size={t.batch_size}); raise the budget or lower the batch"
+        )
+    units = steps * units_per_step
+    return RunPlan(
+        run_id=run_id(cfg), family=m.family, structure=cfg.structure.name, width=m.width, unit=info.unit,
+        params=report.params, params_nonembed=report.params_nonembed,
+        forward_flops_per_unit=report.forward_flops_per_unit, units_per_step=units_per_step, steps=steps,
+        units=units, train_flops=train_flops_per_unit * units,
+    )

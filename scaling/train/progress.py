@@ -1,0 +1,68 @@
+"""What a person watching a sweep sees: a line per log step in each job's log, and a launcher bar weighted by FLOPs.
+
+A run reports each log step as one line on stdout (the job's log) and, every few seconds, in `progress.json` in its
+run directory; the launcher's bar adds up the training FLOPs done over the sweep's total, so its ETA follows compute
+rather than the count of runs (runs of one sweep differ in cost by orders of magnitude).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from scaling.store.results import atomic_write_json, read_json, run_dir
+from scaling.store.paths import RunPaths
+
+FINISHED_STATES = ("completed", "diverged", "failed")
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as a person reads them: `45 s`, `12.5 min`, `130.4 h`."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class RunProgress:
+    """One run's progress reports: a log line per log step, and progress.json at most every `every_s` seconds."""
+
+    def __init__(self, directory: Path, label: str, steps: int, unit: str, enabled: bool, every_s: float = 5.0):
+        self.path = RunPaths(directory).progress
+        self.label, self.steps, self.unit, self.enabled, self.every_s = label, steps, unit, enabled, every_s
+        self.last_write = -float("inf")
+
+    def report(self, step: int, tokens: int, flops: float, loss: float, rate: float) -> None:
+        if not self.enabled:
+            return
+        print(f"[{self.label}] step {step}/{self.steps} {self.unit}s {tokens:,} loss {loss:.4f} "
+              f"{self.unit}s/s {rate:,.0f}", flush=True)
+        now = time.monotonic()
+        if now - self.last_write >= self.every_s or step == self.steps:
+            atomic_write_json(self.path, {"step": step, "tokens": tokens, "flops": flops, "loss": loss,
+                                          "time": time.time()})
+            self.last_write = now
+
+
+def work_done(results_root: str, states: Mapping[str, str], weights: Mapping[str, float], partial: bool) -> float:
+    """Weight of the work a sweep has done: finished runs in full and, with `partial` (weights are training
+    FLOPs), running or interrupted runs as far as their progress.json says they got."""
+    total = 0.0
+    for rid, state in states.items():
+        if state in FINISHED_STATES:
+            total += weights[rid]
+        elif partial and state in ("running", "interrupted"):
+            report = read_json(RunPaths(run_dir(results_root, rid)).progress) or {}
+            total += min(float(report.get("flops", 0.0)), weights[rid])
+    return total
+
+
+def run_weights(run_ids: Sequence[str], flops: Mapping[str, float] | None) -> tuple[dict[str, float], str]:
+    """Each run's weight in a progress bar and the bar's unit: training FLOPs where every run's are known (the
+    manifest has them), else 1 run each."""
+    known = flops or {}
+    if run_ids and all(known.get(rid) for rid in run_ids):
+        return {rid: float(known[rid]) for rid in run_ids}, "FLOP"
+    return {rid: 1.0 for rid in run_ids}, "run"

@@ -1,0 +1,35 @@
+"""Learning-rate schedules as a multiplier of the base LR at each optimiser step."""
+
+from __future__ import annotations
+
+import math
+
+from scaling.config.schema import SCHEDULES  # noqa: F401  (the names live with the schema)
+
+
+def lr_factor(step: int, total_steps: int, schedule: str, warmup_frac: float, min_lr_frac: float,
+              decay_frac: float = 0.2) -> float:
+    """Multiplier of the base LR for `step` in [0, total_steps).
+
+    All schedules warm up linearly over the first warmup_frac of the steps, then:
+      cosine:   min + (1 - min) * (1 + cos(pi * progress)) / 2 down to min_lr_frac at the last step
+      constant: 1
+      wsd:      1 (stable) until the last decay_frac of steps, then linear decay to min_lr_frac
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"train.schedule={schedule!r} is not known; choose one of {SCHEDULES}")
+    warmup = max(1, round(warmup_frac * total_steps)) if warmup_frac > 0 else 0
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        span = max(1, total_steps - 1 - warmup)
+        progress = min(1.0, (step - warmup) / span)
+        return min_lr_frac + (1 - min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress))
+    decay_steps = max(1, round(decay_frac * total_steps))
+    decay_start = total_steps - decay_steps
+    if step < decay_start:
+        return 1.0
+    progress = min(1.0, (step - decay_start + 1) / decay_steps)
+    return 1.0 - (1.0 - min_lr_frac) * progress

@@ -1,0 +1,85 @@
+"""Approach 1: the lower envelope of loss vs FLOPs and the L(C) = E + A C^-alpha fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import AnalysisError, fit_frontier, table_from_records
+from analysis.fit.frontier import envelope_grid, lower_envelope
+from analysis.fit.inputs import frontier_curves, seed_noise
+from analysis.fit.noise import SeedNoise
+from analysis.io.synthetic import HOFFMANN, SyntheticStructure, SyntheticSweep
+
+
+def test_envelope_is_the_decreasing_minimum_over_runs():
+    # Run a is better early, run b later; run c is never best. Curves are straight lines in log-log.
+    curves = pd.DataFrame({
+        "run_id": ["a", "a", "b", "b", "c", "c"],
+        "flops": [1e10, 1e12, 1e11, 1e13, 1e10, 1e13],
+        "loss": [4.0, 2.0, 3.0, 1.5, 5.0, 4.5],
+    })
+    grid = envelope_grid(curves, per_decade=2)
+    c, loss, kept = lower_envelope(grid.log_loss, grid.log_flops)
+    env_c, env_l = np.exp(c[kept]), np.exp(loss[kept])
+    assert np.all(np.diff(env_l) < 0) and np.all(np.diff(env_c) > 0)
+    # At C = 1e12 the envelope is run a's last point (2.0 beats b's interpolated 3 * (1.5/3)^(1/2) = 2.12).
+    assert env_l[np.isclose(env_c, 1e12)] == pytest.approx([2.0])
+    # At C = 1e13 only run b's final point (1.5) is on it; run c never is.
+    assert env_l[-1] == pytest.approx(1.5)
+    assert np.all(env_l <= 4.0)
+
+
+def sweep_table(seed: int = 0, **kw):
+    return table_from_records(SyntheticSweep([SyntheticStructure("dense", HOFFMANN)], seed=seed, diverged=0,
+                                             **kw).records())
+
+
+def test_recovers_the_frontier_exponent_of_a_known_law():
+    table = sweep_table(seed=1, budgets=tuple(1e13 * 2.0 ** k for k in range(10)))
+    fit = fit_frontier(frontier_curves(table, table.runs), seed_noise(table.runs), replicates=300, seed=0)
+    truth = HOFFMANN.frontier_exponent  # alpha beta / (alpha + beta) = 0.1535
+    assert fit.params["alpha"].contains(truth)
+    assert fit.params["alpha"].value == pytest.approx(truth, abs=0.02)
+    assert fit.noise.source.startswith("repeated seeds")
+    # The fitted curve tracks the law's true compute-optimal loss within a few per cent over the data.
+    c = np.geomspace(fit.envelope["flops"].min(), fit.envelope["flops"].max(), 5)
+    np.testing.assert_allclose(fit.predict(c), HOFFMANN.frontier(c), rtol=0.03)
+
+
+def test_noise_free_power_law_is_exact():
+    c = np.geomspace(1e12, 1e16, 30)
+    curves = pd.DataFrame({"run_id": np.arange(c.size).astype(str), "flops": c, "loss": 1.5 + 300 * c ** -0.2})
+    fit = fit_frontier(curves, SeedNoise(1e-4, 0, "given"), replicates=50)
+    assert fit.params["alpha"].value == pytest.approx(0.2, rel=1e-3)
+    assert fit.params["E"].value == pytest.approx(1.5, rel=1e-3)
+    assert fit.params["A"].value == pytest.approx(300, rel=1e-2)
+
+
+def test_too_narrow_or_bad_input_is_refused():
+    curves = pd.DataFrame({"run_id": ["a", "b"], "flops": [1e12, 1.1e12], "loss": [3.0, 2.9]})
+    with pytest.raises(AnalysisError, match="envelope has .* points"):
+        fit_frontier(curves)
+    curves = pd.DataFrame({"run_id": ["a"], "flops": [1e12], "loss": [-1.0]})
+    with pytest.raises(AnalysisError, match="non-positive or non-finite"):
+        fit_frontier(curves)
+    with pytest.raises(AnalysisError, match="missing \\['loss'\\]"):
+        fit_frontier(pd.DataFrame({"run_id": ["a"], "flops": [1.0]}))
+
+
+def test_resolved_floor_is_where_a_larger_run_first_holds_the_envelope():
+    from analysis.fit.frontier import resolved_floor
+
+    flops = np.geomspace(1e9, 1e12, 25)
+    small = 3.0 * flops ** -0.05  # wins early, flattens
+    large = 12.0 * flops ** -0.11  # overtakes it at C = 4^(1/0.06) ~ 1.1e10
+    curves = pd.DataFrame({"run_id": ["s"] * 25 + ["l"] * 25, "flops": np.r_[flops, flops],
+                           "loss": np.r_[small, large]})
+    floor = resolved_floor(curves, pd.Series({"s": 1e4, "l": 1e5}))
+    cross = 4.0 ** (1 / 0.06)
+    assert cross <= floor <= cross * 10 ** (1 / 8) * 1.01  # the first envelope bin past the crossing
+    early = curves.assign(loss=np.r_[small, np.where(flops < 2e9, small - 0.5, large)])  # a lucky early dip
+    assert resolved_floor(early, pd.Series({"s": 1e4, "l": 1e5})) == pytest.approx(floor)  # from where it holds for good
+    behind = curves.assign(loss=np.r_[small, small + 1.0])  # the larger run never catches up
+    assert resolved_floor(behind, pd.Series({"s": 1e4, "l": 1e5})) is None  # the smallest always wins: unresolved
