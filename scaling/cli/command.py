@@ -58,7 +58,7 @@ class Command:
                     "$APP_CONFIG_GROUPS\n"
                     f"== Flags ==\n{FLAGS_TEXT}\n\n"
                     "== Config ==\nOverride any value with key=value, e.g. model.width=256:\n\n$CONFIG\n"
-                    f"Hydra users: see the README section \"For Hydra users\" ({self.name} never writes outputs/).")
+                    f"Hydra users: see docs/configuration.md, \"For Hydra users\" ({self.name} never writes outputs/).")
         return {"app_name": self.name, "header": "", "footer": "", "template": template}
 
 
@@ -74,7 +74,7 @@ def reject_hydra_run_settings(args: Sequence[str]) -> None:
             raise CommandLineError(
                 f"{key} is not used: runs are launched by scaling.launch; use cluster=slurm (or cluster=local, "
                 "cluster=debug) and cluster.* settings, and -m on scaling.train for a grid; results go to "
-                "results_root (README: For Hydra users)")
+                "results_root (docs/configuration.md: For Hydra users)")
 
 
 def wants_info(args: Sequence[str]) -> bool:
