@@ -1,8 +1,9 @@
 """Every setting checked before anything is created or submitted: unknown keys, ranges, and clear type errors.
 
 `check_run_config` runs first in `plan_run`, so a launcher rejects a bad value at expansion time and a single
-`python -m scaling.train` rejects it before making the run directory. Each problem is one line that names the
-field, what it must be, and a value that works. `describe_error` turns Hydra's composition errors (which bury
+`python -m scaling.train` rejects it before making the run directory; the structure's own settings are declared by
+each structure and checked right after (`scaling.structures.check_settings`). Each problem is one line that names
+the field, what it must be, and a value that works. `describe_error` turns Hydra's composition errors (which bury
 the reason in a chained exception) into such a line.
 """
 
@@ -13,15 +14,17 @@ import difflib
 import math
 import re
 import typing
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from scaling.config.rules import (
+    COUNT, NON_NEGATIVE_INT, Rule, above, at_least, fraction, one_of, optional, out_of_range,
+)
 from scaling.config.schema import (
-    LAYOUTS, LOGGER_MODES, PARAMETRIZATIONS, SCHEDULES, TOKENIZERS, ClusterConfig, DataConfig, LaunchConfig,
+    LOGGER_MODES, PARAMETRIZATIONS, SCHEDULES, TOKENIZERS, ClusterConfig, DataConfig, LaunchConfig,
     LoggerConfig, ModelConfig, RunConfig, StructureConfig, TrainConfig,
 )
 
@@ -33,40 +36,6 @@ class SettingError(ValueError):
     """A setting that is unknown or out of range; the message names it and the fix."""
 
 
-@dataclass(frozen=True)
-class Rule:
-    ok: Callable[[Any], bool]
-    want: str  # what a valid value is, e.g. "an integer >= 1"
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def at_least(lo: float, want: str | None = None) -> Rule:
-    return Rule(lambda v: _number(v) and v >= lo, want or f"a finite number >= {lo:g}")
-
-
-def above(lo: float) -> Rule:
-    return Rule(lambda v: _number(v) and v > lo, f"a finite number > {lo:g}")
-
-
-def fraction(upper_open: bool = False, lower_open: bool = False) -> Rule:
-    lo, hi = "(" if lower_open else "[", ")" if upper_open else "]"
-    return Rule(lambda v: _number(v) and (0 < v if lower_open else 0 <= v) and (v < 1 if upper_open else v <= 1),
-                f"a number in {lo}0, 1{hi}")
-
-
-def one_of(*choices: str) -> Rule:
-    return Rule(lambda v: v in choices, "one of " + ", ".join(choices))
-
-
-def optional(rule: Rule) -> Rule:
-    return Rule(lambda v: v is None or rule.ok(v), f"null or {rule.want}")
-
-
-COUNT = at_least(1, "an integer >= 1")
-NON_NEGATIVE_INT = at_least(0, "an integer >= 0")
 DEVICE = Rule(lambda v: v in ("auto", "cpu", "cuda") or bool(re.fullmatch(r"cuda:\d+", str(v))),
               "auto, cpu, cuda or cuda:<index>")
 
@@ -74,9 +43,8 @@ RULES: dict[str, Rule] = {
     "model.width": COUNT, "model.base_width": COUNT, "model.depth": COUNT, "model.head_dim": COUNT,
     "model.ffn_ratio": above(0), "model.context": COUNT, "model.patch_size": COUNT, "model.pool": one_of("cls", "mean"),
     "model.ffn_experts": NON_NEGATIVE_INT, "model.ffn_top_k": COUNT, "model.parametrization": one_of(*PARAMETRIZATIONS),
-    "structure.rank": optional(COUNT), "structure.rank_frac": optional(fraction(lower_open=True)),
-    "structure.cores": COUNT, "structure.blocks": optional(COUNT), "structure.experts": COUNT,
-    "structure.top_k": COUNT, "structure.aux_weight": at_least(0), "structure.layout": one_of(*LAYOUTS),
+    # the structure's own settings are declared by each structure (scaling.structures.check_settings)
+    "structure.aux_weight": at_least(0),  # weighs the aux loss of any routed layer (btt_moe, model.ffn_experts)
     "data.tokenizer": one_of(*TOKENIZERS), "data.vocab_size": at_least(2, "an integer >= 2"),
     "data.val_fraction": fraction(upper_open=True, lower_open=True), "data.input_dim": COUNT,
     "data.teacher_width": COUNT, "data.teacher_depth": COUNT, "data.teacher_seed": NON_NEGATIVE_INT,
@@ -111,9 +79,7 @@ def _check(node: DictConfig, rules: dict[str, Rule], schemas: dict[str, type]) -
         section, name = key.split(".")
         value = node[section][name]
         if not rule.ok(value):
-            example = _default(schemas[section], name)
-            hint = f" (the default is {key}={example})" if example is not None else ""
-            raise SettingError(f"{key}={value} is out of range: it must be {rule.want}{hint}")
+            raise SettingError(out_of_range(key, value, rule.want, _default(schemas[section], name)))
 
 
 def check_known_keys(node: DictConfig, schema: type, prefix: str = "", skip: tuple[str, ...] = ()) -> None:

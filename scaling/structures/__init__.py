@@ -1,29 +1,45 @@
-"""Structured linear layers: one module per structure, all registered in REGISTRY by name."""
+"""Structured linear layers: one module per structure, each registered in REGISTRY by name (`@register`).
+
+Every module of this package is imported here, so a new structure's module registers itself without this file
+changing (docs/adding_a_structure.md).
+"""
+
+import importlib
+import pkgutil
 
 from scaling.structures.base import (
+    GENERIC_SETTINGS,
     REGISTRY,
     FactorSpec,
     StructureError,
     StructuredLinear,
     build_linear,
+    check_settings,
     register,
     spectral_std,
 )
-from scaling.structures import dense  # noqa: F401  (each import registers its structure)
-from scaling.structures import low_rank  # noqa: F401
-from scaling.structures import kron  # noqa: F401
-from scaling.structures import tt  # noqa: F401
-from scaling.structures import monarch  # noqa: F401
-from scaling.structures import btt  # noqa: F401
-from scaling.structures import einsum  # noqa: F401
-from scaling.structures import btt_moe  # noqa: F401
+
+
+def _discover() -> None:
+    """Import every module of this package (each structure's @register runs), then order REGISTRY by name."""
+    for module in pkgutil.iter_modules(__path__):
+        if not module.ispkg:
+            importlib.import_module(f"{__name__}.{module.name}")
+    found = sorted(REGISTRY.items())
+    REGISTRY.clear()
+    REGISTRY.update(found)
+
+
+_discover()
 
 __all__ = [
+    "GENERIC_SETTINGS",
     "REGISTRY",
     "FactorSpec",
     "StructureError",
     "StructuredLinear",
     "build_linear",
+    "check_settings",
     "register",
     "spectral_std",
 ]

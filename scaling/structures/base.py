@@ -4,10 +4,14 @@ A structure maps (..., d_in) -> (..., d_out). It owns its weight *factors*; each
 layer applies as a dense map from `fan_in` to `fan_out` features (that is what structure-aware muP needs:
 each factor is treated as a dense layer with its own fan-in). FLOPs are forward FLOPs per token, counted as
 2 x multiply-accumulates, the convention of torch's FlopCounterMode.
+
+Each structure declares the StructureConfig fields it reads and their ranges (`StructuredLinear.settings`);
+`check_settings` checks a run's structure config against that declaration before anything is built.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable, ClassVar
@@ -15,7 +19,12 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
+from scaling.config.rules import Rule, out_of_range
 from scaling.config.schema import StructureConfig
+
+# StructureConfig fields that every structure takes: which structure, which layers get it, and the weight of the
+# auxiliary loss of routed layers (btt_moe's routers, and the MoE FFN of model.ffn_experts under any structure).
+GENERIC_SETTINGS = ("name", "layers", "aux_weight")
 
 
 class StructureError(ValueError):
@@ -40,7 +49,10 @@ def spectral_std(fan_in: int, fan_out: int) -> float:
 class StructuredLinear(nn.Module):
     """Base class. Subclasses define factors, the forward pass and the analytic FLOPs."""
 
-    structure: ClassVar[str] = ""
+    structure: ClassVar[str] = ""  # the registry name, set by @register
+    # The StructureConfig fields the structure reads besides GENERIC_SETTINGS, each with its valid range regardless
+    # of the layer's widths (validate() checks what depends on them).
+    settings: ClassVar[dict[str, Rule]] = {}
 
     def __init__(self, d_in: int, d_out: int, bias: bool = False):
         super().__init__()
@@ -115,6 +127,9 @@ def register(name: str) -> Callable[[type[StructuredLinear]], type[StructuredLin
     """Class decorator: make a structure buildable by name."""
 
     def deco(cls: type[StructuredLinear]) -> type[StructuredLinear]:
+        if REGISTRY.get(name, cls) is not cls:
+            raise ValueError(f"structure name {name!r} is taken by {REGISTRY[name].__qualname__}; "
+                             f"register {cls.__qualname__} under another name")
         cls.structure = name
         REGISTRY[name] = cls
         return cls
@@ -122,12 +137,36 @@ def register(name: str) -> Callable[[type[StructuredLinear]], type[StructuredLin
     return deco
 
 
+def structure_class(name: str) -> type[StructuredLinear]:
+    """The registered structure `name`; StructureError lists the known ones."""
+    if name not in REGISTRY:
+        raise StructureError(f"structure.name={name!r} is not a known structure; choose one of {sorted(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def check_settings(cfg: StructureConfig) -> None:
+    """Check cfg against its structure's declared settings; StructureError (one line) names the field and the fix.
+
+    A field the structure does not take must keep its StructureConfig default: another value would give an identical
+    run a second run id. A value that no structure accepts is reported with the range it must be in.
+    """
+    cls = structure_class(cfg.name)
+    for field in dataclasses.fields(StructureConfig):
+        name, value = field.name, getattr(cfg, field.name)
+        key = f"structure.{name}"
+        if name in cls.settings:
+            if not cls.settings[name].ok(value):
+                raise StructureError(out_of_range(key, value, cls.settings[name].want, field.default))
+        elif name not in GENERIC_SETTINGS and value != field.default:
+            rules = {c.settings[name].want: c.settings[name] for c in REGISTRY.values() if name in c.settings}
+            if rules and not any(rule.ok(value) for rule in rules.values()):
+                raise StructureError(out_of_range(key, value, " or ".join(rules), field.default))
+            takes = ", ".join(cls.settings) or "no settings"
+            raise StructureError(f"{key}={value} is not a setting of {cfg.name}; {cfg.name} takes {takes}")
+
+
 def build_linear(cfg: StructureConfig, d_in: int, d_out: int, bias: bool = False) -> StructuredLinear:
     """Build the structure `cfg.name` mapping d_in -> d_out, initialised with its spectral std."""
-    if cfg.name not in REGISTRY:
-        raise StructureError(
-            f"structure.name={cfg.name!r} is not a known structure; choose one of {sorted(REGISTRY)}"
-        )
-    layer = REGISTRY[cfg.name].from_config(cfg, d_in, d_out, bias)
+    layer = structure_class(cfg.name).from_config(cfg, d_in, d_out, bias)
     layer.reset_parameters()
     return layer

@@ -33,9 +33,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from scaling.config.rules import COUNT, optional
 from scaling.config.schema import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register, spectral_std
-from scaling.structures.factorize import clean_factors
+from scaling.structures.factorize import LAYOUT, clean_factors
 from scaling.structures.fastpath.kernels import two_core_apply
 from scaling.structures.fastpath.two_core import TwoCorePlan
 
@@ -103,6 +104,8 @@ def btt_apply(x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, layout: BTTLa
 @register("btt")
 class BlockTensorTrain(StructuredLinear):
     """Two block-diagonal cores with a rank-r transpose between them (see the module docstring for the layout)."""
+
+    settings = {"rank": optional(COUNT), "layout": LAYOUT}  # exactly 2 cores: structure.cores is not a setting
 
     def __init__(self, d_in: int, d_out: int, layout: BTTLayout, bias: bool = False):
         super().__init__(d_in, d_out, bias)

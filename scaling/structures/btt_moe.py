@@ -26,9 +26,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from scaling.config.rules import COUNT
 from scaling.config.schema import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register
 from scaling.structures.btt import BTTLayout, CappedCores, block_layout, btt_apply, btt_cores, btt_plan
+from scaling.structures.factorize import LAYOUT
 from scaling.structures.fastpath.kernels import routed_two_core_apply
 from scaling.structures.fastpath.paths import Path, current_policy, select_path
 from scaling.structures.routing import check_routing_sizes, mix_experts, route
@@ -37,6 +39,8 @@ from scaling.structures.routing import check_routing_sizes, mix_experts, route
 @register("btt_moe")
 class BTTMoE(StructuredLinear):
     """E rank-1 BTT experts sharing one block layout, mixed per token by a top-k router."""
+
+    settings = {"experts": COUNT, "top_k": COUNT, "layout": LAYOUT}  # its rank is structure.experts, its cores 2
 
     def __init__(self, d_in: int, d_out: int, layout: BTTLayout, experts: int, top_k: int, bias: bool = False):
         super().__init__(d_in, d_out, bias)

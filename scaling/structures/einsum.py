@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from scaling.config.rules import Rule
 from scaling.config.schema import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register, spectral_std
 from scaling.structures.btt import rms_cap
@@ -54,6 +55,16 @@ NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "phi", "rho")
 MAX_PAD = 0.15  # axis sizes may multiply to at most 15% more than the width (the excess is padding)
 TOL = 1e-3  # tolerance on the exponent sums (lets a config write 0.333 + 0.333 + 0.334)
 
+
+def _exponents(value: object) -> bool:
+    """Seven numbers in [0, 1]; Theta.parse checks the rest (the sums, redundant and degenerate points)."""
+    try:
+        return len(value) == 7 and all(0.0 <= float(v) <= 1.0 for v in value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+THETA = Rule(_exponents, f"a list of 7 numbers in [0, 1] ({', '.join(NAMES)}), e.g. [0.5,0,0.5,0,0.5,0.5,0]")
 
 
 @dataclass(frozen=True)
@@ -242,6 +253,8 @@ class Einsum(StructuredLinear):
     Monarch, Kronecker, low-rank) run the same schedule as their named structures.
     The order is a computational choice only: the cores keep the A-first view for muP (factor_specs).
     """
+
+    settings = {"theta": THETA}
 
     def __init__(self, d_in: int, d_out: int, theta: Theta, bias: bool = False):
         super().__init__(d_in, d_out, bias)

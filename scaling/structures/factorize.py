@@ -17,13 +17,15 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from scaling.config.schema import LAYOUTS  # noqa: F401  (the names live with the schema)
+from scaling.config.rules import one_of
+from scaling.config.schema import LAYOUTS  # the names live with the schema
 from scaling.structures.base import StructureError
 
 # A factorisation is "clean" when every factor is >= 2 and max factor <= MAX_FACTOR_RATIO * min factor.
 # A factor of 1 (prime widths) collapses the structure towards a dense layer; a larger ratio means the
 # layer's params/FLOPs no longer follow the d^(1 + 1/c) law the structure is chosen for.
 MAX_FACTOR_RATIO = 4
+LAYOUT = one_of(*LAYOUTS)  # the range of structure.layout, for the structures that take it
 
 
 def divisors(n: int) -> list[int]:

@@ -18,13 +18,15 @@ from torch import nn
 
 from scaling.config.schema import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, register
-from scaling.structures.factorize import clean_factors
-from scaling.structures.tt import TTLayout, check_cores, tt_apply
+from scaling.structures.factorize import LAYOUT, clean_factors
+from scaling.structures.tt import CORES, TTLayout, check_cores, tt_apply
 
 
 @register("kron")
 class Kronecker(StructuredLinear):
     """Kronecker product of c small dense factors."""
+
+    settings = {"cores": CORES, "layout": LAYOUT}
 
     def __init__(self, d_in: int, d_out: int, layout: TTLayout, bias: bool = False):
         super().__init__(d_in, d_out, bias)

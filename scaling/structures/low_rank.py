@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scaling.config.rules import COUNT, fraction, optional
 from scaling.config.schema import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register
 
@@ -28,6 +29,8 @@ class LowRankShape:
 @register("low_rank")
 class LowRank(StructuredLinear):
     """Two dense factors through an r-dimensional bottleneck; stored like nn.Linear weights so F.linear needs no copy."""
+
+    settings = {"rank": optional(COUNT), "rank_frac": optional(fraction(upper_open=True, lower_open=True))}
 
     def __init__(self, d_in: int, d_out: int, shape: LowRankShape, bias: bool = False):
         super().__init__(d_in, d_out, bias)

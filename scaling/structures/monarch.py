@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from scaling.config.rules import COUNT, optional
 from scaling.config.schema import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register
 from scaling.structures.factorize import ceil_div
@@ -55,6 +56,8 @@ def monarch_plan(d_in: int, d_out: int, blocks: int, in_blk: int, mid: int, out_
 @register("monarch")
 class Monarch(StructuredLinear):
     """Block-diagonal R, shuffle P^T, block-diagonal L, shuffle P (see the module docstring for the layout)."""
+
+    settings = {"blocks": optional(COUNT)}
 
     def __init__(self, d_in: int, d_out: int, layout: MonarchLayout, bias: bool = False):
         super().__init__(d_in, d_out, bias)

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from scaling.config.rules import COUNT, at_least, optional
 from scaling.config.schema import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register
-from scaling.structures.factorize import clean_factors
+from scaling.structures.factorize import LAYOUT, clean_factors
 from scaling.structures.fastpath.kernels import tt2_apply
 
 
@@ -48,6 +49,9 @@ class TTLayout:
             rows = math.prod(self.out_factors[:k]) * math.prod(self.in_factors[k + 1 :])
             total += 2 * rows * (r_in * n) * (m * r_out)
         return total
+
+
+CORES = at_least(2, "an integer >= 2")  # structure.cores of kron and tt (one core is a dense layer)
 
 
 def check_cores(cores: int, structure: str) -> None:
@@ -77,6 +81,8 @@ def tt_apply(x: torch.Tensor, cores: list[torch.Tensor], in_factors: tuple[int, 
 @register("tt")
 class TensorTrain(StructuredLinear):
     """Tensor-Train matrix: a sum over rank indices of Kronecker products of c small cores."""
+
+    settings = {"cores": CORES, "rank": optional(COUNT), "layout": LAYOUT}
 
     def __init__(self, d_in: int, d_out: int, layout: TTLayout, bias: bool = False):
         super().__init__(d_in, d_out, bias)

@@ -19,6 +19,7 @@ from scaling.data.interface import DataInfo
 from scaling.models.flops import model_flops, training_flops
 from scaling.models import FAMILIES, build_model, check_data_kind
 from scaling.store.results import run_id
+from scaling.structures import StructureError, check_settings
 from scaling.config.validate import SettingError, check_run_config
 
 
@@ -60,8 +61,9 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     """Validate a resolved run config and compute its size and budget; raise ConfigError if it cannot run."""
     m, t = cfg.model, cfg.train
     try:
-        check_run_config(cfg)  # unknown keys and every range (scaling.validate)
-    except SettingError as err:
+        check_run_config(cfg)  # unknown keys and the generic ranges (scaling.config.validate)
+        check_settings(as_dataclass(cfg.structure, StructureConfig))  # the structure's declared settings
+    except (SettingError, StructureError) as err:
         raise ConfigError(str(err)) from None
     if m.family not in FAMILIES:
         raise ConfigError(f"model.family={m.family!r} is not known; choose one of {tuple(FAMILIES)}")

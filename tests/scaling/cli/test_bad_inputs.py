@@ -47,6 +47,8 @@ CASES = [
     ("model.depth=0", "model.depth=0", "an integer >= 1", "both"),
     ("model.ffn_ratio=0", "model.ffn_ratio=0", "> 0", "both"),
     ("structure.aux_weight=-1", "structure.aux_weight=-1", ">= 0", "both"),
+    ("structure.rank=4", "structure.rank=4 is not a setting of dense", "dense takes no settings", "both"),
+    ("structure=btt structure.cores=3", "structure.cores=3 is not a setting of btt", "btt takes rank, layout", "train"),
     ("+train.lrr=0.1", "train.lrr is not a setting", "did you mean train.lr?", "both"),
     ("train.lrr=0.1", "train.lrr is not a setting", "did you mean train.lr?", "both"),
     ("+model.foo=1", "model.foo is not a setting", "the settings here are model.family", "both"),

@@ -1,24 +1,44 @@
 """The contract every registered structure keeps (its conf/structure preset, square and rectangular shapes):
-output shapes, parameter counts from its factors, FLOPs against torch's FlopCounterMode, init std, the
-structure-aware learning-rate multipliers, gradients against its own materialised dense matrix, agreement of its
-fast and reference paths, and a meta-device build. A newly registered structure is checked without editing this
-file (it needs a preset)."""
+its declared settings (real StructureConfig fields whose ranges take the preset's values and refuse values out of
+range; the preset sets nothing else), output shapes, parameter counts from its factors, FLOPs against torch's
+FlopCounterMode, init std, the structure-aware learning-rate multipliers, gradients against its own materialised
+dense matrix, agreement of its fast and reference paths, and a meta-device build. A newly registered structure is
+checked without editing this file (it needs a preset; docs/adding_a_structure.md)."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
+import re
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
+import scaling.structures
+import structure_presets
+from scaling.config.rules import Rule
+from scaling.config.schema import StructureConfig
 from scaling.mup.parametrization import param_rules
-from scaling.structures import REGISTRY, StructuredLinear, build_linear, spectral_std
+from scaling.structures import (
+    GENERIC_SETTINGS, REGISTRY, StructuredLinear, StructureError, build_linear, check_settings, spectral_std,
+)
 from scaling.structures.fastpath.paths import PathPolicy, use_policy
 from structure_presets import PRESETS, structure_config
 
 NAMES = sorted(REGISTRY)
 SHAPES = [(64, 64), (64, 96), (96, 64)]  # square, wider, narrower
+FIELDS = {f.name: f.default for f in dataclasses.fields(StructureConfig)}
+# Per StructureConfig field: a value outside every declared range, and a value inside it that is not the default.
+OUT_OF_RANGE = {"rank": 0, "rank_frac": 1.0, "cores": 1, "layout": "bogus", "blocks": 0, "theta": [2, 0, 0, 1, 0, 0, 0],
+                "experts": 0, "top_k": 0}
+OTHER_VALUE = {"rank": 2, "rank_frac": 0.5, "cores": 3, "layout": "balanced", "blocks": 4,
+               "theta": [0.5, 0.5, 0, 0.5, 0.5, 0, 0], "experts": 4, "top_k": 1}
+GUIDE = Path(__file__).resolve().parents[3] / "docs" / "adding_a_structure.md"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -43,6 +63,51 @@ def test_every_registered_structure_has_a_preset():
     assert NAMES == sorted(p.stem for p in PRESETS.glob("*.yaml"))
     assert {"dense", "low_rank", "kron", "tt", "monarch", "btt", "btt_norm", "einsum", "einsum_norm", "btt_moe",
             "btt_moe_norm"} <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_declared_settings_are_structure_config_fields_with_ranges(name):
+    settings = REGISTRY[name].settings
+    assert set(settings) <= set(FIELDS) - set(GENERIC_SETTINGS)
+    assert all(isinstance(rule, Rule) and rule.want for rule in settings.values())
+
+
+def test_every_structure_field_is_generic_or_declared_by_a_structure():
+    declared = {field for cls in REGISTRY.values() for field in cls.settings}
+    assert declared | set(GENERIC_SETTINGS) == set(FIELDS)
+    assert set(OUT_OF_RANGE) == set(OTHER_VALUE) == declared  # a new field needs its two test values here
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_preset_sets_only_its_declared_or_generic_settings(name):
+    preset = yaml.safe_load((PRESETS / f"{name}.yaml").read_text())
+    assert preset["name"] == name
+    assert set(preset) <= set(REGISTRY[name].settings) | set(GENERIC_SETTINGS)
+    check_settings(structure_config(name))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_declared_ranges_take_the_preset_and_refuse_values_out_of_range(name):
+    cfg = structure_config(name)
+    for field, rule in REGISTRY[name].settings.items():
+        assert rule.ok(getattr(cfg, field)), field
+        bad = OUT_OF_RANGE[field]
+        assert not rule.ok(bad), field
+        with pytest.raises(StructureError, match=rf"^structure\.{field}=.* is out of range: it must be "):
+            check_settings(dataclasses.replace(cfg, **{field: bad}))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_setting_it_does_not_declare_is_refused_unless_left_at_its_default(name):
+    """Another value would only give an identical run a second run id; the message names the field and what the
+    structure takes."""
+    cfg = structure_config(name)
+    takes = ", ".join(REGISTRY[name].settings) or "no settings"
+    for field in set(OTHER_VALUE) - set(REGISTRY[name].settings):
+        assert getattr(cfg, field) == FIELDS[field], field
+        with pytest.raises(StructureError, match=rf"^structure\.{field}=.* is not a setting of {name}; "
+                                                 rf"{name} takes {takes}$"):
+            check_settings(dataclasses.replace(cfg, **{field: OTHER_VALUE[field]}))
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -195,3 +260,41 @@ def test_meta_device_build_has_the_same_shapes_and_costs(name, shape):
     assert [(n, p.shape) for n, p in meta.named_parameters()] == [(n, p.shape) for n, p in real.named_parameters()]
     assert meta.factor_specs() == real.factor_specs()
     assert meta.flops_per_token() == real.flops_per_token() and meta.num_params() == real.num_params()
+
+
+def guide_block(lang: str) -> str:
+    """The first ```lang code block of docs/adding_a_structure.md."""
+    return re.search(rf"```{lang}\n(.*?)```", GUIDE.read_text(), re.S).group(1)
+
+
+@pytest.fixture
+def guide_structure(tmp_path, monkeypatch):
+    """The guide's example module and preset, put beside the package's modules and in place of the presets for the
+    test; yields its registry name."""
+    name = yaml.safe_load(guide_block("yaml"))["name"]
+    presets = tmp_path / "structure"
+    presets.mkdir()
+    (presets / f"{name}.yaml").write_text(guide_block("yaml"))
+    (tmp_path / f"{name}.py").write_text(guide_block("python"))
+    monkeypatch.setattr(scaling.structures, "__path__", [*scaling.structures.__path__, str(tmp_path)])
+    monkeypatch.setattr(structure_presets, "PRESETS", presets)
+    monkeypatch.setitem(globals(), "PRESETS", presets)
+    before = dict(REGISTRY)
+    try:
+        scaling.structures._discover()  # as at import: every module of the package
+        yield name
+    finally:
+        REGISTRY.clear()
+        REGISTRY.update(before)
+        sys.modules.pop(f"scaling.structures.{name}", None)
+
+
+def test_the_guides_example_is_found_and_keeps_the_contract(guide_structure):
+    """docs/adding_a_structure.md's module and preset, with no other file edited, pass every per-structure check
+    of this suite."""
+    assert REGISTRY[guide_structure].__module__ == f"scaling.structures.{guide_structure}"
+    checks = [f for n, f in globals().items() if n.startswith("test_") and "name" in inspect.signature(f).parameters]
+    assert len(checks) >= 10
+    for check in checks:
+        for shape in SHAPES if "shape" in inspect.signature(check).parameters else [None]:
+            check(guide_structure, *([shape] if shape else []))
