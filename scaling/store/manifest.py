@@ -31,7 +31,7 @@ class ManifestRun:
 
     run_id: str
     label: str | None = None  # the planned run's description: its variant, then its axis values and budget
-    flops: float | None = None  # training FLOPs (weight progress bars); None in manifests written before
+    flops: float | None = None  # training FLOPs (they weight progress bars); None in older manifests
     variant: str | None = None  # the sweep variant, in some older manifests only (else the label's first word)
 
     @property
