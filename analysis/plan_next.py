@@ -29,7 +29,7 @@ from analysis.errors import AnalysisError
 from analysis.report.build import Report, StructureResult
 from scaling.config.compose import compose_run_config, load_sweep_file, sweep_dirs, sweep_files
 from scaling.train.plan import ConfigError, RunPlan, plan_run
-from scaling.store.results import read_json
+from scaling.store.manifest import Manifest, ManifestError
 from scaling.launch.sweeps import SweepError, check_name, expand
 
 WIDTH = "model.width"
@@ -266,8 +266,12 @@ def plan_next(report: Report, results: str | Path, sweep: str, budgets: Sequence
     if extra:
         raise AnalysisError(f"--sweep {sweep}: the results hold label(s) {sorted(extra)} that {path} does not "
                             "declare as variants; restore the sweep file the first round ran")
-    manifest = read_json(Path(results) / "sweeps" / f"{sweep}.json") or {}
-    run_overrides = [str(o) for o in manifest.get("overrides") or []]
+    try:
+        manifest = Manifest.read(Manifest.path(results, sweep))
+    except ManifestError as err:
+        raise AnalysisError(f"{err}; restore it, or delete it to plan without the first round's run overrides") \
+            from None
+    run_overrides = list(manifest.overrides) if manifest else []
     laws = size_laws(report, labels, allow_weak)
     rungs = []
     for label in labels:

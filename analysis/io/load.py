@@ -25,15 +25,18 @@ import yaml
 from analysis.errors import AnalysisError
 from analysis.fit.taxonomy import coordinates
 from scaling.config.labels import default_label
-from scaling.store.results import SUMMARY_KEYS, iter_run_dirs, read_json, read_jsonl, read_summary
+from scaling.store.results import iter_run_dirs, read_jsonl, read_summary
 from scaling.store.files import RunFileError
+from scaling.store.manifest import Manifest, ManifestError
 from scaling.store.paths import RunPaths
+from scaling.store.states import RunState
+from scaling.store.summary import TOTALS_KEYS
 
 EVAL_COLUMNS = ("run_id", "step", "tokens", "flops", "val_loss", "wall_s")
 EXCLUDED_COLUMNS = ("run_id", "status", "reason", "source")
 EXTRA_COLUMNS = ("experiment", "data", "theta", "omega", "psi", "nu", "n_eff", "schedule", "batch_size",
                  "eval_flops")
-RUN_COLUMNS = tuple(SUMMARY_KEYS) + EXTRA_COLUMNS
+RUN_COLUMNS = TOTALS_KEYS + EXTRA_COLUMNS
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -79,7 +82,7 @@ def _exclusion_reason(rec: RunRecord) -> str | None:
     if summary is None:
         return "not started (no run directory)" if rec.source.startswith("sweep manifest") else \
             "no readable summary.json"
-    if summary.get("status") != "completed":
+    if summary.get("status") != RunState.COMPLETED:
         return f"status {summary.get('status', 'missing')}"
     if _finite_positive(summary.get("final_val_loss")) is None:
         return "no finite final_val_loss"
@@ -92,7 +95,7 @@ def _exclusion_reason(rec: RunRecord) -> str | None:
 
 def _run_row(rec: RunRecord) -> dict[str, Any]:
     s, cfg = rec.summary or {}, rec.config or {}
-    row = {k: s.get(k) for k in SUMMARY_KEYS}
+    row = {k: s.get(k) for k in TOTALS_KEYS}
     row["run_id"] = s.get("run_id") or rec.run_id
     model, structure, data = cfg.get("model") or {}, cfg.get("structure") or {}, cfg.get("data") or {}
     for key, section, name in (("family", model, "family"), ("width", model, "width"), ("depth", model, "depth"),
@@ -154,7 +157,8 @@ def table_from_records(records: Iterable[RunRecord]) -> RunTable:
         try:
             row = _run_row(rec)
         except AnalysisError as err:  # e.g. a malformed einsum theta: this run only
-            excluded.append({"run_id": rec.run_id, "status": "completed", "reason": str(err), "source": rec.source})
+            excluded.append({"run_id": rec.run_id, "status": RunState.COMPLETED, "reason": str(err),
+                             "source": rec.source})
             continue
         runs.append(row)
         curve = _eval_rows(row["run_id"], float(row["train_flops_per_token"]), rec.metrics)
@@ -216,18 +220,18 @@ def load_results(results_root: str | Path) -> RunTable:
 def sweep_manifests(results_root: str | Path) -> dict[str, dict[str, str | None]]:
     """{sweep: {run_id: label}} from the launcher's manifests `<results_root>/sweeps/<name>.json`.
 
-    An entry's label is its `variant`; manifests written before the launcher recorded it give the planned run's
-    description (`btt_r4 model.width=64 flops=1e+13`), whose first word is the variant.
+    An entry's label is its variant (scaling.store.manifest.ManifestRun.variant_name); an unreadable manifest is
+    reported in one line and left out.
     """
     out: dict[str, dict[str, str | None]] = {}
-    for path in sorted((Path(results_root) / "sweeps").glob("*.json")):
-        manifest = read_json(path) or {}
-        entries = {}
-        for r in manifest.get("runs") or []:
-            if "run_id" in r:
-                variant = r.get("variant") or (str(r["label"]).split()[0] if r.get("label") else None)
-                entries[str(r["run_id"])] = variant
-        out[str(manifest.get("name") or path.stem)] = entries
+    for path in Manifest.paths(results_root):
+        try:
+            manifest = Manifest.read(path)
+        except ManifestError as err:
+            print(f"warning: {err}", file=sys.stderr)
+            continue
+        if manifest is not None:  # None: removed since it was listed
+            out[manifest.name] = {r.run_id: r.variant_name for r in manifest.runs}
     return out
 
 

@@ -22,8 +22,9 @@ import numpy as np
 import yaml
 
 from analysis.io.load import RunRecord
-from scaling.store.results import append_jsonl, atomic_write_bytes, atomic_write_json, run_dir, run_id
+from scaling.store.results import append_jsonl, atomic_write_bytes, run_dir, run_id, write_summary
 from scaling.store.paths import RunPaths
+from scaling.store.states import RunState
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ class SyntheticSweep:
                 for lr in self.lrs:
                     out.append(self._run(rng, s, 12 * self.depth * width ** 2, self.lr_tokens, lr, 0, lr_star))
             for k in range(self.diverged):
-                out.append(self._run(rng, s, 2e6, 1e7, 3e-3 * 64, 100 + k, status="diverged"))
+                out.append(self._run(rng, s, 2e6, 1e7, 3e-3 * 64, 100 + k, status=RunState.DIVERGED))
         ids = [r.run_id for r in out]
         if len(set(ids)) != len(ids):
             raise ValueError("synthetic sweep: two runs share one config; change the budgets or lrs")
@@ -135,11 +136,11 @@ class SyntheticSweep:
             paths = RunPaths(rdir)
             atomic_write_bytes(paths.config, yaml.safe_dump(rec.config, sort_keys=False).encode())
             append_jsonl(paths.metrics, rec.metrics)
-            atomic_write_json(paths.summary, rec.summary)
+            write_summary(rdir, rec.summary)
         return [r.run_id for r in records]
 
     def _run(self, rng: np.random.Generator, s: SyntheticStructure, n_eff: float, tokens: float, lr: float,
-             seed: int, lr_star: float | None = None, status: str = "completed") -> RunRecord:
+             seed: int, lr_star: float | None = None, status: RunState = RunState.COMPLETED) -> RunRecord:
         width = self.width_for(n_eff)
         parametrization = "structure_aware" if s.lr_drift == 0 else "naive"
         config = {
@@ -158,12 +159,12 @@ class SyntheticSweep:
         # An lr away from lr* costs 2% of the loss per octave squared.
         penalty = 1.0 if lr_star is None else 1 + 0.02 * math.log2(lr / lr_star) ** 2
         losses = s.law.loss(n_eff, evals) * penalty * np.exp(offset + rng.normal(0, self.sigma_eval, evals.size))
-        if status == "diverged":
+        if status == RunState.DIVERGED:
             losses = losses[: self.eval_points // 2]
         rows = [{"kind": "eval", "step": int(i + 1) * 100, "tokens": float(t), "flops": float(ftok * t),
                  "val_loss": float(v), "wall_s": float(ftok * t * s.seconds_per_flop)}
                 for i, (t, v) in enumerate(zip(evals, losses))]
-        done = status == "completed"
+        done = status == RunState.COMPLETED
         reached = float(tokens if done else evals[len(losses) - 1])
         summary = {
             "run_id": rid, "status": status, "sweep": self.name, "label": s.key, "schedule": "constant",

@@ -11,9 +11,12 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from analysis.errors import AnalysisError
 from analysis.io.load import RunRecord, RunTable, table_from_records
+from scaling.store.states import RunState
 
-_STATE_STATUS = {"finished": "completed", "crashed": "failed", "failed": "failed", "killed": "failed",
-                 "running": "running", "preempted": "running", "pending": "running"}
+# wandb's run states (keys) as summary.json statuses.
+_STATE_STATUS = {"finished": RunState.COMPLETED, "crashed": RunState.FAILED, "failed": RunState.FAILED,
+                 "killed": RunState.FAILED, "running": RunState.RUNNING, "preempted": RunState.RUNNING,
+                 "pending": RunState.RUNNING}
 
 
 def _nested(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -46,7 +49,7 @@ def records_from_wandb_runs(runs: Iterable[Any]) -> Iterator[RunRecord]:
     """Run records from wandb API run objects (or anything with the same attributes)."""
     for run in runs:
         summary = dict(getattr(run, "summary", {}) or {})
-        summary.setdefault("status", _STATE_STATUS.get(getattr(run, "state", ""), "failed"))
+        summary.setdefault("status", _STATE_STATUS.get(getattr(run, "state", ""), RunState.FAILED))
         rid = str(summary.get("run_id") or run.id)
         summary["run_id"] = rid
         yield RunRecord(rid, summary, _nested(dict(getattr(run, "config", {}) or {})),

@@ -19,6 +19,7 @@ from scaling.cli.command import CommandLineError
 from scaling.config.compose import compose_run_config
 from scaling.launch.submit import launch_sweep
 from scaling.launch.sweeps import SweepError, split_run_overrides
+from scaling.store.states import RunState
 
 BUDGET_KEYS = {"train.tokens": "tokens", "train.flops": "flops"}
 
@@ -54,4 +55,4 @@ def multirun(args: Sequence[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     states = [r["state"] for r in manifest["runs"]]
-    return 1 if "failed" in states else 0
+    return 1 if RunState.FAILED in states else 0

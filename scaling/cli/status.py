@@ -10,6 +10,7 @@ from pathlib import Path
 from scaling.cli.command import Command, run_command
 from scaling.launch.status import print_status, status_overrides, sweep_run_flops, wait_for_jobs
 from scaling.launch.sweeps import SweepError, compose_launch_config
+from scaling.store.states import RunState
 
 
 COMMAND = Command("scaling.status", "launch", usage="progress of a sweep, read from its run directories.\n"
@@ -34,5 +35,6 @@ def status_command(args: list[str]) -> int:
     if wait:
         wait_for_jobs([], results_root, run_ids, desc=name, flops=flops)
     states = print_status(results_root, name, run_ids)
-    return 1 if states.get("failed") or states.get("corrupt") or (wait and states.get("interrupted")) else 0
+    failed = states.get(RunState.FAILED) or states.get(RunState.CORRUPT)
+    return 1 if failed or (wait and states.get(RunState.INTERRUPTED)) else 0
 

@@ -16,6 +16,7 @@ from scaling.cli.multirun import multirun
 from scaling.config.compose import compose_run_config
 from scaling.config.validate import describe_error
 from scaling.store.files import RunFileError
+from scaling.store.states import RunState
 from scaling.train.loop import train
 from scaling.train.plan import ConfigError
 
@@ -40,5 +41,5 @@ def train_command(overrides: list[str]) -> int:
         return 0
     print(f"run {summary['run_id']}: {summary['status']}, final val loss {summary.get('final_val_loss')}, "
           f"{summary.get('tokens')} {summary.get('unit')}s, {summary.get('flops', 0):.3g} FLOPs")
-    return 0 if summary["status"] == "completed" else 1
+    return 0 if summary["status"] == RunState.COMPLETED else 1
 

@@ -17,17 +17,15 @@ import submitit
 from tqdm import tqdm
 
 from scaling.store.lease import live_holder
-from scaling.store.results import read_json, read_summary, run_dir
+from scaling.store.manifest import Manifest, ManifestError, ManifestRun
+from scaling.store.results import read_summary, run_dir
+from scaling.store.states import STOPPED_STATES, RunState
 from scaling.train.progress import run_weights, work_done
 from scaling.store.files import RunFileError
 from scaling.launch.sweeps import check_name, compose_launch_config, expand, register_sweeps, split_run_overrides
 
-DONE_STATES = ("completed", "diverged", "failed")
-# States in which no process works on a run: `status wait=true` stops waiting for it.
-STOPPED_STATES = (*DONE_STATES, "interrupted", "corrupt")
 
-
-def run_state(results_root: str, rid: str) -> str:
+def run_state(results_root: str, rid: str) -> RunState:
     """pending | running | interrupted | completed | diverged | failed | corrupt, read from the run directory.
 
     A run is running while a live process holds its lease (scaling.lease: pid liveness on this host, heartbeat
@@ -36,14 +34,14 @@ def run_state(results_root: str, rid: str) -> str:
     try:
         summary = read_summary(rdir)
     except RunFileError:
-        return "corrupt"
+        return RunState.CORRUPT
     alive = live_holder(rdir) is not None
     if summary is None:
-        return "running" if alive else "pending"
-    status = summary["status"]
-    if status != "running":
+        return RunState.RUNNING if alive else RunState.PENDING
+    status = RunState(summary["status"])
+    if status != RunState.RUNNING:
         return status
-    return "running" if alive else "interrupted"
+    return RunState.RUNNING if alive else RunState.INTERRUPTED
 
 
 def corrupt_note(results_root: str, rid: str) -> str:
@@ -55,25 +53,25 @@ def corrupt_note(results_root: str, rid: str) -> str:
     return f"run {rid}: readable again"
 
 
-def sweep_run_ids(cfg) -> tuple[str, list[str]]:
-    """Run ids of a sweep: from the manifest the launcher wrote, else by expanding the sweep file."""
-    name, flops = sweep_run_flops(cfg)
-    return name, list(flops)
+def sweep_runs(cfg) -> tuple[str, tuple[ManifestRun, ...]]:
+    """A sweep's runs: from the manifest the launcher wrote, else by expanding the sweep file (ids and FLOPs)."""
+    results_root = str(Path(cfg.results_root).resolve())
+    name = check_name(cfg.sweep.get("name"))
+    try:
+        manifest = Manifest.read(Manifest.path(results_root, name))
+    except ManifestError as err:
+        print(f"warning: {err}; reading the sweep file instead (the next launch rewrites it)", file=sys.stderr)
+        manifest = None
+    if manifest is not None:
+        return name, manifest.runs
+    expansion = expand(cfg.sweep, [*cfg.overrides, f"results_root={results_root}"])
+    return name, tuple(ManifestRun(r.plan.run_id, flops=r.plan.train_flops) for r in expansion.runs)
 
 
 def sweep_run_flops(cfg) -> tuple[str, dict[str, float | None]]:
     """Each run's training FLOPs by run id (None from a manifest written before they were recorded)."""
-    results_root = str(Path(cfg.results_root).resolve())
-    name = check_name(cfg.sweep.get("name"))
-    path = Path(results_root) / "sweeps" / f"{name}.json"
-    runs = (read_json(path) or {}).get("runs")
-    if isinstance(runs, list) and all(isinstance(r, dict) and isinstance(r.get("run_id"), str) for r in runs):
-        return name, {r["run_id"]: r.get("flops") for r in runs}
-    if path.exists():
-        print(f"warning: {path}: not a readable sweep manifest; reading the sweep file instead (the next launch "
-              "rewrites it)", file=sys.stderr)
-    expansion = expand(cfg.sweep, [*cfg.overrides, f"results_root={results_root}"])
-    return name, {r.plan.run_id: r.plan.train_flops for r in expansion.runs}
+    name, runs = sweep_runs(cfg)
+    return name, {r.run_id: r.flops for r in runs}
 
 
 def count_states(results_root: str, run_ids: Sequence[str]) -> Counter:
@@ -118,12 +116,12 @@ def print_status(results_root: str, name: str, run_ids: Sequence[str]) -> Counte
     print(f"sweep {name!r}: {len(run_ids)} runs: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
     for rid in run_ids:
         state = run_state(results_root, rid)
-        if state == "failed":
+        if state == RunState.FAILED:
             print(f"  failed {rid}: {(read_summary(run_dir(results_root, rid)) or {}).get('error', '')}")
-        elif state == "corrupt":
+        elif state == RunState.CORRUPT:
             print(f"  corrupt {rid}: {corrupt_note(results_root, rid)}")
-    if states.get("interrupted"):
-        print(f"  {states['interrupted']} interrupted run(s): launch the sweep again to resume them")
+    if states.get(RunState.INTERRUPTED):
+        print(f"  {states[RunState.INTERRUPTED]} interrupted run(s): launch the sweep again to resume them")
     return states
 
 
@@ -131,16 +129,14 @@ def sweep_status(sweep: str | os.PathLike, overrides: Sequence[str] = ()) -> dic
     """A sweep's progress from Python: `sweep` is a name or a sweep YAML path, `overrides` as on the command line
     (`results_root=...`). Returns {name, counts: {state: n}, runs: [{run_id, label, state, error?}]}."""
     cfg = compose_launch_config([f"+sweep={os.fspath(sweep)}", *overrides])
-    name, run_ids = sweep_run_ids(cfg)
+    name, planned = sweep_runs(cfg)
     results_root = str(Path(cfg.results_root).resolve())
-    labels = {r["run_id"]: r.get("label") for r in (read_json(Path(results_root) / "sweeps" / f"{name}.json")
-                                                     or {}).get("runs", [])}
     runs = []
-    for rid in run_ids:
-        state = run_state(results_root, rid)
-        run = {"run_id": rid, "label": labels.get(rid), "state": state}
-        if state == "failed":
-            run["error"] = (read_summary(run_dir(results_root, rid)) or {}).get("error")
+    for r in planned:
+        state = run_state(results_root, r.run_id)
+        run = {"run_id": r.run_id, "label": r.label, "state": state}
+        if state == RunState.FAILED:
+            run["error"] = (read_summary(run_dir(results_root, r.run_id)) or {}).get("error")
         runs.append(run)
     return {"name": name, "counts": dict(Counter(r["state"] for r in runs)), "runs": runs}
 

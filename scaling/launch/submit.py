@@ -24,7 +24,8 @@ from scaling.config.compose import register_sweep
 from scaling.launch.jobs import RunBatch
 from scaling.config.labels import run_label
 from scaling.train.progress import format_duration
-from scaling.store.results import atomic_write_json, read_json
+from scaling.store.manifest import Manifest, ManifestError, ManifestRun
+from scaling.store.states import SUBMIT_STATES, RunState
 from scaling.launch.status import corrupt_note, run_state, wait_for_jobs
 from scaling.launch.sweeps import (
     Expansion, PlannedRun, SweepError, compose_launch_config, expand, register_sweeps, split_run_overrides,
@@ -32,13 +33,11 @@ from scaling.launch.sweeps import (
 from scaling.launch.throughput import estimate_seconds
 from scaling.train.tracking import name_sweep_run
 
-SUBMIT_STATES = ("pending", "interrupted")
-
 
 @dataclass
 class Decision:
     run: PlannedRun
-    state: str
+    state: RunState
     submit: bool
 
 
@@ -56,7 +55,7 @@ def decide(expansion: Expansion, results_root: str, retry_failed: bool) -> list[
     decisions = []
     for run in expansion.runs:
         state = run_state(results_root, run.plan.run_id)
-        submit = state in SUBMIT_STATES or (retry_failed and state == "failed")
+        submit = state in SUBMIT_STATES or (retry_failed and state == RunState.FAILED)
         decisions.append(Decision(run, state, submit))
     return decisions
 
@@ -128,29 +127,17 @@ def submit(runs: list[PlannedRun], cluster: DictConfig, folder: Path) -> list[su
     return jobs
 
 
-def write_manifest(results_root: str, name: str, decisions: list[Decision], jobs: list[submitit.Job],
-                   overrides: Sequence[str]) -> Path:
-    """results_root/sweeps/<name>.json: the sweep's runs (for scaling.status and analysis) and its jobs."""
-    path = manifest_path(results_root, name)
-    atomic_write_json(path, manifest_record(results_root, name, decisions, jobs, overrides))
-    return path
-
-
-def manifest_path(results_root: str, name: str) -> Path:
-    return Path(results_root).resolve() / "sweeps" / f"{name}.json"
-
-
 def manifest_record(results_root: str, name: str, decisions: list[Decision], jobs: list[submitit.Job],
-                    overrides: Sequence[str]) -> dict[str, Any]:
+                    overrides: Sequence[str]) -> Manifest:
     """The manifest of a sweep after this launch: its runs (with training FLOPs, which weight progress bars)
-    and every job submitted for it so far."""
-    previous = read_json(manifest_path(results_root, name)) or {}
-    return {
-        "name": name, "overrides": list(overrides), "updated": time.time(),
-        "runs": [{"run_id": d.run.plan.run_id, "label": d.run.label, "flops": d.run.plan.train_flops}
-                 for d in decisions],
-        "jobs": previous.get("jobs", []) + [str(j.job_id) for j in jobs],
-    }
+    and every job submitted for it so far (an unreadable earlier manifest is replaced whole)."""
+    try:
+        previous = Manifest.read(Manifest.path(results_root, name))
+    except ManifestError:
+        previous = None
+    runs = tuple(ManifestRun(d.run.plan.run_id, d.run.label, d.run.plan.train_flops) for d in decisions)
+    jobs_so_far = (previous.jobs if previous else ()) + tuple(str(j.job_id) for j in jobs)
+    return Manifest(name, runs, tuple(overrides), jobs_so_far, time.time())
 
 
 def launch(cfg: DictConfig) -> list[submitit.Job]:
@@ -164,10 +151,10 @@ def launch_result(cfg: DictConfig) -> LaunchResult:
     expansion = expand(cfg.sweep, extra)
     decisions = decide(expansion, results_root, cfg.retry_failed)
     todo = [d.run for d in decisions if d.submit]
-    counts = {s: sum(d.state == s for d in decisions) for s in sorted({d.state for d in decisions})}
+    counts = {s.value: sum(d.state == s for d in decisions) for s in sorted({d.state for d in decisions})}
     print(f"sweep {expansion.name!r}: {len(decisions)} runs {counts}; {len(todo)} to run")
     for d in decisions:
-        if d.state == "corrupt":  # that run's problem: reported, left alone, the rest goes ahead
+        if d.state == RunState.CORRUPT:  # that run's problem: reported, left alone, the rest goes ahead
             print(f"  skipped {d.run.plan.run_id}: {corrupt_note(results_root, d.run.plan.run_id)}", file=sys.stderr)
     if cfg.dry_run:
         seconds = estimate_seconds([d.run for d in decisions], results_root, measure=cfg.estimate_time)
@@ -183,7 +170,7 @@ def launch_result(cfg: DictConfig) -> LaunchResult:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     folder = Path(results_root) / "submitit" / expansion.name / f"{stamp}-{os.getpid()}" / "%j"
     jobs = submit(todo, cfg.cluster, folder)
-    manifest = write_manifest(results_root, expansion.name, decisions, jobs, cfg.overrides)
+    manifest = manifest_record(results_root, expansion.name, decisions, jobs, cfg.overrides).write(results_root)
     print(f"submitted {len(todo)} runs in {len(jobs)} {cfg.cluster.kind} job(s): "
           f"{', '.join(str(j.job_id) for j in jobs)}; manifest {manifest}")
     if cfg.cluster.wait:
@@ -204,9 +191,9 @@ def launch_sweep(sweep: str | os.PathLike | Mapping[str, Any], overrides: Sequen
     args = [sweep_arg, *overrides, *([f"cluster={cluster}"] if cluster else [])]
     cfg = compose_launch_config(args)
     result = launch_result(cfg)
-    manifest = manifest_record(result.results_root, result.name, result.decisions, [], cfg.overrides)
-    if result.jobs or manifest_path(result.results_root, result.name).exists():
-        manifest = read_json(manifest_path(result.results_root, result.name))
+    written = Manifest.read(Manifest.path(result.results_root, result.name))
+    manifest = (written or manifest_record(result.results_root, result.name, result.decisions, [], cfg.overrides)
+                ).to_json()
     for run in manifest["runs"]:
         run["state"] = run_state(result.results_root, run["run_id"])
     return manifest

@@ -22,6 +22,7 @@ from scaling.mup.parametrization import build_parametrized_model, make_optimizer
 from scaling.store.results import atomic_write_json, iter_run_dirs, read_json, read_summary
 from scaling.store.files import RunFileError, read_config_file
 from scaling.store.paths import RunPaths
+from scaling.store.states import RunState
 
 
 STARTUP_S = 5.0  # per-run overhead seen here: process start, imports, data and model build
@@ -47,7 +48,7 @@ def recorded_rates(results_root: str) -> dict[str, float]:
             config = read_config_file(RunPaths(rdir).config)
         except RunFileError:
             continue
-        if not summary or summary.get("status") != "completed" or not summary.get("tokens_per_s") or not config:
+        if not summary or summary["status"] != RunState.COMPLETED or not summary.get("tokens_per_s") or not config:
             continue
         rates[throughput_key(OmegaConf.create(config))] = float(summary["tokens_per_s"])
     return rates

@@ -14,7 +14,9 @@ from typing import Any
 
 import yaml
 
-STATUSES = ("running", "completed", "diverged", "failed")
+from scaling.store.states import SUMMARY_STATES, in_order
+from scaling.store.summary import Summary
+
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -41,7 +43,7 @@ def _text(path: Path, fix: str) -> str | None:
         raise RunFileError(path, f"not UTF-8 text (byte {err.start})", fix) from None
 
 
-def read_summary_file(path: Path) -> dict[str, Any] | None:
+def read_summary_file(path: Path) -> Summary | None:
     """summary.json as a dict with a known status; None when the run has not written one yet."""
     fix = f"delete {path.name} to let the next launch resume the run from its checkpoint (or retrain it)"
     text = _text(path, fix)
@@ -53,8 +55,9 @@ def read_summary_file(path: Path) -> dict[str, Any] | None:
         raise RunFileError(path, f"not valid JSON ({err.msg} at line {err.lineno})", fix) from None
     if not isinstance(summary, dict):
         raise RunFileError(path, f"holds a JSON {type(summary).__name__}, not an object", fix)
-    if summary.get("status") not in STATUSES:
-        raise RunFileError(path, f"status {summary.get('status')!r} is not one of {STATUSES}", fix)
+    status = summary.get("status")
+    if not (isinstance(status, str) and status in SUMMARY_STATES):
+        raise RunFileError(path, f"status {status!r} is not one of {in_order(SUMMARY_STATES)}", fix)
     return summary
 
 

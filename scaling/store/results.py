@@ -13,8 +13,7 @@ A run directory is the source of truth and holds (file names: scaling.run_paths.
 metrics.jsonl rows:
   train: {kind, step, tokens, flops, loss, lr, tokens_per_s, flops_per_s, wall_s}
   eval:  {kind, step, tokens, flops, val_loss, wall_s}  (+ val_accuracy for classification)
-summary.json keys: see SUMMARY_KEYS. `flops` are training FLOPs (3 x forward) so far; `tokens` are training
-units (tokens for text, examples for images/regression).
+summary.json keys: scaling.store.summary.Summary; a run's states: scaling.store.states.RunState.
 """
 
 from __future__ import annotations
@@ -30,6 +29,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from scaling.store.files import read_metrics_file, read_summary_file
 from scaling.store.paths import RunPaths
+from scaling.store.states import SUMMARY_STATES, in_order
+from scaling.store.summary import SUMMARY_KEYS, Summary
 
 IDENTITY_SECTIONS = ("model", "structure", "data", "train")
 # Settings that change how a run is observed or where it runs, not what it computes: excluded from its identity.
@@ -39,12 +40,6 @@ NON_IDENTITY_KEYS = {
     # train-row spacing; resume is bit-exact; cpu/cuda; extra evaluations at smaller sweep budgets (read-only)
     "train": ("log_every", "checkpoint_every_s", "device", "eval_flops"),
 }
-
-SUMMARY_KEYS = (
-    "run_id", "status", "sweep", "label", "family", "structure", "width", "depth", "parametrization", "lr", "seed",
-    "params", "params_nonembed", "forward_flops_per_token", "train_flops_per_token",
-    "tokens", "tokens_target", "flops", "final_val_loss", "best_val_loss", "wall_time_s", "steps",
-)
 
 
 def identity(cfg: DictConfig | dict) -> dict[str, Any]:
@@ -100,7 +95,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from a file the launcher can rebuild (manifest, caches); None if absent or unreadable."""
+    """A JSON object from a file that can be rebuilt (progress reports, caches); None if absent or unreadable."""
     try:
         obj = json.loads(path.read_bytes())
     except (FileNotFoundError, ValueError):  # ValueError: bad JSON or bad UTF-8
@@ -135,12 +130,17 @@ def iter_run_dirs(results_root: str | os.PathLike) -> Iterator[Path]:
         yield from sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def read_summary(rdir: Path) -> dict[str, Any] | None:
+def read_summary(rdir: Path) -> Summary | None:
     """The run's summary.json; None before the run wrote one, RunFileError (file and fix) if it is corrupt."""
     return read_summary_file(RunPaths(rdir).summary)
 
 
-def run_status(results_root: str | os.PathLike, rid: str) -> str:
-    """`pending` when no summary exists, else the summary's status."""
-    summary = read_summary(run_dir(results_root, rid))
-    return "pending" if summary is None else summary.get("status", "failed")
+def write_summary(rdir: Path, summary: Summary) -> None:
+    """Write the run's summary.json atomically; a key Summary does not define, or a status it does not allow, is a
+    bug and is refused."""
+    unknown = sorted(set(summary) - set(SUMMARY_KEYS))
+    if unknown:
+        raise ValueError(f"summary keys {unknown} are not defined in scaling.store.summary.Summary")
+    if summary.get("status") not in SUMMARY_STATES:
+        raise ValueError(f"summary status {summary.get('status')} is not one of {in_order(SUMMARY_STATES)}")
+    atomic_write_json(RunPaths(rdir).summary, summary)

@@ -6,7 +6,7 @@ import io
 import signal
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable
+from typing import Any, Callable, TypedDict
 
 import torch
 
@@ -14,21 +14,36 @@ from scaling.store.results import atomic_write_bytes
 from scaling.store.files import RunFileError
 from scaling.store.paths import RunPaths
 
-CHECKPOINT_KEYS = ("model", "optimizer", "data", "rng", "step", "wall_s", "best_val_loss", "initial_loss",
-                   "wandb_id", "restarts")
+
+class Checkpoint(TypedDict):
+    """checkpoint.pt: everything a resume needs, as a plain dict (so it loads with weights_only=True)."""
+
+    model: dict[str, torch.Tensor]  # the model's state_dict
+    optimizer: dict[str, Any]  # the optimizer's state_dict (its per-parameter step counts check `step`)
+    data: dict[str, Any]  # the training stream's position
+    rng: torch.Tensor  # torch's CPU generator state
+    step: int  # optimiser steps taken
+    wall_s: float  # seconds trained, earlier attempts included
+    best_val_loss: float  # inf before the first evaluation
+    initial_loss: float | None  # the first step's training loss: divergence is measured against it
+    wandb_id: str
+    restarts: int  # attempts before the one that saved it
+
+
+CHECKPOINT_KEYS = tuple(Checkpoint.__annotations__)
 _RESTART_FIX = "delete it to restart the run from step 0"
 # What Slurm/submitit send before a timeout or preemption (USR2), and a plain kill (TERM).
 PREEMPT_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 
 
-def save_checkpoint(rdir: Path, state: dict[str, Any]) -> None:
+def save_checkpoint(rdir: Path, state: Checkpoint) -> None:
     """Serialise in memory, then write temp + fsync + rename, so a crash never leaves a torn checkpoint."""
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(RunPaths(rdir).checkpoint, buf.getvalue())
 
 
-def load_checkpoint(rdir: Path) -> dict[str, Any] | None:
+def load_checkpoint(rdir: Path) -> Checkpoint | None:
     """The run's checkpoint, None if it has none; RunFileError (path and fix) if it cannot be loaded."""
     path = RunPaths(rdir).checkpoint
     if not path.exists():
@@ -43,7 +58,7 @@ def load_checkpoint(rdir: Path) -> dict[str, Any] | None:
     return state
 
 
-def check_checkpoint_step(rdir: Path, state: dict[str, Any], total_steps: int) -> None:
+def check_checkpoint_step(rdir: Path, state: Checkpoint, total_steps: int) -> None:
     """Check the checkpoint's step against the optimizer's own step count (AdamW counts every update), so an
     edited or foreign checkpoint cannot pass for a finished run."""
     path, step = RunPaths(rdir).checkpoint, state["step"]

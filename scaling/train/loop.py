@@ -21,14 +21,13 @@ from scaling.train.checkpoint import PreemptionGuard
 from scaling.train.distributed import teardown
 from scaling.store.lease import Lease, live_holder
 from scaling.store.results import read_summary
+from scaling.store.states import FINISHED_STATES, RunState
 from scaling.store.files import remove_temp_files
 from scaling.train.run import Run
 from scaling.train.steps import (
     build, checkpoint, checkpoint_due, diverged, finish, log_due, log_train, optimiser_step, record_divergence,
     record_eval, resume_or_start, start_reporters, stop_preempted, taxonomy,
 )
-
-FINISHED = ("completed", "diverged")
 
 
 def train(cfg: DictConfig, cpus: int | None = None) -> dict[str, Any]:
@@ -37,7 +36,7 @@ def train(cfg: DictConfig, cpus: int | None = None) -> dict[str, Any]:
     OmegaConf.resolve(cfg)
     run = Run(cfg, cpus)
     existing = read_summary(run.dir)
-    if existing and existing.get("status") in FINISHED:
+    if existing and existing["status"] in FINISHED_STATES:
         return existing
     lease = Lease.acquire(run.dir) if run.dist.is_main else nullcontext()
     if lease is None:  # another launcher's job trains this run right now: never train it twice
@@ -45,10 +44,10 @@ def train(cfg: DictConfig, cpus: int | None = None) -> dict[str, Any]:
         who = holder.describe() if holder else "another process"
         print(f"run {run.plan.run_id}: skipped, {who} is training it (scaling.status shows its progress)",
               file=sys.stderr)
-        return {"run_id": run.plan.run_id, "status": "running", "skipped": f"leased by {who}"}
+        return {"run_id": run.plan.run_id, "status": RunState.RUNNING, "skipped": f"leased by {who}"}
     with lease:
         existing = read_summary(run.dir)  # it may have finished between the first look and taking the lease
-        if existing and existing.get("status") in FINISHED:
+        if existing and existing["status"] in FINISHED_STATES:
             return existing
         if run.dist.is_main:
             remove_temp_files(run.dir)  # left by a process that died mid-write; the lease holder alone writes
@@ -56,7 +55,7 @@ def train(cfg: DictConfig, cpus: int | None = None) -> dict[str, Any]:
             run.setup()
             return train_to_budget(run)
         except Exception as err:
-            run.write_summary(status="failed", error=f"{type(err).__name__}: {err}")
+            run.write_summary(status=RunState.FAILED, error=f"{type(err).__name__}: {err}")
             raise
         finally:
             if run.dist.is_main:
@@ -71,7 +70,7 @@ def train_to_budget(run: Run) -> dict[str, Any]:
     state = resume_or_start(run, trainee)
     extra = taxonomy(trainee.model) | {"restarts": state.restarts}
     run.heartbeat()
-    run.write_summary(status="running", **run.consumed(state.step), **extra)
+    run.write_summary(status=RunState.RUNNING, **run.consumed(state.step), **extra)
     reporters = start_reporters(run, state.wandb_id)
     state.start_clock()
     with PreemptionGuard() as guard:

@@ -13,8 +13,7 @@ from typing import Mapping, Sequence
 
 from scaling.store.results import atomic_write_json, read_json, run_dir
 from scaling.store.paths import RunPaths
-
-FINISHED_STATES = ("completed", "diverged", "failed")
+from scaling.store.states import DONE_STATES, STARTED_STATES, RunState
 
 
 def format_duration(seconds: float) -> str:
@@ -46,14 +45,14 @@ class RunProgress:
             self.last_write = now
 
 
-def work_done(results_root: str, states: Mapping[str, str], weights: Mapping[str, float], partial: bool) -> float:
-    """Weight of the work a sweep has done: finished runs in full and, with `partial` (weights are training
-    FLOPs), running or interrupted runs as far as their progress.json says they got."""
+def work_done(results_root: str, states: Mapping[str, RunState], weights: Mapping[str, float], partial: bool) -> float:
+    """Weight of the work a sweep has done: ended runs (DONE_STATES) in full and, with `partial` (weights are
+    training FLOPs), started ones (STARTED_STATES) as far as their progress.json says they got."""
     total = 0.0
     for rid, state in states.items():
-        if state in FINISHED_STATES:
+        if state in DONE_STATES:
             total += weights[rid]
-        elif partial and state in ("running", "interrupted"):
+        elif partial and state in STARTED_STATES:
             report = read_json(RunPaths(run_dir(results_root, rid)).progress) or {}
             total += min(float(report.get("flops", 0.0)), weights[rid])
     return total

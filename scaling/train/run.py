@@ -17,8 +17,11 @@ from scaling.train.distributed import DistInfo, cpu_threads, setup_distributed
 from scaling.config.labels import run_label
 from scaling.train.plan import RunPlan, plan_run
 from scaling.process import keep_freed_memory
-from scaling.store.results import append_jsonl, atomic_write_bytes, atomic_write_json, jsonl_bytes, read_jsonl, run_dir
+from scaling.store.results import (
+    append_jsonl, atomic_write_bytes, atomic_write_json, jsonl_bytes, read_jsonl, run_dir, write_summary,
+)
 from scaling.store.paths import RunPaths
+from scaling.store.summary import Summary
 
 
 class Run:
@@ -55,18 +58,19 @@ class Run:
         return {"tokens": step * p.units_per_step, "flops": step * p.units_per_step * p.train_flops_per_unit}
 
     # --- files -----------------------------------------------------------------------------------
-    def write_summary(self, **values: Any) -> dict[str, Any]:
+    def write_summary(self, **values: Any) -> Summary:
+        """summary.json: the run's plan, then `values` (status, totals so far, ...)."""
         p, cfg = self.plan, self.cfg
-        summary = {
-            "run_id": p.run_id, "sweep": cfg.sweep, "label": run_label(cfg), "family": p.family, "structure": p.structure,
-            "width": p.width, "depth": cfg.model.depth, "parametrization": cfg.model.parametrization,
-            "lr": cfg.train.lr, "seed": cfg.train.seed, "unit": p.unit, "params": p.params,
-            "params_nonembed": p.params_nonembed, "forward_flops_per_token": p.forward_flops_per_unit,
-            "train_flops_per_token": p.train_flops_per_unit, "tokens_target": p.units, "steps_target": p.steps,
-            "batch_size": cfg.train.batch_size, "schedule": cfg.train.schedule,
-        } | values
+        summary = Summary(
+            run_id=p.run_id, sweep=cfg.sweep, label=run_label(cfg), family=p.family, structure=p.structure,
+            width=p.width, depth=cfg.model.depth, parametrization=cfg.model.parametrization,
+            lr=cfg.train.lr, seed=cfg.train.seed, unit=p.unit, params=p.params,
+            params_nonembed=p.params_nonembed, forward_flops_per_token=p.forward_flops_per_unit,
+            train_flops_per_token=p.train_flops_per_unit, tokens_target=p.units, steps_target=p.steps,
+            batch_size=cfg.train.batch_size, schedule=cfg.train.schedule,
+        ) | values
         if self.dist.is_main:
-            atomic_write_json(self.paths.summary, summary)
+            write_summary(self.dir, summary)
         return summary
 
     def log(self, row: dict[str, Any]) -> None:

@@ -15,7 +15,9 @@ from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
 from scaling.train.budget_evals import budget_steps
-from scaling.train.checkpoint import PreemptionGuard, check_checkpoint_step, load_checkpoint, save_checkpoint
+from scaling.train.checkpoint import (
+    Checkpoint, PreemptionGuard, check_checkpoint_step, load_checkpoint, save_checkpoint,
+)
 from scaling.config.schema import LoggerConfig, ModelConfig, StructureConfig
 from scaling.config.compose import as_dataclass
 from scaling.data import build_data
@@ -26,6 +28,8 @@ from scaling.config.labels import run_label
 from scaling.mup.parametrization import build_parametrized_model, make_optimizer
 from scaling.train.progress import RunProgress
 from scaling.store.results import atomic_write_bytes, read_jsonl
+from scaling.store.states import RunState
+from scaling.store.summary import Summary
 from scaling.train.run import Run
 from scaling.train.schedule import lr_factor
 from scaling.structures import StructuredLinear
@@ -54,7 +58,7 @@ class TrainState:
     initial_loss: float | None = None  # the first step's training loss: divergence is measured against it
     wandb_id: str = ""
     restarts: int = 0
-    status: str = "completed"
+    status: RunState = RunState.COMPLETED
     start: float = 0.0  # this attempt's clock (time.perf_counter) when its first step began
     last_checkpoint: float = 0.0
     window_start: float = 0.0  # throughput is measured over the steps since the last train row
@@ -195,7 +199,7 @@ def diverged(run: Run, state: TrainState, loss: float) -> bool:
 
 
 def record_divergence(run: Run, state: TrainState, loss: float) -> None:
-    state.status = "diverged"
+    state.status = RunState.DIVERGED
     run.log({"kind": "train", "step": state.step, "loss": loss, **run.consumed(state.step)})
     run.flush_metrics()
 
@@ -235,11 +239,11 @@ def checkpoint_due(run: Run, state: TrainState) -> bool:
     return time.perf_counter() - state.last_checkpoint > run.cfg.train.checkpoint_every_s
 
 
-def checkpoint_state(trainee: Trainee, state: TrainState) -> dict[str, Any]:
-    return {"model": trainee.model.state_dict(), "optimizer": trainee.optimizer.state_dict(),
-            "data": trainee.data.train.state_dict(), "rng": torch.get_rng_state(), "step": state.step,
-            "wall_s": state.wall(time.perf_counter()), "best_val_loss": state.best,
-            "initial_loss": state.initial_loss, "wandb_id": state.wandb_id, "restarts": state.restarts}
+def checkpoint_state(trainee: Trainee, state: TrainState) -> Checkpoint:
+    return Checkpoint(model=trainee.model.state_dict(), optimizer=trainee.optimizer.state_dict(),
+                      data=trainee.data.train.state_dict(), rng=torch.get_rng_state(), step=state.step,
+                      wall_s=state.wall(time.perf_counter()), best_val_loss=state.best,
+                      initial_loss=state.initial_loss, wandb_id=state.wandb_id, restarts=state.restarts)
 
 
 def checkpoint(run: Run, trainee: Trainee, state: TrainState) -> None:
@@ -258,13 +262,14 @@ def stop_preempted(reporters: Reporters, guard: PreemptionGuard) -> None:
 
 
 # --- after the last step ---------------------------------------------------------------------------------
-def finish(run: Run, trainee: Trainee, state: TrainState, reporters: Reporters, extra: dict[str, Any]) -> dict:
+def finish(run: Run, trainee: Trainee, state: TrainState, reporters: Reporters, extra: dict[str, Any]) -> Summary:
     """Save the final weights (completed runs), write the summary, close the tracker; return the summary."""
     wall = state.wall(time.perf_counter())
     rows = read_jsonl(run.paths.metrics) if run.dist.is_main else []
     eval_rows = [r for r in rows if r.get("kind") == "eval"]
-    final = eval_rows[-1]["val_loss"] if eval_rows and state.status == "completed" else None
-    if run.dist.is_main and state.status == "completed":
+    completed = state.status == RunState.COMPLETED
+    final = eval_rows[-1]["val_loss"] if eval_rows and completed else None
+    if run.dist.is_main and completed:
         save_checkpoint(run.dir, checkpoint_state(trainee, state))  # the final weights, for users of the model
     best = state.best if math.isfinite(state.best) else None
     summary = run.write_summary(
@@ -274,5 +279,5 @@ def finish(run: Run, trainee: Trainee, state: TrainState, reporters: Reporters, 
     )
     if run.dist.is_main:
         reporters.tracker.summary({k: v for k, v in summary.items() if v is not None})
-        reporters.tracker.finish(exit_code=0 if state.status == "completed" else 1)
+        reporters.tracker.finish(exit_code=0 if completed else 1)
     return summary
