@@ -20,7 +20,9 @@ from scaling.store.lease import live_holder
 from scaling.store.results import read_json, read_summary, run_dir
 from scaling.train.progress import run_weights, work_done
 from scaling.store.files import RunFileError
-from scaling.launch.sweeps import check_name, compose_launch_config, expand, register_sweeps, split_run_overrides
+from scaling.launch.sweeps import (
+    check_name, compose_launch_config, expand, register_sweeps, runs_on_cuda, split_run_overrides,
+)
 
 DONE_STATES = ("completed", "diverged", "failed")
 # States in which no process works on a run: `status wait=true` stops waiting for it.
@@ -72,7 +74,7 @@ def sweep_run_flops(cfg) -> tuple[str, dict[str, float | None]]:
     if path.exists():
         print(f"warning: {path}: not a readable sweep manifest; reading the sweep file instead (the next launch "
               "rewrites it)", file=sys.stderr)
-    expansion = expand(cfg.sweep, [*cfg.overrides, f"results_root={results_root}"])
+    expansion = expand(cfg.sweep, [*cfg.overrides, f"results_root={results_root}"], runs_on_cuda(cfg.cluster))
     return name, {r.plan.run_id: r.plan.train_flops for r in expansion.runs}
 
 
