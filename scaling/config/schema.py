@@ -95,7 +95,9 @@ class TrainConfig:
     batch_size: int = 16  # sequences / examples per optimiser step (global, across ranks)
     lr: float = 3e-3
     schedule: str = "cosine"  # cosine | constant | wsd
-    warmup_frac: float = 0.05
+    # linear warmup over this many training units (tokens for text, examples otherwise): fixed in units, not a
+    # fraction of the run, so a curve read at a smaller budget had the same warmup as a run trained to it
+    warmup_tokens: int = 65_536
     decay_frac: float = 0.2  # wsd: fraction of steps spent decaying
     min_lr_frac: float = 0.1
     beta1: float = 0.9
@@ -108,8 +110,11 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every_s: float = 300.0
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
+    # Where and how the run computes; each changes the numbers, so each is part of the run id. `auto` is resolved
+    # before the id is computed (scaling.train.plan.resolve_runtime) and config.yaml holds the resolved value.
+    device: str = "auto"  # auto (cuda when the run's machine has one) | cpu | cuda | cuda:<index>
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    threads: int = 1  # CPU threads (torch.set_num_threads): the thread count changes the order of float sums
     diverge_factor: float = 4.0  # loss above diverge_factor * initial loss (or non-finite) ends the run
 
 

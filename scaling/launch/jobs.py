@@ -18,9 +18,8 @@ class RunBatch(submitit.helpers.Checkpointable):
     """Train each run config in turn. On timeout/preemption submitit requeues this same batch; finished
     runs are then skipped and the interrupted one resumes from its checkpoint."""
 
-    def __init__(self, configs: list[dict[str, Any]], cpus: int | None = None):
+    def __init__(self, configs: list[dict[str, Any]]):
         self.configs = configs
-        self.cpus = cpus  # threads per run: the job's CPU share (Slurm tells the job itself)
 
     def __call__(self) -> list[dict[str, Any]]:
         if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
@@ -28,7 +27,7 @@ class RunBatch(submitit.helpers.Checkpointable):
         summaries, failures = [], []
         for config in self.configs:
             try:
-                summaries.append(train(OmegaConf.create(config), cpus=self.cpus or None))
+                summaries.append(train(OmegaConf.create(config)))
             except Exception as err:  # the run recorded status=failed; go on with the others
                 failures.append(f"run {run_id(config)}: {type(err).__name__}: {err}")
         if failures:

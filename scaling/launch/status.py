@@ -22,7 +22,9 @@ from scaling.store.results import read_summary, run_dir
 from scaling.store.states import STOPPED_STATES, RunState
 from scaling.train.progress import run_weights, work_done
 from scaling.store.files import RunFileError
-from scaling.launch.sweeps import check_name, compose_launch_config, expand, register_sweeps, split_run_overrides
+from scaling.launch.sweeps import (
+    check_name, compose_launch_config, expand, register_sweeps, runs_on_cuda, split_run_overrides,
+)
 
 
 def run_state(results_root: str, rid: str) -> RunState:
@@ -64,7 +66,7 @@ def sweep_runs(cfg) -> tuple[str, tuple[ManifestRun, ...]]:
         manifest = None
     if manifest is not None:
         return name, manifest.runs
-    expansion = expand(cfg.sweep, [*cfg.overrides, f"results_root={results_root}"])
+    expansion = expand(cfg.sweep, [*cfg.overrides, f"results_root={results_root}"], runs_on_cuda(cfg.cluster))
     return name, tuple(ManifestRun(r.plan.run_id, flops=r.plan.train_flops) for r in expansion.runs)
 
 

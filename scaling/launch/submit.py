@@ -28,7 +28,8 @@ from scaling.store.manifest import Manifest, ManifestError, ManifestRun
 from scaling.store.states import SUBMIT_STATES, RunState
 from scaling.launch.status import corrupt_note, run_state, wait_for_jobs
 from scaling.launch.sweeps import (
-    Expansion, PlannedRun, SweepError, compose_launch_config, expand, register_sweeps, split_run_overrides,
+    Expansion, PlannedRun, SweepError, compose_launch_config, expand, register_sweeps, runs_on_cuda,
+    split_run_overrides,
 )
 from scaling.launch.throughput import estimate_seconds
 from scaling.train.tracking import name_sweep_run
@@ -117,10 +118,17 @@ def pack(runs: list[PlannedRun], cluster: DictConfig) -> list[list[PlannedRun]]:
     return [list(runs) for _ in range(min(slots, len(runs)))]
 
 
+def check_threads(expansion: Expansion, cluster: DictConfig) -> None:
+    """Every run computes with train.threads threads (part of its identity): its job must have that many CPUs."""
+    most = max((r.cfg.train.threads for r in expansion.runs), default=1)
+    if cluster.kind != "debug" and most > cluster.cpus_per_task:
+        raise SweepError(f"train.threads={most} is more than cluster.cpus_per_task={cluster.cpus_per_task}: a run "
+                         f"would share its CPUs; set cluster.cpus_per_task={most} (or lower train.threads)")
+
+
 def submit(runs: list[PlannedRun], cluster: DictConfig, folder: Path) -> list[submitit.Job]:
     executor = make_executor(cluster, folder)
-    batches = [RunBatch([name_sweep_run(OmegaConf.to_container(r.cfg, resolve=True), r.axes) for r in group],
-                        cpus=cluster.cpus_per_task)
+    batches = [RunBatch([name_sweep_run(OmegaConf.to_container(r.cfg, resolve=True), r.axes) for r in group])
                for group in pack(runs, cluster)]
     with executor.batch():
         jobs = [executor.submit(batch) for batch in batches]
@@ -148,7 +156,8 @@ def launch(cfg: DictConfig) -> list[submitit.Job]:
 def launch_result(cfg: DictConfig) -> LaunchResult:
     results_root = str(Path(cfg.results_root).resolve())
     extra = [*cfg.overrides, f"results_root={results_root}"]
-    expansion = expand(cfg.sweep, extra)
+    expansion = expand(cfg.sweep, extra, runs_on_cuda(cfg.cluster))
+    check_threads(expansion, cfg.cluster)
     decisions = decide(expansion, results_root, cfg.retry_failed)
     todo = [d.run for d in decisions if d.submit]
     counts = {s.value: sum(d.state == s for d in decisions) for s in sorted({d.state for d in decisions})}

@@ -235,8 +235,15 @@ def _stages(name: str, spec: dict[str, Any], label: str,
     return [({**axes, **extra}, kind, [value], False) for extra, kind, value in _rungs(name, label, variant, set(axes))]
 
 
-def expand(sweep: DictConfig, extra_overrides: Sequence[str] = ()) -> Expansion:
-    """All runs of a sweep, each composed, validated and planned. Raises SweepError listing every bad run."""
+def runs_on_cuda(cluster: DictConfig) -> bool | None:
+    """Whether a cluster's jobs train on CUDA (what `train.device=auto` resolves to): Slurm jobs when they ask for
+    GPUs; None for local and debug jobs, which run on this machine (scaling.train.plan.resolve_runtime asks it)."""
+    return cluster.gpus_per_node > 0 if cluster.kind == "slurm" else None
+
+
+def expand(sweep: DictConfig, extra_overrides: Sequence[str] = (), cuda: bool | None = None) -> Expansion:
+    """All runs of a sweep, each composed, validated and planned (`auto` device and precision resolved for a
+    machine with CUDA or without: `cuda`, None asks this one). Raises SweepError listing every bad run."""
     spec = OmegaConf.to_container(sweep, resolve=True)
     name = check_name(spec.get("name"))
     check_sweep_spec(name, spec, extra_overrides)
@@ -261,7 +268,7 @@ def expand(sweep: DictConfig, extra_overrides: Sequence[str] = ()) -> Expansion:
                     try:
                         if from_curves:
                             _check_curve_schedule(composed)
-                        planned = _plan(composed.copy(), kind, value, overrides, run_label)
+                        planned = _plan(composed.copy(), kind, value, overrides, run_label, cuda)
                     except (ConfigError, SweepError) as err:
                         errors.append((run_label, str(err)))
                         continue
@@ -316,7 +323,8 @@ def check_sweep_spec(name: str, spec: dict[str, Any], extra_overrides: Sequence[
                              "collapse the grid; edit the sweep's values instead (or copy it to a new sweep file)")
 
 
-def _plan(cfg: DictConfig, kind: str, value: float, overrides: list[str], label: str) -> PlannedRun:
+def _plan(cfg: DictConfig, kind: str, value: float, overrides: list[str], label: str,
+          cuda: bool | None) -> PlannedRun:
     """Set the run's budget (tokens, FLOPs, or tokens per effective parameter) and plan it."""
     if kind == "tokens":
         cfg.train.tokens = int(value)
@@ -325,7 +333,7 @@ def _plan(cfg: DictConfig, kind: str, value: float, overrides: list[str], label:
         cfg.train.flops = float(value)
     else:
         cfg.train.flops = None
-        effective_params = plan_run(cfg).train_flops_per_unit / 6
+        effective_params = plan_run(cfg, cuda).train_flops_per_unit / 6
         cfg.train.tokens = int(value * effective_params)
     OmegaConf.resolve(cfg)
-    return PlannedRun(label=label, overrides=overrides, cfg=cfg, plan=plan_run(cfg))
+    return PlannedRun(label=label, overrides=overrides, cfg=cfg, plan=plan_run(cfg, cuda))

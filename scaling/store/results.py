@@ -37,8 +37,8 @@ IDENTITY_SECTIONS = ("model", "structure", "data", "train")
 # Everything else in the identity sections is in the id (tests/test_run_id.py changes each field and checks).
 NON_IDENTITY_KEYS = {
     "data": ("cache_dir",),  # where the prepared data is cached; the data itself is named by kind/name/path/...
-    # train-row spacing; resume is bit-exact; cpu/cuda; extra evaluations at smaller sweep budgets (read-only)
-    "train": ("log_every", "checkpoint_every_s", "device", "eval_flops"),
+    # train-row spacing; resume is bit-exact; extra evaluations at smaller sweep budgets (read-only)
+    "train": ("log_every", "checkpoint_every_s", "eval_flops"),
 }
 
 
@@ -51,6 +51,8 @@ def identity(cfg: DictConfig | dict) -> dict[str, Any]:
         for key in NON_IDENTITY_KEYS.get(section, ()):
             values.pop(key, None)
         ident[section] = values
+    if "device" in ident["train"]:  # cpu or cuda computes differently; which CUDA device does not matter
+        ident["train"]["device"] = str(ident["train"]["device"]).split(":")[0]
     return ident
 
 

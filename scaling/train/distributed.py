@@ -31,15 +31,6 @@ def setup_distributed(device: torch.device) -> DistInfo:
                     local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def cpu_threads(local_world_size: int = 1, allotted: int | None = None) -> int:
-    """Threads per process: the CPUs Slurm allotted (SLURM_CPUS_PER_TASK), else `allotted` (the local launcher's
-    share), else those this process may run on, split across local ranks. More threads than cores makes torch's
-    OpenMP spin-wait."""
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK")
-    n = int(slurm) if slurm else allotted or len(os.sched_getaffinity(0))
-    return max(1, n // max(1, local_world_size))
-
-
 def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.world_size > 1:
         value = value.detach().clone()

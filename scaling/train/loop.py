@@ -30,11 +30,11 @@ from scaling.train.steps import (
 )
 
 
-def train(cfg: DictConfig, cpus: int | None = None) -> dict[str, Any]:
-    """Train the run described by `cfg` to its budget (resuming if interrupted); return its summary. cpus: the
-    threads the launcher allotted (Slurm's SLURM_CPUS_PER_TASK wins; None: the CPUs this process may use)."""
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train the run described by `cfg` to its budget (resuming if interrupted); return its summary. It computes
+    with train.threads CPU threads on train.device (`auto` resolved on this machine unless a launcher did)."""
     OmegaConf.resolve(cfg)
-    run = Run(cfg, cpus)
+    run = Run(cfg)
     existing = read_summary(run.dir)
     if existing and existing["status"] in FINISHED_STATES:
         return existing

@@ -19,12 +19,22 @@ from scaling.data.interface import DataInfo
 from scaling.models.flops import model_flops, training_flops
 from scaling.models import FAMILIES, build_model, check_data_kind
 from scaling.store.results import run_id
+from scaling.train.schedule import warmup_steps
 from scaling.structures import StructureError, check_settings
 from scaling.config.validate import SettingError, check_run_config
 
 
 class ConfigError(ValueError):
     """An invalid run config; the message names the field and the fix."""
+
+
+def check_run_config_values(cfg: DictConfig) -> None:
+    """Unknown keys, the generic ranges (scaling.config.validate) and the structure's declared settings."""
+    try:
+        check_run_config(cfg)
+        check_settings(as_dataclass(cfg.structure, StructureConfig))
+    except (SettingError, StructureError) as err:
+        raise ConfigError(str(err)) from None
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,7 @@ class RunPlan:
     forward_flops_per_unit: float
     units_per_step: int  # tokens (text) or examples per optimiser step, global batch
     steps: int
+    warmup_steps: int  # optimiser steps of the warmup (train.warmup_tokens), whatever the run's length
     units: int  # steps * units_per_step: what the run will actually train on
     train_flops: float  # training_flops(forward FLOPs per unit) * units
 
@@ -57,14 +68,26 @@ def build_meta_model(cfg: DictConfig, info: DataInfo):
         return build_model(model_cfg, structure_cfg, info)
 
 
-def plan_run(cfg: DictConfig) -> RunPlan:
-    """Validate a resolved run config and compute its size and budget; raise ConfigError if it cannot run."""
+def resolve_runtime(cfg: DictConfig, cuda: bool | None = None) -> None:
+    """Replace train.device and train.precision `auto` by what the run will use, in place, before its id is taken.
+
+    `cuda`: whether the machine the run trains on has a CUDA device (a launcher knows its cluster's; None asks
+    this process). auto device -> cuda or cpu; auto precision -> bf16 on CUDA, fp32 on CPU."""
+    t = cfg.train
+    if t.device == "auto":
+        t.device = "cuda" if (torch.cuda.is_available() if cuda is None else cuda) else "cpu"
+    if t.precision == "auto":
+        t.precision = "bf16" if str(t.device).startswith("cuda") else "fp32"
+
+
+def plan_run(cfg: DictConfig, cuda: bool | None = None) -> RunPlan:
+    """Validate a run config and compute its size and budget; raise ConfigError if it cannot run.
+
+    The config's `auto` device and precision are resolved in place first (resolve_runtime, with `cuda`), so the
+    run id and every later reader see the values the run computes with."""
+    check_run_config_values(cfg)
+    resolve_runtime(cfg, cuda)
     m, t = cfg.model, cfg.train
-    try:
-        check_run_config(cfg)  # unknown keys and the generic ranges (scaling.config.validate)
-        check_settings(as_dataclass(cfg.structure, StructureConfig))  # the structure's declared settings
-    except (SettingError, StructureError) as err:
-        raise ConfigError(str(err)) from None
     if m.family not in FAMILIES:
         raise ConfigError(f"model.family={m.family!r} is not known; choose one of {tuple(FAMILIES)}")
     try:
@@ -89,5 +112,6 @@ def plan_run(cfg: DictConfig) -> RunPlan:
         run_id=run_id(cfg), family=m.family, structure=cfg.structure.name, width=m.width, unit=info.unit,
         params=report.params, params_nonembed=report.params_nonembed,
         forward_flops_per_unit=report.forward_flops_per_unit, units_per_step=units_per_step, steps=steps,
-        units=units, train_flops=train_flops_per_unit * units,
+        warmup_steps=warmup_steps(t.warmup_tokens, units_per_step), units=units,
+        train_flops=train_flops_per_unit * units,
     )

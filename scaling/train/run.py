@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 
 from scaling.train.device import pick_device
-from scaling.train.distributed import DistInfo, cpu_threads, setup_distributed
+from scaling.train.distributed import DistInfo, setup_distributed
 from scaling.config.labels import run_label
 from scaling.train.plan import RunPlan, plan_run
 from scaling.process import keep_freed_memory
@@ -27,9 +27,8 @@ from scaling.store.summary import Summary
 class Run:
     """State and bookkeeping of one training run: its plan, directory, process group and pending metric rows."""
 
-    def __init__(self, cfg: DictConfig, cpus: int | None = None):
+    def __init__(self, cfg: DictConfig):
         self.cfg = cfg
-        self.cpus = cpus  # threads allotted by the launcher (None: Slurm's share, else this process's CPUs)
         self.plan: RunPlan = plan_run(cfg)
         self.dir = run_dir(cfg.results_root, self.plan.run_id)
         self.paths = RunPaths(self.dir)
@@ -42,7 +41,7 @@ class Run:
         """Device, process group, threads and malloc reuse (may fail: recorded as a failed run)."""
         self.device = pick_device(self.cfg.train.device)
         self.dist = setup_distributed(self.device)
-        torch.set_num_threads(cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), allotted=self.cpus))
+        torch.set_num_threads(self.cfg.train.threads)  # per process (each DDP rank), part of the run's identity
         keep_freed_memory()  # activations are reallocated every step (scaling/process.py)
 
     def heartbeat(self, every_s: float = 30.0) -> None:

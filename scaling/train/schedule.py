@@ -7,18 +7,23 @@ import math
 from scaling.config.schema import SCHEDULES  # noqa: F401  (the names live with the schema)
 
 
-def lr_factor(step: int, total_steps: int, schedule: str, warmup_frac: float, min_lr_frac: float,
+def warmup_steps(warmup_units: int, units_per_step: int) -> int:
+    """Optimiser steps of a warmup of `warmup_units` training units (the same for every run length)."""
+    return math.ceil(warmup_units / units_per_step)
+
+
+def lr_factor(step: int, total_steps: int, schedule: str, warmup: int, min_lr_frac: float,
               decay_frac: float = 0.2) -> float:
     """Multiplier of the base LR for `step` in [0, total_steps).
 
-    All schedules warm up linearly over the first warmup_frac of the steps, then:
+    All schedules warm up linearly over the first `warmup` steps (a run shorter than that never reaches the base
+    LR), then:
       cosine:   min + (1 - min) * (1 + cos(pi * progress)) / 2 down to min_lr_frac at the last step
       constant: 1
       wsd:      1 (stable) until the last decay_frac of steps, then linear decay to min_lr_frac
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"train.schedule={schedule!r} is not known; choose one of {SCHEDULES}")
-    warmup = max(1, round(warmup_frac * total_steps)) if warmup_frac > 0 else 0
     if step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":

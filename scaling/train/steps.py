@@ -171,7 +171,7 @@ def start_reporters(run: Run, wandb_id: str) -> Reporters:
 def optimiser_step(run: Run, trainee: Trainee, state: TrainState) -> tuple[float, float]:
     """Set the scheduled learning rate, train on the next batch, step; return (loss averaged over ranks, lr)."""
     t = run.cfg.train
-    factor = lr_factor(state.step, run.plan.steps, t.schedule, t.warmup_frac, t.min_lr_frac, t.decay_frac)
+    factor = lr_factor(state.step, run.plan.steps, t.schedule, run.plan.warmup_steps, t.min_lr_frac, t.decay_frac)
     for group in trainee.optimizer.param_groups:
         group["lr"] = t.lr * factor * group["lr_mult"]
     x, y = trainee.data.train.next_batch()

@@ -30,8 +30,8 @@ CASES = [
     ("logger.mode=bogus", "logger.mode=bogus", "online, offline, disabled", "both"),
     ("model.base_width=0", "model.base_width=0", "an integer >= 1", "both"),
     ("train.min_lr_frac=-0.1", "train.min_lr_frac=-0.1", "in [0, 1]", "both"),
-    ("train.warmup_frac=1.5", "train.warmup_frac=1.5", "in [0, 1]", "both"),
-    ("train.warmup_frac=-0.5", "train.warmup_frac=-0.5", "in [0, 1]", "both"),
+    ("train.warmup_tokens=-5", "train.warmup_tokens=-5", "an integer >= 0", "both"),
+    ("train.threads=0", "train.threads=0", "an integer >= 1", "both"),
     ("train.decay_frac=2", "train.decay_frac=2", "in [0, 1]", "both"),
     ("train.grad_clip=nan", "train.grad_clip=nan", "finite number >= 0", "both"),
     ("train.precision=fp16", "train.precision=fp16", "auto, fp32, bf16", "both"),
@@ -126,6 +126,6 @@ def test_one_bad_sweep_file_affects_only_its_own_sweep(sweeps_dir, tmp_path, cap
 def test_the_table_covers_every_case_of_the_issue():
     named = {args.split("=")[0].lstrip("+") for args, *_ in CASES}
     issue = {"train.log_every", "train.eval_batches", "train.beta1", "train.weight_decay", "train.device",
-             "model.parametrization", "logger.mode", "model.base_width", "train.min_lr_frac", "train.warmup_frac",
+             "model.parametrization", "logger.mode", "model.base_width", "train.min_lr_frac", "train.warmup_tokens",
              "train.grad_clip", "train.precision", "train.lr", "train.flops", "train.lrr", "model.width"}
     assert issue <= named

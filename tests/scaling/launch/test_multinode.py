@@ -23,7 +23,7 @@ TASK = """
 import os, sys
 from omegaconf import OmegaConf
 from scaling.launch.jobs import RunBatch
-[summary] = RunBatch([OmegaConf.to_container(OmegaConf.load(sys.argv[1]))], cpus=1)()
+[summary] = RunBatch([OmegaConf.to_container(OmegaConf.load(sys.argv[1]))], )()
 print(*(os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR")),
       summary["status"])
 """
@@ -96,7 +96,7 @@ def test_tasks_of_a_two_node_job_train_one_ddp_run(tmp_path):
     assert read_summary(run_dir(tmp_path / "two", rid))["status"] == "completed"
 
     single = compose_run_config([*overrides, f"results_root={tmp_path / 'one'}"])
-    train(single, cpus=1)
+    train(single)
     one = read_jsonl(run_dir(tmp_path / "one", rid) / "metrics.jsonl")
     two = read_jsonl(run_dir(tmp_path / "two", rid) / "metrics.jsonl")
     curve = lambda rows, kind, key: [r[key] for r in rows if r["kind"] == kind]

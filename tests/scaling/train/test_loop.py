@@ -95,7 +95,7 @@ def test_interrupted_run_resumes_to_the_same_loss_curve(tmp_path):
 
 
 def test_divergence_is_recorded_not_raised(tmp_path):
-    cfg = cfg_for(tmp_path, "train.tokens=40000", "train.lr=1e4", "train.warmup_frac=0", "train.grad_clip=0",
+    cfg = cfg_for(tmp_path, "train.tokens=40000", "train.lr=1e4", "train.warmup_tokens=0", "train.grad_clip=0",
                   "train.diverge_factor=1.5")
     summary = train(cfg)
     assert summary["status"] == "diverged"
