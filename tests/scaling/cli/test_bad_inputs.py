@@ -88,7 +88,7 @@ def sweeps_dir(tmp_path, monkeypatch) -> Path:
     (folder / "typo.yaml").write_text(yaml.safe_dump({**tiny_sweep(name="typo"), "axis": {"train.seed": [1]}}))
     for stem in ("dup_a", "dup_b"):
         (folder / f"{stem}.yaml").write_text(yaml.safe_dump(tiny_sweep(name="dup")))
-    monkeypatch.setattr(scaling.compose, "SWEEPS_DIR", folder)
+    monkeypatch.setattr(scaling.config.compose, "SWEEPS_DIR", folder)
     return folder
 
 
