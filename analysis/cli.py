@@ -26,6 +26,7 @@ from analysis.report.build import analyse
 from analysis.report.markdown import verdict_text
 from analysis.report.write import write_report
 from scaling.config.compose import SWEEPS_DIR
+from scaling.process import log_to_console
 from scaling.store.results import atomic_write_bytes
 from analysis.fit.tables import column, frontier_from_table, groups, isoflop_from_table, parametric_from_table, read_table
 
@@ -277,6 +278,7 @@ COMMANDS = {"report": _report, "plan-next": _plan_next, "fit-parametric": _param
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    log_to_console()
     try:
         print(COMMANDS[args.command](args))
     except AnalysisError as err:

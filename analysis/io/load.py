@@ -13,8 +13,8 @@ their taxonomy coordinates omega, psi, nu. `schedule` says whether a curve may b
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -35,6 +35,7 @@ EXTRA_COLUMNS = ("experiment", "data", "theta", "omega", "psi", "nu", "n_eff", "
                  "eval_flops")
 RUN_COLUMNS = tuple(SUMMARY_KEYS) + EXTRA_COLUMNS
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -186,7 +187,7 @@ def iter_directory_records(results_root: str | Path) -> Iterable[RunRecord]:
             yield RunRecord(rdir.name, read_summary(rdir), _read_config(paths.config), read_jsonl(paths.metrics),
                             str(rdir))
         except RunFileError as err:  # that run's problem: one line with the file and the fix, the rest loads
-            print(f"warning: {err}", file=sys.stderr)
+            logger.warning(f"warning: {err}")
             yield RunRecord(rdir.name, None, None, [], str(rdir))
 
 

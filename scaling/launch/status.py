@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,6 +25,7 @@ from scaling.launch.sweeps import check_name, compose_launch_config, expand, reg
 DONE_STATES = ("completed", "diverged", "failed")
 # States in which no process works on a run: `status wait=true` stops waiting for it.
 STOPPED_STATES = (*DONE_STATES, "interrupted", "corrupt")
+logger = logging.getLogger(__name__)
 
 
 def run_state(results_root: str, rid: str) -> str:
@@ -70,8 +71,8 @@ def sweep_run_flops(cfg) -> tuple[str, dict[str, float | None]]:
     if isinstance(runs, list) and all(isinstance(r, dict) and isinstance(r.get("run_id"), str) for r in runs):
         return name, {r["run_id"]: r.get("flops") for r in runs}
     if path.exists():
-        print(f"warning: {path}: not a readable sweep manifest; reading the sweep file instead (the next launch "
-              "rewrites it)", file=sys.stderr)
+        logger.warning(f"warning: {path}: not a readable sweep manifest; reading the sweep file instead (the next "
+                       "launch rewrites it)")
     expansion = expand(cfg.sweep, [*cfg.overrides, f"results_root={results_root}"])
     return name, {r.plan.run_id: r.plan.train_flops for r in expansion.runs}
 
@@ -110,20 +111,21 @@ def _result_or_report(job: submitit.Job) -> None:
     try:
         job.result()
     except Exception as err:
-        print(f"job {job.job_id} failed: {err}", file=sys.stderr)
+        logger.warning(f"job {job.job_id} failed: {err}")
 
 
-def print_status(results_root: str, name: str, run_ids: Sequence[str]) -> Counter:
+def log_status(results_root: str, name: str, run_ids: Sequence[str]) -> Counter:
+    """Log the count of runs per state and a line per failed or corrupt run; return the counts."""
     states = count_states(results_root, run_ids)
-    print(f"sweep {name!r}: {len(run_ids)} runs: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
+    logger.info(f"sweep {name!r}: {len(run_ids)} runs: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
     for rid in run_ids:
         state = run_state(results_root, rid)
         if state == "failed":
-            print(f"  failed {rid}: {(read_summary(run_dir(results_root, rid)) or {}).get('error', '')}")
+            logger.info(f"  failed {rid}: {(read_summary(run_dir(results_root, rid)) or {}).get('error', '')}")
         elif state == "corrupt":
-            print(f"  corrupt {rid}: {corrupt_note(results_root, rid)}")
+            logger.info(f"  corrupt {rid}: {corrupt_note(results_root, rid)}")
     if states.get("interrupted"):
-        print(f"  {states['interrupted']} interrupted run(s): launch the sweep again to resume them")
+        logger.info(f"  {states['interrupted']} interrupted run(s): launch the sweep again to resume them")
     return states
 
 

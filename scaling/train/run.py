@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
-import sys
 import time
 from typing import Any
 
@@ -19,6 +19,8 @@ from scaling.train.plan import RunPlan, plan_run
 from scaling.process import keep_freed_memory
 from scaling.store.results import append_jsonl, atomic_write_bytes, atomic_write_json, jsonl_bytes, read_jsonl, run_dir
 from scaling.store.paths import RunPaths
+
+logger = logging.getLogger(__name__)
 
 
 class Run:
@@ -87,6 +89,6 @@ class Run:
         have = {r["step"] for r in rows if r.get("kind") == "eval"}
         lost = [s for s in evals if s <= last_step and s not in have]
         if lost:
-            print(f"warning: {path}: {len(lost)} evaluation row(s) before the checkpoint's step {last_step} are "
-                  f"missing (steps {lost[:5]}); the run resumes with gaps in its curve: delete {self.dir} to "
-                  "retrain it whole", file=sys.stderr)
+            logger.warning(f"warning: {path}: {len(lost)} evaluation row(s) before the checkpoint's step "
+                           f"{last_step} are missing (steps {lost[:5]}); the run resumes with gaps in its curve: "
+                           f"delete {self.dir} to retrain it whole")
