@@ -1,13 +1,14 @@
 """`python -m analysis {report, plan-next, fit-parametric, fit-frontier, isoflop}`.
 
 Input the analysis cannot use (AnalysisError) is printed as one `error:` line on stderr with exit status 2,
-like an argparse usage error, never as a traceback.
+like an argparse usage error, never as a traceback; the arguments it names are named as this command's flags.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -26,8 +27,13 @@ from analysis.report.build import analyse
 from analysis.report.markdown import verdict_text
 from analysis.report.write import write_report
 from scaling.config.compose import SWEEPS_DIR
+from scaling.process import log_to_console
 from scaling.store.results import atomic_write_bytes
 from analysis.fit.tables import column, frontier_from_table, groups, isoflop_from_table, parametric_from_table, read_table
+
+# Library arguments whose flag is not the argument's name with dashes (loss_col: --loss-col).
+FLAGS = {"max_factor": "--max-interval-factor", "names": "--sweep", "paths": "--coordcheck", "project": "--wandb",
+         "results_root": "--results"}
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -152,9 +158,9 @@ def _parametric(args: argparse.Namespace) -> str:
                                      args.replicates, args.seed, args.level, args.lr_col, args.interpolate_lr)
 
     def budgets(df) -> list[float]:
-        n = column(df, args.params_col, "--params-col")
-        flops = column(df, args.flops_col, "--flops-col") if args.flops_col else 6 * n * column(
-            df, args.tokens_col, "--tokens-col")
+        n = column(df, args.params_col, "params_col")
+        flops = column(df, args.flops_col, "flops_col") if args.flops_col else 6 * n * column(
+            df, args.tokens_col, "tokens_col")
         return args.at_flops or [float(np.nanmax(flops))]
 
     def text(fit, df) -> str:
@@ -275,11 +281,23 @@ COMMANDS = {"report": _report, "plan-next": _plan_next, "fit-parametric": _param
             "isoflop": _isoflop}
 
 
+def flag_message(err: AnalysisError) -> str:
+    """The error's message with the arguments it names as flags: `group_col='x'` -> `--group-col 'x'`,
+    `force=True` -> `--force`, `` `out` `` -> `--out`."""
+    text = str(err)
+    for name in err.arguments:
+        flag = FLAGS.get(name, "--" + name.replace("_", "-"))
+        text = re.sub(rf"(?<![\w-]){name}=True\b|`{name}`", flag, text)
+        text = re.sub(rf"(?<![\w-]){name}=", f"{flag} ", text)
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    log_to_console()
     try:
         print(COMMANDS[args.command](args))
     except AnalysisError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {flag_message(err)}", file=sys.stderr)
         return 2
     return 0

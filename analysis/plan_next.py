@@ -82,30 +82,32 @@ class NextPlan:
     tokens: dict[tuple[str, float], list[int]] = field(default_factory=dict)  # (label, C) -> tokens of its runs
 
 
-def first_round(name: str, extra_dirs: Sequence[str] = ()) -> tuple[Path, dict[str, Any]]:
-    """The sweep file that declares `name` (its file stem, else its `name:`), as a dict."""
+def first_round(sweep: str, sweep_dir: Sequence[str] = ()) -> tuple[Path, dict[str, Any]]:
+    """The sweep file that declares `sweep` (its file stem, else its `name:`), as a dict; `sweep_dir`: folders
+    to look in before the usual ones."""
     try:
-        files = sweep_files(extra_dirs)
-    except ValueError as err:  # a --sweep-dir that does not exist
+        files = sweep_files(sweep_dir)
+    except ValueError as err:  # a sweep_dir that does not exist
         raise AnalysisError(str(err)) from None
-    path = files.get(name)
+    path = files.get(sweep)
     for other in ([] if path else files.values()):
         try:
-            if load_sweep_file(other).get("name") == name:
+            if load_sweep_file(other).get("name") == sweep:
                 path = other
         except Exception:  # a file that does not parse is some other sweep's problem
             continue
     if path is None:
-        where = ", ".join(str(d) for d in sweep_dirs(extra_dirs))
-        raise AnalysisError(f"--sweep {name}: no sweep file declares it in {where}; pass --sweep-dir DIR with the "
-                            f"folder holding {name}.yaml")
+        where = ", ".join(str(d) for d in sweep_dirs(sweep_dir))
+        raise AnalysisError(f"sweep={sweep}: no sweep file declares it in {where}; pass the folder holding "
+                            f"{sweep}.yaml in `sweep_dir`", "sweep", "sweep_dir")
     try:
         spec = load_sweep_file(path)
     except Exception as err:
-        raise AnalysisError(f"--sweep {name}: {path} cannot be read ({' '.join(str(err).split())})") from None
+        raise AnalysisError(f"sweep={sweep}: {path} cannot be read ({' '.join(str(err).split())})",
+                            "sweep") from None
     if not isinstance(spec.get("variants"), dict) or not spec["variants"]:
-        raise AnalysisError(f"--sweep {name}: {path} declares no variants; plan-next plans one ladder per variant "
-                            "(label), so give the sweep a variant per structure")
+        raise AnalysisError(f"sweep={sweep}: {path} declares no variants; plan-next plans one ladder per variant "
+                            "(label), so give the sweep a variant per structure", "sweep")
     return path, spec
 
 
@@ -129,8 +131,8 @@ def size_laws(report: Report, labels: Sequence[str], allow_weak: bool) -> dict[s
             laws[label] = SizeLaw(label, "isoflop", iso, math.exp(res.isoflop.intercept), res.isoflop.a, res)
         elif not allow_weak:
             raise AnalysisError(f"label {label}: its size law N*(C) (isoFLOP fit) is {iso.text()}; rerun "
-                                "the first round with sizes around N* at more budgets, or pass --allow-weak to plan "
-                                "it anyway (marked weak)")
+                                "the first round with sizes around N* at more budgets, or pass allow_weak=True to "
+                                "plan it anyway (marked weak)", "allow_weak")
         elif res.isoflop is not None:
             laws[label] = SizeLaw(label, "isoflop", FitStatus("weak", ("allowed: " + iso.text(),)),
                                   math.exp(res.isoflop.intercept), res.isoflop.a, res)
@@ -140,8 +142,9 @@ def size_laws(report: Report, labels: Sequence[str], allow_weak: bool) -> dict[s
             g = res.parametric.optimal_allocation(1.0)["n_opt"].value  # N_opt(C) = G C^a, so G = N_opt(1)
             laws[label] = SizeLaw(label, "parametric", status, g, res.parametric.params["a"], res)
         else:
-            raise AnalysisError(f"label {label}: no size law to plan from, even with --allow-weak: isoFLOP fit "
-                                f"{iso.text()}; parametric fit {res.status.get('parametric', iso).text()}")
+            raise AnalysisError(f"label {label}: no size law to plan from, even with allow_weak=True: isoFLOP fit "
+                                f"{iso.text()}; parametric fit {res.status.get('parametric', iso).text()}",
+                                "allow_weak")
     return laws
 
 
@@ -264,8 +267,8 @@ def plan_next(report: Report, results: str | Path, sweep: str, budgets: Sequence
     labels = list(first["variants"])
     extra = set(report.tables[sweep].runs["label"]) - set(labels)
     if extra:
-        raise AnalysisError(f"--sweep {sweep}: the results hold label(s) {sorted(extra)} that {path} does not "
-                            "declare as variants; restore the sweep file the first round ran")
+        raise AnalysisError(f"sweep={sweep}: the results hold label(s) {sorted(extra)} that {path} does not "
+                            "declare as variants; restore the sweep file the first round ran", "sweep")
     try:
         manifest = Manifest.read(Manifest.path(results, sweep))
     except ManifestError as err:
@@ -312,25 +315,29 @@ def plan_next(report: Report, results: str | Path, sweep: str, budgets: Sequence
 def check_out(out: Path, force: bool, first: str) -> str:
     """The new sweep's name (the file's stem), once `out` is a file the plan may write."""
     if out.suffix not in (".yaml", ".yml"):
-        raise AnalysisError(f"--out {out}: a sweep file ends in .yaml (the launcher finds sweeps by that suffix)")
+        raise AnalysisError(f"out={out}: a sweep file ends in .yaml (the launcher finds sweeps by that suffix)",
+                            "out")
     if out.exists() and not force:
-        raise AnalysisError(f"--out {out} exists; pass --force to overwrite it, or choose another --out")
+        raise AnalysisError(f"out={out} exists; pass force=True to overwrite it, or choose another `out`", "out",
+                            "force")
     try:
         name = check_name(out.stem)
     except SweepError as err:
-        raise AnalysisError(f"--out {out}: the file's stem names the sweep: {err}") from None
+        raise AnalysisError(f"out={out}: the file's stem names the sweep: {err}", "out") from None
     if name == first:
-        raise AnalysisError(f"--out {out}: the next round needs a name of its own (the default is {first}_next.yaml)")
+        raise AnalysisError(f"out={out}: the next round needs a name of its own (the default is {first}_next.yaml)",
+                            "out")
     return name
 
 
 def check_budgets(budgets: Sequence[float], sizes: int) -> None:
     bad = [b for b in budgets if not (np.isfinite(b) and b > 0)]
     if not budgets or bad:
-        raise AnalysisError(f"--budgets {' '.join(f'{b:g}' for b in budgets)}: every budget must be a positive "
-                            "number of training FLOPs, e.g. --budgets 1e15 3e15")
+        raise AnalysisError(f"budgets={' '.join(f'{b:g}' for b in budgets)}: every budget must be a positive "
+                            "number of training FLOPs, e.g. budgets=1e15 3e15", "budgets")
     if sizes < 3:
-        raise AnalysisError(f"--sizes {sizes}: an isoFLOP minimum needs 3 or more sizes per budget (default 5)")
+        raise AnalysisError(f"sizes={sizes}: an isoFLOP minimum needs 3 or more sizes per budget (default 5)",
+                            "sizes")
 
 
 def summary(plan: NextPlan) -> list[str]:

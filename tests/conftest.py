@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from scaling.process import log_to_console
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_SCRIPT = REPO_ROOT / "slurm" / "cluster.sh"
 # One binary from each Debian package slurm/install.sh installs.
@@ -54,6 +56,13 @@ def _slurm_conf_path(output: str) -> Path:
     if match is None:
         raise RuntimeError(f"slurm/cluster.sh printed no SLURM_CONF line:\n{output}")
     return Path(match.group(1))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def console_logging() -> None:
+    """The library's log records on stdout and stderr as the commands show them (scaling.process.log_to_console),
+    so a test that calls a library function reads with capsys what a user of the command sees."""
+    log_to_console()
 
 
 @pytest.fixture(scope="session")

@@ -108,9 +108,10 @@ def test_scaling_imports_point_down_the_pipeline():
 
 
 def test_analysis_reads_the_store_and_config_only():
-    """analysis sits beside the training stages: it reads results (store), configs and the taxonomy formulas."""
+    """analysis sits beside the training stages: it reads results (store), configs and the taxonomy formulas
+    (and its command sets up the console like scaling's, scaling.process)."""
     allowed = ("scaling.config", "scaling.store", "scaling.structures.taxonomy", "scaling.launch.sweeps",
-               "scaling.launch.submit", "scaling.train.plan")
+               "scaling.launch.submit", "scaling.train.plan", "scaling.process")
     reached = {d for m, deps in import_graph().items() if m.startswith("analysis") for d in deps
                if d.startswith("scaling")}
     assert sorted(d for d in reached if not d.startswith(allowed)) == []

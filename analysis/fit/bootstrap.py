@@ -41,10 +41,11 @@ class Interval:
 def check_settings(replicates: int, level: float) -> None:
     """Reject bootstrap settings that cannot give an interval."""
     if replicates < 10:
-        raise AnalysisError(f"--replicates {replicates}: percentile intervals need at least 10 bootstrap replicates "
-                            "(the default is 1000)")
+        raise AnalysisError(f"replicates={replicates}: percentile intervals need at least 10 bootstrap replicates "
+                            "(the default is 1000)", "replicates")
     if not 0 < level < 1:
-        raise AnalysisError(f"--level {level}: the interval level must lie strictly between 0 and 1, e.g. 0.95")
+        raise AnalysisError(f"level={level}: the interval level must lie strictly between 0 and 1, e.g. 0.95",
+                            "level")
 
 
 def resample_counts(rng: np.random.Generator, n: int, replicates: int) -> np.ndarray:

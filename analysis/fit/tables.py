@@ -30,52 +30,53 @@ from analysis.fit.parametric import ParametricFit, fit_parametric
 MAX_VALUE = 1e60  # far above any real parameter, token, FLOP count or loss, and safe to multiply in float64
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
+def read_table(csv: str | Path) -> pd.DataFrame:
     """A CSV file as a DataFrame; a missing or unparsable file raises AnalysisError."""
-    p = Path(path)
+    p = Path(csv)
     if not p.is_file():
-        raise AnalysisError(f"--csv {p}: no such file")
+        raise AnalysisError(f"csv={p}: no such file", "csv")
     try:
         df = pd.read_csv(p)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise AnalysisError(f"--csv {p}: not a readable CSV ({err})") from err
+        raise AnalysisError(f"csv={p}: not a readable CSV ({err})", "csv") from err
     if df.empty:
-        raise AnalysisError(f"--csv {p}: the file has a header but no rows")
+        raise AnalysisError(f"csv={p}: the file has a header but no rows", "csv")
     return df
 
 
-def column(df: pd.DataFrame, name: str, option: str) -> np.ndarray:
-    """Numeric column `name`; a missing or non-numeric column names the option (e.g. --loss-col) to fix."""
+def column(df: pd.DataFrame, name: str, argument: str) -> np.ndarray:
+    """Numeric column `name`; a missing or non-numeric column names the argument (e.g. loss_col) to fix."""
     if name not in df.columns:
-        raise AnalysisError(f"{option} {name!r}: no such column; the table has {list(df.columns)}")
+        raise AnalysisError(f"{argument}={name!r}: no such column; the table has {list(df.columns)}", argument)
     values = pd.to_numeric(df[name], errors="coerce").to_numpy(float)
     if np.isnan(values).all():
-        raise AnalysisError(f"{option} {name!r}: the column holds no numbers")
+        raise AnalysisError(f"{argument}={name!r}: the column holds no numbers", argument)
     huge = np.flatnonzero(np.abs(values) > MAX_VALUE)
     if huge.size:
-        raise AnalysisError(f"{option} {name!r}: row {huge[0] + 1} holds {values[huge[0]]:g}, beyond {MAX_VALUE:g} "
-                            "(products such as 6 N D would overflow); fix or drop the row")
+        raise AnalysisError(f"{argument}={name!r}: row {huge[0] + 1} holds {values[huge[0]]:g}, beyond "
+                            f"{MAX_VALUE:g} (products such as 6 N D would overflow); fix or drop the row", argument)
     return values
 
 
 def _tokens_and_flops(df: pd.DataFrame, n: np.ndarray, tokens_col: str | None,
                       flops_col: str | None) -> tuple[np.ndarray, np.ndarray]:
     if (tokens_col is None) == (flops_col is None):
-        raise AnalysisError("give exactly one of --tokens-col and --flops-col (tokens are derived as "
-                            "FLOPs / (6 params) when only FLOPs are known)")
+        raise AnalysisError("give exactly one of `tokens_col` and `flops_col` (tokens are derived as "
+                            "FLOPs / (6 params) when only FLOPs are known)", "tokens_col", "flops_col")
     if tokens_col is not None:
-        tokens = column(df, tokens_col, "--tokens-col")
+        tokens = column(df, tokens_col, "tokens_col")
         return tokens, 6 * n * tokens
-    flops = column(df, flops_col, "--flops-col")
+    flops = column(df, flops_col, "flops_col")
     return flops / (6 * n), flops
 
 
 def groups(df: pd.DataFrame, group_col: str | None) -> dict[str, pd.DataFrame]:
-    """{group value: rows} for `--group-col` (one fit per group), or {"": df} without it."""
+    """{group value: rows} for `group_col` (one fit per group), or {"": df} without it."""
     if not group_col:
         return {"": df}
     if group_col not in df.columns:
-        raise AnalysisError(f"--group-col {group_col!r}: no such column; the table has {list(df.columns)}")
+        raise AnalysisError(f"group_col={group_col!r}: no such column; the table has {list(df.columns)}",
+                            "group_col")
     return {str(k): g for k, g in df.groupby(group_col, sort=True)}
 
 
@@ -83,12 +84,12 @@ def _noise(loss_noise: float | None) -> SeedNoise | None:
     if loss_noise is None:
         return None
     if not (np.isfinite(loss_noise) and loss_noise > 0):
-        raise AnalysisError(f"--loss-noise {loss_noise}: must be a positive loss std, e.g. 0.002")
+        raise AnalysisError(f"loss_noise={loss_noise}: must be a positive loss std, e.g. 0.002", "loss_noise")
     return given_noise(loss_noise)
 
 
-def _optional(df: pd.DataFrame, name: str | None, option: str) -> np.ndarray | None:
-    return None if name is None else column(df, name, option)
+def _optional(df: pd.DataFrame, name: str | None, argument: str) -> np.ndarray | None:
+    return None if name is None else column(df, name, argument)
 
 
 def _points(df: pd.DataFrame, n: np.ndarray, flops: np.ndarray, loss: np.ndarray, run_col: str | None,
@@ -102,14 +103,14 @@ def _points(df: pd.DataFrame, n: np.ndarray, flops: np.ndarray, loss: np.ndarray
     if run_col is None:
         return pts
     if run_col not in df.columns:
-        raise AnalysisError(f"--run-col {run_col!r}: no such column; the table has {list(df.columns)}")
+        raise AnalysisError(f"run_col={run_col!r}: no such column; the table has {list(df.columns)}", "run_col")
     pts["run_id"] = df[run_col].astype(str).to_numpy()
     per_run = pts.groupby("run_id").agg(n=("n", "first"), n_max=("n", "max"), n_min=("n", "min"),
                                         first=("flops", "min"), final=("flops", "max"))
     if (per_run["n_max"] != per_run["n_min"]).any():
         bad = per_run.index[per_run["n_max"] != per_run["n_min"]][0]
-        raise AnalysisError(f"--run-col {run_col!r}: run {bad} has several sizes; a run's rows must share one "
-                            "--params-col value")
+        raise AnalysisError(f"run_col={run_col!r}: run {bad} has several sizes; a run's rows must share one "
+                            "`params_col` value", "run_col", "params_col")
     grid = budget_grid(per_run["final"].to_numpy(), tolerance, per_run["first"].to_numpy())
     reads = read_at_budgets(pts[["run_id", "flops", "loss"]], grid, tolerance=tolerance)
     extra = [c for c in ("lr", "seed") if c in pts.columns]
@@ -122,9 +123,9 @@ def parametric_from_table(df: pd.DataFrame, params_col: str, loss_col: str, toke
                           level: float = DEFAULT_LEVEL, lr_col: str | None = None,
                           interpolate_lr: bool = False) -> ParametricFit:
     """Approach 3 on a table with one row per run (the best lr per size and budget when `lr_col` is given)."""
-    n = column(df, params_col, "--params-col")
+    n = column(df, params_col, "params_col")
     tokens, flops = _tokens_and_flops(df, n, tokens_col, flops_col)
-    pts = _points(df, n, flops, column(df, loss_col, "--loss-col"), None, _optional(df, lr_col, "--lr-col"), None,
+    pts = _points(df, n, flops, column(df, loss_col, "loss_col"), None, _optional(df, lr_col, "lr_col"), None,
                   DEFAULT_BUDGET_TOLERANCE)
     best = best_over_hparams(pts, "n", (), "lr" if lr_col else None, interpolate_lr)
     return fit_parametric(best["n"], best["flops"] / (6 * best["n"]), best["loss"], replicates, seed, level)
@@ -135,10 +136,10 @@ def frontier_from_table(df: pd.DataFrame, flops_col: str, loss_col: str, run_col
                         loss_noise: float | None = None) -> FrontierFit:
     """Approach 1 on a table of points; rows sharing `run_col` form one run's curve (else each row is a run)."""
     if run_col and run_col not in df.columns:
-        raise AnalysisError(f"--run-col {run_col!r}: no such column; the table has {list(df.columns)}")
+        raise AnalysisError(f"run_col={run_col!r}: no such column; the table has {list(df.columns)}", "run_col")
     runs = df[run_col].astype(str).to_numpy() if run_col else np.arange(len(df)).astype(str)
-    curves = pd.DataFrame({"run_id": runs, "flops": column(df, flops_col, "--flops-col"),
-                           "loss": column(df, loss_col, "--loss-col")})
+    curves = pd.DataFrame({"run_id": runs, "flops": column(df, flops_col, "flops_col"),
+                           "loss": column(df, loss_col, "loss_col")})
     return fit_frontier(curves, _noise(loss_noise), replicates, seed, level)
 
 
@@ -149,10 +150,10 @@ def isoflop_from_table(df: pd.DataFrame, params_col: str, loss_col: str, flops_c
                        interpolate_lr: bool = False,
                        tolerance: float = DEFAULT_BUDGET_TOLERANCE) -> IsoflopFit:
     """Approach 2 on a table of runs (or, with `run_col`, of curves): best lr per (budget, size), seeds averaged."""
-    n = column(df, params_col, "--params-col")
+    n = column(df, params_col, "params_col")
     _, flops = _tokens_and_flops(df, n, tokens_col, flops_col)
-    pts = _points(df, n, flops, column(df, loss_col, "--loss-col"), run_col, _optional(df, lr_col, "--lr-col"),
-                  _optional(df, seed_col, "--seed-col"), tolerance)
+    pts = _points(df, n, flops, column(df, loss_col, "loss_col"), run_col, _optional(df, lr_col, "lr_col"),
+                  _optional(df, seed_col, "seed_col"), tolerance)
     pts["flops"] = assign_budgets(pts["flops"].to_numpy(float), tolerance)
     noise = _noise(loss_noise)
     if noise is None:

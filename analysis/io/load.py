@@ -13,8 +13,8 @@ their taxonomy coordinates omega, psi, nu. `schedule` says whether a curve may b
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -38,6 +38,7 @@ EXTRA_COLUMNS = ("experiment", "data", "theta", "omega", "psi", "nu", "n_eff", "
                  "eval_flops")
 RUN_COLUMNS = TOTALS_KEYS + EXTRA_COLUMNS
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -190,31 +191,32 @@ def iter_directory_records(results_root: str | Path) -> Iterable[RunRecord]:
             yield RunRecord(rdir.name, read_summary(rdir), _read_config(paths.config), read_jsonl(paths.metrics),
                             str(rdir))
         except RunFileError as err:  # that run's problem: one line with the file and the fix, the rest loads
-            print(f"warning: {err}", file=sys.stderr)
+            logger.warning(f"warning: {err}")
             yield RunRecord(rdir.name, None, None, [], str(rdir))
 
 
 def _checked_root(results_root: str | Path) -> Path:
     root = Path(results_root)
     if not (root / "runs").is_dir():
-        raise AnalysisError(f"--results {root}: no runs/ directory there; point it at the results root "
-                            "that holds runs/<run_id>/summary.json")
+        raise AnalysisError(f"results_root={root}: no runs/ directory there; point it at the results root "
+                            "that holds runs/<run_id>/summary.json", "results_root")
     return root
 
 
-def _usable(table: RunTable, where: str) -> RunTable:
+def _usable(table: RunTable, where: str, argument: str) -> RunTable:
+    """`table` if it has a usable run; else an error about `where`, the part of `argument` the table came from."""
     if table.runs.empty:
         if table.excluded.empty:
-            raise AnalysisError(f"{where}: holds no run directories")
+            raise AnalysisError(f"{where}: holds no run directories", argument)
         raise AnalysisError(f"{where}: no usable runs; {table.exclusion_note()}. "
-                            "Wait for runs to finish or rerun the diverged ones with a lower lr")
+                            "Wait for runs to finish or rerun the diverged ones with a lower lr", argument)
     return table
 
 
 def load_results(results_root: str | Path) -> RunTable:
     """Tidy tables of every run under results_root; raises AnalysisError when there is nothing to analyse."""
     root = _checked_root(results_root)
-    return _usable(table_from_records(iter_directory_records(root)), f"--results {root}: runs/")
+    return _usable(table_from_records(iter_directory_records(root)), f"results_root={root}: runs/", "results_root")
 
 
 def sweep_manifests(results_root: str | Path) -> dict[str, dict[str, str | None]]:
@@ -228,7 +230,7 @@ def sweep_manifests(results_root: str | Path) -> dict[str, dict[str, str | None]
         try:
             manifest = Manifest.read(path)
         except ManifestError as err:
-            print(f"warning: {err}", file=sys.stderr)
+            logger.warning(f"warning: {err}")
             continue
         if manifest is not None:  # None: removed since it was listed
             out[manifest.name] = {r.run_id: r.variant_name for r in manifest.runs}
@@ -259,7 +261,7 @@ def load_sweeps(results_root: str | Path, names: Iterable[str] | None = None,
     for name in names:
         if name not in members:
             known = sorted(n for n in members if n != NO_SWEEP)
-            raise AnalysisError(f"--sweep {name}: no such sweep under {root}; sweeps there: {known}")
+            raise AnalysisError(f"names={name}: no such sweep under {root}; sweeps there: {known}", "names")
     if rounds:
         members = {"+".join(names): _merged_rounds(members, names)}
         names = list(members)
@@ -270,21 +272,23 @@ def load_sweeps(results_root: str | Path, names: Iterable[str] | None = None,
                 RunRecord(rid, records[rid].summary, records[rid].config, records[rid].metrics, records[rid].source,
                           label) for rid, label in listed.items()]
         table = table_from_records(mine)
-        tables[name] = _usable(table, f"--sweep {name}")
+        tables[name] = _usable(table, f"names={name}", "names")
     return tables
 
 
 def _merged_rounds(members: dict[str, dict[str, str | None]], names: list[str]) -> dict[str, str | None]:
     """{run_id: label} of every named sweep; a run two rounds give different labels is an error."""
     if len(names) < 2:
-        raise AnalysisError(f"--rounds: name two or more sweeps with --sweep (got {names or 'none'})")
+        raise AnalysisError(f"rounds=True: name two or more sweeps with `names` (got {names or 'none'})", "rounds",
+                            "names")
     merged: dict[str, str | None] = {}
     for name in names:
         for rid, label in members[name].items():
             earlier = merged.get(rid)
             if earlier is not None and label is not None and earlier != label:
-                raise AnalysisError(f"--rounds: run {rid} is '{earlier}' in one round and '{label}' in {name}; "
-                                    "rounds must label a shared run alike (rename the variant in one sweep file)")
+                raise AnalysisError(f"rounds=True: run {rid} is '{earlier}' in one round and '{label}' in {name}; "
+                                    "rounds must label a shared run alike (rename the variant in one sweep file)",
+                                    "rounds")
             merged[rid] = label or earlier
     return merged
 
@@ -302,12 +306,12 @@ def load_coordchecks(paths: Iterable[str | Path]) -> dict[str, pd.DataFrame]:
     for path in map(Path, paths):
         csv = path / "coord.csv" if path.is_dir() else path
         if not csv.is_file():
-            raise AnalysisError(f"--coordcheck {path}: no coord.csv there; pass the coordcheck.out folder of "
-                                "`python -m scaling.coordcheck`")
+            raise AnalysisError(f"paths={path}: no coord.csv there; pass the coordcheck.out folder of "
+                                "`python -m scaling.coordcheck`", "paths")
         df = pd.read_csv(csv)
         missing = set(COORD_COLUMNS) - set(df.columns)
         if missing:
-            raise AnalysisError(f"--coordcheck {csv}: missing columns {sorted(missing)}; expected the coord.csv "
-                                "of `python -m scaling.coordcheck`")
+            raise AnalysisError(f"paths={csv}: missing columns {sorted(missing)}; expected the coord.csv "
+                                "of `python -m scaling.coordcheck`", "paths")
         checks[csv.parent.name] = df
     return checks

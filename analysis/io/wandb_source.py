@@ -64,8 +64,8 @@ def load_wandb(project: str, filters: dict[str, Any] | None = None) -> RunTable:
         runs = wandb.Api().runs(project, filters=filters or {})
         table = table_from_records(records_from_wandb_runs(runs))
     except (ValueError, wandb.errors.CommError) as err:
-        raise AnalysisError(f"--wandb {project}: could not read the project ({err}); check the entity/project "
-                            "path and `wandb login`") from err
+        raise AnalysisError(f"project={project}: could not read the project ({err}); check the entity/project "
+                            "path and `wandb login`", "project") from err
     if table.runs.empty:
-        raise AnalysisError(f"--wandb {project}: no usable runs; {table.exclusion_note()}")
+        raise AnalysisError(f"project={project}: no usable runs; {table.exclusion_note()}", "project")
     return table

@@ -226,9 +226,9 @@ def analyse(tables: RunTable | Mapping[str | None, RunTable], source: str = "",
     """
     check_settings(replicates, level)
     if max_factor <= 1:
-        raise AnalysisError(f"--max-interval-factor {max_factor}: must exceed 1 (hi / lo of an interval), e.g. 3")
+        raise AnalysisError(f"max_factor={max_factor}: must exceed 1 (hi / lo of an interval), e.g. 3", "max_factor")
     if loss_noise is not None and not (np.isfinite(loss_noise) and loss_noise > 0):
-        raise AnalysisError(f"--loss-noise {loss_noise}: must be a positive loss std, e.g. 0.002")
+        raise AnalysisError(f"loss_noise={loss_noise}: must be a positive loss std, e.g. 0.002", "loss_noise")
     given = given_noise(loss_noise) if loss_noise is not None else None
     tables = dict(tables) if isinstance(tables, Mapping) else {None: tables}
     jobs, keys, groups = [], [], {}

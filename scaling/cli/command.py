@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from scaling.config.compose import CONF_DIR, SweepPathError, run_overrides
 from scaling.config.validate import describe_error
+from scaling.process import log_to_console
 
 # Flags that make a command print something about its config instead of running.
 INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc",
@@ -119,7 +120,9 @@ def show_info(command: Command, args: Sequence[str]) -> int:
 def run_command(command: Command, args: Sequence[str], run: Callable[[list[str]], int],
                 multirun: Callable[[list[str]], int] | None = None) -> int:
     """A command's main: Hydra's flags, `-m` (where the command has a multirun), else `run(overrides)`.
-    Bad input ends with one `error: ...` line and exit code 2."""
+    The library's log records are shown as it prints them; bad input ends with one `error: ...` line and exit
+    code 2."""
+    log_to_console()
     args = list(args)
     try:
         reject_hydra_run_settings(args)

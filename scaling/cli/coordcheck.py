@@ -11,10 +11,12 @@ from typing import Sequence
 import pandas as pd
 
 from scaling.mup.coordcheck import fit_slopes, parse_args, plot, run_coordcheck
+from scaling.process import log_to_console
 
 
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     """Run the check, write coord.csv / slopes.csv / coord.png to coordcheck.out, print the slopes; return them."""
+    log_to_console()
     cc, cfg = parse_args(sys.argv[1:] if argv is None else argv)
     df = run_coordcheck(cc, cfg)
     slopes = fit_slopes(df)

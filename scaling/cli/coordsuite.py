@@ -14,10 +14,12 @@ import torch
 
 from scaling.mup.coordreport import write_report
 from scaling.mup.coordsuite import load_suite, run_suite
+from scaling.process import log_to_console
 
 
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     """Run the suite and write report.md, coord.csv and the plots into `out`; return the summary table."""
+    log_to_console()
     args = list(sys.argv[1:] if argv is None else argv)
     suite = load_suite(args)
     torch.set_num_threads(1)  # many small matmuls: one thread is the fast, reproducible choice

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from scaling.cli.command import Command, run_command
-from scaling.launch.status import print_status, status_overrides, sweep_run_flops, wait_for_jobs
+from scaling.launch.status import log_status, status_overrides, sweep_run_flops, wait_for_jobs
 from scaling.launch.sweeps import SweepError, compose_launch_config
 from scaling.store.states import RunState
 
@@ -34,7 +34,7 @@ def status_command(args: list[str]) -> int:
     results_root, run_ids = str(Path(cfg.results_root).resolve()), list(flops)
     if wait:
         wait_for_jobs([], results_root, run_ids, desc=name, flops=flops)
-    states = print_status(results_root, name, run_ids)
+    states = log_status(results_root, name, run_ids)
     failed = states.get(RunState.FAILED) or states.get(RunState.CORRUPT)
     return 1 if failed or (wait and states.get(RunState.INTERRUPTED)) else 0
 

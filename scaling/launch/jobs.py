@@ -10,6 +10,7 @@ from typing import Any
 import submitit
 from omegaconf import OmegaConf
 
+from scaling.process import log_to_console
 from scaling.store.results import run_id
 from scaling.train.loop import train
 
@@ -22,6 +23,7 @@ class RunBatch(submitit.helpers.Checkpointable):
         self.configs = configs
 
     def __call__(self) -> list[dict[str, Any]]:
+        log_to_console()  # the runs' step lines and notes, in the job's stdout/stderr logs
         if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
             submitit.helpers.TorchDistributedEnvironment().export()
         summaries, failures = [], []

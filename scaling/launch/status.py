@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,6 +25,7 @@ from scaling.store.files import RunFileError
 from scaling.launch.sweeps import (
     check_name, compose_launch_config, expand, register_sweeps, runs_on_cuda, split_run_overrides,
 )
+logger = logging.getLogger(__name__)
 
 
 def run_state(results_root: str, rid: str) -> RunState:
@@ -62,7 +63,7 @@ def sweep_runs(cfg) -> tuple[str, tuple[ManifestRun, ...]]:
     try:
         manifest = Manifest.read(Manifest.path(results_root, name))
     except ManifestError as err:
-        print(f"warning: {err}; reading the sweep file instead (the next launch rewrites it)", file=sys.stderr)
+        logger.warning(f"warning: {err}; reading the sweep file instead (the next launch rewrites it)")
         manifest = None
     if manifest is not None:
         return name, manifest.runs
@@ -110,20 +111,21 @@ def _result_or_report(job: submitit.Job) -> None:
     try:
         job.result()
     except Exception as err:
-        print(f"job {job.job_id} failed: {err}", file=sys.stderr)
+        logger.warning(f"job {job.job_id} failed: {err}")
 
 
-def print_status(results_root: str, name: str, run_ids: Sequence[str]) -> Counter:
+def log_status(results_root: str, name: str, run_ids: Sequence[str]) -> Counter:
+    """Log the count of runs per state and a line per failed or corrupt run; return the counts."""
     states = count_states(results_root, run_ids)
-    print(f"sweep {name!r}: {len(run_ids)} runs: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
+    logger.info(f"sweep {name!r}: {len(run_ids)} runs: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
     for rid in run_ids:
         state = run_state(results_root, rid)
         if state == RunState.FAILED:
-            print(f"  failed {rid}: {(read_summary(run_dir(results_root, rid)) or {}).get('error', '')}")
+            logger.info(f"  failed {rid}: {(read_summary(run_dir(results_root, rid)) or {}).get('error', '')}")
         elif state == RunState.CORRUPT:
-            print(f"  corrupt {rid}: {corrupt_note(results_root, rid)}")
+            logger.info(f"  corrupt {rid}: {corrupt_note(results_root, rid)}")
     if states.get(RunState.INTERRUPTED):
-        print(f"  {states[RunState.INTERRUPTED]} interrupted run(s): launch the sweep again to resume them")
+        logger.info(f"  {states[RunState.INTERRUPTED]} interrupted run(s): launch the sweep again to resume them")
     return states
 
 

@@ -10,8 +10,8 @@ interrupted ones resume, failed ones are retried only with retry_failed=true, ru
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,8 @@ from scaling.launch.sweeps import (
 )
 from scaling.launch.throughput import estimate_seconds
 from scaling.train.tracking import name_sweep_run
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,19 +63,19 @@ def decide(expansion: Expansion, results_root: str, retry_failed: bool) -> list[
     return decisions
 
 
-def print_table(decisions: list[Decision], seconds: dict[str, float] | None) -> None:
+def log_table(decisions: list[Decision], seconds: dict[str, float] | None) -> None:
     """One row per run: its label (the sweep variant), shape, budget and estimated time; then its swept settings."""
     labels = [run_label(d.run.cfg) for d in decisions]
     width = max([5, *map(len, labels)])
     header = f"{'run_id':16}  {'state':11}  {'label':{width}}  {'family':6}  {'structure':9}  {'width':>5}  " \
              f"{'params':>9}  {'tokens':>9}  {'FLOPs':>9}  {'est':>9}  swept"
-    print(header)
-    print("-" * len(header))
+    logger.info(header)
+    logger.info("-" * len(header))
     for d, label in zip(decisions, labels):
         p = d.run.plan
         est = format_duration(seconds[p.run_id]) if seconds and p.run_id in seconds else "-"
-        print(f"{p.run_id:16}  {d.state:11}  {label:{width}}  {p.family:6}  {p.structure:9}  {p.width:>5}  "
-              f"{p.params:>9,}  {p.units:>9.3g}  {p.train_flops:>9.3g}  {est:>9}  {' '.join(d.run.axes)}")
+        logger.info(f"{p.run_id:16}  {d.state:11}  {label:{width}}  {p.family:6}  {p.structure:9}  {p.width:>5}  "
+                    f"{p.params:>9,}  {p.units:>9.3g}  {p.train_flops:>9.3g}  {est:>9}  {' '.join(d.run.axes)}")
 
 
 def make_executor(cluster: DictConfig, folder: Path) -> submitit.Executor:
@@ -161,27 +163,28 @@ def launch_result(cfg: DictConfig) -> LaunchResult:
     decisions = decide(expansion, results_root, cfg.retry_failed)
     todo = [d.run for d in decisions if d.submit]
     counts = {s.value: sum(d.state == s for d in decisions) for s in sorted({d.state for d in decisions})}
-    print(f"sweep {expansion.name!r}: {len(decisions)} runs {counts}; {len(todo)} to run")
+    logger.info(f"sweep {expansion.name!r}: {len(decisions)} runs {counts}; {len(todo)} to run")
     for d in decisions:
         if d.state == RunState.CORRUPT:  # that run's problem: reported, left alone, the rest goes ahead
-            print(f"  skipped {d.run.plan.run_id}: {corrupt_note(results_root, d.run.plan.run_id)}", file=sys.stderr)
+            logger.warning(f"  skipped {d.run.plan.run_id}: {corrupt_note(results_root, d.run.plan.run_id)}")
     if cfg.dry_run:
         seconds = estimate_seconds([d.run for d in decisions], results_root, measure=cfg.estimate_time)
-        print_table(decisions, seconds)
+        log_table(decisions, seconds)
         flops = sum(d.run.plan.train_flops for d in decisions if d.submit)
         est = sum(seconds.get(r.plan.run_id, 0.0) for r in todo)
         time_note = f"~{format_duration(est)} of compute" if seconds else "no time estimate (estimate_time=false)"
-        print(f"total to run: {len(todo)} runs, {flops:.3g} training FLOPs, {time_note} (dry run: nothing submitted)")
+        logger.info(f"total to run: {len(todo)} runs, {flops:.3g} training FLOPs, {time_note} (dry run: nothing "
+                    "submitted)")
         return LaunchResult(expansion.name, results_root, decisions, [])
     if not todo:
-        print("nothing to submit: every run is finished, running elsewhere, or failed (retry_failed=true)")
+        logger.info("nothing to submit: every run is finished, running elsewhere, or failed (retry_failed=true)")
         return LaunchResult(expansion.name, results_root, decisions, [])
     stamp = time.strftime("%Y%m%d-%H%M%S")
     folder = Path(results_root) / "submitit" / expansion.name / f"{stamp}-{os.getpid()}" / "%j"
     jobs = submit(todo, cfg.cluster, folder)
     manifest = manifest_record(results_root, expansion.name, decisions, jobs, cfg.overrides).write(results_root)
-    print(f"submitted {len(todo)} runs in {len(jobs)} {cfg.cluster.kind} job(s): "
-          f"{', '.join(str(j.job_id) for j in jobs)}; manifest {manifest}")
+    logger.info(f"submitted {len(todo)} runs in {len(jobs)} {cfg.cluster.kind} job(s): "
+                f"{', '.join(str(j.job_id) for j in jobs)}; manifest {manifest}")
     if cfg.cluster.wait:
         wait_for_jobs(jobs, results_root, [d.run.plan.run_id for d in decisions], desc=expansion.name,
                       flops={d.run.plan.run_id: d.run.plan.train_flops for d in decisions})

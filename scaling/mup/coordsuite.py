@@ -14,6 +14,7 @@ per-run table into report.md and the plots.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import platform
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from scaling.structures import REGISTRY
 SUITE_FILE = CONF_DIR / "coord_checks.yaml"
 NAIVE_EXPECTATIONS = ("falls", "flat_lower", "same")
 SOURCES = ("paper", "rule")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -189,7 +191,7 @@ def run_suite(suite: Suite) -> tuple[pd.DataFrame, dict[str, str]]:
         runs.insert(0, "structure", cfg.structure.name)
         runs.insert(0, "entry", name)
         tables.append(runs)
-        print(f"[coordsuite] {name:>18} {mode:<15} {time.perf_counter() - t0:5.1f}s", flush=True)
+        logger.info(f"[coordsuite] {name:>18} {mode:<15} {time.perf_counter() - t0:5.1f}s")
     facts = {"data": data_line, "wall_s": f"{time.perf_counter() - start:.0f}", "torch": torch.__version__,
              "threads": str(torch.get_num_threads()), "machine": platform.machine(),
              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}

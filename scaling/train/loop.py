@@ -11,7 +11,7 @@ The loop below reads top to bottom; its steps are in scaling/train_steps.py, the
 
 from __future__ import annotations
 
-import sys
+import logging
 from contextlib import nullcontext
 from typing import Any
 
@@ -29,6 +29,7 @@ from scaling.train.steps import (
     record_eval, resume_or_start, start_reporters, stop_preempted, taxonomy,
 )
 
+logger = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train the run described by `cfg` to its budget (resuming if interrupted); return its summary. It computes
@@ -42,8 +43,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if lease is None:  # another launcher's job trains this run right now: never train it twice
         holder = live_holder(run.dir)
         who = holder.describe() if holder else "another process"
-        print(f"run {run.plan.run_id}: skipped, {who} is training it (scaling.status shows its progress)",
-              file=sys.stderr)
+        logger.warning(f"run {run.plan.run_id}: skipped, {who} is training it (scaling.status shows its progress)")
         return {"run_id": run.plan.run_id, "status": RunState.RUNNING, "skipped": f"leased by {who}"}
     with lease:
         existing = read_summary(run.dir)  # it may have finished between the first look and taking the lease

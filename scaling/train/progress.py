@@ -1,12 +1,14 @@
 """What a person watching a sweep sees: a line per log step in each job's log, and a launcher bar weighted by FLOPs.
 
-A run reports each log step as one line on stdout (the job's log) and, every few seconds, in `progress.json` in its
-run directory; the launcher's bar adds up the training FLOPs done over the sweep's total, so its ETA follows compute
-rather than the count of runs (runs of one sweep differ in cost by orders of magnitude).
+A run reports each log step as one INFO log line (on stdout: the job's log, scaling.process.log_to_console) and,
+every few seconds, in `progress.json` in its run directory; the launcher's bar adds up the training FLOPs done over
+the sweep's total, so its ETA follows compute rather than the count of runs (runs of one sweep differ in cost by
+orders of magnitude).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -14,6 +16,8 @@ from typing import Mapping, Sequence
 from scaling.store.results import atomic_write_json, read_json, run_dir
 from scaling.store.paths import RunPaths
 from scaling.store.states import DONE_STATES, STARTED_STATES, RunState
+
+logger = logging.getLogger(__name__)
 
 
 def format_duration(seconds: float) -> str:
@@ -36,8 +40,8 @@ class RunProgress:
     def report(self, step: int, tokens: int, flops: float, loss: float, rate: float) -> None:
         if not self.enabled:
             return
-        print(f"[{self.label}] step {step}/{self.steps} {self.unit}s {tokens:,} loss {loss:.4f} "
-              f"{self.unit}s/s {rate:,.0f}", flush=True)
+        logger.info(f"[{self.label}] step {step}/{self.steps} {self.unit}s {tokens:,} loss {loss:.4f} "
+                    f"{self.unit}s/s {rate:,.0f}")
         now = time.monotonic()
         if now - self.last_write >= self.every_s or step == self.steps:
             atomic_write_json(self.path, {"step": step, "tokens": tokens, "flops": flops, "loss": loss,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
-import sys
 import time
 from typing import Any
 
@@ -22,6 +22,8 @@ from scaling.store.results import (
 )
 from scaling.store.paths import RunPaths
 from scaling.store.summary import Summary
+
+logger = logging.getLogger(__name__)
 
 
 class Run:
@@ -90,6 +92,6 @@ class Run:
         have = {r["step"] for r in rows if r.get("kind") == "eval"}
         lost = [s for s in evals if s <= last_step and s not in have]
         if lost:
-            print(f"warning: {path}: {len(lost)} evaluation row(s) before the checkpoint's step {last_step} are "
-                  f"missing (steps {lost[:5]}); the run resumes with gaps in its curve: delete {self.dir} to "
-                  "retrain it whole", file=sys.stderr)
+            logger.warning(f"warning: {path}: {len(lost)} evaluation row(s) before the checkpoint's step "
+                           f"{last_step} are missing (steps {lost[:5]}); the run resumes with gaps in its curve: "
+                           f"delete {self.dir} to retrain it whole")

@@ -11,6 +11,9 @@ import pandas as pd
 import pytest
 
 from analysis.cli import main
+from analysis.errors import AnalysisError
+from analysis.fit.tables import isoflop_from_table, read_table
+from analysis.plan_next import check_out
 from analysis.io.synthetic import HOFFMANN, Law, SyntheticStructure, SyntheticSweep
 
 
@@ -66,6 +69,25 @@ def test_bad_input_exits_2_with_a_message(chinchilla_csv, tmp_path, capsys):
     assert main(["fit-parametric", "--csv", str(tmp_path / "missing.csv"), "--params-col", "params",
                  "--tokens-col", "t", "--loss-col", "loss"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_a_library_error_names_the_argument_and_the_cli_names_the_flag(chinchilla_csv, tmp_path, capsys):
+    df = read_table(chinchilla_csv)
+    with pytest.raises(AnalysisError) as err:
+        isoflop_from_table(df, "params", "loss", flops_col="flops", lr_col="lr")
+    assert str(err.value).startswith("lr_col='lr': no such column") and "--" not in str(err.value)
+    assert main(["isoflop", "--csv", str(chinchilla_csv), "--params-col", "params", "--flops-col", "flops",
+                 "--loss-col", "loss", "--lr-col", "lr"]) == 2
+    assert capsys.readouterr().err.startswith("error: --lr-col 'lr': no such column")
+
+    taken = tmp_path / "taken.yaml"
+    taken.write_text("kept\n")
+    with pytest.raises(AnalysisError, match=r"^out=\S+ exists; pass force=True to overwrite it, or choose another "
+                                            "`out`$"):
+        check_out(taken, force=False, first="first")
+    assert main(["plan-next", "--sweep", "first", "--budgets", "1e15", "--out", str(taken)]) == 2
+    assert capsys.readouterr().err == (f"error: --out {taken} exists; pass --force to overwrite it, or choose "
+                                       "another --out\n")
 
 
 def test_all_diverged_report_is_a_message_not_a_traceback(tmp_path):

@@ -175,15 +175,16 @@ def test_rounds_are_read_as_one_experiment(planned, store, tmp_path):
     assert {row[1] for row in rows} >= {f"{c:.3g}" for c in BUDGETS}
     assert len({row[1] for row in rows}) > len(BUDGETS)  # the first round's budgets join the fit
     assert all(row[4] == "yes" for row in rows if row[1] in {f"{c:.3g}" for c in BUDGETS})
-    with pytest.raises(AnalysisError, match=r"--rounds: name two or more sweeps with --sweep \(got \['synthetic'\]\)"):
+    with pytest.raises(AnalysisError,
+                       match=r"rounds=True: name two or more sweeps with `names` \(got \['synthetic'\]\)"):
         load_sweeps(results, ["synthetic"], rounds=True)
-    with pytest.raises(AnalysisError, match="--sweep nope: no such sweep under"):
+    with pytest.raises(AnalysisError, match="names=nope: no such sweep under"):
         load_sweeps(results, ["synthetic", "nope"], rounds=True)
     shared = sorted(apart["synthetic"].runs["run_id"])[0]
     for name, variant in (("one", "dense"), ("two", "dense_r2")):
         atomic_write_json(results / "sweeps" / f"{name}.json",
                           {"name": name, "runs": [{"run_id": shared, "variant": variant}]})
-    with pytest.raises(AnalysisError, match=f"--rounds: run {shared} is 'dense' in one round and 'dense_r2' in two"):
+    with pytest.raises(AnalysisError, match=f"rounds=True: run {shared} is 'dense' in one round and 'dense_r2' in two"):
         load_sweeps(results, ["one", "two"], rounds=True)
 
 
@@ -211,7 +212,7 @@ def test_a_failed_size_law_is_refused_unless_allowed(store):
         plan_next(report, store / "res", "thin", [1e15], "thin_next", first=first)
     message = str(err.value)
     assert message.startswith("label dense: its size law N*(C) (isoFLOP fit) is failed: ")
-    assert "needs 2 or more budgets with an interior optimum" in message and "--allow-weak" in message
+    assert "needs 2 or more budgets with an interior optimum" in message and "allow_weak=True" in message
     plan = plan_next(report, store / "res", "thin", [1e15], "thin_next", allow_weak=True, first=first)
     law = plan.laws["dense"]
     assert law.fit == "parametric" and law.status.status == "weak"

@@ -97,5 +97,5 @@ def test_bad_values_and_single_size_are_named():
         fit_parametric(n, d, bad)
     with pytest.raises(AnalysisError, match="3 distinct params"):
         fit_parametric(np.full(n.size, 1e9), d, loss)
-    with pytest.raises(AnalysisError, match="--replicates 3"):
+    with pytest.raises(AnalysisError, match="replicates=3: "):
         fit_parametric(n, d, loss, replicates=3)

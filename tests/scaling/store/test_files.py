@@ -17,7 +17,7 @@ from scaling.config.compose import compose_run_config
 from scaling.launch.submit import launch
 from scaling.store.results import atomic_write_json, read_jsonl, read_summary, run_dir, run_id
 from scaling.store.files import RunFileError, read_config_file, read_metrics_file, read_summary_file
-from scaling.launch.status import print_status
+from scaling.launch.status import log_status
 from scaling.launch.sweeps import expand
 from scaling.cli.train import main as train_main
 from scaling.train.loop import train
@@ -36,7 +36,7 @@ def test_a_corrupt_summary_is_reported_by_status_launch_train_and_analysis(tmp_p
     path.parent.mkdir(parents=True)
     path.write_bytes(content)
 
-    states = print_status(str(tmp_path), "tiny", [r.plan.run_id for r in runs])
+    states = log_status(str(tmp_path), "tiny", [r.plan.run_id for r in runs])
     out = capsys.readouterr().out
     assert states == {"corrupt": 1, "completed": 1, "pending": 2}
     assert f"corrupt {bad}: {path}: " in out and "delete summary.json to let the next launch resume" in out

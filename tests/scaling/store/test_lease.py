@@ -24,6 +24,7 @@ from scaling.store.paths import RunPaths
 from scaling.store.results import atomic_write_json, iter_run_dirs, read_jsonl, read_summary, run_dir, run_id
 from scaling.cli.status import main as status_main
 from scaling.launch.status import run_state
+from scaling.process import log_to_console
 from scaling.train.steps import eval_steps
 from sweep_fixtures import REPO, TINY_BASE, launch_cfg, tiny_sweep
 
@@ -134,6 +135,7 @@ def _launch(root: str, barrier) -> None:
     barrier.wait()
     from scaling.launch.submit import launch
 
+    log_to_console()  # as scaling.launch does: this process's report of the launch on its stdout
     launch(cfg)
 
 
