@@ -29,7 +29,9 @@ from analysis.report.write import write_report
 from scaling.config.compose import SWEEPS_DIR
 from scaling.process import log_to_console
 from scaling.store.results import atomic_write_bytes
-from analysis.fit.tables import column, frontier_from_table, groups, isoflop_from_table, parametric_from_table, read_table
+from analysis.fit.tables import (
+    column, frontier_from_table, groups, isoflop_from_table, parametric_from_table, read_table,
+)
 
 # Library arguments whose flag is not the argument's name with dashes (loss_col: --loss-col).
 FLAGS = {"max_factor": "--max-interval-factor", "names": "--sweep", "paths": "--coordcheck", "project": "--wandb",

@@ -148,13 +148,15 @@ def bench_width(width: int, configs: dict, args: argparse.Namespace, device) -> 
         params = sum(p.numel() for p in layer.parameters())
         rate = 3 * flops * args.tokens / seconds[spec] / 1e9
         rows.append(
-            Row(width, spec, params, flops, seconds[spec] * 1e3, rate, rate / dense_rate, seconds["dense"] / seconds[spec])
+            Row(width, spec, params, flops, seconds[spec] * 1e3, rate, rate / dense_rate,
+                seconds["dense"] / seconds[spec])
         )
     return rows
 
 
 def print_table(rows: list[Row]) -> None:
-    print(f"{'width':>6} {'structure':<22} {'params':>9} {'MFLOP/tok':>10} {'ms':>9} {'GFLOP/s':>8} {'x dense':>8} {'speedup':>8}")
+    print(f"{'width':>6} {'structure':<22} {'params':>9} {'MFLOP/tok':>10} {'ms':>9} {'GFLOP/s':>8} {'x dense':>8} "
+          f"{'speedup':>8}")
     for r in rows:
         if r.error:
             print(f"{r.width:>6} {r.structure:<22} skipped: {r.error}")
@@ -169,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--widths", type=int, nargs="+", default=[256, 512, 1024])
     parser.add_argument("--tokens", type=int, default=4096)
-    parser.add_argument("--structures", nargs="+", default=None, help="specs name[:key=value,...]; default: all presets")
+    parser.add_argument("--structures", nargs="+", default=None,
+                        help="specs name[:key=value,...]; default: all presets")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--paths", nargs="+", choices=sorted(PATHS), default=None,

@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.threads} threads, median of {args.repeats}")
     print(f"{'width':>6} {'routed ms':>10} {'all ms':>8} {'time ratio':>11} {'FLOP ratio':>11}")
     for r in rows:
-        print(f"{r['width']:>6} {r['routed_ms']:>10.1f} {r['all_ms']:>8.1f} {r['time_ratio']:>11.2f} {r['flop_ratio']:>11.2f}")
+        print(f"{r['width']:>6} {r['routed_ms']:>10.1f} {r['all_ms']:>8.1f} {r['time_ratio']:>11.2f} "
+              f"{r['flop_ratio']:>11.2f}")
 
 
 if __name__ == "__main__":

@@ -216,9 +216,9 @@ def fit_frontier(curves: pd.DataFrame, noise: SeedNoise | None = None, replicate
     for start in range(0, replicates, chunk):
         stop = min(replicates, start + chunk)
         offsets = rng.normal(0.0, 1.0, (stop - start, grid.log_loss.shape[0], 1)) * run_sigma
-        c, l, k = lower_envelope(grid.log_loss[None] + offsets, np.broadcast_to(grid.log_flops, offsets.shape[:1]
-                                                                                + grid.log_flops.shape))
-        rep_c[start:stop], rep_l[start:stop], rep_w[start:stop] = c - x_ref, l, k
+        c, losses, k = lower_envelope(grid.log_loss[None] + offsets, np.broadcast_to(grid.log_flops, offsets.shape[:1]
+                                                                                     + grid.log_flops.shape))
+        rep_c[start:stop], rep_l[start:stop], rep_w[start:stop] = c - x_ref, losses, k
     boot = make_problem(_model, rep_l, (rep_c,), bounds, w=rep_w, delta=delta)
     theta_rep, _ = solve_batched(boot, theta[None, :])
 

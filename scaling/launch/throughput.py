@@ -67,7 +67,8 @@ def measure_rate(cfg: DictConfig, steps: int = 3) -> float:
         y, units = x, b * cfg.model.context
     else:
         x = torch.randn(b, *info.input_shape)
-        y = torch.randint(0, info.num_classes, (b,)) if info.loss == "cross_entropy" else torch.randn(b, info.output_dim)
+        y = (torch.randint(0, info.num_classes, (b,)) if info.loss == "cross_entropy"
+             else torch.randn(b, info.output_dim))
         units = b
     times = []
     for _ in range(steps + 1):

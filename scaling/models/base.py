@@ -78,7 +78,8 @@ class Model(nn.Module):
 
 
 def outermost_modules(module: nn.Module, match: Callable[[nn.Module], bool]) -> list[tuple[str, nn.Module]]:
-    """(qualified name, module) of the submodules that satisfy `match`, in registration order, not looking inside them."""
+    """(qualified name, module) of the submodules that satisfy `match`, in registration order, not looking inside
+    them."""
     found: list[tuple[str, nn.Module]] = []
     for name, child in module.named_children():
         if match(child):

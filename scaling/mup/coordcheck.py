@@ -81,7 +81,8 @@ def parse_args(argv: Sequence[str]) -> tuple[CoordCheckConfig, DictConfig]:
 
 def update_sizes(model: Model, rules: dict[str, ParamRule], batch: tuple[torch.Tensor, torch.Tensor],
                  steps: int, lr: float, betas: tuple[float, float], aux_weight: float) -> list[dict[str, object]]:
-    """Train `steps` AdamW steps on `batch`; rows of (layer, role, structure, step, delta_rms, h_rms) for t = 0..steps."""
+    """Train `steps` AdamW steps on `batch`; rows of (layer, role, structure, step, delta_rms, h_rms) for
+    t = 0..steps."""
     x, y = batch
     layers = model.linear_layers()
     outputs: dict[str, torch.Tensor] = {}

@@ -1,4 +1,5 @@
-"""Structure-aware muP: an init std and a learning-rate multiplier for every parameter, and the optimiser built from them.
+"""Structure-aware muP: an init std and a learning-rate multiplier for every parameter, and the optimiser built from
+them.
 
 Relative to a base model (the same architecture at `model.base_width`), Adam muP gives a dense weight the LR
 multiplier d_in_base / d_in and the spectral init std. A structured layer is a product of n_f matrix factors; the

@@ -107,7 +107,8 @@ def is_clean(factors: tuple[int, ...]) -> bool:
 
 
 def nearest_valid(n: int, ok: Callable[[int], bool], limit: int = 4096) -> list[int]:
-    """The closest width below n and the closest above n for which ok(width) holds (each searched up to `limit` away)."""
+    """The closest width below n and the closest above n for which ok(width) holds (each searched up to `limit`
+    away)."""
     below = next((w for w in range(n - 1, max(n - limit, 0), -1) if ok(w)), None)
     above = next((w for w in range(n + 1, n + limit) if ok(w)), None)
     return [w for w in (below, above) if w is not None]

@@ -28,7 +28,8 @@ class LowRankShape:
 
 @register("low_rank")
 class LowRank(StructuredLinear):
-    """Two dense factors through an r-dimensional bottleneck; stored like nn.Linear weights so F.linear needs no copy."""
+    """Two dense factors through an r-dimensional bottleneck; stored like nn.Linear weights so F.linear needs no
+    copy."""
 
     settings = {"rank": optional(COUNT), "rank_frac": optional(fraction(upper_open=True, lower_open=True))}
 

@@ -70,7 +70,8 @@ class Monarch(StructuredLinear):
         """Resolve block sizes; StructureError names structure.blocks when it does not fit the layer."""
         b = round(d_in**0.5) if cfg.blocks is None else cfg.blocks
         if not 1 <= b <= min(d_in, d_out):
-            source = f"structure.blocks={cfg.blocks}" if cfg.blocks is not None else f"the default round(sqrt(d_in))={b}"
+            source = (f"structure.blocks={cfg.blocks}" if cfg.blocks is not None
+                      else f"the default round(sqrt(d_in))={b}")
             raise StructureError(
                 f"monarch {source} must be between 1 and min(d_in, d_out)={min(d_in, d_out)} for a "
                 f"{d_in} -> {d_out} layer; set structure.blocks in that range"

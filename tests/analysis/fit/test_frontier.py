@@ -80,6 +80,7 @@ def test_resolved_floor_is_where_a_larger_run_first_holds_the_envelope():
     cross = 4.0 ** (1 / 0.06)
     assert cross <= floor <= cross * 10 ** (1 / 8) * 1.01  # the first envelope bin past the crossing
     early = curves.assign(loss=np.r_[small, np.where(flops < 2e9, small - 0.5, large)])  # a lucky early dip
-    assert resolved_floor(early, pd.Series({"s": 1e4, "l": 1e5})) == pytest.approx(floor)  # from where it holds for good
+    # from where it holds for good
+    assert resolved_floor(early, pd.Series({"s": 1e4, "l": 1e5})) == pytest.approx(floor)
     behind = curves.assign(loss=np.r_[small, small + 1.0])  # the larger run never catches up
     assert resolved_floor(behind, pd.Series({"s": 1e4, "l": 1e5})) is None  # the smallest always wins: unresolved

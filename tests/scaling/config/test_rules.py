@@ -30,9 +30,11 @@ def test_families_and_their_data_kinds_come_from_the_models():
     assert {name: cls.data_kinds for name, cls in FAMILIES.items()} == {
         "gpt2": ("text",), "vit": ("image",), "mlp": ("image", "teacher")}
     check_data_kind("mlp", "teacher")
-    with pytest.raises(ModelConfigError, match=r"model=vit needs image data but data.kind='text'; use data=fashion_mnist"):
+    with pytest.raises(ModelConfigError,
+                       match=r"model=vit needs image data but data.kind='text'; use data=fashion_mnist"):
         check_data_kind("vit", "text")
-    with pytest.raises(plan.ConfigError, match=r"model=gpt2 needs text data but data.kind='image'; use data=shakespeare"):
+    with pytest.raises(plan.ConfigError,
+                       match=r"model=gpt2 needs text data but data.kind='image'; use data=shakespeare"):
         plan.plan_run(compose_run_config(["model=gpt2", "data=fashion_mnist"]))
 
 

@@ -336,6 +336,7 @@ def test_default_cache_dir_follows_the_environment(tmp_path, monkeypatch):
 
 # --- Shakespeare ----------------------------------------------------------------------------------------------------
 
+# Markdown hard line breaks (two trailing spaces) are written \x20\x20.
 PLAY = """# Hamlet
 
 ## ACT I
@@ -344,12 +345,12 @@ PLAY = """# Hamlet
 
 _FRANCISCO at his post. Enter to him BERNARDO_
 
-**BERNARDO**  
+**BERNARDO**\x20\x20
 Who's there?
 
-**FRANCISCO**  
-Nay, answer me: stand, and unfold yourself.—  
-__\\[Aside]_  
+**FRANCISCO**\x20\x20
+Nay, answer me: stand, and unfold yourself.—\x20\x20
+__\\[Aside]_\x20\x20
 And I am sick at heart.
 
 *Exeunt,

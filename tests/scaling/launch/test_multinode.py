@@ -99,7 +99,10 @@ def test_tasks_of_a_two_node_job_train_one_ddp_run(tmp_path):
     train(single)
     one = read_jsonl(run_dir(tmp_path / "one", rid) / "metrics.jsonl")
     two = read_jsonl(run_dir(tmp_path / "two", rid) / "metrics.jsonl")
-    curve = lambda rows, kind, key: [r[key] for r in rows if r["kind"] == kind]
+
+    def curve(rows, kind, key):
+        return [r[key] for r in rows if r["kind"] == kind]
+
     assert curve(two, "train", "step") == curve(one, "train", "step") == list(range(1, 33))
     assert curve(two, "train", "loss") == pytest.approx(curve(one, "train", "loss"), rel=1e-4, abs=1e-5)
     assert curve(two, "eval", "val_loss") == pytest.approx(curve(one, "eval", "val_loss"), rel=1e-4, abs=1e-5)

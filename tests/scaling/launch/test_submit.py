@@ -139,8 +139,9 @@ def test_sweep_runs_then_relaunch_submits_nothing(tmp_path, cluster, capsys):
 
 @pytest.mark.slow
 def test_failed_runs_are_retried_only_when_asked(tmp_path, capsys):
-    sweep = tiny_sweep(axes={"model.width": [32]}, variants={"dense": {"overrides": ["structure=dense"]},
-                                                             "gpu": {"overrides": ["structure=btt", "train.device=cuda"]}})
+    variants = {"dense": {"overrides": ["structure=dense"]},
+                "gpu": {"overrides": ["structure=btt", "train.device=cuda"]}}
+    sweep = tiny_sweep(axes={"model.width": [32]}, variants=variants)
     launch(launch_cfg(tmp_path, sweep, "cluster=debug"))
     states = sorted(read_summary(d)["status"] for d in iter_run_dirs(tmp_path))
     assert states == ["completed", "failed"]

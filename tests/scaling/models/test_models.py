@@ -90,9 +90,11 @@ def test_gpt2_registration_order() -> None:
     assert names == [f"blocks.{i}.{n}" for i in range(2) for n in block] + ["head"]
 
 
-def structured_roles(key: str, layers, structure: StructureConfig = EINSUM_BTT1, **model_changes) -> list[tuple[str, bool]]:
+def structured_roles(key: str, layers, structure: StructureConfig = EINSUM_BTT1,
+                     **model_changes) -> list[tuple[str, bool]]:
     model_cfg, info = MODELS[key]
-    model = build_model(dataclasses.replace(model_cfg, **model_changes), dataclasses.replace(structure, layers=layers), info)
+    model = build_model(dataclasses.replace(model_cfg, **model_changes), dataclasses.replace(structure, layers=layers),
+                        info)
     return [(layer.role, layer.structure != "dense") for _, layer in model.linear_layers()]
 
 

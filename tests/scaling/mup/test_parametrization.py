@@ -189,7 +189,8 @@ def test_build_parametrized_mlp_gives_btt_factors_their_own_fan_in():
     assert up.W0.std().item() == pytest.approx(spectral_std(16, 64), rel=0.05)
     # The head stays dense (all_but_last); the input layer (fan-in 8 at every width) is BTT too.
     assert rules["head.weight"] == ParamRule(0.0, 64 / 256, True)
-    assert model.input.structure == "btt" and rules["input.W0"].lr_mult == pytest.approx(8 / (2 * model.input.factor_specs()[0].fan_in))
+    assert model.input.structure == "btt"
+    assert rules["input.W0"].lr_mult == pytest.approx(8 / (2 * model.input.factor_specs()[0].fan_in))
 
 
 def test_naive_mode_gives_every_btt_factor_the_dense_multiplier():

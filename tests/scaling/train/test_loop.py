@@ -89,8 +89,10 @@ def test_interrupted_run_resumes_to_the_same_loss_curve(tmp_path):
     subprocess.run(cmd, cwd=REPO, check=True)
     resumed = read_jsonl(metrics)
     assert read_summary(run_dir(root, run_id(reference)))["status"] == "completed"
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("wall_s", "tokens_per_s", "flops_per_s")}
-                          for r in rows]
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k not in ("wall_s", "tokens_per_s", "flops_per_s")} for r in rows]
+
     assert strip(resumed) == strip(straight)
 
 
@@ -136,7 +138,10 @@ def test_ddp_two_processes_match_one_process(tmp_path):
                     "-m", "scaling.train", *overrides, f"results_root={tmp_path / 'two'}"],
                    cwd=REPO, env=env, check=True, timeout=300)
     two = read_jsonl(run_dir(tmp_path / "two", run_id(single)) / "metrics.jsonl")
-    loss = lambda rows, kind, key: [r[key] for r in rows if r["kind"] == kind]
+
+    def loss(rows, kind, key):
+        return [r[key] for r in rows if r["kind"] == kind]
+
     assert loss(two, "train", "step") == loss(one, "train", "step")
     assert loss(two, "train", "loss") == pytest.approx(loss(one, "train", "loss"), rel=1e-4, abs=1e-5)
     assert loss(two, "eval", "val_loss") == pytest.approx(loss(one, "eval", "val_loss"), rel=1e-4, abs=1e-5)

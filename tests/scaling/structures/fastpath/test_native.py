@@ -102,7 +102,8 @@ def test_chain_runs_tiles_with_private_accumulators(threads):
     """y = x W1 W2 per tile, and dW = sum_t x^T y summed over tokens into one accumulator per thread."""
     gen = torch.Generator().manual_seed(0)
     tokens, d, h = 101, 24, 40
-    x, w1, w2 = torch.randn(tokens, d, generator=gen), torch.randn(d, h, generator=gen), torch.randn(h, d, generator=gen)
+    x = torch.randn(tokens, d, generator=gen)
+    w1, w2 = torch.randn(d, h, generator=gen), torch.randn(h, d, generator=gen)
     z, y = torch.empty(tokens, h), torch.empty(tokens, d)
     acc = torch.zeros(threads, d, d)
     one, steps = native.steps(1, 0), native.steps
