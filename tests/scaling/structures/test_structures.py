@@ -1,5 +1,6 @@
 """Structured linear layers (low_rank, kron, tt, monarch, btt, btt_norm) case by case: published counts, FLOPs, fan-ins,
-init and each one's defining math. What every registered structure must satisfy is in test_structure_contract.py."""
+init and each one's defining math. What every registered structure must satisfy (shapes, parameters, FLOPs against the
+counter, init std, gradients, fast vs reference path, meta build) is checked once, generically, in test_contract.py."""
 
 from __future__ import annotations
 
@@ -93,36 +94,16 @@ def monarch_matrix(layer: Monarch) -> torch.Tensor:
     (g[l, r] = h_flat[r b + l]), P the output shuffle (y[s b + l] = o[l, s])."""
     b, mid, out_blk = layer.layout.blocks, layer.layout.mid, layer.layout.out_blk
     right = torch.block_diag(*[r.T for r in layer.R])
-    left = torch.block_diag(*[l.T for l in layer.L])
+    left = torch.block_diag(*[blk.T for blk in layer.L])
     p_mid = torch.zeros(b * mid, b * mid)
-    for l in range(b):
+    for blk in range(b):
         for r in range(mid):
-            p_mid[l * mid + r, r * b + l] = 1.0
+            p_mid[blk * mid + r, r * b + blk] = 1.0
     p_out = torch.zeros(b * out_blk, b * out_blk)
-    for l in range(b):
+    for blk in range(b):
         for o in range(out_blk):
-            p_out[o * b + l, l * out_blk + o] = 1.0
+            p_out[o * b + blk, blk * out_blk + o] = 1.0
     return (p_out @ left @ p_mid @ right)[: layer.d_out, : layer.d_in]
-
-
-@pytest.mark.parametrize("cfg,d_in,d_out", CASES, ids=IDS)
-def test_output_shape_for_any_leading_dims(cfg, d_in, d_out):
-    layer = build(cfg, d_in, d_out, bias=True)
-    for lead in [(), (7,), (2, 3, 5)]:
-        assert layer(torch.randn(*lead, d_in)).shape == (*lead, d_out)
-    # a non-contiguous input gives the same result as its contiguous copy
-    x = torch.randn(d_in, 6).T
-    torch.testing.assert_close(layer(x), layer(x.contiguous()))
-
-
-@pytest.mark.parametrize("cfg,d_in,d_out", CASES, ids=IDS)
-def test_factor_specs_name_the_parameters(cfg, d_in, d_out):
-    layer = build(cfg, d_in, d_out, bias=True)
-    specs = layer.factor_specs()
-    assert len(specs) >= 2
-    assert {s.name for s in specs} | {"bias", "gamma0", "gamma1"} >= {n for n, _ in layer.named_parameters()}
-    for spec in specs:
-        assert tuple(getattr(layer, spec.name).shape) == spec.shape
 
 
 # (fan_in, fan_out) of each factor in application order, from the reference's fan-in table:
@@ -183,48 +164,17 @@ def test_flop_formulas_at_the_published_points():
     assert build(S("low_rank", rank=16), d, d).flops_per_token() == 2 * 16 * 2 * d
 
 
-@pytest.mark.parametrize("cfg,d_in,d_out", CASES, ids=IDS)
-def test_flops_match_flop_counter(cfg, d_in, d_out):
+THREE_CORES = [(S("kron", cores=3), 96, 48), (S("tt", cores=3, rank=2), 96, 48)]
+
+
+@pytest.mark.parametrize("cfg,d_in,d_out", THREE_CORES, ids=[c.name for c, _, _ in THREE_CORES])
+def test_three_core_flops_match_flop_counter(cfg, d_in, d_out):
+    """The contract suite counts the 2-core presets; the 3-core chain takes its own path."""
     layer = build(cfg, d_in, d_out, bias=True)
     tokens = 24
     with FlopCounterMode(display=False) as counter:
         layer(torch.randn(2, tokens // 2, d_in))
-    measured = counter.get_total_flops() / tokens
-    assert measured == pytest.approx(layer.flops_per_token(), rel=0.01)
-
-
-INIT_CASES = [
-    (S("low_rank", rank=32), 512, 256),
-    (S("kron"), 1024, 2048),
-    (S("tt", rank=4), 256, 1024),
-    (S("tt", cores=3, rank=4), 512, 512),
-    (S("monarch", blocks=8), 512, 256),
-    (S("btt", rank=2), 512, 1024),
-    (S("btt_norm", rank=2), 1024, 512),
-]
-
-
-@pytest.mark.parametrize("cfg,d_in,d_out", INIT_CASES, ids=[f"{c.name}-{c.cores}" for c, _, _ in INIT_CASES])
-def test_each_factor_is_initialised_at_its_spectral_std(cfg, d_in, d_out):
-    layer = build(cfg, d_in, d_out, seed=1)
-    for spec in layer.factor_specs():
-        w = getattr(layer, spec.name).detach()
-        want = spectral_std(spec.fan_in, spec.fan_out)
-        # sample std of n normal draws has relative standard error ~ 1 / sqrt(2 n); allow 5 of them
-        tol = 5 / math.sqrt(2 * w.numel())
-        assert w.std().item() == pytest.approx(want, rel=tol), spec.name
-        assert abs(w.mean().item()) < 5 * want / math.sqrt(w.numel()), spec.name
-
-
-@pytest.mark.parametrize("cfg,d_in,d_out", CASES, ids=IDS)
-def test_gradients_reach_every_parameter(cfg, d_in, d_out):
-    layer = build(cfg, d_in, d_out, bias=True)
-    x = torch.randn(5, d_in, requires_grad=True)
-    layer(x).square().sum().backward()
-    for name, p in layer.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        assert p.grad.abs().sum() > 0, name
-    assert x.grad.abs().sum() > 0
+    assert counter.get_total_flops() / tokens == pytest.approx(layer.flops_per_token(), rel=0.01)
 
 
 AUTOCAST_CASES = CASES + [
@@ -272,10 +222,10 @@ def blockdiag_butterfly(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> 
     """Standard Monarch as the reference code computes it (HazyResearch's blockdiag_butterfly_multiply, version 2),
     written fresh: w1 (k, q, p) and w2 (l, s, r) with k p = d_in and l r = k q."""
     k, q, p = w1.shape
-    l, s, r = w2.shape
-    out1 = torch.einsum("kqp,nkp->nkq", w1, x.reshape(-1, k, p)).reshape(-1, r, l).transpose(1, 2)  # (kq)->(rl)->l r
+    n_l, s, r = w2.shape
+    out1 = torch.einsum("kqp,nkp->nkq", w1, x.reshape(-1, k, p)).reshape(-1, r, n_l).transpose(1, 2)  # (kq)->(rl)->l r
     out2 = torch.einsum("lsr,nlr->nls", w2, out1)
-    return out2.transpose(1, 2).reshape(-1, s * l)  # l s -> (s l)
+    return out2.transpose(1, 2).reshape(-1, s * n_l)  # l s -> (s l)
 
 
 @pytest.mark.parametrize("d_in,d_out,b", [(256, 256, 16), (256, 256, 4), (64, 128, 8), (1024, 1024, 32), (96, 48, 10)])
@@ -485,6 +435,3 @@ def test_pad_last_zero_pads_and_keeps_exact_sizes():
     padded = pad_last(x, 8)
     assert padded.shape == (2, 8) and torch.equal(padded[:, :5], x) and not padded[:, 5:].any()
 
-
-def test_every_structure_is_registered():
-    assert set(MINE) <= set(REGISTRY)
