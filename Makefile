@@ -1,10 +1,11 @@
 # Two entry points on a fresh machine:  `make quickstart` (the default sweep end to end) and `make test`.
+# After each change: `make test-fast` (the tests not marked slow: no training runs, launches, Slurm or full reports).
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: install system-deps quickstart test bench coord-checks clean-results
+.PHONY: install system-deps quickstart lint test test-fast bench coord-checks clean-results
 
 $(STAMP): pyproject.toml setup.py scaling/structures/fastpath/csrc/offset_gemm.c
 	$(PY) -m venv $(VENV)
@@ -25,8 +26,16 @@ quickstart: install
 	$(BIN)/python -m scaling.launch +sweep=quickstart
 	$(BIN)/python -m analysis report --results results --sweep quickstart --out results/report
 
+lint: install
+	$(BIN)/ruff check .
+
+# CI's command (.ci/run): the linter, then every test, slow ones included, with the 25 slowest listed.
 test: install system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q --durations=25
+
+test-fast: install system-deps
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: install
 	$(BIN)/python bench/layers.py
