@@ -2,6 +2,9 @@
 
 `slurm_cluster` gives the Slurm integration tests a real single-node cluster (slurm/cluster.sh): it reuses one that
 is already running, or starts one and stops it again at the end of the session.
+
+Tests write nothing into the checkout: the token caches of runs that keep the default `data.cache_dir` go to a cache
+outside it (SCALING_DATA_DIR), and the session fails if the checkout gained a file.
 """
 
 from __future__ import annotations
@@ -25,6 +28,33 @@ CLUSTER_SCRIPT = REPO_ROOT / "slurm" / "cluster.sh"
 # One binary from each Debian package slurm/install.sh installs.
 SLURM_BINARIES = ("slurmctld", "slurmd", "sbatch", "munged", "slurmdbd", "mariadbd")
 START_TIMEOUT_S = 180
+# What may appear in the checkout during a session: bytecode, and the caches of pytest and of a linter run beside it.
+ALLOWED_IN_CHECKOUT = ("__pycache__/", ".pytest_cache/", ".ruff_cache/")
+
+
+def _checkout_files() -> set[str] | None:
+    """Untracked files in the checkout, ignored ones included (None when it is not a git work tree)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--ignored", "-z"],
+                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    entries = [entry[3:] for entry in out.split("\0") if entry[:2] in ("??", "!!")]
+    return {path for path in entries if not any(part in path for part in ALLOWED_IN_CHECKOUT)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_written_into_the_checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Default token caches outside the checkout; after the session, no new file in it (ignored ones included)."""
+    before = _checkout_files()
+    with pytest.MonkeyPatch.context() as patch:
+        if "SCALING_DATA_DIR" not in os.environ:  # kept across sessions, as ./data_cache was: caches are versioned
+            patch.setenv("SCALING_DATA_DIR", str(tmp_path_factory.getbasetemp().parent / "scaling-data-cache"))
+        yield
+    after = _checkout_files()
+    if before is not None and after is not None and after - before:
+        new = "\n".join(sorted(after - before)[:20])
+        pytest.fail(f"the tests wrote into the checkout {REPO_ROOT}:\n{new}", pytrace=False)
 
 
 @dataclass(frozen=True)

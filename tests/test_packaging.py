@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,9 @@ NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "results", "data_cache", "b
 
 
 def sh(*cmd: str | Path, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    """Run `cmd` from `cwd` with the defaults a user gets (data_cache/ under cwd, not the session's cache)."""
+    env = {k: v for k, v in os.environ.items() if k != "SCALING_DATA_DIR"}
+    result = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -36,12 +39,13 @@ def test_a_wheel_install_runs_a_shipped_sweep_from_an_empty_directory(tmp_path):
     empty = tmp_path / "elsewhere"
     empty.mkdir()
     python = venv / "bin" / "python"
-    where = sh(python, "-c", "import scaling.compose as c; print(c.CONF_DIR); print(c.SWEEPS_DIR)", cwd=empty)
+    where = sh(python, "-c", "import scaling.config.compose as c; print(c.CONF_DIR); print(c.SWEEPS_DIR)", cwd=empty)
     site = sh(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=empty).stdout.strip()
     assert where.stdout.split() == [f"{site}/scaling/conf", f"{site}/scaling/sweep_files"]
 
     help_text = sh(venv / "bin" / "scaling-train", "--help", cwd=empty).stdout
-    assert "structure: btt, btt_moe, btt_moe_norm, btt_norm, dense, einsum, einsum_norm, kron, low_rank, monarch, tt" in help_text
+    structures = "btt, btt_moe, btt_moe_norm, btt_norm, dense, einsum, einsum_norm, kron, low_rank, monarch, tt"
+    assert f"structure: {structures}" in help_text
     dry = sh(python, "-m", "scaling.launch", "+sweep=quickstart", "dry_run=true", cwd=empty)
     lines = dry.stdout.splitlines()
     assert lines[0] == "sweep 'quickstart': 20 runs {'pending': 20}; 20 to run"

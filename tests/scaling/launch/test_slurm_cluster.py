@@ -221,7 +221,9 @@ def test_start_after_a_crash_cancels_the_jobs_the_dead_cluster_left(slurm_cluste
     state_file = slurm_cluster.conf.parent / "state" / "job_state"
     saved_before = state_file.stat().st_mtime
     marker = f"sleep {300 + os.getpid() % 97}"  # a command line no other process has
-    wrap = ["--parsable", f"--output={tmp_path}/%j.out", "--wrap", marker]
+    # --chdir: the jobs this crash kills once left "Killed" in slurm-<id>.out files in their working directory, which
+    # defaults to pytest's (the checkout)
+    wrap = ["--parsable", f"--chdir={tmp_path}", f"--output={tmp_path}/%j.out", "--wrap", marker]
     running = run("sbatch", *wrap)
     pending = run("sbatch", "--array=0-3", *wrap).split(";")[0]  # the node's 2 cores: some tasks stay pending
     assert poll(lambda: run("squeue", "-h", "-j", running, "-o", "%t"), lambda s: s == "R") == "R"
