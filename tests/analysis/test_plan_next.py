@@ -75,6 +75,7 @@ def expanded(path: Path):
     return expand(compose_launch_config([f"+sweep={path.stem}", f"sweep_dir={path.parent}"]).sweep).runs
 
 
+@pytest.mark.slow  # plan-next's fits, then planning every run of the next round
 def test_planned_sizes_centre_on_the_known_size_law(planned):
     runs = expanded(planned[0])
     for label, law in LAWS.items():
@@ -91,6 +92,7 @@ def test_planned_sizes_centre_on_the_known_size_law(planned):
                 assert r.cfg.model.width % 8 == 0
 
 
+@pytest.mark.slow  # plan-next's fits, then planning every run of the next round
 def test_next_sweep_keeps_the_first_rounds_labels_and_says_where_sizes_came_from(planned, store):
     path, printed = planned
     text = path.read_text()
@@ -114,6 +116,7 @@ def test_next_sweep_keeps_the_first_rounds_labels_and_says_where_sizes_came_from
     assert f"wrote {path}" in printed and f"sweep_dir={path.parent}" in printed
 
 
+@pytest.mark.slow  # plan-next's fits, then a launcher process
 def test_next_sweep_dry_runs_through_the_launcher(planned, tmp_path):
     path = planned[0]
     result = subprocess.run([sys.executable, "-m", "scaling.launch", f"+sweep={path.stem}", f"sweep_dir={path.parent}",
@@ -146,6 +149,7 @@ def write_round(root: Path, name: str, runs, laws: dict[str, Law]) -> None:
             "schedule": cfg["train"]["schedule"], "batch_size": cfg["train"]["batch_size"]})
 
 
+@pytest.mark.slow  # plan-next's fits, then planning every run of the next round
 def test_second_round_minima_are_interior_and_the_rounds_compare(planned, store, tmp_path):
     results = tmp_path / "res"
     write_round(results, "synthetic_next", expanded(planned[0]), LAWS)
@@ -159,6 +163,7 @@ def test_second_round_minima_are_interior_and_the_rounds_compare(planned, store,
     assert all(row[4] == "yes" for row in rows)
 
 
+@pytest.mark.slow  # plan-next's fits, then planning every run of the next round
 def test_rounds_are_read_as_one_experiment(planned, store, tmp_path):
     results = tmp_path / "res"
     write_round(results, "synthetic_next", expanded(planned[0]), LAWS)

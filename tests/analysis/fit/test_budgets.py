@@ -114,6 +114,7 @@ def test_bad_flags_name_the_flag(tmp_path, capsys):
     assert "--group-col 'kind': no such column" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # plans every run of the shipped btt_gpt2 sweep
 def test_sweep_runs_evaluate_at_their_variants_smaller_budgets():
     from scaling.train.budget_evals import budget_steps
     from scaling.store.results import run_id

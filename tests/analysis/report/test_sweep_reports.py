@@ -51,6 +51,7 @@ def write_fixture(root, name: str, rng: np.random.Generator) -> list:
     return runs
 
 
+@pytest.mark.slow  # the full report (every fit, bootstrap and plot) of every shipped sweep
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_sweep_reports_each_variant_as_a_label(tmp_path, name):
     assert set(SHIPPED) == set(sweep_names())
@@ -93,6 +94,7 @@ def test_two_budget_sweep_skips_the_holdout_with_a_note(tmp_path):
     assert fits.isoflop.noise.source == fits.frontier.noise.source == "given: loss std 0.005"
 
 
+@pytest.mark.slow  # the full report (fits, bootstraps, plots) of two planned shipped sweeps
 def test_sweep_filter_and_two_sweeps_side_by_side(tmp_path, capsys):
     write_fixture(tmp_path, "quickstart", np.random.default_rng(2))
     write_fixture(tmp_path, "btt_gpt2", np.random.default_rng(3))

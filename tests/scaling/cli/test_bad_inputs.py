@@ -95,9 +95,12 @@ def sweeps_dir(tmp_path, monkeypatch) -> Path:
 
 
 def entry_points(cases):
+    """A case for both entry points runs its train one in the fast lane and its launch one (a sweep expanded
+    each time, about 1 s) in the slow lane; launch-only cases stay fast."""
     for args, field, fix, where in cases:
         for entry in (("launch", "train") if where == "both" else (where,)):
-            yield pytest.param(entry, args, field, fix, id=f"{entry}:{args}")
+            marks = pytest.mark.slow if where == "both" and entry == "launch" else ()
+            yield pytest.param(entry, args, field, fix, id=f"{entry}:{args}", marks=marks)
 
 
 @pytest.mark.parametrize("entry, args, field, fix", list(entry_points(CASES)))

@@ -26,13 +26,17 @@ STRUCTURES = sorted(p.stem for p in (CONF_DIR / "structure").glob("*.yaml"))
 
 
 def cli(module: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 120):
-    """Run `python -m module args` from `cwd` with this checkout importable."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
+    """Run `python -m module args` from `cwd` with this checkout importable and the default data cache (cwd's
+    data_cache/, not the session's SCALING_DATA_DIR)."""
+    inherited = {k: v for k, v in os.environ.items() if k != "SCALING_DATA_DIR"}
+    env = dict(inherited, PYTHONPATH=str(REPO), **(env or {}))
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("module", COMMANDS)
+# one entry point's process in the fast lane; the other three (a process each) are slow
+@pytest.mark.parametrize("module", [m if m == "scaling.train" else pytest.param(m, marks=pytest.mark.slow)
+                                    for m in COMMANDS])
 def test_help_lists_every_config_group_and_writes_nothing(module, tmp_path):
     result = cli(module, "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -44,6 +48,7 @@ def test_help_lists_every_config_group_and_writes_nothing(module, tmp_path):
     assert list(tmp_path.iterdir()) == []  # no outputs/, no .hydra/, no log file
 
 
+@pytest.mark.slow  # 3 entry-point processes
 def test_cfg_job_prints_the_composed_run_config(tmp_path):
     result = cli("scaling.train", "--cfg", "job", "structure=btt", "model.width=256", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -59,17 +64,21 @@ def test_cfg_job_prints_the_composed_run_config(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # 3 entry-point processes
 def test_info_and_shell_completion(tmp_path):
     info = cli("scaling.train", "--info", "searchpath", cwd=tmp_path)
     assert info.returncode == 0 and f"file://{CONF_DIR}" in info.stdout
     query = cli("scaling.train", "--shell-completion", "query=bash", cwd=tmp_path,
                 env={"COMP_LINE": "scaling-train structure=b"})
     assert query.returncode == 0
-    assert query.stdout.split() == ["structure=btt", "structure=btt_moe", "structure=btt_moe_norm", "structure=btt_norm"]
+    assert query.stdout.split() == [
+        "structure=btt", "structure=btt_moe", "structure=btt_moe_norm", "structure=btt_norm",
+    ]
     install = cli("scaling.train", "-sc", "install=bash", cwd=tmp_path)
     assert "complete -o nospace -o default -F hydra_bash_completion" in install.stdout
 
 
+@pytest.mark.slow  # 8 entry-point processes; test_bad_inputs.py checks the same lines in this process
 def test_bad_input_is_one_line_not_a_traceback(tmp_path):
     for module in ("scaling.describe", "scaling.train"):
         result = cli(module, "structure=foo", cwd=tmp_path)

@@ -17,6 +17,8 @@ from scaling.launch.status import run_state
 from scaling.launch.sweeps import SweepError, compose_launch_config, expand, sweep_names
 from sweep_fixtures import REPO, TINY_BASE, launch_cfg, tiny_sweep
 
+
+@pytest.mark.slow  # plans every run of every shipped sweep (about 100 s on 2 cores)
 def test_every_shipped_sweep_expands_and_validates():
     expected = {"quickstart", "btt_gpt2", "structures_gpt2", "mlp_fashion_mnist", "vit_fashion_mnist",
                 "lr_transfer", "einsum_taxonomy", "moe_gpt2"}
@@ -94,6 +96,7 @@ def test_unknown_sweep_and_missing_sweep_fail_clearly():
     assert result.returncode == 2 and "+sweep=NAME" in result.stderr and "quickstart" in result.stderr
 
 
+@pytest.mark.slow  # a launcher process planning the 45 runs of btt_gpt2
 def test_dry_run_prints_the_table_and_submits_nothing(tmp_path):
     result = subprocess.run([sys.executable, "-m", "scaling.launch", "+sweep=btt_gpt2", "dry_run=true",
                              "estimate_time=false", f"results_root={tmp_path}"],
@@ -167,6 +170,7 @@ def test_many_runs_finishing_at_once_lose_nothing(tmp_path):
         assert run_state(str(tmp_path), d.name) == "completed"
 
 
+@pytest.mark.slow  # launches local jobs that train 8 runs
 def test_local_jobs_share_one_queue_and_train_each_run_once(tmp_path):
     """Without runs_per_job every local slot gets the whole list; leases and finished summaries make it a queue."""
     from scaling.launch.submit import pack
@@ -188,6 +192,7 @@ def test_local_jobs_share_one_queue_and_train_each_run_once(tmp_path):
         assert steps == sorted(set(steps))  # one training pass: no step logged twice
 
 
+@pytest.mark.slow  # trains a run in a subprocess
 def test_secrets_never_reach_run_files(tmp_path):
     env = dict(os.environ, WANDB_API_KEY="sekrit-0123456789abcdef0123456789abcdef01234567")
     result = subprocess.run([sys.executable, "-m", "scaling.train", *TINY_BASE, "train.tokens=2048",
