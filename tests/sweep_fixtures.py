@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from scaling.launch.sweeps import compose_launch_config
+from scaling.launch.sweeps import PlannedRun, compose_launch_config, expand
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_BASE = ["model=gpt2", "model.width=32", "model.base_width=32", "model.depth=1", "model.head_dim=16",
@@ -19,6 +20,13 @@ def tiny_sweep(**extra) -> dict:
             "variants": {"dense": {"overrides": ["structure=dense"]},
                          "btt": {"overrides": ["structure=btt"]}},
             "budgets": {"tokens": [4096]}} | extra
+
+
+@functools.cache
+def shipped_runs(name: str) -> tuple[PlannedRun, ...]:
+    """The planned runs of the shipped sweep `name`, expanded once a session (planning every run of a large sweep
+    takes tens of seconds, and several slow tests need the same ones). Shared: read them, never modify them."""
+    return tuple(expand(compose_launch_config([f"+sweep={name}"]).sweep).runs)
 
 
 def launch_cfg(tmp_path: Path, sweep: dict, *overrides: str):

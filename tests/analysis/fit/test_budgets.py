@@ -118,9 +118,9 @@ def test_bad_flags_name_the_flag(tmp_path, capsys):
 def test_sweep_runs_evaluate_at_their_variants_smaller_budgets():
     from scaling.train.budget_evals import budget_steps
     from scaling.store.results import run_id
-    from scaling.launch.sweeps import compose_launch_config, expand
+    from sweep_fixtures import shipped_runs
 
-    runs = expand(compose_launch_config(["+sweep=btt_gpt2"]).sweep).runs
+    runs = shipped_runs("btt_gpt2")
     for r in runs:
         mine = sorted({float(o.plan.train_flops) for o in runs if o.cfg.label == r.cfg.label
                        and o.plan.train_flops * 1.1 < r.plan.train_flops})  # within 10%: its own budget

@@ -15,7 +15,8 @@ from analysis.io.load import load_sweeps
 from analysis.report.build import analyse
 from analysis.io.synthetic import HOFFMANN, SyntheticStructure, SyntheticSweep
 from scaling.store.results import append_jsonl, atomic_write_bytes, atomic_write_json, run_dir
-from scaling.launch.sweeps import compose_launch_config, expand, sweep_names
+from scaling.launch.sweeps import compose_launch_config, sweep_names
+from sweep_fixtures import shipped_runs
 
 SHIPPED = ("btt_gpt2", "einsum_taxonomy", "lr_transfer", "mlp_fashion_mnist", "moe_gpt2", "quickstart",
            "structures_gpt2", "vit_fashion_mnist")
@@ -23,7 +24,7 @@ SHIPPED = ("btt_gpt2", "einsum_taxonomy", "lr_transfer", "mlp_fashion_mnist", "m
 
 def write_fixture(root, name: str, rng: np.random.Generator) -> list:
     """Run directories for every planned run of a shipped sweep (losses from a known law) and its manifest."""
-    runs = expand(compose_launch_config([f"+sweep={name}"]).sweep).runs
+    runs = list(shipped_runs(name))
     for r in runs:
         p, cfg = r.plan, OmegaConf.to_container(r.cfg, resolve=True)
         n = p.train_flops_per_unit / 6
