@@ -18,8 +18,9 @@ NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "results", "data_cache", "b
 
 
 def sh(*cmd: str | Path, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    """Run `cmd` from `cwd` with the defaults a user gets (data_cache/ under cwd, not the session's cache)."""
-    env = {k: v for k, v in os.environ.items() if k != "SCALING_DATA_DIR"}
+    """Run `cmd` from `cwd` as a user of the wheel: the default data cache (data_cache/ under cwd, not the session's)
+    and no PYTHONPATH that could reach the checkout."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SCALING_DATA_DIR", "PYTHONPATH")}
     result = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{result.stdout}\n{result.stderr}"
     return result
