@@ -1,7 +1,7 @@
 """Packages, the config data they ship, and the optional compiled GEMM of the structured layers.
 
 conf/ and sweeps/ stay top-level folders of the repository and install as the data packages `scaling.conf` and
-`scaling.sweep_files` (folders of YAML, no Python), which scaling.compose finds with importlib; an editable
+`scaling.sweep_files` (folders of YAML, no Python), which scaling.config.compose finds with importlib; an editable
 install maps them back onto the checkout's folders. Everything else is configured in pyproject.toml.
 
 The GEMM (scaling/structures/fastpath/csrc/offset_gemm.c) The extension is plain C (no Python API, loaded with ctypes by

@@ -10,7 +10,7 @@ The Python API mirrors the CLI (`python -m analysis ...`):
     frontier_from_table(df, "flops", "loss", run_col="run")          # = fit-frontier --csv
     isoflop_from_table(df, "params", "loss", flops_col="flops", lr_col="lr", loss_noise=0.002)  # = isoflop --csv
 
-Every fit of a report carries a status (analysis.diagnostics: ok / weak / failed with reasons).
+Every fit of a report carries a status (analysis.fit.diagnostics: ok / weak / failed with reasons).
 """
 
 from analysis.fit.bootstrap import Interval

@@ -1,13 +1,13 @@
 """Plan the next round of a sweep from its results: per label, model sizes centred on the predicted N*(C).
 
-Per label the report's isoFLOP size law N*(C) = G C^a (analysis.isoflop, fitted exactly as `analysis report`
+Per label the report's isoFLOP size law N*(C) = G C^a (analysis.fit.isoflop, fitted exactly as `analysis report`
 fits it, with its bootstrap interval) predicts N*(C) at each new budget. `sizes` effective sizes are log-spaced
 symmetrically around it, spanning its interval and at least MIN_SIDE x on each side (at most MAX_SIDE x), and
-snapped to valid widths (multiples of WIDTH_STEP that the project's planner, scaling.plan.plan_run, accepts):
+snapped to valid widths (multiples of WIDTH_STEP that the project's planner, scaling.train.plan.plan_run, accepts):
 the smallest down, the largest up, the others to the nearest, duplicates dropped. Sizes are planned for the
 first value of every other axis. The new sweep keeps the first round's base (with the run overrides its launch
 recorded), axes and variant overrides, so its labels are the first round's, and gives each variant a ladder
-(scaling.sweeps): one rung per budget, `{flops: C, axes: {model.width: [...]}}`, so every run's tokens follow
+(scaling.launch.sweeps): one rung per budget, `{flops: C, axes: {model.width: [...]}}`, so every run's tokens follow
 from C and its FLOPs per token. With `allow_weak` a label whose isoFLOP fit failed is planned from its
 parametric fit's N_opt(C) (approach 3), marked weak.
 """

@@ -69,7 +69,8 @@ def resolve_device(name: str):
 
 
 def precision_name(device, precision: str) -> str:
-    """What --precision resolves to on this device: "bf16" or "fp32" (training's rule, scaling.device.uses_bf16)."""
+    """What --precision resolves to on this device: "bf16" or "fp32" (training's rule,
+    scaling.train.device.uses_bf16)."""
     from scaling.train.device import uses_bf16
 
     return "bf16" if uses_bf16(device, precision) else "fp32"

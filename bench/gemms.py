@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     from scaling.structures.fastpath.paths import native_runs
 
     if not native_runs():
-        sys.exit("the compiled offset GEMM is not built or not usable here (see scaling/structures/native.py)")
+        sys.exit("the compiled offset GEMM is not built or not usable here (see scaling/structures/fastpath/native.py)")
     torch.set_num_threads(args.threads)
     rows = profile(args)
     if args.json:

@@ -4,10 +4,10 @@
                           [--structures btt low_rank kron] [--layers all_but_last] [--repeats 5]
                           [--device cuda] [--precision bf16] [--peak-tflops 989] [--json]
 
-Each model is built and initialised by the project's parametrisation (scaling.parametrization) and trained by its
+Each model is built and initialised by the project's parametrisation (scaling.mup.parametrization) and trained by its
 AdamW on one shared random batch. A repeat runs one optimiser step (forward, backward, step) of every model in
 turn, so drifting load on a shared machine hits them alike; a model's step time is its median over repeats.
-Reported per model: parameters, training FLOPs per token (3 x the forward FLOPs of scaling.flops: linear layers
+Reported per model: parameters, training FLOPs per token (3 x the forward FLOPs of scaling.models.flops: linear layers
 and attention), tokens/s, achieved GFLOP/s, and the speedup over dense (dense step time / the model's).
 
 A structure is a conf/structure preset with optional overrides, as in bench/layers.py: `btt:rank=4`.

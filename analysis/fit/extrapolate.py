@@ -55,7 +55,7 @@ def frontier_holdout(curves: pd.DataFrame, noise: SeedNoise | None, holdouts: tu
                      final_only: frozenset[str] = frozenset(), declared: np.ndarray | None = None,
                      floor: float | None = None) -> pd.DataFrame:
     """Refit L(C) on the runs that end below the k largest budgets; predict the lowest loss read at each.
-    `declared`: read budgets the sweep declared (analysis.budgets.declared_budgets); `floor`: the envelope's
+    `declared`: read budgets the sweep declared (analysis.fit.budgets.declared_budgets); `floor`: the envelope's
     start (fit_frontier)."""
     finals = curves.groupby("run_id")["flops"].max()
     levels = budget_grid(finals.to_numpy(), budget_tolerance, declared=declared)

@@ -1,8 +1,8 @@
 """Turn the run table into each fit's inputs: isoFLOP points read from curves, best-LR runs, curves, seed noise.
 
 A config is everything but the seed and the hyperparameters: (label, width, depth, tokens_target). The isoFLOP
-fit reads every run's curve at every budget (analysis.budgets) and keeps, per (budget, N_eff), the best
-hyperparameter setting (lr, parametrization, batch size), averaging only over seeds (analysis.hparams). The
+fit reads every run's curve at every budget (analysis.fit.budgets) and keeps, per (budget, N_eff), the best
+hyperparameter setting (lr, parametrization, batch size), averaging only over seeds (analysis.fit.hparams). The
 parametric fit takes each config's best setting's final losses. Seed noise is measured over runs that share a
 config and a setting.
 """

@@ -4,8 +4,8 @@ These back the `fit-parametric`, `fit-frontier` and `isoflop` commands. Tokens a
 D = C / (6 N) when only FLOPs are given, and FLOPs as C = 6 N D when only tokens are.
 
 Rows sharing (budget, size, lr) are seeds and are averaged; rows differing in lr (`lr_col`) are minimised over,
-optionally through an Akima interpolation in log lr (analysis.hparams). With `run_col` the rows are evaluation
-curves, one run per value, read at every budget they pass (analysis.budgets; a CSV's curves are taken as
+optionally through an Akima interpolation in log lr (analysis.fit.hparams). With `run_col` the rows are evaluation
+curves, one run per value, read at every budget they pass (analysis.fit.budgets; a CSV's curves are taken as
 readable at intermediate budgets, e.g. constant-LR runs). `loss_noise` is an absolute loss std for the
 bootstrap; without it the noise is measured from repeated seeds, else from residuals.
 """

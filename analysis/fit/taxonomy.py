@@ -1,4 +1,4 @@
-"""Einsum taxonomy coordinates of a run's structure.theta (the formulas live in scaling/taxonomy.py).
+"""Einsum taxonomy coordinates of a run's structure.theta (the formulas live in scaling/structures/taxonomy.py).
 
 Dense is (0, 1, 1); low-rank with rank d^rho is (0, rho, rho); Monarch/BTT-1 (0, 1, 1/2); Kronecker (1/2, 1, 1/2).
 """

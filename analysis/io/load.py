@@ -7,7 +7,7 @@ in `excluded` with its reason, so nothing is dropped silently. Each run gets
 
 next to its raw `params`, an `experiment` (family/data) within which labels are compared, and a `label`: the
 run's sweep variant (`btt_r4`), taken from the sweep manifest when one is given, else summary.json's `label`,
-else `scaling.labels.default_label` of config.yaml (structure + distinguishing settings). Einsum runs carry
+else `scaling.config.labels.default_label` of config.yaml (structure + distinguishing settings). Einsum runs carry
 their taxonomy coordinates omega, psi, nu. `schedule` says whether a curve may be read at intermediate budgets.
 """
 

@@ -34,7 +34,7 @@ def _nested(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _eval_rows(history: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Evaluation rows: the trainer logs `eval/val_loss` (scaling.tracking); older runs logged `val_loss`."""
+    """Evaluation rows: the trainer logs `eval/val_loss` (scaling.train.tracking); older runs logged `val_loss`."""
     rows = []
     for h in history:
         val_loss = h.get("eval/val_loss", h.get("val_loss"))

@@ -4,7 +4,7 @@ Each sweep is analysed on its own (a run two sweeps share is in both, under each
 sweep labels are compared within an experiment (model family / data set). Per label: the loss frontier
 (approach 1) against FLOPs and against measured training seconds, isoFLOP optima (approach 2, read from every
 run's curve), the parametric law (approach 3), held-out-budget checks and a status per fit
-(analysis.diagnostics); against dense the compute multiplier and exponent difference; per experiment the
+(analysis.fit.diagnostics); against dense the compute multiplier and exponent difference; per experiment the
 Einsum taxonomy trends and learning-rate transfer. A fit that cannot be made is reported as failed with its
 reason; only when no fit at all succeeds does the analysis raise.
 """

@@ -6,7 +6,7 @@
 The commands compose configs with Hydra's compose API, so Hydra never makes a run directory: results stay in the
 results store and nothing is written under outputs/. Hydra's launcher and sweeper settings do not apply: runs are
 launched by scaling.launch (`cluster=local|debug|slurm`), and `-m` on scaling.train is turned into a sweep
-(scaling.multirun).
+(scaling.cli.multirun).
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def run_command(command: Command, args: Sequence[str], run: Callable[[list[str]]
 
 
 def one_line(err: BaseException) -> str:
-    """An exception as one line of text (scaling.validate.describe_error: the field and the type it takes);
+    """An exception as one line of text (scaling.config.validate.describe_error: the field and the type it takes);
     Hydra's messages span lines and end with the config search path."""
     text = describe_error(err).split("Config search path:")[0]
     return " ".join(text.split()) or type(err).__name__

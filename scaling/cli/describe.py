@@ -4,8 +4,8 @@
     python -m scaling.describe --json model=mlp data=teacher structure=kron
 
 The overrides are the ones `python -m scaling.train` takes. The model is built and initialised exactly as a run
-builds it (scaling.parametrization), so each factor's init std and learning-rate multiplier are the ones training
-uses. FLOPs are forward FLOPs per training unit (token for text, example otherwise); see scaling.flops.
+builds it (scaling.mup.parametrization), so each factor's init std and learning-rate multiplier are the ones training
+uses. FLOPs are forward FLOPs per training unit (token for text, example otherwise); see scaling.models.flops.
 """
 
 from __future__ import annotations

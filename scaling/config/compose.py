@@ -1,4 +1,4 @@
-"""Compose run configs from `conf/` with Hydra, validated against the schema in scaling.schema."""
+"""Compose run configs from `conf/` with Hydra, validated against the schema in scaling.config.schema."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def register_sweep_group(args: Sequence[str]) -> list[str]:
     for name, path in sweep_files(extra_dirs).items():
         try:
             register_sweep(OmegaConf.to_container(OmegaConf.load(path)), name)
-        except Exception:  # a file that does not parse affects only its own sweep (scaling.sweeps.check_sweep_file)
+        except Exception:  # a file that does not parse fails only its own sweep (launch.sweeps.check_sweep_file)
             continue
     rest = []
     for arg in args:

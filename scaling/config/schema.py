@@ -1,7 +1,7 @@
 """Structured configs: the typed schema every run config is validated against.
 
 Hydra composes `conf/` into a `RunConfig`; a typo'd key or a wrong type fails with the key's name.
-One run is a pure function of `model`, `structure`, `data` and `train` (see `scaling.results.run_id`).
+One run is a pure function of `model`, `structure`, `data` and `train` (see `scaling.store.results.run_id`).
 """
 
 from __future__ import annotations
@@ -141,7 +141,8 @@ class RunConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     results_root: str = "${oc.env:SCALING_RESULTS,results}"
     sweep: Optional[str] = None  # name of the sweep this run belongs to (not part of its identity)
-    label: Optional[str] = None  # the sweep variant it was launched as (scaling.labels; not part of its identity)
+    # the sweep variant it was launched as (scaling.config.labels; not part of its identity)
+    label: Optional[str] = None
 
 
 @dataclass

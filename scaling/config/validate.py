@@ -109,7 +109,7 @@ def check_run_config(cfg: DictConfig) -> None:
 
 def check_launch_config(cfg: DictConfig) -> None:
     """Unknown launch options and cluster settings out of range; raises SettingError (one line)."""
-    check_known_keys(cfg, LaunchConfig, skip=("sweep",))  # the sweep file is checked by scaling.sweeps
+    check_known_keys(cfg, LaunchConfig, skip=("sweep",))  # the sweep file is checked by scaling.launch.sweeps
     _check(cfg, CLUSTER_RULES, {"cluster": ClusterConfig})
     c = cfg.cluster
     if c.kind == "slurm" and c.signal_delay_s >= 60 * c.timeout_min:

@@ -4,7 +4,7 @@
     build_data(cfg, context=..., batch_size=..., seed=..., rank=0, world_size=1) -> DataBundle
         .info, .train (next_batch/state_dict/load_state_dict), .eval_batches(n_batches, batch_size)
 
-`cfg` is the run's `data` section (scaling.schema.DataConfig, as a dataclass or composed DictConfig).
+`cfg` is the run's `data` section (scaling.config.schema.DataConfig, as a dataclass or composed DictConfig).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
         (cluster: downloads ~40 GB of OpenWebText; data.path may name a local copy or another hub id)
     python -m scaling.data.prepare data=cifar10 data.path=/datasets --download
 
-Arguments other than the flags are Hydra overrides of conf/run.yaml (see scaling.compose.compose_run_config).
+Arguments other than the flags are Hydra overrides of conf/run.yaml (see scaling.config.compose.compose_run_config).
 """
 
 from __future__ import annotations

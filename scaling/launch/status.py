@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 def run_state(results_root: str, rid: str) -> RunState:
     """pending | running | interrupted | completed | diverged | failed | corrupt, read from the run directory.
 
-    A run is running while a live process holds its lease (scaling.lease: pid liveness on this host, heartbeat
+    A run is running while a live process holds its lease (scaling.store.lease: pid liveness on this host, heartbeat
     age elsewhere); a "running" summary with no live holder is an interrupted run (killed, or its node died)."""
     rdir = run_dir(results_root, rid)
     try:
@@ -85,7 +85,7 @@ def wait_for_jobs(jobs: Sequence[submitit.Job], results_root: str, run_ids: Sequ
                   desc: str = "sweep", flops: Mapping[str, float] | None = None) -> None:
     """Block with a progress bar until the jobs end (or, with no jobs, every run has finished); job failures are
     reported, not raised: the run directories say which runs failed. Given each run's training FLOPs, the bar
-    and its ETA count FLOPs done (scaling.progress), else finished runs."""
+    and its ETA count FLOPs done (scaling.train.progress), else finished runs."""
     pending = list(jobs)
     weights, unit = run_weights(run_ids, flops)
     with tqdm(total=sum(weights.values()), desc=desc, unit=unit, unit_scale=unit == "FLOP") as bar:

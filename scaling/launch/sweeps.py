@@ -72,7 +72,7 @@ def sweep_names(extra_dirs: Sequence[str] = ()) -> list[str]:
 
 
 def register_sweeps(args: Sequence[str] = ()) -> list[str]:
-    """`launch_schema` for conf/launch.yaml, and every sweep file (scaling.compose.sweep_dirs) as an option of
+    """`launch_schema` for conf/launch.yaml, and every sweep file (scaling.config.compose.sweep_dirs) as an option of
     the group `sweep`; returns `args` with the sweep folders and files they name resolved. A file that does not
     parse is left out, so it affects only its own sweep (check_sweep_file reports it)."""
     ConfigStore.instance().store(name="launch_schema", node=LaunchConfig)

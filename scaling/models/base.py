@@ -31,7 +31,7 @@ class Model(nn.Module):
     data_kinds: tuple[str, ...] = ()  # the data.kind values the family trains on (scaling.models.check_data_kind)
     # Parameters (qualified names) that are embeddings though they are not nn.Embedding modules.
     embedding_param_names: tuple[str, ...] = ()
-    # Roles whose last factor starts at zero (scaling.parametrization): the readout and residual out-projections.
+    # Roles whose last factor starts at zero (scaling.mup.parametrization): the readout and residual out-projections.
     zero_init_roles: frozenset[str] = frozenset({"head", "attn_out", "ffn_down"})
 
     def __init__(self, info: DataInfo):

@@ -7,7 +7,7 @@ Each entry of the suite file runs scaling.coordcheck's check (a few Adam steps o
 seed) under each parametrization. Per run (entry, parametrization, width, seed), delta-h is the geometric mean
 over the hidden layers (`roles`) of the rms change of the layer's output after the last step. The suite fails
 before running anything if a registered structure is neither checked nor skipped with a reason (when it runs every
-entry: `only=` runs a subset), or if an entry cannot be built at one of the widths. scaling.coordreport turns the
+entry: `only=` runs a subset), or if an entry cannot be built at one of the widths. scaling.mup.coordreport turns the
 per-run table into report.md and the plots.
 """
 

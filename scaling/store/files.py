@@ -104,7 +104,8 @@ def read_config_file(path: Path) -> dict[str, Any] | None:
 
 def remove_temp_files(rdir: Path) -> list[Path]:
     """Delete what a killed process leaves: `.NAME.*.tmp` files of atomic writes, and wandb's import-time temp
-    dirs (scaling.tracking.import_wandb_under). Only the holder of the run's lease calls this (no one else writes)."""
+    dirs (scaling.train.tracking.import_wandb_under). Only the holder of the run's lease calls this (no one else
+    writes)."""
     leftovers = sorted([*rdir.glob(".*.tmp"), *rdir.glob("wandb/tmp*wandb-*")])
     for path in leftovers:
         if path.is_dir():

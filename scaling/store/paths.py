@@ -4,7 +4,7 @@
     paths.config, paths.metrics, paths.summary, paths.checkpoint, paths.lease, paths.heartbeat, paths.progress,
     paths.wandb
 
-What each file holds: scaling/results.py's module docstring.
+What each file holds: scaling/store/results.py's module docstring.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class RunPaths:
 
     @property
     def lease(self) -> Path:
-        """lease.json: the process training the run now (scaling.lease)."""
+        """lease.json: the process training the run now (scaling.store.lease)."""
         return self.dir / "lease.json"
 
     @property
@@ -51,10 +51,10 @@ class RunPaths:
 
     @property
     def progress(self) -> Path:
-        """progress.json: the latest progress report (scaling.progress)."""
+        """progress.json: the latest progress report (scaling.train.progress)."""
         return self.dir / "progress.json"
 
     @property
     def wandb(self) -> Path:
-        """wandb/: the offline wandb run files (scaling.tracking)."""
+        """wandb/: the offline wandb run files (scaling.train.tracking)."""
         return self.dir / "wandb"

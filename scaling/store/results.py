@@ -3,12 +3,12 @@
 A run is a pure function of the identity sections of its resolved config (model, structure, data, train);
 the SHA-256 of their canonical JSON is its id and its directory name: `<results_root>/runs/<run_id>/`.
 
-A run directory is the source of truth and holds (file names: scaling.run_paths.RunPaths):
+A run directory is the source of truth and holds (file names: scaling.store.paths.RunPaths):
   config.yaml     the resolved config (secrets never appear: configs hold no credentials)
   metrics.jsonl   one JSON object per line; `kind` is "train" or "eval" (schema below)
   summary.json    written atomically at the end (and with status "running" at start)
   checkpoint.pt   latest checkpoint (atomic replace)
-  lease.json      the process training it now (scaling.lease), with heartbeat.json while it trains
+  lease.json      the process training it now (scaling.store.lease), with heartbeat.json while it trains
 
 metrics.jsonl rows:
   train: {kind, step, tokens, flops, loss, lr, tokens_per_s, flops_per_s, wall_s}
@@ -122,7 +122,7 @@ def append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """All complete rows; a partial last line (a crash mid-write) is ignored, any other bad line raises
-    scaling.run_files.RunFileError naming the file and the fix."""
+    scaling.store.files.RunFileError naming the file and the fix."""
     return read_metrics_file(path)
 
 

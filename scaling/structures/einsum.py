@@ -280,7 +280,7 @@ class Einsum(StructuredLinear):
     # --- taxonomy (square case): FLOPs ~ d^(1+nu), params ~ d^(1+nu-omega), rank ~ d^psi ---------------
     @property
     def coordinates(self) -> Coordinates:
-        """(omega, psi, nu) of theta (scaling/taxonomy.py)."""
+        """(omega, psi, nu) of theta (scaling/structures/taxonomy.py)."""
         return coordinates(*dataclasses.astuple(self.theta))
 
     @property

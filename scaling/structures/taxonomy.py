@@ -7,7 +7,7 @@ For a square d x d layer FLOPs grow as d^(1+nu), parameters as d^(1+nu-omega) an
     nu    = 1 + rho - min(alpha, epsilon)                              (compute per parameter)
 
 Dense is (0, 1, 1); low-rank with rank d^rho is (0, rho, rho); Monarch/BTT-1 (0, 1, 1/2); Kronecker (1/2, 1, 1/2).
-The Einsum structure (structures/einsum.py) and the analysis (analysis/taxonomy.py) both read them from here.
+The Einsum structure (structures/einsum.py) and the analysis (analysis/fit/taxonomy.py) both read them from here.
 """
 
 from __future__ import annotations

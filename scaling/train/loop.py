@@ -4,9 +4,9 @@
     python -m scaling.train -m structure=dense,btt model.width=64,128    # the grid, launched as a sweep
     python -m scaling.train --help                                       # config groups and options (Hydra's flags)
 
-The run directory (scaling.results) is named by the run's identity. Rerunning a finished run returns its summary;
+The run directory (scaling.store.results) is named by the run's identity. Rerunning a finished run returns its summary;
 rerunning an interrupted one resumes from its checkpoint and reproduces the uninterrupted loss curve exactly.
-The loop below reads top to bottom; its steps are in scaling/train_steps.py, the run's files in scaling/run_record.py.
+The loop below reads top to bottom; its steps are in scaling/train/steps.py, the run's files in scaling/train/run.py.
 """
 
 from __future__ import annotations

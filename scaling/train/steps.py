@@ -1,4 +1,4 @@
-"""The named steps of one training run, in the order scaling/train.py calls them: build, resume or start, one
+"""The named steps of one training run, in the order scaling/train/loop.py calls them: build, resume or start, one
 optimiser step, divergence, logging, evaluation, checkpointing and the summary. What changes while training lives
 in one TrainState; what is trained in one Trainee."""
 

@@ -97,7 +97,7 @@ def wandb_run_id(run_id: str) -> str:
 def import_wandb_under(folder: Path) -> None:
     """Import wandb with `folder` as the temp root: at import it makes two temp dirs (wandb-media, wandb-artifacts)
     that only a clean exit removes, so a killed run leaves them in the run's own wandb/ folder (cleaned on its next
-    start by scaling.run_files.remove_temp_files), never in /tmp."""
+    start by scaling.store.files.remove_temp_files), never in /tmp."""
     import tempfile
 
     folder.mkdir(parents=True, exist_ok=True)

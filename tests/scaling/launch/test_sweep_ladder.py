@@ -1,4 +1,4 @@
-"""Ladder variants (scaling.sweeps): one budget per rung with its own axes, e.g. the widths around that budget's
+"""Ladder variants (scaling.launch.sweeps): one budget per rung with its own axes, e.g. the widths around that budget's
 compute-optimal size; a sweep whose variants all have ladders needs no budgets; every malformed rung is one error
 naming the rung and the fix."""
 

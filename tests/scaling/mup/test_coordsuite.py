@@ -1,4 +1,4 @@
-"""The coordinate-check suite (scaling.coordsuite + scaling.coordreport): the shipped suite file, bad input,
+"""The coordinate-check suite (scaling.coordsuite + scaling.mup.coordreport): the shipped suite file, bad input,
 the verdict logic on known power laws, and one real tiny run that writes the report and shows naive BTT falling."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Structure-aware muP rules, init and optimiser groups (scaling.parametrization)."""
+"""Structure-aware muP rules, init and optimiser groups (scaling.mup.parametrization)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Run-id audit: every setting that can change a result is part of the run id; the few that cannot are listed in
-scaling.results.NON_IDENTITY_KEYS with the reason."""
+scaling.store.results.NON_IDENTITY_KEYS with the reason."""
 
 from __future__ import annotations
 

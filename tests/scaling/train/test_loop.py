@@ -119,7 +119,7 @@ def test_wandb_offline_files_hold_the_logged_metrics(tmp_path):
             history.append({item_key(i): json.loads(i.value_json) for i in record.history.item})
         if record.WhichOneof("record_type") == "run":
             config.update({item_key(i): json.loads(i.value_json) for i in record.run.config.update})
-    losses = [h["eval/val_loss"] for h in history if "eval/val_loss" in h]  # grouped: scaling.tracking
+    losses = [h["eval/val_loss"] for h in history if "eval/val_loss" in h]  # grouped: scaling.train.tracking
     assert losses and losses[-1] == pytest.approx(summary["final_val_loss"])
     assert any("train/loss" in h and "flops" in h for h in history)
     assert config["run_id"] == summary["run_id"]

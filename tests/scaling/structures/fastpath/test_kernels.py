@@ -1,4 +1,4 @@
-"""The fused two-core kernel (scaling/structures/kernels.py) against plain einsum references.
+"""The fused two-core kernel (scaling/structures/fastpath/kernels.py) against plain einsum references.
 
 Every structure that runs on it (BTT, Monarch, 2-core TT / Kronecker, Einsum) is checked for outputs and for the
 gradients of the input and of every factor, over square, rectangular, padded and rank > 1 shapes, with chunks that

@@ -1,4 +1,4 @@
-"""The compiled offset GEMM (scaling/structures/native.py, csrc/offset_gemm.c) and its token-major schedule.
+"""The compiled offset GEMM (scaling/structures/fastpath/native.py, csrc/offset_gemm.c) and its token-major schedule.
 
 The primitive is checked against torch.einsum on gathered operands for random offset tables (rows split over
 threads and batch split over threads, column and row tails, accumulation), the chain with per-thread
