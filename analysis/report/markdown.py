@@ -197,8 +197,8 @@ def _frontier_table(exp: ExperimentResult, attr: str, unit: str) -> list[str]:
 
 
 def _minima_table(structures: dict[str, StructureResult]) -> list[str]:
-    """Per label and budget, whether the isoFLOP minimum is interior (not at the budget's smallest or largest
-    size): only interior minima enter N* ~ C^a."""
+    """Per label and budget, whether the isoFLOP minimum is interior (a measured size on each side of it has a
+    higher loss than the lowest measured one): only interior minima enter N* ~ C^a."""
     rows = []
     for s in structures.values():
         if s.isoflop is None:
@@ -209,8 +209,9 @@ def _minima_table(structures: dict[str, StructureResult]) -> list[str]:
             rows.append([s.label, f"{r.flops:.3g}", r.points, nstar, interior, r.note])
     if not rows:
         return []
-    return ["Minimum per budget: interior means it is not at the budget's smallest or largest size (an edge "
-            "minimum is dropped from the fit; centre that budget's sizes on N*).", "",
+    return ["Minimum per budget: interior means a measured size on each side of the minimum has a higher loss "
+            "than the lowest measured one (judged on the measurements, not the interpolant; any other minimum is "
+            "dropped from the fit; centre that budget's sizes on N*).", "",
             *_md_table(["label", "C", "sizes", "N*_eff", "interior", "note"], rows)]
 
 
