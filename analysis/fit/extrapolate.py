@@ -6,7 +6,8 @@ budgets needs k + 2 of them (a refit needs 2); with fewer the check is skipped w
 The held-out value is itself a noisy measurement, so its prediction interval combines the refit's bootstrap
 predictions with that measurement's noise (log-normal: seed noise sigma for a loss, the budget's
 sigma(log N*) for N*). Each row reports the interval, the relative error and whether the held-out value
-fell inside.
+fell inside; an interval too wide to test anything (diagnostics.informative: hi / lo above 2.5, or not
+above 0) is marked uninformative instead (`informative` False, `inside` None): it counts as no check.
 """
 
 from __future__ import annotations
@@ -17,20 +18,23 @@ import pandas as pd
 from analysis.fit.bootstrap import DEFAULT_LEVEL, DEFAULT_REPLICATES, Interval, percentile_interval
 from analysis.fit.budgets import budget_grid, read_at_budgets
 from analysis.errors import AnalysisError
+from analysis.fit.diagnostics import informative
 from analysis.fit.frontier import fit_frontier
 from analysis.fit.isoflop import DEFAULT_BUDGET_TOLERANCE, IsoflopFit, assign_budgets, fit_isoflop
 from analysis.fit.noise import SeedNoise
 
-COLUMNS = ("fit", "held_out", "flops", "predicted", "lo", "hi", "observed", "rel_error", "inside", "note")
+COLUMNS = ("fit", "held_out", "flops", "predicted", "lo", "hi", "observed", "rel_error", "inside", "informative",
+           "note")
 
 
 def _row(fit: str, k: int, flops: float, note: str = "", pred=None, observed: float = float("nan")) -> dict:
     row = {"fit": fit, "held_out": k, "flops": flops, "predicted": np.nan, "lo": np.nan, "hi": np.nan,
-           "observed": observed, "rel_error": np.nan, "inside": None, "note": note}
+           "observed": observed, "rel_error": np.nan, "inside": None, "informative": None, "note": note}
     if pred is not None:
         row.update(predicted=pred.value, lo=pred.lo, hi=pred.hi)
         if np.isfinite(observed):
-            row.update(rel_error=pred.value / observed - 1, inside=pred.contains(observed))
+            row.update(rel_error=pred.value / observed - 1, informative=informative(pred))
+            row["inside"] = pred.contains(observed) if row["informative"] else None
     return row
 
 

@@ -274,7 +274,8 @@ def _experiment_markdown(exp: ExperimentResult, figures: dict[str, Path], out: P
         for r in s.holdout.itertuples():
             what = "L*(C)" if r.fit == "frontier" else "N*(C)"
             pred = "–" if not np.isfinite(r.predicted) else f"{r.predicted:.4g} [{r.lo:.4g}, {r.hi:.4g}]"
-            inside = "–" if r.inside is None else ("yes" if r.inside else "no")
+            inside = "uninformative" if pd.notna(r.informative) and not r.informative else (
+                "–" if r.inside is None else ("yes" if r.inside else "no"))
             err = "–" if not np.isfinite(r.rel_error) else f"{r.rel_error:+.1%}"
             obs = "–" if not np.isfinite(r.observed) else f"{r.observed:.4g}"
             rows.append([s.label, what, r.held_out, f"{r.flops:.3g}", pred, obs, err, inside, r.note])
