@@ -1,7 +1,8 @@
 """Extrapolation check: refit without the largest one or two budgets and predict what was held out.
 
 A fit that describes the data should predict the held-out largest budgets: for the loss frontier the lowest
-loss any run reads at that budget (budgets.read_at_budgets), for isoFLOP the measured N*(C). Holding out k
+loss any configuration reads at that budget (budgets.read_at_budgets; seeds averaged), for isoFLOP the
+measured N*(C). Holding out k
 budgets needs k + 2 of them (a refit needs 2); with fewer the check is skipped with a note saying so.
 The held-out value is itself a noisy measurement, so its prediction interval combines the refit's bootstrap
 predictions with that measurement's noise (log-normal: seed noise sigma for a loss, the budget's
@@ -53,6 +54,11 @@ def _skip(fit: str, k: int, levels: np.ndarray) -> dict | None:
                 f"{len(levels)}")
 
 
+def _lowest_mean(reads: pd.DataFrame) -> float:
+    """The lowest over configs of the seed-mean loss, exp(mean log L), of reads (config, loss); nan if none."""
+    return float(np.exp(np.log(reads["loss"]).groupby(reads["config"]).mean().min()))
+
+
 def frontier_holdout(curves: pd.DataFrame, noise: SeedNoise | None, holdouts: tuple[int, ...] = (1, 2),
                      replicates: int = DEFAULT_REPLICATES, seed: int = 0, level: float = DEFAULT_LEVEL,
                      budget_tolerance: float = DEFAULT_BUDGET_TOLERANCE,
@@ -64,6 +70,9 @@ def frontier_holdout(curves: pd.DataFrame, noise: SeedNoise | None, holdouts: tu
     finals = curves.groupby("run_id")["flops"].max()
     levels = budget_grid(finals.to_numpy(), budget_tolerance, declared=declared)
     reads = read_at_budgets(curves, levels, final_only, budget_tolerance)
+    # seeds of a config are averaged (log-loss) before the lowest config is taken, as in the envelope
+    config = curves.groupby("run_id")["config"].first() if "config" in curves.columns else None
+    reads["config"] = reads["run_id"] if config is None else reads["run_id"].map(config)
     slack = 1 + budget_tolerance
     rows = []
     for k in holdouts:
@@ -71,7 +80,7 @@ def frontier_holdout(curves: pd.DataFrame, noise: SeedNoise | None, holdouts: tu
             rows.append(skipped)
             continue
         held = levels[-k:]
-        observed = {c: float(reads.loc[np.isclose(reads["flops"], c, rtol=1e-9), "loss"].min()) for c in held}
+        observed = {c: _lowest_mean(reads[np.isclose(reads["flops"], c, rtol=1e-9)]) for c in held}
         below = held.min() / slack  # runs read only at their end must end below; other curves are cut there
         ended = curves["run_id"].map(finals) < below
         train = curves[ended | (~curves["run_id"].isin(final_only) & (curves["flops"] < below))]

@@ -106,7 +106,7 @@ def envelope_grid(curves: pd.DataFrame, per_decade: int = DEFAULT_PER_DECADE) ->
     sums_l, sums_c = np.zeros(every.shape), np.zeros(every.shape)
     np.add.at(sums_l, codes, np.where(np.isfinite(log_loss), log_loss, 0.0))
     np.add.at(sums_c, codes, np.nan_to_num(log_flops))
-    first = np.array([np.flatnonzero(codes == g)[0] for g in range(groups.size)])
+    first = np.unique(codes, return_index=True)[1]  # codes number configs in order of first appearance
     return EnvelopeGrid(np.where(covered, sums_l / groups[:, None], np.inf),
                         np.where(covered, sums_c / groups[:, None], np.nan), run_ids[first], groups)
 
