@@ -8,7 +8,7 @@ The held-out value is itself a noisy measurement, so its prediction interval com
 predictions with that measurement's noise (log-normal: seed noise sigma for a loss, the budget's
 sigma(log N*) for N*). Each row reports the interval, the relative error and whether the held-out value
 fell inside; an interval too wide to test anything (diagnostics.informative: hi / lo above 2.5, or not
-above 0) is marked uninformative instead (`informative` False, `inside` None): it counts as no check.
+above 0) is marked uninformative instead (`informative` False, `inside` None, a note): it is no check.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pandas as pd
 from analysis.fit.bootstrap import DEFAULT_LEVEL, DEFAULT_REPLICATES, Interval, percentile_interval
 from analysis.fit.budgets import budget_grid, read_at_budgets
 from analysis.errors import AnalysisError
-from analysis.fit.diagnostics import informative
+from analysis.fit.diagnostics import INFORMATIVE_FACTOR, informative
 from analysis.fit.frontier import fit_frontier
 from analysis.fit.isoflop import DEFAULT_BUDGET_TOLERANCE, IsoflopFit, assign_budgets, fit_isoflop
 from analysis.fit.noise import SeedNoise
@@ -36,6 +36,10 @@ def _row(fit: str, k: int, flops: float, note: str = "", pred=None, observed: fl
         if np.isfinite(observed):
             row.update(rel_error=pred.value / observed - 1, informative=informative(pred))
             row["inside"] = pred.contains(observed) if row["informative"] else None
+            if not row["informative"]:
+                span = f"spans {pred.hi / pred.lo:.3g}x" if pred.lo > 0 else "reaches 0"
+                row["note"] = "; ".join(filter(None, [note, f"uninformative: the interval {span} (more than "
+                                                            f"{INFORMATIVE_FACTOR:g}x), no check"]))
     return row
 
 
