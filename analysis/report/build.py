@@ -159,8 +159,9 @@ def _analyse_structure(table: RunTable, runs: pd.DataFrame, where: tuple[str | N
     if wall["run_id"].nunique() < runs["run_id"].nunique():
         res.status["wall_frontier"] = failed("some runs recorded no training seconds (wall_s) with their evaluations")
     else:
+        wall_floor = None if once else resolved_floor(wall, runs.set_index("run_id")["n_eff"])  # as for FLOPs
         res.wall_frontier = _attempt(res, "wall_frontier", fit_frontier, wall, noise,
-                                     seed=_fit_seed(seed, *where, "w"), **kw)
+                                     seed=_fit_seed(seed, *where, "w"), floor=wall_floor, **kw)
     points = isoflop_points(table, runs, interpolate_lr)
     res.isoflop = _attempt(res, "isoflop", fit_isoflop, points, noise, seed=_fit_seed(seed, *where, "i"), **kw)
     if res.isoflop is not None:
