@@ -24,12 +24,13 @@ class Interval:
     lo: float
     hi: float
     level: float = DEFAULT_LEVEL
+    dropped: float = 0.0  # fraction of bootstrap replicates left out as invalid (e.g. a multiplier of 0)
 
     def contains(self, x: float) -> bool:
         return bool(self.lo <= x <= self.hi)
 
     def to_dict(self) -> dict[str, float]:
-        return {"value": self.value, "lo": self.lo, "hi": self.hi, "level": self.level}
+        return {"value": self.value, "lo": self.lo, "hi": self.hi, "level": self.level, "dropped": self.dropped}
 
     def fmt(self, spec: str = ".3g") -> str:
         """`0.341 [0.302, 0.377]`; a missing interval prints as the bare value."""

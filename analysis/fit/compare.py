@@ -3,12 +3,14 @@
 Compute multiplier at matched loss: at budget C dense reaches L_d(C); the structure reaches that loss at
 C_s = (A_s / (L_d(C) - E_s))^(1/alpha_s), so it needs m(C) = C / C_s times less compute (m > 1: the
 structure is cheaper; m = 0 when L_d(C) <= E_s, a loss the structure never reaches). The bootstraps of the
-two fits are independent, so replicate i of one is paired with replicate i of the other for intervals.
+two fits are independent, so replicate i of one is paired with replicate i of the other for intervals. A
+replicate whose multiplier is 0 or not finite has no multiplier: it is left out of the interval and counted
+(Interval.dropped, the fraction; analysis.fit.diagnostics fails a multiplier that loses too many).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -30,7 +32,9 @@ def compute_multiplier(struct: FrontierFit, dense: FrontierFit, flops: float) ->
     n = min(len(struct.replicates), len(dense.replicates))
     point = _multiplier(struct.point[None, :], dense.predict(flops), flops)[0]
     reps = _multiplier(struct.replicates[:n], dense.replicate_predictions(flops)[:n, 0], flops)
-    return percentile_interval(float(point), reps, struct.level)
+    valid = np.isfinite(reps) & (reps > 0)
+    iv = percentile_interval(float(point), reps[valid], struct.level)
+    return replace(iv, dropped=float(1 - valid.mean()))
 
 
 def exponent_difference(struct: FrontierFit, dense: FrontierFit) -> Interval:

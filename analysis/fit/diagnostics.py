@@ -2,14 +2,20 @@
 
     failed  no fit could be made, a parameter of the point fit sits on a bound (the number is the bound, not an
             estimate), or a headline interval has no finite bootstrap replicate; its numbers are not shown
-    weak    a headline interval spans more than `max_factor` (hi / lo) or misses its own point estimate (a
-            degenerate bootstrap), fewer than MIN_POINTS_PER_PARAM points per fitted parameter, or a held-out
-            budget fell outside its prediction interval (failed extrapolation); numbers are shown, not cited
+    weak    a headline interval spans more than `max_factor` (hi / lo) or reaches 0, misses its own point
+            estimate, has zero width or has the point estimate on one of its ends (a degenerate bootstrap:
+            replicates piled on one value or a bound), fewer than MIN_POINTS_PER_PARAM points per fitted
+            parameter, or a held-out budget fell outside its prediction interval (failed extrapolation; a
+            holdout whose interval is wider than INFORMATIVE_FACTOR is uninformative: neither inside nor
+            outside, and no check); numbers are shown, not cited
     ok      none of the above
 
 Headline quantities: alpha of the loss frontier (E trades off against A and is rarely pinned down; only E at
 a bound fails the fit), a of the isoFLOP law, alpha, beta and a of the parametric law. A compute multiplier
-inherits the worse status of the two frontiers it compares.
+inherits the worse status of the two frontiers it compares and is judged on its own interval, more strictly:
+ok only if 0 < lo <= m <= hi and hi / lo <= MULTIPLIER_MAX_FACTOR; it fails if its point estimate is 0 (the
+structure never reaches dense's loss) or more than the interval's tail, (1 - level) / 2, of its bootstrap
+replicates are.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from analysis.fit.isoflop import IsoflopFit
 from analysis.fit.parametric import ParametricFit
 
 DEFAULT_MAX_FACTOR = 3.0
+MULTIPLIER_MAX_FACTOR = 2.5  # hi / lo of a compute multiplier's interval that can still be cited
+INFORMATIVE_FACTOR = 2.5  # hi / lo of a holdout's prediction interval beyond which the check says nothing
+_ZERO_WIDTH = 1e-6  # relative: an interval narrower than this, or a point this close to an end, is degenerate
 MIN_POINTS_PER_PARAM = 2.0
 STATUSES = ("ok", "weak", "failed")
 
@@ -67,18 +76,45 @@ def failed(reason: str) -> FitStatus:
 
 
 def _intervals(named: dict[str, Interval], max_factor: float) -> tuple[list[str], list[str]]:
-    """(failed, weak) reasons of headline intervals: none finite, missing the point, or spanning > max_factor."""
+    """(failed, weak) reasons of headline intervals: none finite, missing the point, zero width, the point on an end,
+    reaching 0 or spanning > max_factor."""
     bad, wide = [], []
     for name, iv in named.items():
-        if not (np.isfinite(iv.lo) and np.isfinite(iv.hi)):
+        tol = _ZERO_WIDTH * max(abs(iv.lo), abs(iv.hi))
+        if not (np.isfinite(iv.lo) and np.isfinite(iv.hi) and np.isfinite(iv.value)):
             bad.append(f"{name} has no finite bootstrap interval")
         elif not iv.contains(iv.value):
             wide.append(f"{name} = {iv.value:.3g} lies outside its interval [{iv.lo:.3g}, {iv.hi:.3g}] (a degenerate "
                         "bootstrap: too few points or too little noise to resample)")
+        elif iv.hi - iv.lo <= tol:
+            wide.append(f"{name} interval [{iv.lo:.3g}, {iv.hi:.3g}] has zero width (a degenerate bootstrap: every "
+                        "replicate gave the same value)")
+        elif min(iv.value - iv.lo, iv.hi - iv.value) <= tol:
+            wide.append(f"{name} = {iv.value:.3g} sits on an end of its interval [{iv.lo:.3g}, {iv.hi:.3g}] "
+                        "(replicates piled on one value or a bound)")
         elif iv.lo <= 0 or iv.hi / iv.lo > max_factor:
             span = "reaches 0 or below" if iv.lo <= 0 else f"spans {iv.hi / iv.lo:.3g}x"
             wide.append(f"{name} interval [{iv.lo:.3g}, {iv.hi:.3g}] {span} (more than {max_factor:g}x)")
     return bad, wide
+
+
+def informative(iv: Interval) -> bool:
+    """A prediction interval narrow enough to test a held-out value: finite, 0 < lo, hi / lo <= INFORMATIVE_FACTOR."""
+    return bool(np.isfinite(iv.lo) and np.isfinite(iv.hi) and iv.lo > 0 and iv.hi / iv.lo <= INFORMATIVE_FACTOR)
+
+
+def multiplier_status(iv: Interval, frontiers: dict[str, FitStatus]) -> FitStatus:
+    """A compute multiplier's status: the worse of the `frontiers` it compares (named) and of its own interval."""
+    bad, wide = _intervals({"multiplier": iv}, MULTIPLIER_MAX_FACTOR)
+    if iv.value == 0:
+        bad.append("multiplier = 0: the structure's fit never reaches dense's loss")
+    tail = (1 - iv.level) / 2
+    if iv.dropped > tail:
+        bad.append(f"{iv.dropped:.1%} of bootstrap replicates never reach dense's loss (multiplier 0 or undefined; "
+                   f"more than the {tail:.1%} tail): the interval's lower end is 0")
+    own, inherited = _judge(bad, wide), worst(frontiers)
+    rank = max(STATUSES.index(own.status), STATUSES.index(inherited.status))
+    return FitStatus(STATUSES[rank], inherited.reasons + own.reasons)
 
 
 def _points(n: int, params: int, what: str) -> list[str]:

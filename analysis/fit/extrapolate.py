@@ -1,12 +1,14 @@
 """Extrapolation check: refit without the largest one or two budgets and predict what was held out.
 
 A fit that describes the data should predict the held-out largest budgets: for the loss frontier the lowest
-loss any run reads at that budget (budgets.read_at_budgets), for isoFLOP the measured N*(C). Holding out k
+loss any configuration reads at that budget (budgets.read_at_budgets; seeds averaged), for isoFLOP the
+measured N*(C). Holding out k
 budgets needs k + 2 of them (a refit needs 2); with fewer the check is skipped with a note saying so.
 The held-out value is itself a noisy measurement, so its prediction interval combines the refit's bootstrap
 predictions with that measurement's noise (log-normal: seed noise sigma for a loss, the budget's
 sigma(log N*) for N*). Each row reports the interval, the relative error and whether the held-out value
-fell inside.
+fell inside; an interval too wide to test anything (diagnostics.informative: hi / lo above 2.5, or not
+above 0) is marked uninformative instead (`informative` False, `inside` None, a note): it is no check.
 """
 
 from __future__ import annotations
@@ -17,20 +19,27 @@ import pandas as pd
 from analysis.fit.bootstrap import DEFAULT_LEVEL, DEFAULT_REPLICATES, Interval, percentile_interval
 from analysis.fit.budgets import budget_grid, read_at_budgets
 from analysis.errors import AnalysisError
+from analysis.fit.diagnostics import INFORMATIVE_FACTOR, informative
 from analysis.fit.frontier import fit_frontier
 from analysis.fit.isoflop import DEFAULT_BUDGET_TOLERANCE, IsoflopFit, assign_budgets, fit_isoflop
 from analysis.fit.noise import SeedNoise
 
-COLUMNS = ("fit", "held_out", "flops", "predicted", "lo", "hi", "observed", "rel_error", "inside", "note")
+COLUMNS = ("fit", "held_out", "flops", "predicted", "lo", "hi", "observed", "rel_error", "inside", "informative",
+           "note")
 
 
 def _row(fit: str, k: int, flops: float, note: str = "", pred=None, observed: float = float("nan")) -> dict:
     row = {"fit": fit, "held_out": k, "flops": flops, "predicted": np.nan, "lo": np.nan, "hi": np.nan,
-           "observed": observed, "rel_error": np.nan, "inside": None, "note": note}
+           "observed": observed, "rel_error": np.nan, "inside": None, "informative": None, "note": note}
     if pred is not None:
         row.update(predicted=pred.value, lo=pred.lo, hi=pred.hi)
         if np.isfinite(observed):
-            row.update(rel_error=pred.value / observed - 1, inside=pred.contains(observed))
+            row.update(rel_error=pred.value / observed - 1, informative=informative(pred))
+            row["inside"] = pred.contains(observed) if row["informative"] else None
+            if not row["informative"]:
+                span = f"spans {pred.hi / pred.lo:.3g}x" if pred.lo > 0 else "reaches 0"
+                row["note"] = "; ".join(filter(None, [note, f"uninformative: the interval {span} (more than "
+                                                            f"{INFORMATIVE_FACTOR:g}x), no check"]))
     return row
 
 
@@ -49,6 +58,11 @@ def _skip(fit: str, k: int, levels: np.ndarray) -> dict | None:
                 f"{len(levels)}")
 
 
+def _lowest_mean(reads: pd.DataFrame) -> float:
+    """The lowest over configs of the seed-mean loss, exp(mean log L), of reads (config, loss); nan if none."""
+    return float(np.exp(np.log(reads["loss"]).groupby(reads["config"]).mean().min()))
+
+
 def frontier_holdout(curves: pd.DataFrame, noise: SeedNoise | None, holdouts: tuple[int, ...] = (1, 2),
                      replicates: int = DEFAULT_REPLICATES, seed: int = 0, level: float = DEFAULT_LEVEL,
                      budget_tolerance: float = DEFAULT_BUDGET_TOLERANCE,
@@ -60,6 +74,9 @@ def frontier_holdout(curves: pd.DataFrame, noise: SeedNoise | None, holdouts: tu
     finals = curves.groupby("run_id")["flops"].max()
     levels = budget_grid(finals.to_numpy(), budget_tolerance, declared=declared)
     reads = read_at_budgets(curves, levels, final_only, budget_tolerance)
+    # seeds of a config are averaged (log-loss) before the lowest config is taken, as in the envelope
+    config = curves.groupby("run_id")["config"].first() if "config" in curves.columns else None
+    reads["config"] = reads["run_id"] if config is None else reads["run_id"].map(config)
     slack = 1 + budget_tolerance
     rows = []
     for k in holdouts:
@@ -67,7 +84,7 @@ def frontier_holdout(curves: pd.DataFrame, noise: SeedNoise | None, holdouts: tu
             rows.append(skipped)
             continue
         held = levels[-k:]
-        observed = {c: float(reads.loc[np.isclose(reads["flops"], c, rtol=1e-9), "loss"].min()) for c in held}
+        observed = {c: _lowest_mean(reads[np.isclose(reads["flops"], c, rtol=1e-9)]) for c in held}
         below = held.min() / slack  # runs read only at their end must end below; other curves are cut there
         ended = curves["run_id"].map(finals) < below
         train = curves[ended | (~curves["run_id"].isin(final_only) & (curves["flops"] < below))]

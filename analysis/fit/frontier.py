@@ -1,18 +1,24 @@
 """Chinchilla approach 1: the loss frontier, the lower envelope of loss vs training FLOPs, and L(C) fitted to it.
 
-Envelope: every run's evaluation curve is interpolated (linear in log C, log L) onto bins of log C, `per_decade`
-bins a decade; each bin keeps the lowest loss of any run there (its raw points included), and a bin is kept
-only if its loss is below every bin at smaller C (the envelope decreases).
+Envelope: every run's evaluation curve is interpolated (linear in log C, log L) at the centres of a common grid
+of log C, `per_decade` bins a decade (raw points are never candidates: a run's own evaluation times would
+favour whichever run happens to be evaluated at a given C). Runs that differ only in their seed (a `config`
+column) are averaged in log-loss per bin, over bins every seed covers, so the envelope is a minimum over
+configurations' seed means, not over seeds. Only then are bins below the floor dropped (filtering raw rows
+first would cut a curve that straddles the floor and leave its first bins to sparsely evaluated runs). Each
+bin keeps the lowest configuration, and a bin is kept only if its loss is below every bin at smaller C (the
+envelope decreases).
 
 Fit: L(C) = E + A C^(-alpha), on log-loss as log L = logaddexp(a - alpha log C, e), Huber (delta 1e-3),
 a multi-start solve from the best of a grid of (alpha, E) starts.
 
-Intervals come from a seed-noise bootstrap: each replicate shifts every run's curve by its own N(0, sigma^2 / 2)
-offset in log-loss (sigma from repeated seeds, else from the fit's residuals), rebuilds the
-envelope and refits. The observed curves already carry one draw of seed noise and the envelope is a minimum
-over runs, not a smooth statistic (the bootstrap's known weak spot); offsets of the full sigma made replicate
-exponents spread ~1.35x wider than the exponent's spread across independent synthetic sweeps, sigma/sqrt(2)
-matches it (tests/test_analysis_coverage.py checks the resulting coverage).
+Intervals come from a seed-noise bootstrap: each replicate shifts every configuration's curve by its own
+N(0, sigma^2 / (2 seeds)) offset in log-loss (sigma from repeated seeds, else from the fit's residuals;
+sigma^2 / seeds is the noise of a mean over `seeds` runs), rebuilds the envelope and refits. The observed
+curves already carry one draw of that noise and the envelope is a minimum over configurations, not a smooth
+statistic (the bootstrap's known weak spot): on tests/analysis/fit/test_coverage.py's sweeps (40 draws, 200
+replicates) offsets of sigma / sqrt(seeds) made the replicate exponents spread 1.56x wider than the
+exponent across draws (coverage 1.00 at 95%, 0.90 at 80%); sigma / sqrt(2 seeds) gives 1.14x (0.925, 0.85).
 """
 
 from __future__ import annotations
@@ -52,40 +58,57 @@ def _model(theta: np.ndarray, x: np.ndarray, jac: bool = True) -> tuple[np.ndarr
 
 @dataclass
 class EnvelopeGrid:
-    """Per run and log-C bin, the lowest log-loss of the run there and its log C (inf / nan where absent)."""
+    """Per configuration and log-C bin, the seed-mean log-loss there and its log C (inf / nan where absent)."""
 
-    log_loss: np.ndarray  # [runs, bins]
-    log_flops: np.ndarray  # [runs, bins]
-    run_ids: np.ndarray  # [runs]
+    log_loss: np.ndarray  # [configs, bins]
+    log_flops: np.ndarray  # [configs, bins]
+    run_ids: np.ndarray  # [configs]: the first run of each configuration
+    seeds: np.ndarray  # [configs]: runs averaged into each configuration
 
 
-def envelope_grid(curves: pd.DataFrame, per_decade: int = DEFAULT_PER_DECADE) -> EnvelopeGrid:
-    """Bin every run's curve (columns run_id, flops, loss); curves are interpolated in log-log between points."""
+def _run_grid(curves: pd.DataFrame, per_decade: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every run's log-loss at the common bin centres (linear in log C, log L; inside its own range only) and
+    log C there, [runs, bins], with the sorted run ids. A run with a single evaluation enters at that point's
+    own C, in its nearest bin."""
     codes, run_ids = pd.factorize(curves["run_id"], sort=True)
     lc_all = np.log10(curves["flops"].to_numpy(float))
     ll_all = np.log(curves["loss"].to_numpy(float))
     lo, hi = np.floor(lc_all.min() * per_decade), np.ceil(lc_all.max() * per_decade)
     centres = np.arange(lo, hi + 1) / per_decade
+    log_loss = np.full((len(run_ids), centres.size), np.inf)
+    log_flops = np.full((len(run_ids), centres.size), np.nan)
     order = np.lexsort((lc_all, codes))
     codes, lc_all, ll_all = codes[order], lc_all[order], ll_all[order]
     cuts = np.flatnonzero(np.diff(codes)) + 1
-    cand_run, cand_c, cand_l = [codes], [lc_all], [ll_all]  # raw points, then interpolated bin centres
     for j, lc, ll in zip(codes[np.r_[0, cuts]], np.split(lc_all, cuts), np.split(ll_all, cuts)):
-        inside = centres[np.searchsorted(centres, lc[0]):np.searchsorted(centres, lc[-1], side="right")]
-        if lc.size > 1 and inside.size:
-            cand_run.append(np.full(inside.size, j))
-            cand_c.append(inside)
-            cand_l.append(np.interp(inside, lc, ll))
-    run, c, loss = np.concatenate(cand_run), np.concatenate(cand_c), np.concatenate(cand_l)
-    bins = np.clip(np.rint(c * per_decade - lo).astype(int), 0, centres.size - 1)
-    order = np.lexsort((loss, bins, run))  # by run, bin, then loss: the first of each (run, bin) is its minimum
-    run, bins, c, loss = run[order], bins[order], c[order], loss[order]
-    first = np.r_[True, (run[1:] != run[:-1]) | (bins[1:] != bins[:-1])]
-    log_loss = np.full((len(run_ids), centres.size), np.inf)
-    log_flops = np.full((len(run_ids), centres.size), np.nan)
-    log_loss[run[first], bins[first]] = loss[first]
-    log_flops[run[first], bins[first]] = c[first]
-    return EnvelopeGrid(log_loss, log_flops * np.log(10), np.asarray(run_ids))
+        if lc[0] == lc[-1]:
+            b = int(np.rint(lc[0] * per_decade - lo))
+            log_loss[j, b], log_flops[j, b] = ll.min(), lc[0]
+            continue
+        inside = slice(np.searchsorted(centres, lc[0]), np.searchsorted(centres, lc[-1], side="right"))
+        log_loss[j, inside] = np.interp(centres[inside], lc, ll)
+        log_flops[j, inside] = centres[inside]
+    return log_loss, log_flops * np.log(10), np.asarray(run_ids)
+
+
+def envelope_grid(curves: pd.DataFrame, per_decade: int = DEFAULT_PER_DECADE) -> EnvelopeGrid:
+    """Bin every run's curve (columns run_id, flops, loss[, config]) and average the seeds of each config.
+
+    Runs sharing `config` (all but the seed; absent: every run is its own) are averaged in log-loss per bin,
+    only in bins every one of them covers: log L_g(c) = mean_i log L_gi(c)."""
+    log_loss, log_flops, run_ids = _run_grid(curves, per_decade)
+    config = curves.groupby("run_id")["config"].first() if "config" in curves.columns else pd.Series(run_ids, run_ids)
+    codes, _ = pd.factorize(config.reindex(run_ids).to_numpy(), sort=False)
+    groups = np.bincount(codes)
+    every = np.zeros((groups.size, log_loss.shape[1]), dtype=int)
+    np.add.at(every, codes, np.isfinite(log_loss).astype(int))
+    covered = every == groups[:, None]
+    sums_l, sums_c = np.zeros(every.shape), np.zeros(every.shape)
+    np.add.at(sums_l, codes, np.where(np.isfinite(log_loss), log_loss, 0.0))
+    np.add.at(sums_c, codes, np.nan_to_num(log_flops))
+    first = np.unique(codes, return_index=True)[1]  # codes number configs in order of first appearance
+    return EnvelopeGrid(np.where(covered, sums_l / groups[:, None], np.inf),
+                        np.where(covered, sums_c / groups[:, None], np.nan), run_ids[first], groups)
 
 
 def resolved_floor(curves: pd.DataFrame, sizes: pd.Series, per_decade: int = DEFAULT_PER_DECADE) -> float | None:
@@ -188,8 +211,9 @@ def fit_frontier(curves: pd.DataFrame, noise: SeedNoise | None = None, replicate
     _check_curves(curves)
     smallest_final = smallest_final_flops(curves)
     floor = smallest_final if floor is None else min(floor, smallest_final)
-    curves = curves[curves["flops"] >= floor * (1 - 1e-9)]
     grid = envelope_grid(curves, per_decade)
+    below = ~(grid.log_flops >= np.log(floor) - 1e-9)  # whole curves are binned first; the floor drops bins
+    grid.log_loss[below], grid.log_flops[below] = np.inf, np.nan
     env_c, env_l, kept = lower_envelope(grid.log_loss, grid.log_flops)
     if kept.sum() < _MIN_POINTS:
         decades = np.ptp(np.log10(curves["flops"].to_numpy(float)))
@@ -212,7 +236,8 @@ def fit_frontier(curves: pd.DataFrame, noise: SeedNoise | None = None, replicate
     rep_c = np.empty((replicates, env_c.size))
     rep_l, rep_w = np.empty_like(rep_c), np.empty_like(rep_c)
     chunk = max(1, int(2e7 // grid.log_loss.size))
-    run_sigma = noise.log_sigma(np.exp(grid.log_loss.min(axis=1)))[:, None] / np.sqrt(2)  # [runs, 1]
+    # a config's seed mean carries noise sigma / sqrt(seeds), calibrated by 1 / sqrt(2) (see above) [configs, 1]
+    run_sigma = (noise.log_sigma(np.exp(grid.log_loss.min(axis=1))) / np.sqrt(2 * grid.seeds))[:, None]
     for start in range(0, replicates, chunk):
         stop = min(replicates, start + chunk)
         offsets = rng.normal(0.0, 1.0, (stop - start, grid.log_loss.shape[0], 1)) * run_sigma

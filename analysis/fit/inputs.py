@@ -48,20 +48,28 @@ def final_only(runs: pd.DataFrame) -> frozenset[str]:
     return frozenset(runs.loc[~runs["schedule"].isin(CURVE_SCHEDULES), "run_id"])
 
 
+def _configs(runs: pd.DataFrame, run_ids: np.ndarray) -> np.ndarray:
+    """Config and setting of each run id (runs differing only in seed share one): the frontier averages them."""
+    codes = pd.Series(_group_codes(runs, CONFIG_COLS + HPARAM_COLS), index=runs["run_id"].to_numpy())
+    return codes.reindex(run_ids).to_numpy()
+
+
 def frontier_curves(table: RunTable, runs: pd.DataFrame) -> pd.DataFrame:
-    """Evaluation curves (run_id, flops, loss) of `runs`: every run and every evaluation point."""
+    """Evaluation curves (run_id, flops, loss, config) of `runs`: every run and every evaluation point."""
     ev = table.evals[table.evals["run_id"].isin(runs["run_id"])]
     return pd.DataFrame({"run_id": ev["run_id"].to_numpy(), "flops": ev["flops"].to_numpy(float),
-                         "loss": ev["val_loss"].to_numpy(float)})
+                         "loss": ev["val_loss"].to_numpy(float), "config": _configs(runs, ev["run_id"].to_numpy())})
 
 
 def wall_curves(table: RunTable, runs: pd.DataFrame) -> pd.DataFrame:
-    """Curves against measured training seconds (run_id, flops = wall seconds, loss), for the wall-clock frontier."""
+    """Curves against measured training seconds (run_id, flops = wall seconds, loss, config), for the wall-clock
+    frontier."""
     ev = table.evals[table.evals["run_id"].isin(runs["run_id"])]
     wall = pd.to_numeric(ev["wall_s"], errors="coerce").to_numpy(float)
     keep = np.isfinite(wall) & (wall > 0)
-    return pd.DataFrame({"run_id": ev["run_id"].to_numpy()[keep], "flops": wall[keep],
-                         "loss": ev["val_loss"].to_numpy(float)[keep]})
+    ids = ev["run_id"].to_numpy()[keep]
+    return pd.DataFrame({"run_id": ids, "flops": wall[keep], "loss": ev["val_loss"].to_numpy(float)[keep],
+                         "config": _configs(runs, ids)})
 
 
 def isoflop_points(table: RunTable, runs: pd.DataFrame, interpolate_lr: bool = False,

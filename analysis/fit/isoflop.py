@@ -2,12 +2,17 @@
 
 Runs are grouped into budgets (final FLOPs within `budget_tolerance` of each other). Per budget, log L vs
 log N is Akima-interpolated on 25 points per grid interval and its argmin is N*(C); D*(C) = C / (6 N*).
-A budget whose argmin is its smallest or largest N is dropped and reported (the optimum is off the grid).
+The minimum is interior only if a measured size on each side of the argmin has a higher (seed-averaged) loss
+than the lowest measured one (judged on measurements, not on the interpolant, whose overshoot can place an
+argmin beside an edge minimum); other budgets are dropped and reported (the optimum is off the grid). The
+minimum loss L*(C) is the interpolant's minimum, but never below the lowest measured loss by more than that
+point's noise (sigma / sqrt(seeds) in log-loss): Akima overshoot is not a measurement.
 
 Bootstrap (after Porian et al.): each replicate adds N(0, sigma^2 / seeds) to every point's log-loss, sigma
 being the seed noise measured from repeated seeds (else the residual spread of per-budget quadratic fits),
 and recomputes every argmin. Per budget sigma(log N*) is the replicates' spread, floored at 0.33 x the
-log-N grid step and divided by the fraction of replicates with an interior argmin. The power law
+log-N grid step and divided by the fraction of replicates with an interior argmin (the same rule, on each
+replicate's losses). The power law
 
     log N* = a log C + k     (weighted least squares, w = 1 / sigma(log N*)^2)
 
@@ -150,15 +155,20 @@ def fit_isoflop(points: pd.DataFrame, noise: SeedNoise | None = None, replicates
         fine = np.linspace(x[0], x[-1], (len(x) - 1) * _FINE_PER_INTERVAL + 1)
         scale = noise.log_sigma(np.exp(y)) / np.sqrt(seeds)
         noisy = y[:, None] + rng.normal(0.0, 1.0, (len(x), replicates)) * scale[:, None]
-        interp = Akima1DInterpolator(x, np.column_stack([y, noisy]), axis=0)(fine)
+        values = np.column_stack([y, noisy])  # [sizes, 1 + R]
+        interp = Akima1DInterpolator(x, values, axis=0)(fine)
         arg = np.argmin(interp, axis=0)
-        edge = (arg == 0) | (arg == fine.size - 1)
+        lower, upper = _sides(x, values, fine[arg])
+        edge = ~(lower & upper)
         log_n_rep = fine[arg[1:]]
         valid = ~edge[1:]
         step = float(np.median(np.diff(x)))
         spread = float(np.std(log_n_rep[valid])) if valid.sum() > 1 else 0.0
         n_star = float(np.exp(fine[arg[0]]))
-        row.update(n_star=n_star, d_star=budget / (6 * n_star), loss_star=float(np.exp(interp[arg[0], 0])),
+        # L* = max(interpolated minimum, lowest measured log L - its noise sigma / sqrt(seeds)): no overshoot
+        low = int(np.argmin(y))
+        loss_star = float(np.exp(max(interp[arg[0], 0], y[low] - scale[low])))
+        row.update(n_star=n_star, d_star=budget / (6 * n_star), loss_star=loss_star,
                    valid_frac=float(valid.mean()),
                    sigma_log_n=max(spread, _SIGMA_FLOOR_STEPS * step) / max(float(valid.mean()), 1e-3))
         ci = percentile_interval(n_star, np.exp(log_n_rep), level)
@@ -166,8 +176,8 @@ def fit_isoflop(points: pd.DataFrame, noise: SeedNoise | None = None, replicates
         if "params" in g.columns:
             row["params_star"] = float(np.exp(np.interp(fine[arg[0]], x, np.log(g["params"].to_numpy(float)))))
         if edge[0]:
-            side = "smallest" if arg[0] == 0 else "largest"
-            row["note"] = f"argmin at the {side} N: dropped"
+            side, which = ("smallest", "smaller") if not lower[0] else ("largest", "larger")
+            row["note"] = f"argmin at the {side} N (no {which} measured size has a higher loss): dropped"
         else:
             row["used"] = True
         rows.append(row)
@@ -194,6 +204,13 @@ def fit_isoflop(points: pd.DataFrame, noise: SeedNoise | None = None, replicates
     b = percentile_interval(1 - slope[0], 1 - slope[1:], level)
     return IsoflopFit(budgets, a, b, float(icpt[0]), np.column_stack([slope[1:], icpt[1:]]), noise, curves,
                       level, notes)
+
+
+def _sides(x: np.ndarray, values: np.ndarray, x_star: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of `values` [sizes, K] (log-loss at sizes x): is some measured size below / above the argmin
+    x_star [K] higher than the lowest measured loss? Both: the minimum is interior (bracketed by measurements)."""
+    higher = values > values.min(axis=0)
+    return ((x[:, None] < x_star) & higher).any(axis=0), ((x[:, None] > x_star) & higher).any(axis=0)
 
 
 def _wls(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ from analysis.fit.budgets import declared_budgets
 from analysis.fit.bootstrap import DEFAULT_LEVEL, DEFAULT_REPLICATES, Interval, check_settings
 from analysis.fit.compare import TaxonomyTrend, compute_multiplier, exponent_difference, taxonomy_trends
 from analysis.fit.diagnostics import (DEFAULT_MAX_FACTOR, FitStatus, failed, frontier_status, isoflop_status,
-                                  parametric_status, worst)
+                                  multiplier_status, parametric_status)
 from analysis.errors import AnalysisError
 from analysis.fit.extrapolate import frontier_holdout, isoflop_holdout
 from analysis.fit.frontier import FrontierFit, fit_frontier, resolved_floor, smallest_final_flops
@@ -159,8 +159,9 @@ def _analyse_structure(table: RunTable, runs: pd.DataFrame, where: tuple[str | N
     if wall["run_id"].nunique() < runs["run_id"].nunique():
         res.status["wall_frontier"] = failed("some runs recorded no training seconds (wall_s) with their evaluations")
     else:
+        wall_floor = None if once else resolved_floor(wall, runs.set_index("run_id")["n_eff"])  # as for FLOPs
         res.wall_frontier = _attempt(res, "wall_frontier", fit_frontier, wall, noise,
-                                     seed=_fit_seed(seed, *where, "w"), **kw)
+                                     seed=_fit_seed(seed, *where, "w"), floor=wall_floor, **kw)
     points = isoflop_points(table, runs, interpolate_lr)
     res.isoflop = _attempt(res, "isoflop", fit_isoflop, points, noise, seed=_fit_seed(seed, *where, "i"), **kw)
     if res.isoflop is not None:
@@ -197,12 +198,13 @@ def _compare(sweep: str | None, name: str, runs: pd.DataFrame,
                 continue
             res.multiplier = compute_multiplier(res.frontier, dense.frontier, reference)
             res.d_alpha = exponent_difference(res.frontier, dense.frontier)
-            res.status["multiplier"] = worst({f"{label}'s frontier": res.status["frontier"],
-                                              f"{DENSE}'s frontier": dense.status["frontier"]})
+            res.status["multiplier"] = multiplier_status(res.multiplier, {
+                f"{label}'s frontier": res.status["frontier"], f"{DENSE}'s frontier": dense.status["frontier"]})
             if res.wall_frontier is not None and dense.wall_frontier is not None and np.isfinite(wall_ref):
                 res.wall_multiplier = compute_multiplier(res.wall_frontier, dense.wall_frontier, wall_ref)
-                res.status["wall_multiplier"] = worst({f"{label}'s wall-clock frontier": res.status["wall_frontier"],
-                                                       f"{DENSE}'s wall-clock frontier": dense.status["wall_frontier"]})
+                res.status["wall_multiplier"] = multiplier_status(res.wall_multiplier, {
+                    f"{label}'s wall-clock frontier": res.status["wall_frontier"],
+                    f"{DENSE}'s wall-clock frontier": dense.status["wall_frontier"]})
     fitted = exponent_fits(structures)
     tax = pd.DataFrame([{"label": s.label, "omega": s.omega, "psi": s.psi, "nu": s.nu}
                         for s in fitted.values() if s.omega is not None])

@@ -14,7 +14,8 @@ import pandas as pd
 
 from analysis.report import plots
 from analysis.fit.bootstrap import Interval
-from analysis.fit.inputs import frontier_curves, wall_curves
+from analysis.fit.inputs import CONFIG_COLS, HPARAM_COLS, frontier_curves, seed_noise, wall_curves
+from analysis.fit.isoflop import DEFAULT_BUDGET_TOLERANCE, assign_budgets
 from analysis.io.load import RunTable
 from analysis.fit.lr_transfer import CLEAR_SLOPE, lr_curves, transfer_comparison
 from analysis.report.build import DENSE, ExperimentResult, Report, StructureResult
@@ -197,8 +198,8 @@ def _frontier_table(exp: ExperimentResult, attr: str, unit: str) -> list[str]:
 
 
 def _minima_table(structures: dict[str, StructureResult]) -> list[str]:
-    """Per label and budget, whether the isoFLOP minimum is interior (not at the budget's smallest or largest
-    size): only interior minima enter N* ~ C^a."""
+    """Per label and budget, whether the isoFLOP minimum is interior (a measured size on each side of it has a
+    higher loss than the lowest measured one): only interior minima enter N* ~ C^a."""
     rows = []
     for s in structures.values():
         if s.isoflop is None:
@@ -209,12 +210,60 @@ def _minima_table(structures: dict[str, StructureResult]) -> list[str]:
             rows.append([s.label, f"{r.flops:.3g}", r.points, nstar, interior, r.note])
     if not rows:
         return []
-    return ["Minimum per budget: interior means it is not at the budget's smallest or largest size (an edge "
-            "minimum is dropped from the fit; centre that budget's sizes on N*).", "",
+    return ["Minimum per budget: interior means a measured size on each side of the minimum has a higher loss "
+            "than the lowest measured one (judged on the measurements, not the interpolant; any other minimum is "
+            "dropped from the fit; centre that budget's sizes on N*).", "",
             *_md_table(["label", "C", "sizes", "N*_eff", "interior", "note"], rows)]
 
 
-def _experiment_markdown(exp: ExperimentResult, figures: dict[str, Path], out: Path, level: float) -> list[str]:
+def best_final_losses(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per label, at the experiment's largest FLOP budget: the lowest over configurations (size and setting) of
+    their seed-mean final loss, so one-seed and several-seed labels are compared alike, with that config's width
+    and seeds, the seeds per config of the label (min and max) and the mean's 1 sd, L sigma / sqrt(seeds)."""
+    budget = assign_budgets(runs["flops"].to_numpy(float), DEFAULT_BUDGET_TOLERANCE)
+    top = runs[np.isclose(budget, budget.max(), rtol=1e-9)]
+    noise = seed_noise(runs)
+    configs = top.groupby(list(CONFIG_COLS + HPARAM_COLS), dropna=False, sort=False).agg(
+        loss=("final_val_loss", "mean"), seeds=("run_id", "size")).reset_index()
+    rows = []
+    for label, g in configs.groupby("label", sort=False):
+        best = g.loc[g["loss"].idxmin()]
+        sd = best["loss"] * noise.sigma / np.sqrt(best["seeds"]) if noise is not None else np.nan
+        rows.append({"label": label, "flops": float(budget.max()), "loss": float(best["loss"]), "width": best["width"],
+                     "seeds": int(best["seeds"]), "seeds_min": int(g["seeds"].min()),
+                     "seeds_max": int(g["seeds"].max()), "sd": float(sd)})
+    return pd.DataFrame(rows)
+
+
+def _loss_star(s: StructureResult | None, flops: float) -> str:
+    """The isoFLOP fit's minimum loss L*(C) at the budget nearest `flops` (within 10%), or `–`."""
+    if s is None or s.isoflop is None:
+        return "–"
+    b = s.isoflop.budgets
+    near = b[np.isclose(b["flops"], flops, rtol=DEFAULT_BUDGET_TOLERANCE) & np.isfinite(b["loss_star"])]
+    return "–" if near.empty else _cell(s, "isoflop", f"{near['loss_star'].iloc[0]:.4g}")
+
+
+def _best_final_table(exp: ExperimentResult, runs: pd.DataFrame) -> list[str]:
+    best = best_final_losses(runs)
+    if best.empty:
+        return []
+    flops = float(best["flops"].iloc[0])
+    rows = [[r.label, f"{r.loss:.4g}", r.width, r.seeds,
+             f"{r.seeds_min}" if r.seeds_min == r.seeds_max else f"{r.seeds_min}-{r.seeds_max}",
+             "–" if not np.isfinite(r.sd) else f"{r.sd:.2g}", _loss_star(exp.structures.get(r.label), flops)]
+            for r in best.itertuples()]
+    return [f"### Best final loss at C = {flops:.3g}", "",
+            "Each configuration's final loss is averaged over its seeds first; the best is the lowest of those "
+            "means over sizes and settings (a minimum over single seeds would favour labels with more runs). The "
+            "lowest of several noisy means still sits below the true minimum; the isoFLOP minimum L* uses every "
+            "size.", "",
+            *_md_table(["label", "best seed-mean final loss", "width", "seeds (that config)", "seeds per config",
+                        "1 sd of that mean", "isoFLOP L*"], rows)]
+
+
+def _experiment_markdown(exp: ExperimentResult, runs: pd.DataFrame, figures: dict[str, Path], out: Path,
+                         level: float) -> list[str]:
     structures = exp.structures
     lines = [f"## `{exp.title}`", "", f"{sum(s.runs for s in structures.values())} runs, {len(structures)} labels. "
              f"Intervals are {level:.0%} bootstrap percentile intervals.", ""]
@@ -223,6 +272,7 @@ def _experiment_markdown(exp: ExperimentResult, figures: dict[str, Path], out: P
                          f"{s.n_eff_range[0]:.3g}–{s.n_eff_range[1]:.3g}"] for s in structures.values()])
     lines += [f"- {n}" for n in exp.notes] + ([""] if exp.notes else [])
     lines += _status_table(exp)
+    lines += _best_final_table(exp, runs)
 
     lines += ["### Loss frontier (approach 1): L(C) = E + A C^-alpha, C in training FLOPs", ""]
     lines += _frontier_table(exp, "frontier", "FLOPs")
@@ -273,7 +323,8 @@ def _experiment_markdown(exp: ExperimentResult, figures: dict[str, Path], out: P
         for r in s.holdout.itertuples():
             what = "L*(C)" if r.fit == "frontier" else "N*(C)"
             pred = "–" if not np.isfinite(r.predicted) else f"{r.predicted:.4g} [{r.lo:.4g}, {r.hi:.4g}]"
-            inside = "–" if r.inside is None else ("yes" if r.inside else "no")
+            inside = "uninformative" if pd.notna(r.informative) and not r.informative else (
+                "–" if r.inside is None else ("yes" if r.inside else "no"))
             err = "–" if not np.isfinite(r.rel_error) else f"{r.rel_error:+.1%}"
             obs = "–" if not np.isfinite(r.observed) else f"{r.observed:.4g}"
             rows.append([s.label, what, r.held_out, f"{r.flops:.3g}", pred, obs, err, inside, r.note])
@@ -355,7 +406,9 @@ def markdown(report: Report, figures: dict[str, dict[str, Path]], out: Path) -> 
         lines += [f"`{exp.title}`", "", f"**{headline(exp)}**", ""] + verdict(exp) + transfer_lines(exp) + [""]
     lines += side_by_side(report)
     for exp in report.experiments:
-        lines += _experiment_markdown(exp, figures.get(exp.title, {}), out, report.level)
+        runs = report.tables[exp.sweep].runs
+        lines += _experiment_markdown(exp, runs[runs["experiment"] == exp.name], figures.get(exp.title, {}), out,
+                                      report.level)
     if report.coordchecks:
         lines += ["## Coordinate checks", "", "Activation-update size per layer against width, from "
                   f"`python -m scaling.coordcheck` ({', '.join(report.coordchecks)}).", ""]

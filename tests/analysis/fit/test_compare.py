@@ -111,3 +111,12 @@ def test_transfer_comparison_pairs_parametrizations_of_one_structure():
     assert list(out.index) == ["btt", "kron"]  # dense has no naive row to compare with
     assert out.loc["btt", "clearly_less"] and not out.loc["kron", "clearly_less"]  # 0.2 vs 0.35: within 0.3
     assert out.loc["kron", "slope_naive"] == 0.35
+
+
+def test_held_out_frontier_loss_is_the_lowest_seed_mean():
+    from analysis.fit.extrapolate import _lowest_mean
+    reads = pd.DataFrame({"config": [0, 0, 1], "loss": [2.0, 2.2, 2.05]})
+    # config 0's seeds: exp(mean(log 2.0, log 2.2)) = sqrt(4.4) = 2.098, above config 1's 2.05 (not seed 0's 2.0)
+    assert _lowest_mean(reads) == pytest.approx(2.05)
+    assert _lowest_mean(reads.assign(loss=[2.0, 2.08, 2.05])) == pytest.approx(np.sqrt(2.0 * 2.08))
+    assert np.isnan(_lowest_mean(reads.head(0)))

@@ -84,3 +84,53 @@ def test_resolved_floor_is_where_a_larger_run_first_holds_the_envelope():
     assert resolved_floor(early, pd.Series({"s": 1e4, "l": 1e5})) == pytest.approx(floor)
     behind = curves.assign(loss=np.r_[small, small + 1.0])  # the larger run never catches up
     assert resolved_floor(behind, pd.Series({"s": 1e4, "l": 1e5})) is None  # the smallest always wins: unresolved
+
+
+def straddle_curves() -> pd.DataFrame:
+    """The structures_gpt2 bug in miniature. Floor 1e12 (the small run's final FLOPs). Run m, evaluated every
+    0.08 decade off the bin grid (points at 10^11.99 and 10^12.07 around the floor), is the best run from
+    the floor on; run big is evaluated only at log-spaced points, one of them (10^12.02) just above the floor,
+    where it is far behind m."""
+    law = lambda c: 2.0 + 0.8 * (c / 1e12) ** -0.3  # noqa: E731
+    m = 10 ** (11.99 + 0.08 * np.arange(-24, 29))  # 10^10.07 ... 10^14.23
+    big = 10 ** np.array([10.0, 12.02, 13.0, 14.3])
+    small = np.geomspace(1e10, 1e12, 9)
+    return pd.DataFrame({"run_id": ["m"] * m.size + ["big"] * big.size + ["s"] * small.size,
+                         "flops": np.r_[m, big, small],
+                         "loss": np.r_[law(m), law(big) + 0.4 * (big < 1e13), law(small) + 0.6]})
+
+
+def test_the_floor_drops_bins_after_whole_curves_are_interpolated():
+    curves = straddle_curves()
+    fit = fit_frontier(curves, SeedNoise(0.01, 0, "given"), replicates=20)
+    first = fit.envelope.iloc[0]
+    # The first bin is at the floor, 1e12. Before the fix the rows below the floor were dropped before
+    # interpolating: m's curve then started at 10^12.07 (in the next bin) and the bin went to big's raw point at
+    # 10^12.02, loss 2.0 + 0.8 * 10^(-0.3 * 0.02) + 0.4 = 3.189. Now it is m's curve interpolated (log-log)
+    # between its points at 10^11.99 and 10^12.07: by hand, log L = (7/8) log L(10^11.99) + (1/8) log L(10^12.07).
+    law = lambda lc: 2.0 + 0.8 * 10 ** (-0.3 * (lc - 12))  # noqa: E731
+    expected = np.exp(7 / 8 * np.log(law(11.99)) + 1 / 8 * np.log(law(12.07)))
+    assert first["flops"] == pytest.approx(1e12)
+    assert first["run_id"] == "m" and first["loss"] == pytest.approx(expected, rel=1e-9)
+    assert expected == pytest.approx(2.8, abs=0.002)  # the law at the floor, far below big's 3.19
+    # No raw point is a candidate: every envelope point sits on a bin centre (1/8 decade).
+    k = np.log10(fit.envelope["flops"].to_numpy()) * 8
+    np.testing.assert_allclose(k, np.rint(k), atol=1e-9)
+
+
+def test_seeds_are_averaged_before_the_envelope_minimum():
+    flops = np.geomspace(1e10, 1e12, 17)  # on bin centres: 1/8 decade apart
+    law = 2.0 + 30 * flops ** -0.2
+    curves = pd.DataFrame({
+        "run_id": np.repeat(["a0", "a1", "b"], flops.size), "flops": np.tile(flops, 3),
+        "loss": np.r_[law * 0.97, law * 1.03, law * 0.99], "config": np.repeat(["a", "a", "b"], flops.size)})
+    grid = envelope_grid(curves, per_decade=8)
+    assert list(grid.run_ids) == ["a0", "b"] and list(grid.seeds) == [2, 1]
+    # config a's seed mean in log-loss: log(law) + (log 0.97 + log 1.03) / 2, above b's log(law) + log 0.99
+    c, loss, kept = lower_envelope(grid.log_loss, grid.log_flops)
+    np.testing.assert_allclose(np.exp(loss[kept]), law * 0.99, rtol=1e-12)  # the one-seed b, not seed a0's 0.97
+    np.testing.assert_allclose(grid.log_loss[0], np.log(law) + 0.5 * np.log(0.97 * 1.03), rtol=1e-12)
+    # a bin only one seed covers is left out of the mean
+    short = curves[~((curves["run_id"] == "a1") & (curves["flops"] > 1.1e11))]
+    grid = envelope_grid(short, per_decade=8)
+    assert np.isinf(grid.log_loss[0, flops > 1.1e11]).all() and np.isfinite(grid.log_loss[0, flops < 1e11]).all()

@@ -78,3 +78,33 @@ def test_degenerate_input_messages():
         fit_isoflop(two_sizes)
     with pytest.raises(AnalysisError, match="1e\\+18: only 2 sizes \\(needs 3\\)"):
         fit_isoflop(two_sizes, SeedNoise(0.01, 0, "given"))
+
+
+def budgets_with(first_log_loss: list[float]) -> pd.DataFrame:
+    """Budget 1e17 has the given log-losses at sizes 1e6 * e^(0..4); budgets 1e18 and 1e19 are clean parabolas."""
+    sizes = 1e6 * np.exp(np.arange(5.0))
+    first = pd.DataFrame({"flops": 1e17, "n": sizes, "loss": np.exp(first_log_loss)})
+    rest = parabola_points([1e18, 1e19], lambda c: 1e6 * np.exp(2.0), sizes=sizes)
+    return pd.concat([first, rest], ignore_index=True)
+
+
+def test_interior_is_judged_on_measured_sizes_not_on_the_interpolant():
+    # The measured minimum is the smallest size; Akima's argmin lies at log N - log 1e6 = 0.48 (inside the grid),
+    # which the old rule (argmin not at a grid end) called interior. No smaller size is measured higher: dropped.
+    fit = fit_isoflop(budgets_with([1.0, 1.001, 1.1, 1.3, 1.6]), SeedNoise(0.01, 0, "given"), replicates=100)
+    row = fit.budgets.iloc[0]  # budget 1e17
+    assert np.log(row["n_star"] / 1e6) == pytest.approx(0.48)
+    assert not row["used"]
+    assert row["note"] == "argmin at the smallest N (no smaller measured size has a higher loss): dropped"
+    assert fit.budgets["used"].sum() == 2
+
+
+def test_minimum_loss_is_not_below_the_measurements_by_more_than_the_noise():
+    # Akima overshoots 0.053 below the lowest measured log-loss (1.0) between sizes 1 and 2; that minimum is
+    # interior (1.3 on the left, 1.005 on the right are higher), and L* is clipped to exp(1.0 - sigma).
+    fit = fit_isoflop(budgets_with([1.3, 1.0, 1.005, 1.3, 1.6]), SeedNoise(0.01, 0, "given"), replicates=100)
+    row = fit.budgets.iloc[0]  # budget 1e17
+    assert row["used"]
+    assert row["loss_star"] == pytest.approx(np.exp(1.0 - 0.01), rel=1e-12)
+    # the clean parabolas' minimum (log L = 1 at a measured size) is not clipped: L* = e exactly
+    assert fit.budgets.iloc[1]["loss_star"] == pytest.approx(np.exp(1.0), rel=1e-9)
