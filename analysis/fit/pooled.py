@@ -14,9 +14,9 @@ ratio LR = (RSS_shared - RSS_per_label) / var is compared with its distribution 
 
 Bootstrap (whole runs, seeds as the noise): a replicate keeps the design (sizes, budgets) and redraws every
 run as another seed would: y* = fit + u_run + e_read, u ~ N(0, rho var), e ~ N(0, (1 - rho) var), so a run's
-reads move together (correlation rho between two reads of one run, measured from the per-label model's
-residuals corrected for what the fit absorbed, CR2). var is the mean square of those residuals, with the seed
-noise as its floor when known. The percentile interval of each quantity over converged replicates is reported;
+reads move together. var and rho (the correlation of two reads of one run) are moment estimates from the
+per-label model's residuals that allow for what the fit absorbed (`noise_moments`), with the seed noise as a
+floor of var when known. The percentile interval of each quantity over converged replicates is reported;
 replicates that do not converge are dropped and counted. The LR statistic's null distribution comes from the
 replicates drawn from the shared fit: p = (1 + #{LR* >= LR}) / (1 + B).
 """
@@ -38,7 +38,6 @@ SUPPORT_LEVEL = 0.05  # the shared model is supported unless the test rejects it
 _STARTS_E = (0.1, 0.5, 0.8, 0.95)  # E / (lowest loss) at the starts of the point fit
 _STARTS_ALPHA = (0.1, 0.3, 1.0)
 _MAX_ITER = 200
-_MIN_SHARE = 0.05  # the residual of a read the fit absorbs almost wholly is inflated at most 1/sqrt(0.05)
 _E_MAX = 0.99  # E below 0.99 of the lowest loss
 _TOL = 1e-7  # converged: a further step could lower the RSS by less than this fraction
 
@@ -216,29 +215,24 @@ def _point(d: _Design, y: np.ndarray, shared: bool) -> tuple[np.ndarray, float]:
     return theta[best], float(rss[best])
 
 
-def _run_residuals(model, theta: np.ndarray, resid: np.ndarray, run: np.ndarray) -> np.ndarray:
-    """Each run's residual vector corrected for what the fit absorbed (CR2, Bell and McCaffrey):
-    e_r (I - H_rr)^(-1/2), H = J (J'J)^+ J' the hat matrix of the linearised fit, H_rr its block of run r's reads."""
-    J = model(theta[None], jac=True)[1][0]  # [n, p]
-    JM = J @ np.linalg.pinv(J.T @ J, hermitian=True)
-    out = resid.copy()
-    for r in np.unique(run):
-        idx = np.flatnonzero(run == r)
-        w, v = np.linalg.eigh(np.eye(idx.size) - JM[idx] @ J[idx].T)
-        out[idx] = v @ ((v.T @ resid[idx]) / np.sqrt(np.clip(w, _MIN_SHARE, None)))
-    return out
+def noise_moments(J: np.ndarray, resid: np.ndarray, run: np.ndarray) -> tuple[float, float]:
+    """(var, rho) of the noise of log L, Sigma = var ((1 - rho) I + rho B) with B_ij = 1 when reads i and j belong
+    to one run, unbiased by moments of the linearised fit's residuals e = M y (M = I - J (J'J)^+ J'):
 
-
-def read_correlation(resid: np.ndarray, run: np.ndarray) -> float:
-    """Correlation of two reads of one run, pooled over runs: mean e_i e_j over pairs i != j of a run / mean e^2."""
-    sums = np.bincount(run, weights=resid)
-    squares = np.bincount(run, weights=resid ** 2)
-    counts = np.bincount(run)
-    pairs = (counts * (counts - 1)).sum()
-    if pairs == 0:
-        return 0.0
-    cross = (sums ** 2 - squares).sum() / pairs  # sum over ordered pairs i != j of e_i e_j, per pair
-    return float(np.clip(cross / np.mean(resid ** 2), 0.0, 0.99))
+        E[e'e]         = a tr(M) + b tr(M B)                      a = var (1 - rho), b = var rho
+        E[e'(B - I)e]  = a tr((B - I) M) + b tr((B - I) M B M)
+    """
+    M = np.eye(len(resid)) - J @ np.linalg.pinv(J.T @ J, hermitian=True) @ J.T
+    B = (run[:, None] == run[None, :]).astype(float)
+    C = B - np.eye(len(resid))
+    MB = M @ B
+    lhs = np.array([[np.trace(M), np.trace(MB)], [np.trace(C @ M), np.sum(C * (MB @ M).T)]])
+    rhs = np.array([resid @ resid, resid @ C @ resid])
+    a, b = np.linalg.lstsq(lhs, rhs, rcond=None)[0]
+    a, b = max(a, 0.0), max(b, 0.0)
+    if a + b <= 0:
+        return float(resid @ resid / len(resid)), 0.0
+    return float(a + b), float(min(b / (a + b), 0.99))
 
 
 def _simulate(fitted: np.ndarray, run: np.ndarray, var: float, rho: float, rng: np.random.Generator,
@@ -277,6 +271,9 @@ def fit_pooled(reads: pd.DataFrame, reference: str | None = None, reference_flop
     if len(reads) <= p_alt:
         raise AnalysisError(f"a pooled fit of {L} labels has {p_alt} parameters and needs more reads; got "
                             f"{len(reads)}. Add runs or budgets")
+    if reads["flops"].nunique() < 2:
+        raise AnalysisError("a pooled fit needs reads at 2 or more budgets (the loss-vs-compute slope sets the "
+                            f"multipliers); all {len(reads)} are at C = {reads['flops'].iloc[0]:.3g}")
     lab = reads["label"].map({k: i for i, k in enumerate(labels)}).to_numpy()
     log_c, log_n = np.log(reads["flops"].to_numpy(float)), np.log(reads["n"].to_numpy(float))
     c0, x0 = log_c.mean(), log_n.mean()
@@ -292,10 +289,9 @@ def fit_pooled(reads: pd.DataFrame, reference: str | None = None, reference_flop
     rss1 = min(rss1, rss0)  # nested: the per-label model is never worse than the shared one
     n = y.size
     fit0, fit1 = d.shared(th0[None])[0], d.per_label(th1[None])[0]
-    resid = _run_residuals(d.per_label, th1, y - fit1, run)
-    var = float(np.mean(resid ** 2))  # noise variance of log L; the seed noise, when known, is its floor
-    var = max(var, float(sigma) ** 2) if sigma is not None else var
-    sigma, rho = float(np.sqrt(var)), read_correlation(resid, run)
+    var, rho = noise_moments(d.per_label(th1[None], jac=True)[1][0], y - fit1, run)
+    var = max(var, float(sigma) ** 2) if sigma is not None else var  # the seed noise, when known, is a floor
+    sigma = float(np.sqrt(var))
     lr = (rss0 - rss1) / var
 
     rng = np.random.default_rng(seed)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from analysis import table_from_records
+from analysis.errors import AnalysisError
 from analysis.fit.bootstrap import Interval
 from analysis.fit.coverage import MULTIPLIERS, Cell, draw_reads, label_law, run_cells, summary
-from analysis.fit.pooled import fit_pooled, multiplier_status
+from analysis.fit.pooled import fit_pooled, multiplier_status, noise_moments
 from analysis.io.synthetic import HOFFMANN, Law, SyntheticStructure, SyntheticSweep
 from analysis.report.build import analyse
 from analysis.report.markdown import headline, markdown
@@ -37,6 +38,29 @@ def test_different_exponents_are_detected_and_cited():
     assert fit.multiplier("steep") is fit.labels["steep"].multiplier_per_label
     alphas = {k: v.alpha_per_label for k, v in fit.labels.items()}
     assert alphas["steep"].lo > alphas["dense"].hi
+
+
+def test_noise_moments_are_unbiased_after_the_fit():
+    """Reads of one run share an offset (correlation 0.6); least squares absorbs part of the noise, the moments
+    allow for it: over many draws the estimates average to the truth."""
+    rng = np.random.default_rng(0)
+    run = np.repeat(np.arange(40), rng.integers(1, 5, 40))
+    J = rng.normal(size=(run.size, 12))
+    M = np.eye(run.size) - J @ np.linalg.pinv(J)
+    est = []
+    for _ in range(300):
+        noise = 0.017 * (np.sqrt(0.6) * rng.normal(size=40)[run] + np.sqrt(0.4) * rng.normal(size=run.size))
+        est.append(noise_moments(J, M @ noise, run))
+    var, rho = np.mean(est, axis=0)
+    assert var == pytest.approx(0.017 ** 2, rel=0.03) and rho == pytest.approx(0.6, abs=0.05)
+
+
+def test_one_budget_or_one_label_is_refused():
+    reads = draw_reads(Cell(0.3, 1), np.random.default_rng(2))
+    with pytest.raises(AnalysisError, match="needs reads at 2 or more budgets"):
+        fit_pooled(reads[reads["flops"] == reads["flops"].min()], replicates=20)
+    with pytest.raises(AnalysisError, match="needs at least 2"):
+        fit_pooled(reads[reads["label"] == "dense"], replicates=20)
 
 
 def test_multiplier_status():
