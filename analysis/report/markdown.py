@@ -208,7 +208,8 @@ def _pooled_table(exp: ExperimentResult) -> list[str]:
              f"**{'a shared exponent' if p.model == 'shared' else 'per-label exponents'}** (shared unless p < 0.05), "
              f"cited below. Shared alpha = {_iv(p.alpha)}. Bootstrap: every run redrawn whole as another seed "
              f"would be (noise {p.sigma:.3g} in log loss, correlation {p.correlation:.2f} between two reads of a "
-             "run). Status: ok when hi/lo <= 2.5 and the interval holds its point.", ""]
+             "run), bias-corrected percentile intervals. Status: ok when hi/lo <= 2.5 and the interval holds its "
+             "point.", ""]
     rows = []
     for label, r in p.labels.items():
         m = p.multiplier(label)
