@@ -1,4 +1,4 @@
-"""`python -m analysis {report, plan-next, fit-parametric, fit-frontier, isoflop}`.
+"""`python -m analysis {report, plan-next, fit-parametric, fit-frontier, isoflop, coverage}`.
 
 Input the analysis cannot use (AnalysisError) is printed as one `error:` line on stderr with exit status 2,
 like an argparse usage error, never as a traceback; the arguments it names are named as this command's flags.
@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 
+from analysis.fit import coverage
 from analysis.fit.bootstrap import DEFAULT_LEVEL, DEFAULT_REPLICATES, Interval
 from analysis.fit.diagnostics import DEFAULT_MAX_FACTOR
 from analysis.errors import AnalysisError
@@ -130,6 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     iso.add_argument("--loss-noise", type=float, metavar="SIGMA",
                      help="absolute loss noise std for the bootstrap (as published isoFLOP studies give it)")
     _hparam_args(iso)
+
+    cov = sub.add_parser("coverage", help="how often the pooled fit's 95%% intervals hold the truth, on simulated "
+                                          "sweeps with known multipliers and exponent")
+    cov.add_argument("--cells", nargs="+", default=list(coverage.CELLS), metavar="DECADESxSEEDS",
+                     help="budget span in decades x seeds per config, e.g. 0.3x1 1.5x3 (default: %(default)s)")
+    cov.add_argument("--sweeps", type=int, default=200, help="simulated sweeps per cell")
+    cov.add_argument("--replicates", type=int, default=200, help="bootstrap replicates per fit")
+    cov.add_argument("--seed", type=int, default=0, help="seed of the simulation")
+    cov.add_argument("--out", required=True, help="directory for coverage.csv, summary.csv and coverage.md")
     return parser
 
 
@@ -279,8 +290,18 @@ def _plan_next(args: argparse.Namespace) -> str:
                       f"next: python -m scaling.launch +sweep={name}{where} dry_run=true"])
 
 
+def _coverage(args: argparse.Namespace) -> str:
+    command = (f"OMP_NUM_THREADS=1 python -m analysis coverage --cells {' '.join(args.cells)} --sweeps {args.sweeps} "
+               f"--replicates {args.replicates} --seed {args.seed} --out {args.out}")
+    done = []
+    for i, cell in enumerate(args.cells):  # the table is rewritten after each cell
+        done.append(coverage.run_cells([coverage.Cell.parse(cell)], args.sweeps, args.seed + i, args.replicates))
+        path = coverage.write(pd.concat(done, ignore_index=True), Path(args.out), command)
+    return coverage.summary(pd.concat(done, ignore_index=True)).to_string(index=False) + f"\nwrote {path}"
+
+
 COMMANDS = {"report": _report, "plan-next": _plan_next, "fit-parametric": _parametric, "fit-frontier": _frontier,
-            "isoflop": _isoflop}
+            "isoflop": _isoflop, "coverage": _coverage}
 
 
 def flag_message(err: AnalysisError) -> str:

@@ -82,3 +82,26 @@ def isoflop_points(table: RunTable, runs: pd.DataFrame, interpolate_lr: bool = F
     info = runs[["run_id", "n_eff", "params", *HPARAM_COLS]]
     points = reads.merge(info, on="run_id")
     return best_over_hparams(points, "n_eff", ("parametrization", "batch_size"), "lr", interpolate_lr)
+
+
+def pooled_reads(table: RunTable, runs: pd.DataFrame,
+                 tolerance: float = DEFAULT_BUDGET_TOLERANCE) -> pd.DataFrame:
+    """Rows (label, run_id, flops, n, loss): every run's loss at each budget its curve passes, per label, keeping
+    at each (label, budget, N_eff) only the runs (seeds) of the best hyperparameter setting."""
+    frames = []
+    for label, mine in runs.groupby("label", sort=False):
+        curves, once = frontier_curves(table, mine), final_only(mine)
+        firsts = curves[~curves["run_id"].isin(once)].groupby("run_id")["flops"].min().to_numpy()
+        budgets = budget_grid(mine["flops"].to_numpy(float), tolerance, firsts, declared_budgets(mine, once))
+        reads = read_at_budgets(curves, budgets, once, tolerance).merge(
+            mine[["run_id", "n_eff", *HPARAM_COLS]], on="run_id")
+        cell = _group_codes(reads, ("flops", "n_eff"))
+        setting = _group_codes(reads, ("flops", "n_eff", *HPARAM_COLS))
+        mean_log = pd.Series(np.log(reads["loss"].to_numpy(float))).groupby(setting).transform("mean")
+        best = mean_log.groupby(cell).transform("min")
+        keep = np.isclose(mean_log.to_numpy(), best.to_numpy(), rtol=0, atol=1e-12)
+        frames.append(pd.DataFrame({"label": label, "run_id": reads["run_id"].to_numpy()[keep],
+                                    "flops": reads["flops"].to_numpy(float)[keep],
+                                    "n": reads["n_eff"].to_numpy(float)[keep],
+                                    "loss": reads["loss"].to_numpy(float)[keep]}))
+    return pd.concat(frames, ignore_index=True)

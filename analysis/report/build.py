@@ -4,8 +4,9 @@ Each sweep is analysed on its own (a run two sweeps share is in both, under each
 sweep labels are compared within an experiment (model family / data set). Per label: the loss frontier
 (approach 1) against FLOPs and against measured training seconds, isoFLOP optima (approach 2, read from every
 run's curve), the parametric law (approach 3), held-out-budget checks and a status per fit
-(analysis.fit.diagnostics); against dense the compute multiplier and exponent difference; per experiment the
-Einsum taxonomy trends and learning-rate transfer. A fit that cannot be made is reported as failed with its
+(analysis.fit.diagnostics); against dense the compute multiplier and exponent difference; per experiment the pooled
+compute multipliers of every label (analysis.fit.pooled, the report's headline), the Einsum taxonomy trends and
+learning-rate transfer. A fit that cannot be made is reported as failed with its
 reason; only when no fit at all succeeds does the analysis raise.
 """
 
@@ -26,13 +27,15 @@ from analysis.fit.diagnostics import (DEFAULT_MAX_FACTOR, FitStatus, failed, fro
 from analysis.errors import AnalysisError
 from analysis.fit.extrapolate import frontier_holdout, isoflop_holdout
 from analysis.fit.frontier import FrontierFit, fit_frontier, resolved_floor, smallest_final_flops
-from analysis.fit.inputs import best_lr_runs, final_only, frontier_curves, isoflop_points, seed_noise, wall_curves
+from analysis.fit.inputs import (best_lr_runs, final_only, frontier_curves, isoflop_points, pooled_reads, seed_noise,
+                                 wall_curves)
 from analysis.fit.isoflop import IsoflopFit, fit_isoflop
 from analysis.io.load import RunTable
 from analysis.fit.lr_transfer import lr_drift, lr_sweeps
 from analysis.fit.noise import SeedNoise, given_noise
 from analysis.report.parallel import parallel_map
 from analysis.fit.parametric import ParametricFit, fit_parametric
+from analysis.fit.pooled import PooledFit, fit_pooled, multiplier_status
 from analysis.fit.taxonomy import coordinates
 
 DENSE = "dense"
@@ -60,7 +63,7 @@ class StructureResult:
     multiplier: Interval | None = None
     wall_multiplier: Interval | None = None
     d_alpha: Interval | None = None
-    status: dict[str, FitStatus] = field(default_factory=dict)  # FITS, plus multiplier / wall_multiplier
+    status: dict[str, FitStatus] = field(default_factory=dict)  # FITS, multiplier / wall_multiplier / pooled
     notes: list[str] = field(default_factory=list)
 
     def any_fit(self) -> bool:
@@ -79,6 +82,7 @@ class ExperimentResult:
     lr_drift: pd.DataFrame
     trends: list[TaxonomyTrend]
     notes: list[str] = field(default_factory=list)
+    pooled: PooledFit | None = None  # the joint fit of every label (status per label: structures' "pooled")
 
     @property
     def title(self) -> str:
@@ -215,6 +219,27 @@ def _compare(sweep: str | None, name: str, runs: pd.DataFrame,
     return ExperimentResult(sweep, name, structures, reference, sweeps, lr_drift(sweeps), trends, notes)
 
 
+def _pooled(table: RunTable, runs: pd.DataFrame, exp: ExperimentResult, given: SeedNoise | None,
+            replicates: int, seed: int, level: float) -> None:
+    """The pooled fit of an experiment with 2+ labels (reference: dense if present), each label's status."""
+    labels = _ordered(list(runs["label"].unique()))
+    if len(labels) < 2:
+        return
+    noise = given or seed_noise(runs)
+    reads = pooled_reads(table, runs)
+    sigma = None if noise is None else float(np.median(noise.log_sigma(reads["loss"].to_numpy(float))))
+    flops = float(runs.loc[runs["label"] == labels[0], "flops"].max())
+    try:
+        exp.pooled = fit_pooled(reads, labels[0], flops, sigma, replicates,
+                                _fit_seed(seed, exp.sweep, exp.name, "pool"), level)
+    except AnalysisError as err:
+        exp.notes.append(f"no pooled fit: {err}")
+        return
+    for label, res in exp.structures.items():
+        if label != exp.pooled.reference:
+            res.status["pooled"] = multiplier_status(exp.pooled.multiplier(label))
+
+
 def analyse(tables: RunTable | Mapping[str | None, RunTable], source: str = "",
             replicates: int = DEFAULT_REPLICATES, seed: int = 0, level: float = DEFAULT_LEVEL,
             workers: int | None = None, coordchecks: dict[str, pd.DataFrame] | None = None,
@@ -249,6 +274,7 @@ def analyse(tables: RunTable | Mapping[str | None, RunTable], source: str = "",
     for (sweep, name), runs in groups.items():
         structures = {res.label: res for key, res in zip(keys, results) if key == (sweep, name)}
         experiments.append(_compare(sweep, name, runs, structures))
+        _pooled(tables[sweep], runs, experiments[-1], given, replicates, seed, level)
     if not any(s.any_fit() for e in experiments for s in e.structures.values()):
         detail = "; ".join(f"{e.title} {s.label} {fit}: {st.text()}" for e in experiments
                            for s in e.structures.values() for fit, st in s.status.items() if fit in FITS)
@@ -277,7 +303,7 @@ def report_dict(report: Report) -> dict:
             "taxonomy_trends": {t.coordinate: t.slope.to_dict() for t in exp.trends},
             "lr_sweeps": exp.lr_sweeps.to_dict(orient="records"),
             "lr_drift": exp.lr_drift.to_dict(orient="records"),
-            "notes": exp.notes,
+            "pooled": fit(exp.pooled), "notes": exp.notes,
         })
     excluded = sum(len(t.excluded) for t in report.tables.values())
     return {"source": report.source, "sweeps": list(report.tables), "runs_used": report.runs_used,

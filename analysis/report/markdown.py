@@ -1,7 +1,8 @@
 """The report as Markdown, and the figures each experiment's results support.
 
-The report opens with a verdict per label that cites only fits with status ok; every table shows a weak fit's
-numbers marked `(weak)` and a failed fit greyed, with its reason instead of numbers.
+The report opens with a verdict per label that cites only fits with status ok; its headline per experiment cites
+the pooled compute multipliers (one joint fit of every label) of the model the data support. Every table shows a
+weak fit's numbers marked `(weak)` and a failed fit greyed, with its reason instead of numbers.
 """
 
 from __future__ import annotations
@@ -96,31 +97,42 @@ def _figures(figures: dict[str, Path], names: tuple[str, ...], out: Path) -> lis
     return lines + [""] if lines else []
 
 
+def _pooled_model(exp: ExperimentResult) -> str:
+    p = exp.pooled
+    name = "a shared exponent" if p.model == "shared" else "per-label exponents"
+    return f"pooled fit, {name}: the test of per-label exponents gives p = {p.p_value:.2g}"
+
+
 def headline(exp: ExperimentResult) -> str:
-    """One plain sentence per experiment: which label wins per FLOP against dense, citing only ok multipliers."""
+    """One plain sentence per experiment: which label wins per FLOP against the reference, citing only ok
+    multipliers: the pooled fit's (of the model the data support) where there is one, else each frontier's."""
+    pooled = exp.pooled
+    ref = pooled.reference if pooled else DENSE
+    key = "pooled" if pooled else "multiplier"
     said, unsure = [], []
     for s in exp.structures.values():
-        if s.label == DENSE:
+        if s.label == ref:
             continue
-        status = s.status.get("multiplier")
-        if s.multiplier is None or status is None or not status.ok:
+        status = s.status.get(key)
+        m = pooled.multiplier(s.label) if pooled else s.multiplier
+        if m is None or status is None or not status.ok:
             unsure.append(f"{s.label} ({status.status if status else 'no fit'})")
             continue
-        m = s.multiplier
         if m.lo > 1:
-            said.append(f"{s.label} beats {DENSE} per FLOP: it reaches dense's loss with {m.value:.3g}x less compute "
+            said.append(f"{s.label} beats {ref} per FLOP: it reaches {ref}'s loss with {m.value:.3g}x less compute "
                         f"({_iv(m)})")
         elif m.hi < 1:
-            said.append(f"{s.label} is behind {DENSE} per FLOP: it needs {1 / m.value:.3g}x more compute for dense's "
+            said.append(f"{s.label} is behind {ref} per FLOP: it needs {1 / m.value:.3g}x more compute for {ref}'s "
                         f"loss (multiplier {_iv(m)})")
         else:
-            said.append(f"{s.label} and {DENSE} cannot be told apart per FLOP (multiplier {_iv(m)} includes 1)")
-    if exp.reference_flops is None:
+            said.append(f"{s.label} and {ref} cannot be told apart per FLOP (multiplier {_iv(m)} includes 1)")
+    flops = pooled.reference_flops if pooled else exp.reference_flops
+    if flops is None:
         return "No dense frontier: nothing is compared per FLOP."
-    where = f"At C = {exp.reference_flops:.3g} FLOPs: "
+    where = f"At C = {flops:.3g} FLOPs ({_pooled_model(exp)}): " if pooled else f"At C = {flops:.3g} FLOPs: "
     if not said:
         return (where + "the evidence is too weak to say which label wins per FLOP: no compute multiplier vs "
-                f"{DENSE} has status ok ({', '.join(unsure) or 'none fitted'}; see Fit status).")
+                f"{ref} has status ok ({', '.join(unsure) or 'none fitted'}; see Fit status).")
     tail = f" Too weak to cite: {', '.join(unsure)}." if unsure else ""
     return where + "; ".join(said) + "." + tail
 
@@ -142,6 +154,9 @@ def verdict(exp: ExperimentResult) -> list[str]:
     lines = []
     for s in exp.structures.values():
         said = []
+        if s.status.get("pooled") and s.status["pooled"].ok:
+            said.append(f"pooled compute multiplier vs {exp.pooled.reference} ({exp.pooled.model} exponent, "
+                        f"C = {exp.pooled.reference_flops:.3g}) = {_iv(exp.pooled.multiplier(s.label))}")
         if s.status.get("frontier") and s.status["frontier"].ok:
             said.append(f"loss frontier L - E ~ C^-alpha with alpha = {_iv(s.frontier.params['alpha'])}")
         if s.status.get("isoflop") and s.status["isoflop"].ok:
@@ -176,6 +191,37 @@ def _status_table(exp: ExperimentResult) -> list[str]:
             for s in exp.structures.values() for fit, st in s.status.items()]
     return ["### Fit status", "", "ok: cited in the verdict; weak: numbers shown, not cited; failed: no numbers "
             "(the reason instead).", ""] + _md_table(["label", "fit", "status", "reasons"], rows)
+
+
+def _pooled_table(exp: ExperimentResult) -> list[str]:
+    """Every label's pooled multiplier under the supported model first, then both models side by side."""
+    p = exp.pooled
+    if p is None:
+        return []
+    lines = ["### Compute multipliers (pooled fit)", "",
+             f"One fit of all labels' reads (every run at every budget it passes): per label an isoFLOP parabola in "
+             f"log N around its optimum, whose minimum is L*(C) = E + A (k C)^-alpha with one shape for all labels "
+             f"and a multiplier k per label (shared exponent), or E + A_l C^-alpha_l (per-label exponents). The "
+             f"multiplier is how many times more compute {p.reference} needs for the label's loss at C = "
+             f"{p.reference_flops:.3g}. Per-label exponents against a shared one: likelihood ratio "
+             f"{p.lr_statistic:.3g}, p = {p.p_value:.2g} from {p.replicates} bootstrap replicates under the shared "
+             f"fit; the data support "
+             f"**{'a shared exponent' if p.model == 'shared' else 'per-label exponents'}** (shared unless p < 0.05), "
+             f"cited below. Shared alpha = {_iv(p.alpha)}. Bootstrap: every run redrawn whole as another seed "
+             f"would be (noise {p.sigma:.3g} in log loss, correlation {p.correlation:.2f} between two reads of a "
+             "run), bias-corrected percentile intervals. Status: ok when hi/lo <= 2.5 and the interval holds its "
+             "point.", ""]
+    rows = []
+    for label, r in p.labels.items():
+        m = p.multiplier(label)
+        st = exp.structures[label].status.get("pooled")
+        width = f"{m.hi / m.lo:.3g}" if label != p.reference and m.lo > 0 else "–"
+        rows.append([label, r.runs, "1 (reference)" if label == p.reference else _iv(m), width,
+                     st.text() if st else "reference", _iv(r.multiplier), _iv(r.multiplier_per_label),
+                     _iv(r.alpha_per_label)])
+    lines += _md_table(["label", "runs", f"multiplier at C = {p.reference_flops:.3g} ({p.model})", "hi/lo", "status",
+                        "shared-exponent model", "per-label model", "per-label alpha"], rows)
+    return lines + [f"- {n}" for n in p.notes] + ([""] if p.notes else [])
 
 
 def _frontier_table(exp: ExperimentResult, attr: str, unit: str) -> list[str]:
@@ -271,6 +317,7 @@ def _experiment_markdown(exp: ExperimentResult, runs: pd.DataFrame, figures: dic
                        [[s.label, s.structure, s.runs, f"{s.params_range[0]:.3g}–{s.params_range[1]:.3g}",
                          f"{s.n_eff_range[0]:.3g}–{s.n_eff_range[1]:.3g}"] for s in structures.values()])
     lines += [f"- {n}" for n in exp.notes] + ([""] if exp.notes else [])
+    lines += _pooled_table(exp)
     lines += _status_table(exp)
     lines += _best_final_table(exp, runs)
 
