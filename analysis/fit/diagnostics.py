@@ -104,7 +104,8 @@ def informative(iv: Interval) -> bool:
 
 
 def multiplier_status(iv: Interval, frontiers: dict[str, FitStatus]) -> FitStatus:
-    """A compute multiplier's status: the worse of the `frontiers` it compares (named) and of its own interval."""
+    """A compute multiplier's status: the worse of the `frontiers` it compares (named; none for a pooled fit's
+    multiplier, which has no fits of its own to inherit from) and of its own interval."""
     bad, wide = _intervals({"multiplier": iv}, MULTIPLIER_MAX_FACTOR)
     if iv.value == 0:
         bad.append("multiplier = 0: the structure's fit never reaches dense's loss")
@@ -112,7 +113,7 @@ def multiplier_status(iv: Interval, frontiers: dict[str, FitStatus]) -> FitStatu
     if iv.dropped > tail:
         bad.append(f"{iv.dropped:.1%} of bootstrap replicates never reach dense's loss (multiplier 0 or undefined; "
                    f"more than the {tail:.1%} tail): the interval's lower end is 0")
-    own, inherited = _judge(bad, wide), worst(frontiers)
+    own, inherited = _judge(bad, wide), worst(frontiers) if frontiers else FitStatus("ok")
     rank = max(STATUSES.index(own.status), STATUSES.index(inherited.status))
     return FitStatus(STATUSES[rank], inherited.reasons + own.reasons)
 

@@ -31,9 +31,7 @@ from scipy.stats import norm
 
 from analysis.errors import AnalysisError
 from analysis.fit.bootstrap import DEFAULT_LEVEL, DEFAULT_REPLICATES, Interval
-from analysis.fit.diagnostics import FitStatus, failed
 
-MAX_WIDTH = 2.5  # a multiplier interval wider than this (hi / lo) is weak
 MIN_BUDGETS_PER_LABEL = 3  # for a per-label exponent
 SUPPORT_LEVEL = 0.05  # the shared model is supported unless the test rejects it at this level
 _STARTS_E = (0.1, 0.5, 0.8, 0.95)  # E / (lowest loss) at the starts of the point fit
@@ -347,17 +345,3 @@ def fit_pooled(reads: pd.DataFrame, reference: str | None = None, reference_flop
     alpha = bias_corrected_interval(float(np.exp(th0[2])), np.exp(b0[ok0, 2]), level)
     return PooledFit(reference, float(reference_flops), out, alpha, float(lr), p_value, model, sigma, rho,
                      replicates, failed, n, notes)
-
-
-def multiplier_status(iv: Interval, max_width: float = MAX_WIDTH) -> FitStatus:
-    """ok when the interval is finite, positive, holds its point and spans at most `max_width` (hi / lo)."""
-    if not (np.isfinite(iv.lo) and np.isfinite(iv.hi)):
-        return failed("the multiplier has no finite bootstrap interval")
-    weak = []
-    if iv.lo <= 0:
-        weak.append(f"multiplier interval {iv.fmt()} reaches 0")
-    elif iv.hi / iv.lo > max_width:
-        weak.append(f"multiplier interval {iv.fmt()} spans {iv.hi / iv.lo:.3g}x (more than {max_width:g}x)")
-    if not iv.contains(iv.value):
-        weak.append(f"multiplier {iv.value:.3g} lies outside its interval {iv.fmt()}")
-    return FitStatus("weak", tuple(weak)) if weak else FitStatus("ok")

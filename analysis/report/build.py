@@ -35,7 +35,7 @@ from analysis.fit.lr_transfer import lr_drift, lr_sweeps
 from analysis.fit.noise import SeedNoise, given_noise
 from analysis.report.parallel import parallel_map
 from analysis.fit.parametric import ParametricFit, fit_parametric
-from analysis.fit.pooled import PooledFit, fit_pooled, multiplier_status
+from analysis.fit.pooled import PooledFit, fit_pooled
 from analysis.fit.taxonomy import coordinates
 
 DENSE = "dense"
@@ -237,7 +237,7 @@ def _pooled(table: RunTable, runs: pd.DataFrame, exp: ExperimentResult, given: S
         return
     for label, res in exp.structures.items():
         if label != exp.pooled.reference:
-            res.status["pooled"] = multiplier_status(exp.pooled.multiplier(label))
+            res.status["pooled"] = multiplier_status(exp.pooled.multiplier(label), {})  # the one multiplier rule
 
 
 def analyse(tables: RunTable | Mapping[str | None, RunTable], source: str = "",

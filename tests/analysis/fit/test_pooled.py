@@ -11,7 +11,8 @@ from analysis import table_from_records
 from analysis.errors import AnalysisError
 from analysis.fit.bootstrap import Interval
 from analysis.fit.coverage import MULTIPLIERS, Cell, draw_reads, label_law, run_cells, summary
-from analysis.fit.pooled import fit_pooled, multiplier_status, noise_moments
+from analysis.fit.diagnostics import multiplier_status
+from analysis.fit.pooled import fit_pooled, noise_moments
 from analysis.io.synthetic import HOFFMANN, Law, SyntheticStructure, SyntheticSweep
 from analysis.report.build import analyse
 from analysis.report.markdown import headline, markdown
@@ -63,14 +64,15 @@ def test_one_budget_or_one_label_is_refused():
         fit_pooled(reads[reads["label"] == "dense"], replicates=20)
 
 
-def test_multiplier_status():
-    assert multiplier_status(Interval(1.5, 1.2, 1.9)).ok
-    wide = multiplier_status(Interval(1.5, 0.9, 2.6))
+def test_pooled_multipliers_are_judged_by_the_one_multiplier_rule():
+    ok = Interval(1.5, 1.2, 1.9)
+    assert multiplier_status(ok, {}).ok
+    wide = multiplier_status(Interval(1.5, 0.9, 2.6), {})
     assert wide.status == "weak"
-    assert wide.reasons == ("multiplier interval 1.5 [0.9, 2.6] spans 2.89x (more than 2.5x)",)
-    assert multiplier_status(Interval(1.5, 1.6, 1.9)).reasons == ("multiplier 1.5 lies outside its interval "
-                                                                 "1.5 [1.6, 1.9]",)
-    assert multiplier_status(Interval(1.5, float("nan"), float("nan"))).status == "failed"
+    assert wide.reasons == ("multiplier interval [0.9, 2.6] spans 2.89x (more than 2.5x)",)
+    outside = multiplier_status(Interval(1.5, 1.6, 1.9), {})
+    assert outside.status == "weak" and outside.reasons[0].startswith("multiplier = 1.5 lies outside its interval")
+    assert multiplier_status(Interval(1.5, float("nan"), float("nan")), {}).status == "failed"
 
 
 def test_report_cites_the_pooled_multiplier_first(tmp_path):
