@@ -256,7 +256,8 @@ def test_plans_from_real_tiny_run_directories(tmp_path, one_thread):
 
     sweep = {"name": "tiny_round", "base": ["model=gpt2", "model.base_width=32", "model.depth=1", "model.head_dim=8",
                                             "model.context=32", "train.batch_size=8", "train.lr=0.01",
-                                            "train.eval_points=4", "train.schedule=constant", "logger.mode=disabled"],
+                                            "train.eval_points=4", "train.schedule=constant", "logger.mode=disabled",
+                                            "train.warmup_tokens=512"],  # 2 steps: shorter than these tiny runs
              "axes": {"model.width": [16, 24, 32, 48, 64]},
              "variants": {"dense": {"overrides": ["structure=dense"]}},
              "budgets": {"flops": [2e9, 8e9, 3.2e10]}}
