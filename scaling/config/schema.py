@@ -118,6 +118,16 @@ class TrainConfig:
     diverge_factor: float = 4.0  # loss above diverge_factor * initial loss (or non-finite) ends the run
 
 
+def resolve_device(device: str, precision: str, cuda: bool) -> tuple[str, str]:
+    """train.device and train.precision with `auto` replaced: the device by cuda (if the machine has one, `cuda`)
+    or cpu; the precision by bf16 on CUDA and fp32 on the CPU. Explicit values are kept."""
+    if device == "auto":
+        device = "cuda" if cuda else "cpu"
+    if precision == "auto":
+        precision = "bf16" if str(device).startswith("cuda") else "fp32"
+    return device, precision
+
+
 @dataclass
 class LoggerConfig:
     """wandb settings; mode None defers to WANDB_MODE, and to `offline` if that is unset too."""

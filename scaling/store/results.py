@@ -25,7 +25,10 @@ import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
+import torch
 from omegaconf import DictConfig, OmegaConf
+
+from scaling.config.schema import resolve_device
 
 from scaling.store.files import read_metrics_file, read_summary_file
 from scaling.store.paths import RunPaths
@@ -43,7 +46,8 @@ NON_IDENTITY_KEYS = {
 
 
 def identity(cfg: DictConfig | dict) -> dict[str, Any]:
-    """The part of a resolved config that defines what a run computes."""
+    """The part of a resolved config that defines what a run computes. A device or precision still `auto` is
+    taken as this machine would resolve it (a launcher resolves it for its cluster's machines first)."""
     container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     ident = {}
     for section in IDENTITY_SECTIONS:
@@ -51,8 +55,10 @@ def identity(cfg: DictConfig | dict) -> dict[str, Any]:
         for key in NON_IDENTITY_KEYS.get(section, ()):
             values.pop(key, None)
         ident[section] = values
-    if "device" in ident["train"]:  # cpu or cuda computes differently; which CUDA device does not matter
-        ident["train"]["device"] = str(ident["train"]["device"]).split(":")[0]
+    train = ident["train"]
+    if "device" in train and "precision" in train:  # both change the numbers: part of the id, `auto` resolved
+        device, train["precision"] = resolve_device(train["device"], train["precision"], torch.cuda.is_available())
+        train["device"] = str(device).split(":")[0]  # cpu or cuda computes differently; which CUDA device does not
     return ident
 
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import torch
 from omegaconf import DictConfig
 
-from scaling.config.schema import ModelConfig, StructureConfig
+from scaling.config.schema import ModelConfig, StructureConfig, resolve_device
 from scaling.config.compose import as_dataclass
 from scaling.data import data_info
 from scaling.data.interface import DataInfo
@@ -74,10 +74,7 @@ def resolve_runtime(cfg: DictConfig, cuda: bool | None = None) -> None:
     `cuda`: whether the machine the run trains on has a CUDA device (a launcher knows its cluster's; None asks
     this process). auto device -> cuda or cpu; auto precision -> bf16 on CUDA, fp32 on CPU."""
     t = cfg.train
-    if t.device == "auto":
-        t.device = "cuda" if (torch.cuda.is_available() if cuda is None else cuda) else "cpu"
-    if t.precision == "auto":
-        t.precision = "bf16" if str(t.device).startswith("cuda") else "fp32"
+    t.device, t.precision = resolve_device(t.device, t.precision, torch.cuda.is_available() if cuda is None else cuda)
 
 
 def plan_run(cfg: DictConfig, cuda: bool | None = None) -> RunPlan:

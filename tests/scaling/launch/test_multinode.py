@@ -23,7 +23,7 @@ TASK = """
 import os, sys
 from omegaconf import OmegaConf
 from scaling.launch.jobs import RunBatch
-[summary] = RunBatch([OmegaConf.to_container(OmegaConf.load(sys.argv[1]))], )()
+[summary] = RunBatch([OmegaConf.to_container(OmegaConf.load(sys.argv[1]))])()
 print(*(os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR")),
       summary["status"])
 """
