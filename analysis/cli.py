@@ -1,4 +1,4 @@
-"""`python -m analysis {report, plan-next, fit-parametric, fit-frontier, isoflop, coverage}`.
+"""`python -m analysis {report, plan-next, fit-parametric, fit-frontier, isoflop, coverage, docs-tables}`.
 
 Input the analysis cannot use (AnalysisError) is printed as one `error:` line on stderr with exit status 2,
 like an argparse usage error, never as a traceback; the arguments it names are named as this command's flags.
@@ -20,11 +20,11 @@ from analysis.fit import coverage
 from analysis.fit.bootstrap import DEFAULT_LEVEL, DEFAULT_REPLICATES, Interval
 from analysis.fit.diagnostics import DEFAULT_MAX_FACTOR
 from analysis.errors import AnalysisError
-from analysis.io.exports import plain
+from analysis.io.exports import plain, read_exports
 from analysis.io.load import load_coordchecks, load_sweeps
 from analysis.io.wandb_source import load_wandb
 from analysis.plan_next import check_budgets, check_out, first_round, plan_next, summary, sweep_text
-from analysis.report import plots
+from analysis.report import docs_tables, plots
 from analysis.report.build import analyse
 from analysis.report.markdown import verdict_text
 from analysis.report.write import write_report
@@ -36,6 +36,7 @@ from analysis.fit.tables import (
 )
 
 # Library arguments whose flag is not the argument's name with dashes (loss_col: --loss-col).
+DOCS_WITH_TABLES = ("README.md", "docs/results.md")
 FLAGS = {"max_factor": "--max-interval-factor", "names": "--sweep", "paths": "--coordcheck", "project": "--wandb",
          "results_root": "--results"}
 
@@ -69,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = rep.add_mutually_exclusive_group(required=True)
     src.add_argument("--results", help="results root holding runs/<run_id>/")
     src.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from a wandb project instead")
+    src.add_argument("--exports", metavar="DIR", help="re-analyse a written report's runs.parquet and curves.parquet "
+                                                      "(e.g. docs/results/quickstart) without its results root")
     rep.add_argument("--out", required=True, help="directory for report.md, fits.json and plots/")
     rep.add_argument("--coordcheck", nargs="*", default=[], metavar="DIR",
                      help="coordcheck.out folders (or coord.csv files) of `python -m scaling.coordcheck` to plot")
@@ -141,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     cov.add_argument("--replicates", type=int, default=200, help="bootstrap replicates per fit")
     cov.add_argument("--seed", type=int, default=0, help="seed of the simulation")
     cov.add_argument("--out", required=True, help="directory for coverage.csv, summary.csv and coverage.md")
+
+    doc = sub.add_parser("docs-tables", help="rewrite the docs' result tables from the committed reports' fits.json")
+    doc.add_argument("files", nargs="*", default=list(DOCS_WITH_TABLES), metavar="FILE",
+                     help="Markdown files with <!-- results-table: DIR --> markers (default: %(default)s)")
+    doc.add_argument("--check", action="store_true", help="change nothing; fail if a table is out of date")
     return parser
 
 
@@ -250,11 +258,13 @@ def _report(args: argparse.Namespace) -> str:
     existing = next((p for p in [Path(args.out), *Path(args.out).parents] if p.exists()), None)
     if existing is not None and not existing.is_dir():  # fail now, not after the whole analysis
         raise AnalysisError(f"--out {args.out}: {existing} is a file, not a directory; pass a directory path")
+    if (args.wandb or args.exports) and (args.sweep or args.rounds):
+        raise AnalysisError("--sweep and --rounds read the sweep manifests of --results; with --wandb or --exports "
+                            "all their runs are read")
     if args.wandb:
-        if args.sweep or args.rounds:
-            raise AnalysisError("--sweep and --rounds read the sweep manifests of --results; with --wandb filter "
-                                "the project instead")
         tables, source = {None: load_wandb(args.wandb)}, f"wandb:{args.wandb}"
+    elif args.exports:
+        tables, source = read_exports(args.exports), str(args.exports)
     else:
         tables, source = load_sweeps(args.results, args.sweep, rounds=args.rounds), str(args.results)
     checks = load_coordchecks(args.coordcheck)
@@ -300,8 +310,20 @@ def _coverage(args: argparse.Namespace) -> str:
     return coverage.summary(pd.concat(done, ignore_index=True)).to_string(index=False) + f"\nwrote {path}"
 
 
+def _docs_tables(args: argparse.Namespace) -> str:
+    files = [Path(f) for f in args.files]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise AnalysisError(f"{', '.join(missing)}: no such file; name Markdown files with results-table markers")
+    stale = docs_tables.update(files, args.check)
+    if args.check and stale:
+        raise AnalysisError(f"{', '.join(map(str, stale))}: result tables differ from the committed reports' "
+                            "fits.json; run `python -m analysis docs-tables` and commit the result")
+    return f"{'out of date' if stale else 'up to date'}: " + ", ".join(map(str, stale or files))
+
+
 COMMANDS = {"report": _report, "plan-next": _plan_next, "fit-parametric": _parametric, "fit-frontier": _frontier,
-            "isoflop": _isoflop, "coverage": _coverage}
+            "isoflop": _isoflop, "coverage": _coverage, "docs-tables": _docs_tables}
 
 
 def flag_message(err: AnalysisError) -> str:

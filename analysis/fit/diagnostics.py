@@ -103,16 +103,22 @@ def informative(iv: Interval) -> bool:
     return bool(np.isfinite(iv.lo) and np.isfinite(iv.hi) and iv.lo > 0 and iv.hi / iv.lo <= INFORMATIVE_FACTOR)
 
 
-def multiplier_status(iv: Interval, frontiers: dict[str, FitStatus]) -> FitStatus:
+NEVER_REACHES = "never reach dense's loss (multiplier 0 or undefined"
+NOT_CONVERGED = "did not converge (their fit stopped short"
+
+
+def multiplier_status(iv: Interval, frontiers: dict[str, FitStatus], dropped_means: str = NEVER_REACHES) -> FitStatus:
     """A compute multiplier's status: the worse of the `frontiers` it compares (named; none for a pooled fit's
-    multiplier, which has no fits of its own to inherit from) and of its own interval."""
+    multiplier, which has no fits of its own to inherit from) and of its own interval. `dropped_means` says why
+    the replicates counted in `iv.dropped` were left out; more than the interval's tail fails it."""
     bad, wide = _intervals({"multiplier": iv}, MULTIPLIER_MAX_FACTOR)
     if iv.value == 0:
         bad.append("multiplier = 0: the structure's fit never reaches dense's loss")
     tail = (1 - iv.level) / 2
     if iv.dropped > tail:
-        bad.append(f"{iv.dropped:.1%} of bootstrap replicates never reach dense's loss (multiplier 0 or undefined; "
-                   f"more than the {tail:.1%} tail): the interval's lower end is 0")
+        consequence = "the interval's lower end is 0" if dropped_means == NEVER_REACHES else "the interval is unsure"
+        bad.append(f"{iv.dropped:.1%} of bootstrap replicates {dropped_means}; more than the {tail:.1%} tail): "
+                   f"{consequence}")
     own, inherited = _judge(bad, wide), worst(frontiers) if frontiers else FitStatus("ok")
     rank = max(STATUSES.index(own.status), STATUSES.index(inherited.status))
     return FitStatus(STATUSES[rank], inherited.reasons + own.reasons)

@@ -8,6 +8,10 @@ parabola in log N around the optimum, and its minimum follows a loss-vs-compute 
     per-label:    L*_l(C) = E + A_l C^-alpha_l                (E shared)
 
 Both are fitted by least squares on log L (Levenberg-Marquardt, batched over starts and bootstrap replicates).
+Each frontier is parametrised by where it is and how it slopes at the centre of the data, not by (A, alpha):
+F0 = log L*(u = 0) and s = -dlog L*/du at u = 0 (u = c, or c + log k_l), with E as the third parameter. Over the
+fraction of a decade to a decade and a half a sweep spans, (E, A, alpha) lie on a curved valley of nearly equal
+fit; in (E, F0, s) the valley runs along E alone, so the solver converges instead of crawling along it.
 Under the per-label model the multiplier of l at C_ref is C_d / C_ref where dense reaches l's loss at C_ref:
 L*_ref(C_d) = L*_l(C_ref). The shared model is nested in it with n_labels - 1 fewer parameters; the likelihood
 ratio LR = (RSS_shared - RSS_per_label) / var is compared with its distribution under the shared fit.
@@ -23,7 +27,7 @@ from the replicates drawn from the shared fit: p = (1 + #{LR* >= LR}) / (1 + B).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -108,34 +112,50 @@ class _Design:
         jac = [self._per(-2 * kappa * z), self._per(-2 * kappa * z * self.c), self._per(kappa * z * z)]
         return kappa * z * z, np.concatenate(jac, axis=2)
 
-    def _frontier(self, th_e: np.ndarray, logA: np.ndarray, alpha: np.ndarray, u: np.ndarray):
-        """log(E + A e^(-alpha u)), E = lmin e: value, d/de, and T/S = d/dlog A."""
-        T = np.exp(logA - alpha * u)
-        S = self.lmin * th_e + T
-        return np.log(S), self.lmin / S, T / S
+    def _frontier(self, th_e: np.ndarray, F0: np.ndarray, log_s: np.ndarray, u: np.ndarray):
+        """log(E + A e^(-alpha u)) with E = lmin e, A = e^F0 - E, alpha = s e^F0 / A: value and its derivatives in
+        (e, F0, log s, u)."""
+        E, L0, s = self.lmin * th_e, np.exp(F0), np.exp(log_s)
+        A = L0 - E
+        alpha = s * L0 / A
+        T = np.exp(-alpha * u)
+        S = E + A * T
+        d_e = self.lmin * (1 - T - alpha * u * T) / S
+        d_F0 = T * (L0 + alpha * u * E) / S
+        d_u = -alpha * A * T / S
+        return np.log(S), d_e, d_F0, u * d_u, d_u
+
+    def exponent(self, th_e: np.ndarray, F0: np.ndarray, log_s: np.ndarray) -> np.ndarray:
+        """alpha of L* = E + A C^-alpha from (e, F0, log s)."""
+        L0 = np.exp(F0)
+        return np.exp(log_s) * L0 / (L0 - self.lmin * th_e)
+
+    def log_A(self, th_e: np.ndarray, F0: np.ndarray, log_s: np.ndarray) -> np.ndarray:
+        """log A at the centre of log C (u = 0), from (e, F0, log s)."""
+        return np.log(np.exp(F0) - self.lmin * th_e)
 
     def shared(self, th: np.ndarray, jac: bool = False):
-        """theta = [E / lmin, log A, log alpha, log k_1..k_{L-1}, g_l, a_l, log kappa_l]."""
+        """theta = [E / lmin, F0, log s, log k_1..k_{L-1}, g_l, a_l, log kappa_l]."""
         L = self.L
         logk = np.concatenate([np.zeros((len(th), 1)), th[:, 3:2 + L]], axis=1)
-        alpha, u = np.exp(th[:, 2:3]), self.c + logk[:, self.lab]
-        f, d_e, d_A = self._frontier(th[:, :1], th[:, 1:2], alpha, u)
+        u = self.c + logk[:, self.lab]
+        f, d_e, d_F0, d_s, d_u = self._frontier(th[:, :1], th[:, 1:2], th[:, 2:3], u)
         par, d_par = self._parabola(th[:, 2 + L:])
         if not jac:
             return f + par
-        d_k = self._per(-alpha * d_A)[:, :, 1:]
-        J = np.concatenate([d_e[..., None], d_A[..., None], (-alpha * u * d_A)[..., None], d_k, d_par], axis=2)
+        d_k = self._per(d_u)[:, :, 1:]
+        J = np.concatenate([d_e[..., None], d_F0[..., None], d_s[..., None], d_k, d_par], axis=2)
         return f + par, J
 
     def per_label(self, th: np.ndarray, jac: bool = False):
-        """theta = [E / lmin, log A_l, log alpha_l, g_l, a_l, log kappa_l]."""
+        """theta = [E / lmin, F0_l, log s_l, g_l, a_l, log kappa_l]."""
         L, lab = self.L, self.lab
-        alpha = np.exp(th[:, 1 + L:1 + 2 * L])[:, lab]
-        f, d_e, d_A = self._frontier(th[:, :1], th[:, 1:1 + L][:, lab], alpha, self.c)
+        f, d_e, d_F0, d_s, _ = self._frontier(th[:, :1], th[:, 1:1 + L][:, lab], th[:, 1 + L:1 + 2 * L][:, lab],
+                                              self.c)
         par, d_par = self._parabola(th[:, 1 + 2 * L:])
         if not jac:
             return f + par
-        J = np.concatenate([d_e[..., None], self._per(d_A), self._per(-alpha * self.c * d_A), d_par], axis=2)
+        J = np.concatenate([d_e[..., None], self._per(d_F0), self._per(d_s), d_par], axis=2)
         return f + par, J
 
 
@@ -144,8 +164,8 @@ def _levenberg_marquardt(model, theta: np.ndarray, y: np.ndarray) -> tuple[np.nd
     """Least squares of y [R, n] against model(theta [R, p]) for every row at once: (theta, rss, converged).
 
     theta[:, 0] = E / lmin is kept in [0, _E_MAX] (a step past a bound stops on it). Converged: the Gauss-Newton
-    decrement g' (J'J)^-1 g (g = J' residual, without E when it sits on its lower bound and the gradient pushes
-    it below), the most a further step could lower the RSS to second order, is below _TOL of the RSS.
+    decrement g' (J'J)^-1 g (g = J' residual, without E when it sits on a bound and the gradient pushes it past),
+    the most a further step could lower the RSS to second order, is below _TOL of the RSS.
     """
     theta = theta.copy()
     R, p = theta.shape
@@ -159,7 +179,8 @@ def _levenberg_marquardt(model, theta: np.ndarray, y: np.ndarray) -> tuple[np.nd
             break
         th, r0 = theta[act], res[act]
         J = model(th, jac=True)[1]
-        pinned = (th[:, 0] <= 0) & (np.einsum("rn,rn->r", J[:, :, 0], r0) > 0)
+        push = np.einsum("rn,rn->r", J[:, :, 0], r0)  # > 0: descent lowers E
+        pinned = ((th[:, 0] <= 0) & (push > 0)) | ((th[:, 0] >= _E_MAX) & (push < 0))
         J[pinned, :, 0] = 0
         Jt = J.transpose(0, 2, 1)
         JtJ, g = Jt @ J, (Jt @ r0[..., None])[..., 0]
@@ -201,11 +222,12 @@ def _point(d: _Design, y: np.ndarray, shared: bool) -> tuple[np.ndarray, float]:
     starts = []
     for fe in _STARTS_E:
         for alpha in _STARTS_ALPHA:
-            logA = np.log(max(mean_loss - fe * d.lmin, 1e-3 * mean_loss))
+            A = max(mean_loss - fe * d.lmin, 1e-3 * mean_loss)
+            F0, log_s = np.log(fe * d.lmin + A), np.log(alpha * A / (fe * d.lmin + A))
             if shared:
-                head = [fe, logA, np.log(alpha)] + [0.0] * (L - 1)
+                head = [fe, F0, log_s] + [0.0] * (L - 1)
             else:
-                head = [fe] + [logA] * L + [np.log(alpha)] * L
+                head = [fe] + [F0] * L + [log_s] * L
             starts.append(np.concatenate([head, par.ravel()]))
     theta0 = np.array(starts)
     model = d.shared if shared else d.per_label
@@ -256,9 +278,16 @@ def bias_corrected_interval(value: float, samples: np.ndarray, level: float = DE
     return Interval(float(value), float(lo), float(hi), level)
 
 
-def _alt_multiplier(th: np.ndarray, L: int, c_ref: float) -> np.ndarray:
+def _per_label_exponents(d: _Design, th: np.ndarray) -> np.ndarray:
+    """alpha_l [R, L] of the per-label model."""
+    L = d.L
+    return d.exponent(th[:, :1], th[:, 1:1 + L], th[:, 1 + L:1 + 2 * L])
+
+
+def _alt_multiplier(d: _Design, th: np.ndarray, c_ref: float) -> np.ndarray:
     """log(C_d / C_ref) per label [R, L]: dense (label 0) reaches label l's L*(C_ref) at C_d."""
-    logA, alpha = th[:, 1:1 + L], np.exp(th[:, 1 + L:1 + 2 * L])
+    L = d.L
+    logA, alpha = d.log_A(th[:, :1], th[:, 1:1 + L], th[:, 1 + L:1 + 2 * L]), _per_label_exponents(d, th)
     c_d = (logA[:, :1] - logA + alpha * c_ref) / alpha[:, :1]
     return c_d - c_ref
 
@@ -320,8 +349,8 @@ def fit_pooled(reads: pd.DataFrame, reference: str | None = None, reference_flop
 
     logk_pt = np.concatenate([[0.0], th0[3:3 + L - 1]])
     logk_bs = np.concatenate([np.zeros((replicates, 1)), b0[:, 3:3 + L - 1]], axis=1)[ok0]
-    alt_pt, b_alt_mult = _alt_multiplier(th1[None], L, c_ref)[0], _alt_multiplier(b1, L, c_ref)
-    alpha_alt_pt = np.exp(th1[1 + L:1 + 2 * L])
+    alt_pt, b_alt_mult = _alt_multiplier(d, th1[None], c_ref)[0], _alt_multiplier(d, b1, c_ref)
+    alpha_alt_pt, b_alpha_alt = _per_label_exponents(d, th1[None])[0], _per_label_exponents(d, b1)
     runs_per_label = reads.groupby("label")["run_id"].nunique()
     budgets = reads.groupby("label")["flops"].nunique()
     # with 2 budgets a label's E, A_l, alpha_l are not all determined: its per-label numbers get no interval
@@ -331,10 +360,12 @@ def fit_pooled(reads: pd.DataFrame, reference: str | None = None, reference_flop
         own = ok1 & (name not in thin)
         out[name] = PooledLabel(
             name, int(runs_per_label[name]),
-            bias_corrected_interval(float(np.exp(logk_pt[i])), np.exp(logk_bs[:, i]), level),
-            bias_corrected_interval(float(np.exp(alt_pt[i])), np.exp(b_alt_mult[own & (reference not in thin), i]),
-                                level),
-            bias_corrected_interval(float(alpha_alt_pt[i]), np.exp(b1[own, 1 + L + i]), level))
+            replace(bias_corrected_interval(float(np.exp(logk_pt[i])), np.exp(logk_bs[:, i]), level),
+                    dropped=float(1 - ok0.mean())),
+            replace(bias_corrected_interval(float(np.exp(alt_pt[i])),
+                                            np.exp(b_alt_mult[own & (reference not in thin), i]), level),
+                    dropped=float(1 - ok1.mean())),
+            bias_corrected_interval(float(alpha_alt_pt[i]), b_alpha_alt[own, i], level))
     failed = {"shared": int((~ok0).sum()), "per-label": int((~ok1).sum()), "null per-label": int((~ok1n).sum())}
     notes = [f"{v} of {replicates} {k} bootstrap replicates did not converge and were dropped"
              for k, v in failed.items() if v]
@@ -342,6 +373,8 @@ def fit_pooled(reads: pd.DataFrame, reference: str | None = None, reference_flop
         notes.append(f"{', '.join(thin)}: fewer than {MIN_BUDGETS_PER_LABEL} budgets, so the per-label model "
                      "cannot pin their exponent: no interval for it (nor for the per-label multiplier)")
     model = "per-label" if p_value < SUPPORT_LEVEL else "shared"
-    alpha = bias_corrected_interval(float(np.exp(th0[2])), np.exp(b0[ok0, 2]), level)
+    shared_alpha = d.exponent(th0[None, :1], th0[None, 1:2], th0[None, 2:3])[0, 0]
+    alpha = bias_corrected_interval(float(shared_alpha), d.exponent(b0[ok0, :1], b0[ok0, 1:2], b0[ok0, 2:3])[:, 0],
+                                    level)
     return PooledFit(reference, float(reference_flops), out, alpha, float(lr), p_value, model, sigma, rho,
                      replicates, failed, n, notes)

@@ -13,7 +13,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from analysis.io.load import RunTable
+from analysis.errors import AnalysisError
+from analysis.io.load import EVAL_COLUMNS, EXCLUDED_COLUMNS, RunTable
 
 
 def _stack(tables: Mapping[str | None, RunTable], part: str) -> pd.DataFrame:
@@ -33,6 +34,30 @@ def write_exports(tables: Mapping[str | None, RunTable], out: Path) -> None:
     curves.to_parquet(out / "curves.parquet", index=False)
     runs.to_csv(out / "runs.csv", index=False)
     _stack(tables, "excluded").to_csv(out / "excluded.csv", index=False)
+
+
+def read_exports(directory: str | Path) -> dict[str | None, RunTable]:
+    """The tables `write_exports` wrote under `directory`, per sweep: a written report re-analysed without its runs."""
+    root = Path(directory)
+    paths = [root / "runs.parquet", root / "curves.parquet"]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise AnalysisError(f"exports={root}: no {' or '.join(missing)} there; point it at a report directory "
+                            "written by `python -m analysis report` (it holds runs.parquet and curves.parquet)",
+                            "exports")
+    runs, curves = (pd.read_parquet(p) for p in paths)
+    for col in ("theta", "eval_flops"):
+        runs[col] = runs[col].astype(object).where(runs[col].notna(), None)
+    excluded_csv = root / "excluded.csv"
+    excluded = pd.read_csv(excluded_csv) if excluded_csv.is_file() else pd.DataFrame(columns=["sweep_reported"])
+    tables = {}
+    for sweep, mine in runs.groupby("sweep_reported", sort=False, dropna=False):
+        key = None if pd.isna(sweep) else str(sweep)
+        evals = curves[curves["run_id"].isin(mine["run_id"])][list(EVAL_COLUMNS)].reset_index(drop=True)
+        gone = excluded[excluded["sweep_reported"].astype(object).eq(sweep)] if len(excluded) else excluded
+        tables[key] = RunTable(mine.drop(columns="sweep_reported").reset_index(drop=True), evals,
+                               gone.reindex(columns=list(EXCLUDED_COLUMNS)).reset_index(drop=True))
+    return tables
 
 
 def plain(obj: object) -> object:

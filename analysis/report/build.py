@@ -23,7 +23,7 @@ from analysis.fit.budgets import declared_budgets
 from analysis.fit.bootstrap import DEFAULT_LEVEL, DEFAULT_REPLICATES, Interval, check_settings
 from analysis.fit.compare import TaxonomyTrend, compute_multiplier, exponent_difference, taxonomy_trends
 from analysis.fit.diagnostics import (DEFAULT_MAX_FACTOR, FitStatus, failed, frontier_status, isoflop_status,
-                                  multiplier_status, parametric_status)
+                                  NOT_CONVERGED, multiplier_status, parametric_status)
 from analysis.errors import AnalysisError
 from analysis.fit.extrapolate import frontier_holdout, isoflop_holdout
 from analysis.fit.frontier import FrontierFit, fit_frontier, resolved_floor, smallest_final_flops
@@ -237,7 +237,7 @@ def _pooled(table: RunTable, runs: pd.DataFrame, exp: ExperimentResult, given: S
         return
     for label, res in exp.structures.items():
         if label != exp.pooled.reference:
-            res.status["pooled"] = multiplier_status(exp.pooled.multiplier(label), {})  # the one multiplier rule
+            res.status["pooled"] = multiplier_status(exp.pooled.multiplier(label), {}, NOT_CONVERGED)  # one rule
 
 
 def analyse(tables: RunTable | Mapping[str | None, RunTable], source: str = "",

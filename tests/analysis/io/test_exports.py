@@ -1,0 +1,42 @@
+"""A written report's runs.parquet and curves.parquet are enough to re-analyse it: `report --exports` gives the
+fits `report --results` gave, without the results store."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from analysis.cli import main
+from analysis.io.exports import read_exports, write_exports
+from analysis.io.load import load_sweeps
+from analysis.io.synthetic import HOFFMANN, SyntheticStructure, SyntheticSweep
+
+
+def test_exports_read_back_as_the_tables_they_came_from(tmp_path):
+    SyntheticSweep([SyntheticStructure("dense", HOFFMANN), SyntheticStructure("btt", HOFFMANN)],
+                   diverged=1).write(tmp_path / "results")
+    tables = load_sweeps(tmp_path / "results")
+    write_exports(tables, tmp_path)
+    back = read_exports(tmp_path)
+    assert back.keys() == tables.keys()
+    for sweep, table in tables.items():
+        pd.testing.assert_frame_equal(back[sweep].runs, table.runs, check_dtype=False)
+        pd.testing.assert_frame_equal(back[sweep].evals.sort_values(["run_id", "step"]).reset_index(drop=True),
+                                      table.evals.sort_values(["run_id", "step"]).reset_index(drop=True),
+                                      check_dtype=False)
+        assert list(back[sweep].excluded["run_id"]) == list(table.excluded["run_id"])
+
+
+@pytest.mark.slow  # two full reports
+def test_report_from_exports_gives_the_same_fits(tmp_path, capsys):
+    SyntheticSweep([SyntheticStructure("dense", HOFFMANN), SyntheticStructure("btt", HOFFMANN)],
+                   diverged=0).write(tmp_path / "results")
+    common = ["--replicates", "20", "--workers", "1"]
+    assert main(["report", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "a"), *common]) == 0
+    assert main(["report", "--exports", str(tmp_path / "a"), "--out", str(tmp_path / "b"), *common]) == 0
+    a, b = (json.loads((tmp_path / d / "fits.json").read_text()) for d in ("a", "b"))
+    assert a["experiments"] == b["experiments"] and a["runs_used"] == b["runs_used"]
+    assert main(["report", "--exports", str(tmp_path / "nothing"), "--out", str(tmp_path / "c")]) == 2
+    assert f"--exports {tmp_path / 'nothing'}: no runs.parquet or curves.parquet there" in capsys.readouterr().err
