@@ -38,6 +38,7 @@ EXTRA_COLUMNS = ("experiment", "data", "theta", "omega", "psi", "nu", "n_eff", "
                  "eval_flops")
 RUN_COLUMNS = TOTALS_KEYS + EXTRA_COLUMNS
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+TRUNK_REASON = "cooldown trunk (its branches are the reads)"
 logger = logging.getLogger(__name__)
 
 
@@ -146,11 +147,19 @@ def _eval_rows(rid: str, ftok: float, metrics: list[dict[str, Any]]) -> list[dic
     return rows
 
 
+def _fork_of(rec: RunRecord) -> str | None:
+    train = (rec.config or {}).get("train")
+    return train.get("fork_from") if isinstance(train, dict) else None
+
+
 def table_from_records(records: Iterable[RunRecord]) -> RunTable:
-    """Build the run, evaluation and exclusion tables from run records of any source."""
+    """Build the run, evaluation and exclusion tables from run records of any source. A cooldown trunk (a run some
+    other run forks from) is excluded: its branches are the annealed reads at each budget, its curve is not."""
+    records = list(records)
+    trunks = {_fork_of(rec) for rec in records} - {None}
     runs, evals, excluded = [], [], []
     for rec in records:
-        reason = _exclusion_reason(rec)
+        reason = _exclusion_reason(rec) or (TRUNK_REASON if rec.run_id in trunks else None)
         if reason is not None:
             status = (rec.summary or {}).get("status", "unknown")
             excluded.append({"run_id": rec.run_id, "status": status, "reason": reason, "source": rec.source})

@@ -99,6 +99,10 @@ class TrainConfig:
     # fraction of the run, so a curve read at a smaller budget had the same warmup as a run trained to it
     warmup_tokens: int = 65_536
     decay_frac: float = 0.2  # wsd: fraction of steps spent decaying
+    # cooldown branches (a sweep's `budgets.cooldown`): a constant-LR trunk keeps a checkpoint at each of its
+    # snapshot_steps, and a wsd run with fork_from (the trunk's run id) starts from the one at its decay's start
+    snapshot_steps: list[int] = field(default_factory=list)
+    fork_from: Optional[str] = None
     min_lr_frac: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99

@@ -36,6 +36,9 @@ class SettingError(ValueError):
     """A setting that is unknown or out of range; the message names it and the fix."""
 
 
+STEPS = Rule(lambda v: all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in v),
+             "a list of optimiser steps (integers >= 1)")
+RUN_ID = Rule(lambda v: v is None or bool(re.fullmatch(r"[0-9a-f]{16}", str(v))), "null or a 16-digit run id")
 DEVICE = Rule(lambda v: v in ("auto", "cpu", "cuda") or bool(re.fullmatch(r"cuda:\d+", str(v))),
               "auto, cpu, cuda or cuda:<index>")
 
@@ -56,6 +59,7 @@ RULES: dict[str, Rule] = {
     "train.eval_points": NON_NEGATIVE_INT, "train.eval_batches": COUNT, "train.log_every": COUNT,
     "train.checkpoint_every_s": at_least(0), "train.seed": NON_NEGATIVE_INT, "train.device": DEVICE,
     "train.precision": one_of("auto", "fp32", "bf16"), "train.threads": COUNT, "train.diverge_factor": above(1),
+    "train.snapshot_steps": STEPS, "train.fork_from": RUN_ID,
     "logger.mode": optional(one_of(*LOGGER_MODES)),
     "logger.project": Rule(lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty name"),
 }

@@ -113,11 +113,20 @@ def pack(runs: list[PlannedRun], cluster: DictConfig) -> list[list[PlannedRun]]:
     lease of, so no slot idles while another works through a slice of expensive runs."""
     if cluster.runs_per_job or cluster.kind == "slurm":
         per_job = max(1, cluster.runs_per_job or 1)
-        return [runs[i:i + per_job] for i in range(0, len(runs), per_job)]
+        units = _fork_units(runs)  # a cooldown trunk and its branches stay in one job, trunk first
+        return [[run for unit in units[i:i + per_job] for run in unit] for i in range(0, len(units), per_job)]
     if cluster.kind == "debug":  # in this process: one after another
         return [list(runs)]
     slots = cluster.parallel_jobs or max(1, len(os.sched_getaffinity(0)) // max(1, cluster.cpus_per_task))
     return [list(runs) for _ in range(min(slots, len(runs)))]
+
+
+def _fork_units(runs: list[PlannedRun]) -> list[list[PlannedRun]]:
+    """Runs grouped so each cooldown branch (train.fork_from) is with its trunk; other runs alone."""
+    units: dict[str, list[PlannedRun]] = {}
+    for run in runs:
+        units.setdefault(run.cfg.train.get("fork_from") or run.plan.run_id, []).append(run)
+    return list(units.values())
 
 
 def check_threads(expansion: Expansion, cluster: DictConfig) -> None:

@@ -12,7 +12,10 @@ A sweep declares:
                                        derived from that model's FLOPs per token (train.flops)
               tokens_per_param: [...]  tokens = ratio x effective params (training FLOPs per token / 6)
               and, with flops and train.schedule=constant, `from_curves: true`: each point trains once, to the
-              largest budget, and is evaluated (and read by the analysis) at the smaller ones on its curve
+              largest budget, and is evaluated (and read by the analysis) at the smaller ones on its curve;
+              with it, `cooldown: 0.2` anneals every read: each point's constant-LR run is a trunk that keeps a
+              snapshot where each budget's wsd decay (the last 20% of that budget's steps) starts, and a branch per
+              budget decays from it (scaling.train.fork); the analysis reads the branches, not the trunk
               optional when every variant has a ladder
 A variant's `ladder` replaces the sweep's budgets for that variant with rungs, each one budget with its own axes
 (e.g. the widths around that budget's compute-optimal size, as `python -m analysis plan-next` writes them):
@@ -36,11 +39,12 @@ from scaling.train.budget_evals import attach_eval_budgets
 from scaling.config.schema import LaunchConfig
 from scaling.config.labels import default_label
 from scaling.config.compose import compose_conf, compose_run_config, is_sweep_path, register_sweep_group, sweep_files
+from scaling.train.fork import fork_step
 from scaling.train.plan import ConfigError, RunPlan, plan_run
 from scaling.config.validate import SettingError, check_launch_config, describe_error
 
 BUDGET_KINDS = ("tokens", "flops", "tokens_per_param")
-BUDGET_FLAGS = ("from_curves",)
+BUDGET_FLAGS = ("from_curves", "cooldown")
 RUN_SECTIONS = ("model", "structure", "data", "train", "logger")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
 SWEEP_KEYS = ("name", "description", "base", "axes", "variants", "budgets")
@@ -179,6 +183,11 @@ def _budget_overrides(budgets: dict[str, Any]) -> tuple[str, list[float], bool]:
     if from_curves and given[0] != "flops":
         raise SweepError("sweep.budgets.from_curves reads FLOP budgets off each run's curve, so it needs "
                          f"budgets.flops, not budgets.{given[0]}")
+    cooldown = budgets.get("cooldown")
+    if cooldown is not None and (not from_curves or isinstance(cooldown, bool)
+                                 or not isinstance(cooldown, (int, float)) or not 0 < cooldown < 1):
+        raise SweepError(f"sweep.budgets.cooldown={cooldown!r} must be a fraction in (0, 1), the share of each "
+                         "budget's steps its decay takes (e.g. 0.2), with from_curves: true")
     return given[0], list(budgets[given[0]]), from_curves
 
 
@@ -282,7 +291,30 @@ def expand(sweep: DictConfig, extra_overrides: Sequence[str] = (), cuda: bool | 
         raise SweepError(f"sweep {name!r}: {len(errors)} invalid run(s); nothing was submitted\n  "
                          + "\n  ".join(f"run [{label}]: {message}" for label, message in errors))
     attach_eval_budgets(expansion.runs, read_budgets=_curve_reads(spec.get("budgets") or {}))
+    cooldown = (spec.get("budgets") or {}).get("cooldown")
+    if cooldown:
+        expansion.runs = [run for trunk in expansion.runs
+                          for run in _with_branches(trunk, spec["budgets"]["flops"], cooldown, cuda)]
     return expansion
+
+
+def _with_branches(trunk: PlannedRun, budgets: Sequence[float], decay_frac: float,
+                   cuda: bool | None) -> list[PlannedRun]:
+    """A from_curves run as a cooldown trunk followed by its branches: one wsd run per budget that starts from the
+    trunk's snapshot at its decay's first step (the trunk keeps one at each), so each budget gets an annealed read."""
+    def branch(flops: float, fork_from: str | None) -> PlannedRun:
+        cfg = trunk.cfg.copy()
+        cfg.train.schedule, cfg.train.decay_frac, cfg.train.fork_from = "wsd", float(decay_frac), fork_from
+        cfg.train.eval_flops, cfg.train.snapshot_steps = [], []
+        axes = [*trunk.axes[:-1], f"flops={flops:g}", f"cooldown={decay_frac:g}"]
+        planned = _plan(cfg, "flops", float(flops), trunk.overrides, " ".join([str(cfg.label), *axes]), cuda)
+        planned.axes = axes
+        return planned
+
+    steps = sorted({fork_step(branch(c, None).plan.steps, decay_frac) for c in budgets})
+    trunk.cfg.train.snapshot_steps = steps
+    trunk.plan = plan_run(trunk.cfg, cuda)
+    return [trunk, *(branch(c, trunk.plan.run_id) for c in sorted(budgets))]
 
 
 def _override_key(override: str) -> str:

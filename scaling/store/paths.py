@@ -2,7 +2,7 @@
 
     paths = RunPaths(run_dir(results_root, run_id))
     paths.config, paths.metrics, paths.summary, paths.checkpoint, paths.lease, paths.heartbeat, paths.progress,
-    paths.wandb
+    paths.wandb, paths.snapshot(step)
 
 What each file holds: scaling/store/results.py's module docstring.
 """
@@ -53,6 +53,10 @@ class RunPaths:
     def progress(self) -> Path:
         """progress.json: the latest progress report (scaling.train.progress)."""
         return self.dir / "progress.json"
+
+    def snapshot(self, step: int) -> Path:
+        """snapshots/step_<N>.pt: a checkpoint kept at step N, where cooldown branches fork (train.snapshot_steps)."""
+        return self.dir / "snapshots" / f"step_{step}.pt"
 
     @property
     def wandb(self) -> Path:

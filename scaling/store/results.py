@@ -38,6 +38,7 @@ from scaling.store.summary import SUMMARY_KEYS, Summary
 IDENTITY_SECTIONS = ("model", "structure", "data", "train")
 # Settings that change how a run is observed or where it runs, not what it computes: excluded from its identity.
 # Everything else in the identity sections is in the id (tests/test_run_id.py changes each field and checks).
+UNSET_IDENTITY_KEYS = {"snapshot_steps": [], "fork_from": None}  # train settings in the id only when set
 NON_IDENTITY_KEYS = {
     "data": ("cache_dir",),  # where the prepared data is cached; the data itself is named by kind/name/path/...
     # train-row spacing; resume is bit-exact; extra evaluations at smaller sweep budgets (read-only)
@@ -56,6 +57,9 @@ def identity(cfg: DictConfig | dict) -> dict[str, Any]:
             values.pop(key, None)
         ident[section] = values
     train = ident["train"]
+    for key, unset in UNSET_IDENTITY_KEYS.items():  # a cooldown setting left unset is not part of the id: ids
+        if train.get(key, unset) == unset:  # from before cooldown branches existed stay the same
+            train.pop(key, None)
     if "device" in train and "precision" in train:  # both change the numbers: part of the id, `auto` resolved
         device, train["precision"] = resolve_device(train["device"], train["precision"], torch.cuda.is_available())
         train["device"] = str(device).split(":")[0]  # cpu or cuda computes differently; which CUDA device does not

@@ -45,7 +45,20 @@ def save_checkpoint(rdir: Path, state: Checkpoint) -> None:
 
 def load_checkpoint(rdir: Path) -> Checkpoint | None:
     """The run's checkpoint, None if it has none; RunFileError (path and fix) if it cannot be loaded."""
-    path = RunPaths(rdir).checkpoint
+    return load_checkpoint_file(RunPaths(rdir).checkpoint)
+
+
+def save_snapshot(rdir: Path, state: Checkpoint) -> None:
+    """Keep the state at this step as snapshots/step_<N>.pt (atomic), where cooldown branches fork."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    path = RunPaths(rdir).snapshot(state["step"])
+    path.parent.mkdir(exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint_file(path: Path) -> Checkpoint | None:
+    """The checkpoint at `path`, None if there is none; RunFileError (path and fix) if it cannot be loaded."""
     if not path.exists():
         return None
     try:

@@ -26,7 +26,7 @@ from scaling.store.files import remove_temp_files
 from scaling.train.run import Run
 from scaling.train.steps import (
     build, checkpoint, checkpoint_due, diverged, finish, log_due, log_train, optimiser_step, record_divergence,
-    record_eval, resume_or_start, start_reporters, stop_preempted, taxonomy,
+    record_eval, resume_or_start, snapshot, start_reporters, stop_preempted, taxonomy,
 )
 
 logger = logging.getLogger(__name__)
@@ -85,6 +85,8 @@ def train_to_budget(run: Run) -> dict[str, Any]:
                 log_train(run, state, reporters, loss, lr)
             if state.step in trainee.evals:
                 record_eval(run, trainee, state, reporters)
+            if state.step in run.cfg.train.snapshot_steps:
+                snapshot(run, trainee, state)
             preempted = guard.received is not None
             if preempted or checkpoint_due(run, state):
                 checkpoint(run, trainee, state)

@@ -12,6 +12,11 @@ def warmup_steps(warmup_units: int, units_per_step: int) -> int:
     return math.ceil(warmup_units / units_per_step)
 
 
+def decay_start(total_steps: int, decay_frac: float) -> int:
+    """The first step of a wsd run's decay: before it the LR is a constant-LR run's, step for step."""
+    return total_steps - max(1, round(decay_frac * total_steps))
+
+
 def lr_factor(step: int, total_steps: int, schedule: str, warmup: int, min_lr_frac: float,
               decay_frac: float = 0.2) -> float:
     """Multiplier of the base LR for `step` in [0, total_steps).
@@ -32,9 +37,8 @@ def lr_factor(step: int, total_steps: int, schedule: str, warmup: int, min_lr_fr
         span = max(1, total_steps - 1 - warmup)
         progress = min(1.0, (step - warmup) / span)
         return min_lr_frac + (1 - min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress))
-    decay_steps = max(1, round(decay_frac * total_steps))
-    decay_start = total_steps - decay_steps
-    if step < decay_start:
+    start = decay_start(total_steps, decay_frac)
+    if step < start:
         return 1.0
-    progress = min(1.0, (step - decay_start + 1) / decay_steps)
+    progress = min(1.0, (step - start + 1) / (total_steps - start))
     return 1.0 - (1.0 - min_lr_frac) * progress

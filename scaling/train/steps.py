@@ -16,8 +16,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from scaling.train.budget_evals import budget_steps
 from scaling.train.checkpoint import (
-    Checkpoint, PreemptionGuard, check_checkpoint_step, load_checkpoint, save_checkpoint,
+    Checkpoint, PreemptionGuard, check_checkpoint_step, load_checkpoint, save_checkpoint, save_snapshot,
 )
+from scaling.train.fork import fork_point
 from scaling.config.schema import LoggerConfig, ModelConfig, StructureConfig
 from scaling.config.compose import as_dataclass
 from scaling.data import build_data
@@ -27,7 +28,7 @@ from scaling.train.distributed import all_reduce_mean, barrier
 from scaling.config.labels import run_label
 from scaling.mup.parametrization import build_parametrized_model, make_optimizer
 from scaling.train.progress import RunProgress
-from scaling.store.results import atomic_write_bytes, read_jsonl
+from scaling.store.results import atomic_write_bytes, jsonl_bytes, read_jsonl
 from scaling.store.states import RunState
 from scaling.store.summary import Summary
 from scaling.train.run import Run
@@ -139,19 +140,31 @@ def resume_or_start(run: Run, trainee: Trainee) -> TrainState:
     else a fresh run that writes its config and starts an empty metrics file."""
     ckpt = load_checkpoint(run.dir)
     if ckpt is None:
+        fork = fork_point(run.cfg, run.plan.steps)  # a cooldown branch starts from its trunk's snapshot
         if run.dist.is_main:
             atomic_write_bytes(run.paths.config, OmegaConf.to_yaml(run.cfg).encode())
             run.paths.metrics.unlink(missing_ok=True)
-        return TrainState(wandb_id=wandb_run_id(run.plan.run_id))
+        if fork is None:
+            return TrainState(wandb_id=wandb_run_id(run.plan.run_id))
+        if run.dist.is_main:  # the trunk's rows up to the fork: the branch's curve is whole
+            atomic_write_bytes(run.paths.metrics, jsonl_bytes(fork.rows))
+        _load_state(trainee, fork.state)
+        return TrainState(step=fork.state["step"], best=fork.state["best_val_loss"],
+                          initial_loss=fork.state["initial_loss"], wandb_id=wandb_run_id(run.plan.run_id))
     check_checkpoint_step(run.dir, ckpt, run.plan.steps)
-    trainee.model.load_state_dict(ckpt["model"])
-    trainee.optimizer.load_state_dict(ckpt["optimizer"])
-    trainee.data.train.load_state_dict(ckpt["data"])
-    torch.set_rng_state(ckpt["rng"])
+    _load_state(trainee, ckpt)
     if run.dist.is_main:
         run.truncate_metrics(ckpt["step"], trainee.evals)
     return TrainState(step=ckpt["step"], wall_before=ckpt["wall_s"], best=ckpt["best_val_loss"],
                       initial_loss=ckpt["initial_loss"], wandb_id=ckpt["wandb_id"], restarts=ckpt["restarts"] + 1)
+
+
+def _load_state(trainee: Trainee, ckpt: Checkpoint) -> None:
+    """Weights, optimiser, data position and RNG: training continues exactly where `ckpt` was taken."""
+    trainee.model.load_state_dict(ckpt["model"])
+    trainee.optimizer.load_state_dict(ckpt["optimizer"])
+    trainee.data.train.load_state_dict(ckpt["data"])
+    torch.set_rng_state(ckpt["rng"])
 
 
 def start_reporters(run: Run, wandb_id: str) -> Reporters:
@@ -252,6 +265,13 @@ def checkpoint(run: Run, trainee: Trainee, state: TrainState) -> None:
     if run.dist.is_main:
         save_checkpoint(run.dir, checkpoint_state(trainee, state))
     state.last_checkpoint = time.perf_counter()
+
+
+def snapshot(run: Run, trainee: Trainee, state: TrainState) -> None:
+    """Keep this step's state for the cooldown branches that fork here (rank 0)."""
+    run.flush_metrics()
+    if run.dist.is_main:
+        save_snapshot(run.dir, checkpoint_state(trainee, state))
 
 
 def stop_preempted(reporters: Reporters, guard: PreemptionGuard) -> None:
