@@ -24,11 +24,12 @@ from analysis.io.exports import plain, read_exports
 from analysis.io.load import load_coordchecks, load_sweeps
 from analysis.io.wandb_source import load_wandb
 from analysis.plan_next import check_budgets, check_out, first_round, plan_next, summary, sweep_text
-from analysis.report import docs_tables, plots
+from analysis.report import docs_tables, plots, to_wandb
 from analysis.report.build import analyse
 from analysis.report.markdown import verdict_text
 from analysis.report.write import write_report
 from scaling.config.compose import SWEEPS_DIR
+from scaling.config.schema import LoggerConfig
 from scaling.process import log_to_console
 from scaling.store.results import atomic_write_bytes
 from analysis.fit.tables import (
@@ -73,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--exports", metavar="DIR", help="re-analyse a written report's runs.parquet and curves.parquet "
                                                       "(e.g. docs/results/quickstart) without its results root")
     rep.add_argument("--out", required=True, help="directory for report.md, fits.json and plots/")
+    rep.add_argument("--to-wandb", action="store_true",
+                     help="also log the report to wandb: one analysis run per sweep, in the sweep's group")
+    rep.add_argument("--wandb-project", default=LoggerConfig.project,
+                     help="wandb project of the analysis runs (default: the runs' default, %(default)s)")
+    rep.add_argument("--wandb-entity", help="wandb entity (default: yours)")
+    rep.add_argument("--wandb-mode", choices=to_wandb.MODES,
+                     help="online, offline or disabled (default: $WANDB_MODE, else offline)")
     rep.add_argument("--coordcheck", nargs="*", default=[], metavar="DIR",
                      help="coordcheck.out folders (or coord.csv files) of `python -m scaling.coordcheck` to plot")
     rep.add_argument("--sweep", action="append", metavar="NAME",
@@ -273,6 +281,9 @@ def _report(args: argparse.Namespace) -> str:
                      loss_noise=args.loss_noise)
     path = write_report(report, args.out, workers=args.workers)
     notes = [f"{name or 'runs'}: {t.exclusion_note()}" for name, t in tables.items()]
+    if args.to_wandb:
+        ids = to_wandb.log_report(report, Path(args.out), args.wandb_project, args.wandb_entity, args.wandb_mode)
+        notes.append(f"logged {len(ids)} analysis run(s) to wandb project {args.wandb_project}: {', '.join(ids)}")
     return "\n".join(notes + verdict_text(report) + [f"wrote {path}"])
 
 

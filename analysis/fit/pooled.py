@@ -278,12 +278,14 @@ def bias_corrected_interval(value: float, samples: np.ndarray, level: float = DE
     return Interval(float(value), float(lo), float(hi), level)
 
 
+@np.errstate(all="ignore")  # unconverged replicates may hold invalid parameters; they are dropped afterwards
 def _per_label_exponents(d: _Design, th: np.ndarray) -> np.ndarray:
     """alpha_l [R, L] of the per-label model."""
     L = d.L
     return d.exponent(th[:, :1], th[:, 1:1 + L], th[:, 1 + L:1 + 2 * L])
 
 
+@np.errstate(all="ignore")
 def _alt_multiplier(d: _Design, th: np.ndarray, c_ref: float) -> np.ndarray:
     """log(C_d / C_ref) per label [R, L]: dense (label 0) reaches label l's L*(C_ref) at C_d."""
     L = d.L

@@ -275,7 +275,8 @@ def analyse(tables: RunTable | Mapping[str | None, RunTable], source: str = "",
         structures = {res.label: res for key, res in zip(keys, results) if key == (sweep, name)}
         experiments.append(_compare(sweep, name, runs, structures))
         _pooled(tables[sweep], runs, experiments[-1], given, replicates, seed, level)
-    if not any(s.any_fit() for e in experiments for s in e.structures.values()):
+    if not any(s.any_fit() for e in experiments for s in e.structures.values()) and \
+            not any(e.pooled for e in experiments):  # the pooled fit alone is a report's headline
         detail = "; ".join(f"{e.title} {s.label} {fit}: {st.text()}" for e in experiments
                            for s in e.structures.values() for fit, st in s.status.items() if fit in FITS)
         raise AnalysisError(f"no fit could be made from {source or 'these runs'}: {detail}")

@@ -298,6 +298,8 @@ def finish(run: Run, trainee: Trainee, state: TrainState, reporters: Reporters, 
         **extra,
     )
     if run.dist.is_main:
-        reporters.tracker.summary({k: v for k, v in summary.items() if v is not None})
+        settings = OmegaConf.to_container(run.cfg.structure, resolve=True)  # filterable: structure.rank, ...
+        reporters.tracker.summary({k: v for k, v in summary.items() if v is not None}
+                                  | {"n_eff": run.plan.train_flops_per_unit / 6, "structure_settings": settings})
         reporters.tracker.finish(exit_code=0 if completed else 1)
     return summary
