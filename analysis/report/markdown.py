@@ -48,9 +48,19 @@ def _cell(s: StructureResult, fit: str, text: str) -> str:
     return f"{text} (weak)" if st.status == "weak" else text
 
 
+def _once(row: list) -> list[str]:
+    """A row with a failed fit's greyed reason shown in its first cell only (the others of that fit: `–`)."""
+    seen: set[str] = set()
+    out = []
+    for cell in map(str, row):
+        out.append("–" if cell.startswith('<span style="color:gray">') and cell in seen else cell)
+        seen.add(cell)
+    return out
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(_once(row)) + " |" for row in rows]
     return lines + [""]
 
 
@@ -60,24 +70,34 @@ def plot_jobs(exp: ExperimentResult, table: RunTable, plot_dir: Path) -> list[tu
     stem = plot_dir / _slug(exp.title)
     structures, title = exp.structures, exp.title
     widths = dict(zip(runs["run_id"], runs["width"]))
+    unit = plots.loss_unit(runs["family"].iloc[0] if len(runs) else None)
+
+    def having(attr: str, status: str) -> frozenset[str]:
+        return frozenset(lab for lab, s in structures.items() if s.status.get(attr) and s.status[attr].status == status)
+
     jobs: list[tuple[str, tuple]] = []
     for kind, attr, cv in (("FLOPs", "frontier", frontier_curves), ("seconds", "wall_frontier", wall_curves)):
         fits = {lab: getattr(s, attr) for lab, s in structures.items() if getattr(s, attr) is not None}
         failed = {lab for lab in fits if structures[lab].status[attr].status == "failed"}
         if fits:
             jobs.append((f"loss frontiers ({kind})", (plots.frontiers, fits, failed, kind, title,
-                                                      Path(f"{stem}_frontiers_{attr}"))))
+                                                      Path(f"{stem}_frontiers_{attr}"), having(attr, "weak"), unit)))
         curves = {lab: cv(table, runs[runs["label"] == lab]) for lab in structures}
         dense = DENSE if DENSE in fits else None
         if any(len(c) for c in curves.values()):  # runs without recorded seconds have no wall-clock curves
             jobs.append((f"loss vs {kind}", (plots.loss_curves, curves, fits, failed, widths, dense, kind, title,
-                                             Path(f"{stem}_loss_vs_{attr}"))))
+                                             Path(f"{stem}_loss_vs_{attr}"), having(attr, "weak"), unit)))
     mult = {lab: s.frontier for lab, s in structures.items() if s.frontier is not None}
     if exp.reference_flops is not None and len(mult) > 1:
-        jobs.append(("compute multiplier", (plots.multipliers, mult, DENSE, title, Path(f"{stem}_multiplier"))))
+        statuses = {lab: s.status["multiplier"].status for lab, s in structures.items() if "multiplier" in s.status}
+        pooled = {lab: exp.pooled.multiplier(lab) for lab in exp.pooled.labels} if exp.pooled else {}
+        at = exp.pooled.reference_flops if exp.pooled else None
+        jobs.append(("compute multiplier", (plots.multipliers, mult, DENSE, title, Path(f"{stem}_multiplier"),
+                                            statuses, pooled, at)))
     iso = {lab: s.isoflop for lab, s in structures.items() if s.isoflop is not None}
     if iso:
-        jobs.append(("isoFLOP curves", (plots.isoflop_curves, iso, title, Path(f"{stem}_isoflop"))))
+        jobs.append(("isoFLOP curves", (plots.isoflop_curves, iso, title, Path(f"{stem}_isoflop"),
+                                        having("isoflop", "weak"), unit)))
         jobs.append(("N*(C)", (plots.optimal_size, iso, title, Path(f"{stem}_nstar"))))
     if exp.trends:
         rows = pd.DataFrame([{"label": s.label, "omega": s.omega, "psi": s.psi, "nu": s.nu,

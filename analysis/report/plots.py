@@ -17,8 +17,10 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.collections import LineCollection
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
+from analysis.fit.bootstrap import Interval
 from analysis.fit.compare import compute_multiplier
 from analysis.fit.frontier import FrontierFit
 from analysis.fit.isoflop import IsoflopFit
@@ -63,8 +65,14 @@ def _log_axes(ax) -> None:
     ax.set(xscale="log", yscale="log")
     for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
         axis.set_minor_locator(NullLocator())
-        if lo > 0 and hi / lo < 30:
-            ticks = [t for t in MaxNLocator(4).tick_values(lo, hi) if lo <= t <= hi and t > 0]
+        if lo > 0 and hi / lo < 30:  # 1-2-5 steps (1-1.5-2-3-5-7 on a very narrow axis), even on the log scale
+            decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+            for mantissas in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7)):
+                ticks = [m * 10.0 ** k for k in decades for m in mantissas if lo <= m * 10.0 ** k <= hi]
+                if len(ticks) >= 3:
+                    break
+            if len(ticks) < 2:
+                ticks = [t for t in MaxNLocator(4).tick_values(lo, hi) if lo <= t <= hi and t > 0]
             axis.set_major_locator(FixedLocator(ticks))
             axis.set_major_formatter(FuncFormatter(lambda v, _: short_number(v)))
 
@@ -98,6 +106,24 @@ def _fit_band(ax, fit: FrontierFit, c: np.ndarray, col, label: str | None, ls: s
 AXIS = {"FLOPs": "training compute C (FLOPs)", "seconds": "training time (s)"}
 
 
+def loss_unit(family: str | None) -> str:
+    """What a loss is measured per: a token for language models, an example (an image) otherwise."""
+    return "nats/token" if family in (None, "gpt2") else "nats/example"
+
+
+def _fit_note(label: str, status: str | None) -> str:
+    """A legend or title suffix that marks a weak or failed fit (ok fits get none)."""
+    return f" ({status})" if status in ("weak", "failed") else ""
+
+
+def _log_ticks(axis, lo: float, hi: float, must: tuple[float, ...] = ()) -> None:
+    """Plain-number ticks on a log axis over [lo, hi], always including `must` (e.g. parity at 1)."""
+    ticks = sorted({*(t for t in (0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 7, 10, 20, 30, 50, 100)
+                      if lo <= t <= hi), *must})
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: short_number(v)))
+
+
 def _loss_range(losses: np.ndarray) -> tuple[float, float]:
     """y-range around the given losses with a margin (log-symmetric)."""
     lo, hi = float(np.nanmin(losses)), float(np.nanmax(losses))
@@ -106,8 +132,10 @@ def _loss_range(losses: np.ndarray) -> tuple[float, float]:
 
 
 @_styled
-def frontiers(fits: Mapping[str, FrontierFit], failed: set[str], kind: str, title: str, stem: Path) -> Path:
-    """Every label's envelope (dots) and fitted L(C) with its band; a failed fit is drawn grey without a curve."""
+def frontiers(fits: Mapping[str, FrontierFit], failed: set[str], kind: str, title: str, stem: Path,
+              weak: frozenset[str] = frozenset(), unit: str = "nats/token") -> Path:
+    """Every label's envelope (dots) and fitted L(C) with its band, `(weak)` in its legend entry when weak; a
+    failed fit is drawn grey without a curve."""
     fig, (ax,) = _figure(width=8.0, height=5.0)
     colours = _colours(list(fits))
     envs = np.concatenate([f.envelope["loss"].to_numpy(float) for f in fits.values()])
@@ -119,11 +147,12 @@ def frontiers(fits: Mapping[str, FrontierFit], failed: set[str], kind: str, titl
             continue
         ax.scatter(env["flops"], env["loss"], color=colours[label], s=14, zorder=3, edgecolor="white", linewidth=0.3)
         c = np.geomspace(env["flops"].min(), env["flops"].max(), 60)
-        _fit_band(ax, fit, c, colours[label], f"{label}: alpha = {fit.params['alpha'].fmt('.3f')}",
+        note = _fit_note(label, "weak" if label in weak else None)
+        _fit_band(ax, fit, c, colours[label], f"{label}: alpha = {fit.params['alpha'].fmt('.3f')}{note}",
                   ls=_line_style(i), clip=clip)
     ax.set_ylim(*clip)
     _log_axes(ax)
-    ax.set(xlabel=AXIS[kind], ylabel="validation loss (nats/token, envelope)",
+    ax.set(xlabel=AXIS[kind], ylabel=f"validation loss ({unit}, envelope)",
            title=f"{title}\nloss frontiers L = E + A x^-alpha against {AXIS[kind]}")
     ax.grid(True, alpha=0.25)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
@@ -132,11 +161,12 @@ def frontiers(fits: Mapping[str, FrontierFit], failed: set[str], kind: str, titl
 
 @_styled
 def loss_curves(curves: Mapping[str, pd.DataFrame], fits: Mapping[str, FrontierFit], failed: set[str],
-                widths: Mapping[str, float], dense: str | None, kind: str, title: str, stem: Path) -> Path:
+                widths: Mapping[str, float], dense: str | None, kind: str, title: str, stem: Path,
+                weak: frozenset[str] = frozenset(), unit: str = "nats/token") -> Path:
     """One panel per label on shared axes: every run's curve coloured by width, the envelope and the fit.
 
     The y-range covers the runs' final losses and the envelopes, so the first evaluations (near the initial
-    loss) leave the top of the axes instead of setting its range.
+    loss) leave the top of the axes instead of setting its range; the x-range starts where curves enter it.
     """
     labels = [lab for lab in curves if len(curves[lab])]
     ncols = min(3, len(labels))
@@ -164,7 +194,8 @@ def loss_curves(curves: Mapping[str, pd.DataFrame], fits: Mapping[str, FrontierF
         ax.autoscale_view()
         fit = fits.get(label)
         state = "not fitted" if fit is None else ("fit failed" if label in failed else
-                                                   f"alpha = {fit.params['alpha'].fmt('.3f')}")
+                                                   f"alpha = {fit.params['alpha'].fmt('.3f')}"
+                                                   + _fit_note(label, "weak" if label in weak else None))
         if fit is not None and label not in failed:
             env = fit.envelope
             ax.scatter(env["flops"], env["loss"], color="black", s=8, zorder=3)
@@ -175,22 +206,29 @@ def loss_curves(curves: Mapping[str, pd.DataFrame], fits: Mapping[str, FrontierF
         ax.set_title(f"{label}: {state}")
         ax.grid(True, alpha=0.2)
     axes[0].set_ylim(*clip)
+    shown = every.loc[every["loss"] <= clip[1], "flops"]
+    axes[0].set_xlim((shown if len(shown) else every["flops"]).min() / 1.3, every["flops"].max() * 1.3)
     for ax in axes[:len(labels)]:
         _log_axes(ax)
     for ax in axes[len(labels):]:
         ax.set_visible(False)
-    fig.colorbar(ScalarMappable(norm, cmap), ax=list(axes[:len(labels)]), label="width", fraction=0.02, pad=0.02,
-                 shrink=min(0.9, 2.2 / nrows), aspect=20)
+    bar = fig.colorbar(ScalarMappable(norm, cmap), ax=list(axes[:len(labels)]), label="width", fraction=0.02,
+                       pad=0.02, shrink=min(0.9, 2.2 / nrows), aspect=20)
+    if 0 < np.unique(w).size <= 10:  # the widths the runs have, as plain numbers
+        bar.set_ticks(np.unique(w), labels=[f"{v:g}" for v in np.unique(w)])
+        bar.ax.minorticks_off()
     fig.supxlabel(AXIS[kind])
-    fig.supylabel("validation loss (nats/token)")
+    fig.supylabel(f"validation loss ({unit})")
     extra = f", dashed: {dense}'s fit" if ref is not None else ""
     fig.suptitle(f"{title}: runs coloured by width, dots: envelope, red: fit with its band{extra}")
     return _save(fig, stem)
 
 
 @_styled
-def isoflop_curves(fits: Mapping[str, IsoflopFit], title: str, stem: Path) -> Path:
-    """Per structure: loss vs N_eff per budget (colour: budget), the interpolant and N* (hollow star: dropped)."""
+def isoflop_curves(fits: Mapping[str, IsoflopFit], title: str, stem: Path, weak: frozenset[str] = frozenset(),
+                   unit: str = "nats/token") -> Path:
+    """Per structure: loss vs N_eff per budget (colour: budget, one legend entry each), the interpolant and N*
+    (hollow star: dropped budget); `(weak)` in the title of a weak fit."""
     labels = list(fits)
     ncols = min(4, len(labels))
     fig, axes = _figure(ncols, int(np.ceil(len(labels) / ncols)), width=4.2, height=3.3)
@@ -212,14 +250,16 @@ def isoflop_curves(fits: Mapping[str, IsoflopFit], title: str, stem: Path) -> Pa
                    color=[col if good else (1, 1, 1, 0) for col, good in zip(cols, ok)], edgecolor="black",
                    linewidth=0.5)
         _log_axes(ax)
-        ax.set_title(f"{label}\na = {fit.a.fmt('.3f')}")
+        ax.set_title(f"{label}{_fit_note(label, 'weak' if label in weak else None)}\na = {fit.a.fmt('.3f')}")
         ax.grid(True, alpha=0.2)
     for ax in axes[len(labels):]:
         ax.set_visible(False)
-    fig.colorbar(ScalarMappable(norm, cmap), ax=list(axes[:len(labels)]), label="FLOP budget C", shrink=0.8,
-                 fraction=0.03, pad=0.03)
+    shown = {short_number(c): c for c in np.unique(budgets)}  # labels' budgets a rounding apart: one entry
+    handles = [Line2D([], [], color=cmap(norm(c)), marker="o", ms=4, label=f"C = {text}")
+               for text, c in shown.items()]
+    fig.legend(handles=handles, title="FLOP budget", loc="center right", frameon=False)
     fig.supxlabel("effective parameters N_eff (training FLOPs per token / 6)")
-    fig.supylabel("validation loss (nats/token)")
+    fig.supylabel(f"validation loss ({unit})")
     fig.suptitle(f"{title}: isoFLOP curves (star: N*, hollow: dropped budget)")
     return _save(fig, stem)
 
@@ -249,29 +289,46 @@ def optimal_size(fits: Mapping[str, IsoflopFit], title: str, stem: Path) -> Path
 
 
 @_styled
-def multipliers(fits: Mapping[str, FrontierFit], dense: str, title: str, stem: Path) -> Path:
-    """Compute multiplier vs dense at matched loss, across dense's budget range (1 = parity).
+def multipliers(fits: Mapping[str, FrontierFit], dense: str, title: str, stem: Path,
+                statuses: Mapping[str, str] | None = None, pooled: Mapping[str, Interval] | None = None,
+                pooled_flops: float | None = None) -> Path:
+    """Compute multiplier vs dense at matched loss from the two frontier fits, across dense's budget range
+    (1 = parity), each label's status in its legend entry (a failed one dashed grey); the pooled fit's multipliers
+    (the headline) as points with their intervals at `pooled_flops`.
 
     A multiplier of 0 (a loss the structure never reaches) has no place on a log axis: the y-range is set by
     the finite positive point estimates (and 1) with a factor 3 of margin, and bands are clipped to it.
     """
+    statuses, pooled = statuses or {}, pooled or {}
     fig, (ax,) = _figure(width=8.0, height=5.0)
     colours = _colours(list(fits))
     ref = fits[dense]
     c = np.geomspace(ref.envelope["flops"].min(), ref.envelope["flops"].max(), 25)
     lines = {label: [compute_multiplier(fit, ref, float(ci)) for ci in c] for label, fit in fits.items()
              if label != dense}
-    values = np.array([iv.value for ivs in lines.values() for iv in ivs] + [1.0])
+    values = np.array([iv.value for ivs in lines.values() for iv in ivs] + [1.0]
+                      + [iv.value for label, iv in pooled.items() if label != dense])
     values = values[np.isfinite(values) & (values > 0)]
     lo, hi = values.min() / 3, values.max() * 3
     for i, (label, ivs) in enumerate(lines.items(), start=1):
         point = np.array([iv.value for iv in ivs])
-        ax.plot(c, np.where(point > 0, point, np.nan), color=colours[label], lw=2, ls=_line_style(i), label=label)
+        failed = statuses.get(label) == "failed"
+        col = "0.6" if failed else colours[label]
+        ax.plot(c, np.where(point > 0, point, np.nan), color=col, lw=2, ls="--" if failed else _line_style(i),
+                label=f"{label}: frontier fits{_fit_note(label, statuses.get(label))}")
         band = np.clip(np.nan_to_num(np.array([[iv.lo, iv.hi] for iv in ivs]), nan=lo), lo, hi)
-        ax.fill_between(c, band[:, 0], band[:, 1], color=colours[label], alpha=0.2, lw=0)
+        ax.fill_between(c, band[:, 0], band[:, 1], color=col, alpha=0.15 if failed else 0.2, lw=0)
+    for label, iv in pooled.items():
+        if label == dense or pooled_flops is None or not iv.value > 0:
+            continue
+        err = np.clip([[iv.value - iv.lo], [iv.hi - iv.value]], 0, None)
+        ax.errorbar([pooled_flops], [iv.value], yerr=np.nan_to_num(err), fmt="D", ms=7, capsize=4,
+                    color=colours.get(label, "black"), markeredgecolor="black", zorder=5,
+                    label=f"{label}: pooled fit {iv.fmt('.3g')}")
     ax.axhline(1.0, color="black", lw=0.8, ls="--")
     ax.set_ylim(lo, hi)
     _log_axes(ax)
+    _log_ticks(ax.yaxis, lo, hi, must=(1.0,))
     ax.set(xlabel="dense training compute C (FLOPs)", ylabel="compute multiplier (dense C / label C)",
            title=f"{title}\ncompute multiplier vs {dense} at matched loss (>1: less compute than {dense})")
     ax.grid(True, alpha=0.25)
