@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--tokens-col")
     tok.add_argument("--flops-col", help="training FLOPs; tokens = FLOPs / (6 params)")
     par.add_argument("--at-flops", type=float, nargs="*", help="budgets to allocate (default: the largest run's)")
+    par.add_argument("--run-col", help="rows sharing this column are one run's curve, read at every budget")
+    par.add_argument("--budgets", type=float, nargs="+", metavar="C",
+                     help="with --run-col: FLOP budgets to read the curves at besides the runs' final FLOPs")
     _hparam_args(par)
 
     fr = sub.add_parser("fit-frontier", help="approach 1: lower envelope and L(C) = E + A C^-alpha")
@@ -139,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--flops-col")
     budget.add_argument("--tokens-col", help="training tokens; FLOPs = 6 params tokens")
     iso.add_argument("--run-col", help="rows sharing this column are one run's curve, read at every budget")
+    iso.add_argument("--budgets", type=float, nargs="+", metavar="C",
+                     help="with --run-col: FLOP budgets to read the curves at besides the runs' final FLOPs")
     iso.add_argument("--seed-col", help="random seed: rows differing only in it are averaged")
     iso.add_argument("--loss-noise", type=float, metavar="SIGMA",
                      help="absolute loss noise std for the bootstrap (as published isoFLOP studies give it)")
@@ -184,7 +189,8 @@ def _grouped(args: argparse.Namespace, fit_one, text_one, plot=None) -> str:
 def _parametric(args: argparse.Namespace) -> str:
     def fit_one(df):
         return parametric_from_table(df, args.params_col, args.loss_col, args.tokens_col, args.flops_col,
-                                     args.replicates, args.seed, args.level, args.lr_col, args.interpolate_lr)
+                                     args.replicates, args.seed, args.level, args.lr_col, args.interpolate_lr,
+                                     args.run_col, args.budgets)
 
     def budgets(df) -> list[float]:
         n = column(df, args.params_col, "params_col")
@@ -238,7 +244,7 @@ def _isoflop(args: argparse.Namespace) -> str:
     def fit_one(df):
         return isoflop_from_table(df, args.params_col, args.loss_col, args.flops_col, args.tokens_col,
                                   args.replicates, args.seed, args.level, args.run_col, args.lr_col, args.seed_col,
-                                  args.loss_noise, args.interpolate_lr)
+                                  args.loss_noise, args.interpolate_lr, budgets=args.budgets)
 
     def text(fit, _df) -> str:
         out = [f"N* ~ C^a over {int(fit.budgets['used'].sum())} budgets ({fit.level:.0%} intervals; noise "

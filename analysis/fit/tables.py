@@ -13,6 +13,7 @@ bootstrap; without it the noise is measured from repeated seeds, else from resid
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -93,8 +94,10 @@ def _optional(df: pd.DataFrame, name: str | None, argument: str) -> np.ndarray |
 
 
 def _points(df: pd.DataFrame, n: np.ndarray, flops: np.ndarray, loss: np.ndarray, run_col: str | None,
-            lr: np.ndarray | None, seed: np.ndarray | None, tolerance: float) -> pd.DataFrame:
-    """Rows (flops, n, loss[, lr, seed]); with run_col every run's curve is read at every budget it passes."""
+            lr: np.ndarray | None, seed: np.ndarray | None, tolerance: float,
+            budgets: Sequence[float] | None = None) -> pd.DataFrame:
+    """Rows (flops, n, loss[, lr, seed]); with run_col every run's curve is read at every budget it passes: the
+    runs' final FLOPs and `budgets` (e.g. a from_curves sweep's smaller budgets)."""
     pts = pd.DataFrame({"flops": flops, "n": n, "loss": loss})
     if lr is not None:
         pts["lr"] = lr
@@ -111,7 +114,8 @@ def _points(df: pd.DataFrame, n: np.ndarray, flops: np.ndarray, loss: np.ndarray
         bad = per_run.index[per_run["n_max"] != per_run["n_min"]][0]
         raise AnalysisError(f"run_col={run_col!r}: run {bad} has several sizes; a run's rows must share one "
                             "`params_col` value", "run_col", "params_col")
-    grid = budget_grid(per_run["final"].to_numpy(), tolerance, per_run["first"].to_numpy())
+    grid = budget_grid(per_run["final"].to_numpy(), tolerance, per_run["first"].to_numpy(),
+                       np.asarray(budgets if budgets is not None else [], float))
     reads = read_at_budgets(pts[["run_id", "flops", "loss"]], grid, tolerance=tolerance)
     extra = [c for c in ("lr", "seed") if c in pts.columns]
     info = pts.groupby("run_id")[extra].first().join(per_run["n"]).reset_index()
@@ -121,12 +125,14 @@ def _points(df: pd.DataFrame, n: np.ndarray, flops: np.ndarray, loss: np.ndarray
 def parametric_from_table(df: pd.DataFrame, params_col: str, loss_col: str, tokens_col: str | None = None,
                           flops_col: str | None = None, replicates: int = DEFAULT_REPLICATES, seed: int = 0,
                           level: float = DEFAULT_LEVEL, lr_col: str | None = None,
-                          interpolate_lr: bool = False) -> ParametricFit:
-    """Approach 3 on a table with one row per run (the best lr per size and budget when `lr_col` is given)."""
+                          interpolate_lr: bool = False, run_col: str | None = None,
+                          budgets: Sequence[float] | None = None) -> ParametricFit:
+    """Approach 3 on a table with one row per run, or with `run_col` one row per evaluation (every run's curve read
+    at every budget it passes: the final FLOPs and `budgets`); the best lr per size and budget with `lr_col`."""
     n = column(df, params_col, "params_col")
     tokens, flops = _tokens_and_flops(df, n, tokens_col, flops_col)
-    pts = _points(df, n, flops, column(df, loss_col, "loss_col"), None, _optional(df, lr_col, "lr_col"), None,
-                  DEFAULT_BUDGET_TOLERANCE)
+    pts = _points(df, n, flops, column(df, loss_col, "loss_col"), run_col, _optional(df, lr_col, "lr_col"), None,
+                  DEFAULT_BUDGET_TOLERANCE, budgets)
     best = best_over_hparams(pts, "n", (), "lr" if lr_col else None, interpolate_lr)
     return fit_parametric(best["n"], best["flops"] / (6 * best["n"]), best["loss"], replicates, seed, level)
 
@@ -147,13 +153,13 @@ def isoflop_from_table(df: pd.DataFrame, params_col: str, loss_col: str, flops_c
                        tokens_col: str | None = None, replicates: int = DEFAULT_REPLICATES, seed: int = 0,
                        level: float = DEFAULT_LEVEL, run_col: str | None = None, lr_col: str | None = None,
                        seed_col: str | None = None, loss_noise: float | None = None,
-                       interpolate_lr: bool = False,
-                       tolerance: float = DEFAULT_BUDGET_TOLERANCE) -> IsoflopFit:
+                       interpolate_lr: bool = False, tolerance: float = DEFAULT_BUDGET_TOLERANCE,
+                       budgets: Sequence[float] | None = None) -> IsoflopFit:
     """Approach 2 on a table of runs (or, with `run_col`, of curves): best lr per (budget, size), seeds averaged."""
     n = column(df, params_col, "params_col")
     _, flops = _tokens_and_flops(df, n, tokens_col, flops_col)
     pts = _points(df, n, flops, column(df, loss_col, "loss_col"), run_col, _optional(df, lr_col, "lr_col"),
-                  _optional(df, seed_col, "seed_col"), tolerance)
+                  _optional(df, seed_col, "seed_col"), tolerance, budgets)
     pts["flops"] = assign_budgets(pts["flops"].to_numpy(float), tolerance)
     noise = _noise(loss_noise)
     if noise is None:

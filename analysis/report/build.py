@@ -283,6 +283,37 @@ def analyse(tables: RunTable | Mapping[str | None, RunTable], source: str = "",
     return Report(source, tables, experiments, replicates, seed, level, coordchecks or {})
 
 
+def report_frame(report: Report) -> pd.DataFrame:
+    """Every headline number of the report as one tidy table: a row per (sweep, experiment, label, quantity) with
+    value, lo, hi and the status of the fit it comes from. Quantities: frontier E, A, alpha; isoflop a, b;
+    parametric E, A, B, alpha, beta; multiplier, wall_multiplier, alpha_minus_dense (vs dense); pooled (the pooled
+    fit's multiplier of the supported model, at the experiment's reference compute)."""
+    rows = []
+
+    def add(exp: ExperimentResult, label: str, quantity: str, iv: Interval | None, status: str | None) -> None:
+        if iv is not None:
+            rows.append({"sweep": exp.sweep, "experiment": exp.name, "label": label, "quantity": quantity,
+                         "value": iv.value, "lo": iv.lo, "hi": iv.hi, "status": status})
+
+    for exp in report.experiments:
+        for label, s in exp.structures.items():
+            def status(fit: str) -> str | None:
+                return s.status[fit].status if fit in s.status else None
+
+            for fit in ("frontier", "isoflop", "parametric"):
+                obj = getattr(s, fit)
+                params = {} if obj is None else (obj.params if fit != "isoflop" else {"a": obj.a, "b": obj.b})
+                for name, iv in params.items():
+                    add(exp, label, f"{fit}.{name}", iv, status(fit))
+            add(exp, label, "multiplier", s.multiplier, status("multiplier"))
+            add(exp, label, "wall_multiplier", s.wall_multiplier, status("wall_multiplier"))
+            add(exp, label, "alpha_minus_dense", s.d_alpha, status("frontier"))
+            if exp.pooled is not None and label in exp.pooled.labels:
+                add(exp, label, "pooled", exp.pooled.multiplier(label),
+                    "reference" if label == exp.pooled.reference else status("pooled"))
+    return pd.DataFrame(rows, columns=["sweep", "experiment", "label", "quantity", "value", "lo", "hi", "status"])
+
+
 def report_dict(report: Report) -> dict:
     """Every fitted number and status, for machines (fits.json)."""
     def fit(f):

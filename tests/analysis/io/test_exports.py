@@ -4,6 +4,7 @@ fits `report --results` gave, without the results store."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,6 +13,8 @@ from analysis.cli import main
 from analysis.io.exports import read_exports, write_exports
 from analysis.io.load import load_sweeps
 from analysis.io.synthetic import HOFFMANN, SyntheticStructure, SyntheticSweep
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_exports_read_back_as_the_tables_they_came_from(tmp_path):
@@ -40,3 +43,28 @@ def test_report_from_exports_gives_the_same_fits(tmp_path, capsys):
     assert a["experiments"] == b["experiments"] and a["runs_used"] == b["runs_used"]
     assert main(["report", "--exports", str(tmp_path / "nothing"), "--out", str(tmp_path / "c")]) == 2
     assert f"--exports {tmp_path / 'nothing'}: no runs.parquet or curves.parquet there" in capsys.readouterr().err
+
+
+def test_report_frame_is_every_headline_number_in_one_table():
+    from analysis import read_exports, report_frame
+    from analysis.report.build import analyse
+
+    report = analyse(read_exports(REPO / "docs/results/quickstart"), replicates=50, workers=1)
+    frame = report_frame(report)
+    assert list(frame.columns) == ["sweep", "experiment", "label", "quantity", "value", "lo", "hi", "status"]
+    pooled = frame[(frame["quantity"] == "pooled")].set_index("label")
+    assert pooled.loc["dense", "status"] == "reference" and pooled.loc["btt", "value"] == pytest.approx(0.856, abs=1e-3)
+    assert {"frontier.alpha", "isoflop.a", "parametric.beta", "multiplier"} <= set(frame["quantity"])
+    assert set(frame["status"].dropna()) <= {"ok", "weak", "failed", "reference"}
+
+
+def test_parametric_table_fit_reads_budgets_off_curves():
+    from analysis import parametric_from_table
+
+    runs = pd.read_parquet(REPO / "docs/results/quickstart/runs.parquet")
+    curves = pd.read_parquet(REPO / "docs/results/quickstart/curves.parquet").merge(runs[["run_id", "n_eff"]])
+    curves = curves[curves["flops"] > 0]
+    once = parametric_from_table(runs, "n_eff", "final_val_loss", flops_col="flops", replicates=20)
+    read = parametric_from_table(curves, "n_eff", "val_loss", flops_col="flops", run_col="run_id", replicates=20,
+                                 budgets=[1.6e11, 2.4e11])  # the sweep's smaller budgets, read off the curves
+    assert read.n_points > 2 * once.n_points  # every configuration read at each budget its curve passes
