@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
+import typing
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar
 
@@ -96,6 +98,23 @@ def compose_run_config(overrides: Sequence[str] = ()) -> DictConfig:
     register_schemas()
     cfg = compose_conf("run", integral_overrides(list(overrides)))
     OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def with_new_defaults(cfg: DictConfig) -> DictConfig:
+    """`cfg` with every setting the schema added since it was written filled in at its default (a config from
+    an older version: a queued or requeued job's, or a run directory's), so new code trains and resumes it as
+    the run it was. Settings it has are kept as they are."""
+    for section, schema in typing.get_type_hints(RunConfig).items():
+        node = cfg.get(section)
+        if not dataclasses.is_dataclass(schema) or not isinstance(node, DictConfig):
+            continue
+        for field in dataclasses.fields(schema):
+            if field.name not in node:
+                default = field.default_factory() if field.default_factory is not dataclasses.MISSING \
+                    else field.default
+                if default is not dataclasses.MISSING:
+                    node[field.name] = default
     return cfg
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from scaling.config.compose import with_new_defaults
+
 from scaling.train.checkpoint import PreemptionGuard
 from scaling.train.distributed import teardown
 from scaling.store.lease import Lease, live_holder
@@ -35,7 +37,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train the run described by `cfg` to its budget (resuming if interrupted); return its summary. It computes
     with train.threads CPU threads on train.device (`auto` resolved on this machine unless a launcher did)."""
     OmegaConf.resolve(cfg)
-    run = Run(cfg)
+    run = Run(with_new_defaults(cfg))
     existing = read_summary(run.dir)
     if existing and existing["status"] in FINISHED_STATES:
         return existing

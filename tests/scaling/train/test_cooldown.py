@@ -117,3 +117,15 @@ def test_a_launched_cooldown_sweep_trains_each_run_once_and_reads_the_branches(t
     assert len(trunks) == 2 and set(table.excluded["reason"]) == {"cooldown trunk (its branches are the reads)"}
     assert len(table.runs) == 6 and set(table.runs["schedule"]) == {"wsd"}
     assert sorted({round(f, -8) for f in table.runs["flops"]}) == COOL["flops"]
+
+
+@pytest.mark.slow  # trains a tiny run
+def test_a_config_from_before_the_cooldown_settings_trains_as_the_same_run(tmp_path):
+    """A queued or requeued job's config written by an older version lacks train.snapshot_steps and fork_from:
+    it trains under the same run id instead of failing on the missing keys."""
+    cfg = _cfg(tmp_path, "train.tokens=2048")
+    old = OmegaConf.to_container(cfg)
+    del old["train"]["snapshot_steps"], old["train"]["fork_from"]
+    assert run_id(old) == run_id(cfg)
+    summary = train(OmegaConf.create(old))
+    assert summary["status"] == "completed" and summary["run_id"] == run_id(cfg)
