@@ -249,9 +249,9 @@ def _isoflop(args: argparse.Namespace) -> str:
 def _report(args: argparse.Namespace) -> str:
 
     try:  # fail now, not after the whole analysis: a file, read-only, immutable or full
-        checked_root(args.out, write=True, field="--out")
+        checked_root(args.out, write=True, field="out")
     except DirectoryError as err:
-        raise AnalysisError(str(err)) from None
+        raise AnalysisError(str(err), "out") from None
     if args.wandb:
         if args.sweep or args.rounds:
             raise AnalysisError("--sweep and --rounds read the sweep manifests of --results; with --wandb filter "

@@ -1,4 +1,4 @@
-"""Run identity, run directories and the results table.
+"""Run identity, run directories, the results root's checks and the results table.
 
 A run is a pure function of the identity sections of its resolved config (model, structure, data, train);
 the SHA-256 of their canonical JSON is its id and its directory name: `<results_root>/runs/<run_id>/`.
@@ -77,12 +77,12 @@ class DirectoryError(ValueError):
 
 # Why a file cannot be written, by errno, and what to do about it (`{field}` is the setting that names the folder).
 WRITE_FIXES = {
-    errno.ENOSPC: "the disk is full: free space there or set {field} to a folder on another disk",
-    errno.EDQUOT: "the disk quota is used up: free space there or set {field} to a folder on another disk",
-    errno.EROFS: "the filesystem is read-only: set {field} to a writable folder",
-    errno.EPERM: "writing is not permitted (chattr +i?): lift it (chattr -i) or set {field} to a writable folder",
-    errno.EACCES: "no permission to write there: fix its permissions or set {field} to a writable folder",
-    errno.ENOTDIR: "a part of the path is a file: set {field} to a folder",
+    errno.ENOSPC: "the disk is full: free space there or set {field}=DIR to a folder on another disk",
+    errno.EDQUOT: "the disk quota is used up: free space there or set {field}=DIR to a folder on another disk",
+    errno.EROFS: "the filesystem is read-only: set {field}=DIR to a writable folder",
+    errno.EPERM: "writing is not permitted (chattr +i?): lift it (chattr -i) or set {field}=DIR to a writable folder",
+    errno.EACCES: "no permission to write there: fix its permissions or set {field}=DIR to a writable folder",
+    errno.ENOTDIR: "a part of the path is a file: set {field}=DIR to a folder",
 }
 
 
@@ -106,7 +106,7 @@ def checked_root(results_root: str | os.PathLike | None, write: bool, field: str
     existing = next(p for p in (root, *root.parents) if p.exists())
     if not existing.is_dir():
         where = "is a file" if existing == root else f"lies under {existing}, which is a file"
-        raise DirectoryError(f"{field}={root} {where}, not a folder; set {field} to a folder (or move the file)")
+        raise DirectoryError(f"{field}={root} {where}, not a folder; set {field}=DIR to a folder (or move the file)")
     if write:
         _probe(existing, root, field)
     return root
@@ -131,7 +131,7 @@ def _probe(folder: Path, root: Path, field: str) -> None:
 
 def _cannot_write(root: Path, folder: Path, err: OSError, field: str) -> str:
     where = "" if folder == root else f" (in {folder}, where it would be created)"
-    fix = WRITE_FIXES.get(err.errno, "set {field} to a writable folder").format(field=field)
+    fix = WRITE_FIXES.get(err.errno, "set {field}=DIR to a writable folder").format(field=field)
     return f"{field}={root}: cannot write a file there{where}: {err.strerror}; {fix}"
 
 
