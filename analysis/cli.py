@@ -1,7 +1,8 @@
 """`python -m analysis {report, plan-next, fit-parametric, fit-frontier, isoflop, coverage, docs-tables}`.
 
-Input the analysis cannot use (AnalysisError) is printed as one `error:` line on stderr with exit status 2,
-like an argparse usage error, never as a traceback; the arguments it names are named as this command's flags.
+Input the analysis cannot use (AnalysisError), and an output folder that cannot be written (read-only, immutable,
+full), is printed as one `error:` line on stderr with exit status 2, like an argparse usage error, never as a
+traceback; the arguments it names are named as this command's flags.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from analysis.report.write import write_report
 from scaling.config.compose import SWEEPS_DIR
 from scaling.config.schema import LoggerConfig
 from scaling.process import log_to_console
-from scaling.store.results import atomic_write_bytes
+from scaling.store.results import DirectoryError, atomic_write_bytes, checked_root, write_error
 from analysis.fit.tables import (
     column, frontier_from_table, groups, isoflop_from_table, parametric_from_table, read_table,
 )
@@ -269,9 +270,10 @@ def _isoflop(args: argparse.Namespace) -> str:
 
 def _report(args: argparse.Namespace) -> str:
 
-    existing = next((p for p in [Path(args.out), *Path(args.out).parents] if p.exists()), None)
-    if existing is not None and not existing.is_dir():  # fail now, not after the whole analysis
-        raise AnalysisError(f"--out {args.out}: {existing} is a file, not a directory; pass a directory path")
+    try:  # fail now, not after the whole analysis: a file, read-only, immutable or full
+        checked_root(args.out, write=True, field="out")
+    except DirectoryError as err:
+        raise AnalysisError(str(err), "out") from None
     if (args.wandb or args.exports) and (args.sweep or args.rounds):
         raise AnalysisError("--sweep and --rounds read the sweep manifests of --results; with --wandb or --exports "
                             "all their runs are read")
@@ -361,5 +363,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(COMMANDS[args.command](args))
     except AnalysisError as err:
         print(f"error: {flag_message(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a write that failed after --out's check (the disk filled up, ...)
+        line = write_error(err, "--out")
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return 2
     return 0

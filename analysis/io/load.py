@@ -1,7 +1,9 @@
 """Load run directories (or any source of run records) into tidy tables of runs and evaluation curves.
 
 Only completed runs with a finite final loss and a FLOP count enter the tables; every other run is listed
-in `excluded` with its reason, so nothing is dropped silently. Each run gets
+in `excluded` with its reason, so nothing is dropped silently. A run directory whose files cannot be used
+(scaling.store.results.read_summary: unreadable, edited, metrics missing) or that has no summary.json yet is
+named in one warning line and left out of every sweep that does not list it. Each run gets
 
     n_eff = train_flops_per_token / 6      (effective parameters: what a dense model of equal cost would have)
 
@@ -15,18 +17,17 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
-import yaml
 
 from analysis.errors import AnalysisError
 from analysis.fit.taxonomy import coordinates
 from scaling.config.labels import default_label
-from scaling.store.results import iter_run_dirs, read_jsonl, read_summary
-from scaling.store.files import RunFileError
+from scaling.store.results import DirectoryError, checked_root, iter_run_dirs, read_jsonl, read_summary
+from scaling.store.files import RunFileError, read_config_file
 from scaling.store.manifest import Manifest, ManifestError
 from scaling.store.paths import RunPaths
 from scaling.store.states import RunState
@@ -37,7 +38,6 @@ EXCLUDED_COLUMNS = ("run_id", "status", "reason", "source")
 EXTRA_COLUMNS = ("experiment", "data", "theta", "omega", "psi", "nu", "n_eff", "schedule", "batch_size",
                  "eval_flops")
 RUN_COLUMNS = TOTALS_KEYS + EXTRA_COLUMNS
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 TRUNK_REASON = "cooldown trunk (its branches are the reads)"
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class RunRecord:
     metrics: list[dict[str, Any]]
     source: str
     label: str | None = None  # the sweep manifest's label, which takes precedence over the summary's
+    problem: str | None = None  # the run file that cannot be used (scaling.store.files.RunFileError names it)
 
 
 @dataclass
@@ -81,9 +82,11 @@ def _finite_positive(x: Any) -> float | None:
 
 def _exclusion_reason(rec: RunRecord) -> str | None:
     summary = rec.summary
+    if rec.problem is not None:
+        return f"unusable {rec.problem}"
     if summary is None:
         return "not started (no run directory)" if rec.source.startswith("sweep manifest") else \
-            "no readable summary.json"
+            "no summary.json"
     if summary.get("status") != RunState.COMPLETED:
         return f"status {summary.get('status', 'missing')}"
     if _finite_positive(summary.get("final_val_loss")) is None:
@@ -184,28 +187,30 @@ def table_from_records(records: Iterable[RunRecord]) -> RunTable:
     )
 
 
-def _read_config(path: Path) -> dict[str, Any] | None:
-    try:
-        config = yaml.load(path.read_text(), Loader=_YAML_LOADER)
-    except (FileNotFoundError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    return config if isinstance(config, dict) else None
-
-
 def iter_directory_records(results_root: str | Path) -> Iterable[RunRecord]:
-    """Run records from `<results_root>/runs/<run_id>/` (summary.json, config.yaml, metrics.jsonl)."""
+    """Run records from `<results_root>/runs/<run_id>/` (summary.json, config.yaml, metrics.jsonl). A run whose
+    files cannot be used, or that has no summary.json, is named in one warning line (its record says why)."""
     for rdir in iter_run_dirs(results_root):
+        paths = RunPaths(rdir)
         try:
-            paths = RunPaths(rdir)
-            yield RunRecord(rdir.name, read_summary(rdir), _read_config(paths.config), read_jsonl(paths.metrics),
-                            str(rdir))
+            summary = read_summary(rdir)  # checks config.yaml against the run id, and a finished run's metrics
+            rec = RunRecord(rdir.name, summary, read_config_file(paths.config), read_jsonl(paths.metrics), str(rdir))
         except RunFileError as err:  # that run's problem: one line with the file and the fix, the rest loads
-            logger.warning(f"warning: {err}")
-            yield RunRecord(rdir.name, None, None, [], str(rdir))
+            logger.warning(f"warning: run {rdir.name} left out: {err}")
+            yield RunRecord(rdir.name, None, None, [], str(rdir), problem=err.path.name)
+            continue
+        if summary is None:
+            logger.warning(f"warning: run {rdir.name} left out: {paths.summary} does not exist (the run has not "
+                           "written it yet, was killed as it started, or it was deleted to resume the run); "
+                           "launch its sweep again to finish it")
+        yield rec
 
 
 def _checked_root(results_root: str | Path) -> Path:
-    root = Path(results_root)
+    try:
+        root = checked_root(results_root, write=False)
+    except DirectoryError as err:
+        raise AnalysisError(str(err), "results_root") from None
     if not (root / "runs").is_dir():
         raise AnalysisError(f"results_root={root}: no runs/ directory there; point it at the results root "
                             "that holds runs/<run_id>/summary.json", "results_root")
@@ -253,19 +258,26 @@ def load_sweeps(results_root: str | Path, names: Iterable[str] | None = None,
                 rounds: bool = False) -> dict[str, RunTable]:
     """One run table per sweep, each labelled from its own manifest (a run two sweeps share is in both).
 
-    Sweeps are the launcher's manifests plus the `sweep` recorded in summary.json; runs of no sweep form
-    NO_SWEEP. `names` None: every sweep (NO_SWEEP too, when such runs exist); a name with no runs is an error.
-    `rounds`: the named sweeps are rounds of one experiment (a sweep and its plan-next successors), read as one
-    table named "A+B".
+    Sweeps are the launcher's manifests plus the `sweep` recorded in summary.json (or config.yaml, before the run
+    wrote a summary); runs of no sweep form NO_SWEEP. A run whose files cannot be used is in no sweep but one whose
+    manifest lists it (iter_directory_records names it). `names` None: every sweep (NO_SWEEP too, when such runs
+    exist), leaving out with a warning line those without a usable run unless none has one; a name with no runs
+    is an error. `rounds`: the named sweeps are rounds of one experiment (a sweep and its plan-next successors),
+    read as one table named "A+B".
     """
     root = _checked_root(results_root)
     records = {rec.run_id: rec for rec in iter_directory_records(root)}
     members = sweep_manifests(root)
     for rid, rec in records.items():
-        sweep = (rec.summary or {}).get("sweep") or NO_SWEEP
-        members.setdefault(str(sweep), {}).setdefault(rid, None)
-    if names is None and not rounds:
+        sweep = (rec.summary or {}).get("sweep") or (rec.config or {}).get("sweep")
+        if sweep or rec.summary is not None:  # a run with no usable summary is no sweep's of its own
+            members.setdefault(str(sweep or NO_SWEEP), {}).setdefault(rid, None)
+    every = names is None and not rounds
+    if every:
         names = sorted(members, key=lambda n: (n == NO_SWEEP, n))
+        if not names:
+            raise AnalysisError(f"results_root={root}: runs/ holds no run with a usable summary.json (see the "
+                                "warnings above)", "results_root")
     names = list(names or [])
     for name in names:
         if name not in members:
@@ -274,14 +286,19 @@ def load_sweeps(results_root: str | Path, names: Iterable[str] | None = None,
     if rounds:
         members = {"+".join(names): _merged_rounds(members, names)}
         names = list(members)
-    tables = {}
+    tables, unusable = {}, {}
     for name in names:
-        listed = members[name]
         mine = [RunRecord(rid, None, None, [], f"sweep manifest {name}") if rid not in records else
-                RunRecord(rid, records[rid].summary, records[rid].config, records[rid].metrics, records[rid].source,
-                          label) for rid, label in listed.items()]
+                replace(records[rid], label=label) for rid, label in members[name].items()]
         table = table_from_records(mine)
-        tables[name] = _usable(table, f"names={name}", "names")
+        if every and table.runs.empty:
+            unusable[name] = table
+        else:
+            tables[name] = _usable(table, f"names={name}", "names")
+    for name, table in unusable.items():
+        if not tables:  # no sweep has a usable run: the first one's error
+            _usable(table, f"names={name}", "names")
+        logger.warning(f"warning: sweep {name} left out: no usable runs; {table.exclusion_note()}")
     return tables
 
 

@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 from scaling.config.compose import CONF_DIR, SweepPathError, run_overrides
 from scaling.config.validate import describe_error
 from scaling.process import log_to_console
+from scaling.store.results import DirectoryError, write_error
 
 # Flags that make a command print something about its config instead of running.
 INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc",
@@ -120,8 +121,8 @@ def show_info(command: Command, args: Sequence[str]) -> int:
 def run_command(command: Command, args: Sequence[str], run: Callable[[list[str]], int],
                 multirun: Callable[[list[str]], int] | None = None) -> int:
     """A command's main: Hydra's flags, `-m` (where the command has a multirun), else `run(overrides)`.
-    The library's log records are shown as it prints them; bad input ends with one `error: ...` line and exit
-    code 2."""
+    The library's log records are shown as it prints them; bad input, and a results root that cannot be written
+    (read-only, immutable, full), end with one `error: ...` line and exit code 2."""
     log_to_console()
     args = list(args)
     try:
@@ -137,8 +138,14 @@ def run_command(command: Command, args: Sequence[str], run: Callable[[list[str]]
     except CONFIG_ERRORS as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
-    except (CommandLineError, SweepPathError) as err:
+    except (CommandLineError, SweepPathError, DirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a write that failed after the results root's check (the disk filled up, ...)
+        line = write_error(err)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return 2
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import scaling.omp_passive  # noqa: F401  (first: OMP_WAIT_POLICY before torch starts)
 
 import sys
-from pathlib import Path
 
 from scaling.cli.command import Command, run_command
 from scaling.launch.status import log_status, status_overrides, sweep_run_flops, wait_for_jobs
 from scaling.launch.sweeps import SweepError, compose_launch_config
+from scaling.store.results import checked_root
 from scaling.store.states import RunState
 
 
@@ -27,11 +27,12 @@ def status_command(args: list[str]) -> int:
     args = [a for a in args if not a.startswith("wait=")]
     try:
         cfg = compose_launch_config(args)
+        results_root = str(checked_root(cfg.results_root, write=False))
         name, flops = sweep_run_flops(cfg)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    results_root, run_ids = str(Path(cfg.results_root).resolve()), list(flops)
+    run_ids = list(flops)
     if wait:
         wait_for_jobs([], results_root, run_ids, desc=name, flops=flops)
     states = log_status(results_root, name, run_ids)

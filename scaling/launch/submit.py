@@ -25,6 +25,7 @@ from scaling.launch.jobs import RunBatch
 from scaling.config.labels import run_label
 from scaling.train.progress import format_duration
 from scaling.store.manifest import Manifest, ManifestError, ManifestRun
+from scaling.store.results import checked_root
 from scaling.store.states import SUBMIT_STATES, RunState
 from scaling.launch.status import corrupt_note, run_state, wait_for_jobs
 from scaling.launch.sweeps import (
@@ -165,7 +166,8 @@ def launch(cfg: DictConfig) -> list[submitit.Job]:
 
 
 def launch_result(cfg: DictConfig) -> LaunchResult:
-    results_root = str(Path(cfg.results_root).resolve())
+    """Launch (or dry-run) the sweep; a results root that cannot take its files is refused before anything runs."""
+    results_root = str(checked_root(cfg.results_root, write=not cfg.dry_run or cfg.estimate_time))
     extra = [*cfg.overrides, f"results_root={results_root}"]
     expansion = expand(cfg.sweep, extra, runs_on_cuda(cfg.cluster))
     check_threads(expansion, cfg.cluster)

@@ -37,6 +37,10 @@ def _text(path: Path, fix: str) -> str | None:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
+    except IsADirectoryError:
+        raise RunFileError(path, "is a directory, not a file", fix) from None
+    except OSError as err:  # no permission, a run directory that is a file, an I/O error
+        raise RunFileError(path, f"cannot be read ({err.strerror})", fix) from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -4,13 +4,16 @@ Taking the lease is one atomic create-exclusive open (O_CREAT | O_EXCL), so of t
 the same run exactly one wins; the other skips the run. The file records who holds it (host, pid, the pid's start
 time, when it was taken). A lease left by a process that died is stale and may be broken:
   - on the same host: the pid is gone, or is now another process (a different start time);
-  - on another host: neither the lease nor the run's heartbeat (heartbeat.json) was touched for HEARTBEAT_FRESH_S.
+  - on another host: neither the lease nor the run's heartbeat (heartbeat.json) was touched for HEARTBEAT_FRESH_S;
+  - anywhere: the lease cannot be read (empty or half-written: its taker died between creating and writing it) and
+    is older than TORN_STALE_S, far longer than that one write takes.
 Breaking is itself serialised by a second create-exclusive file, so two processes never both break and retake it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -22,6 +25,8 @@ from scaling.store.paths import RunPaths
 BREAK_NAME = ".lease.break"
 HEARTBEAT_FRESH_S = 300.0  # a run whose heartbeat (or lease) is younger than this is alive on some host
 BREAK_STALE_S = 60.0  # a break marker older than this was left by a process that died while breaking
+TORN_STALE_S = 10.0  # an unreadable lease older than this was left by a process that died while taking it
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,8 +38,18 @@ class Holder:
     pid_start: str  # the pid's start time in clock ticks (/proc/<pid>/stat), "" where unknown
     time: float  # when the lease was taken
 
+    @property
+    def torn(self) -> bool:
+        """The lease could not be read (read_holder): who holds it is unknown; `time` is the file's."""
+        return self.pid == TORN_PID
+
     def describe(self) -> str:
-        return f"pid {self.pid} on {self.host} since {time.strftime('%H:%M:%S', time.localtime(self.time))}"
+        since = time.strftime('%H:%M:%S', time.localtime(self.time))
+        return f"an unknown process (unreadable lease, since {since})" if self.torn else \
+            f"pid {self.pid} on {self.host} since {since}"
+
+
+TORN_PID = -1  # the pid of a Holder read from an unreadable lease
 
 
 def process_start(pid: int) -> str:
@@ -71,7 +86,7 @@ def read_holder(path: Path) -> Holder | None:
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError):  # torn or edited: judged by its age alone
-        return Holder(host="?", pid=-1, pid_start="", time=_mtime(path) or 0.0)
+        return Holder(host="?", pid=TORN_PID, pid_start="", time=_mtime(path) or 0.0)
 
 
 def _mtime(path: Path) -> float | None:
@@ -82,7 +97,10 @@ def _mtime(path: Path) -> float | None:
 
 
 def holder_alive(rdir: Path, holder: Holder) -> bool:
-    """Same host: pid liveness. Elsewhere: the lease or the heartbeat was touched within HEARTBEAT_FRESH_S."""
+    """Same host: pid liveness. Elsewhere: the lease or the heartbeat was touched within HEARTBEAT_FRESH_S. An
+    unreadable lease: younger than TORN_STALE_S (its taker may be writing it now)."""
+    if holder.torn:
+        return time.time() - holder.time < TORN_STALE_S
     if holder.host == socket.gethostname() and holder.pid > 0:
         return pid_alive(holder.pid, holder.pid_start)
     touched = max(filter(None, [holder.time, _mtime(RunPaths(rdir).lease), _heartbeat_time(rdir)]), default=0.0)
@@ -164,6 +182,9 @@ def _break_if_stale(rdir: Path) -> bool:
             return True
         if holder_alive(rdir, holder):
             return False
+        if holder.torn:
+            logger.warning(f"warning: {RunPaths(rdir).lease}: unreadable (empty or half-written) and "
+                           f"{time.time() - holder.time:.0f} s old: its taker died while writing it; taken as stale")
         (RunPaths(rdir).lease).unlink(missing_ok=True)
         return True
     finally:

@@ -1,4 +1,4 @@
-"""Run identity, run directories and the results table.
+"""Run identity, run directories, the results root's checks and the results table.
 
 A run is a pure function of the identity sections of its resolved config (model, structure, data, train);
 the SHA-256 of their canonical JSON is its id and its directory name: `<results_root>/runs/<run_id>/`.
@@ -18,6 +18,7 @@ summary.json keys: scaling.store.summary.Summary; a run's states: scaling.store.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -30,9 +31,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from scaling.config.schema import resolve_device
 
-from scaling.store.files import read_metrics_file, read_summary_file
+from scaling.store.files import RunFileError, read_config_file, read_metrics_file, read_summary_file
 from scaling.store.paths import RunPaths
-from scaling.store.states import SUMMARY_STATES, in_order
+from scaling.store.states import FINISHED_STATES, SUMMARY_STATES, in_order
 from scaling.store.summary import SUMMARY_KEYS, Summary
 
 IDENTITY_SECTIONS = ("model", "structure", "data", "train")
@@ -46,10 +47,12 @@ NON_IDENTITY_KEYS = {
 }
 
 
-def identity(cfg: DictConfig | dict) -> dict[str, Any]:
+def identity(cfg: DictConfig | dict, cuda: bool | None = None) -> dict[str, Any]:
     """The part of a resolved config that defines what a run computes. A device or precision still `auto` is
-    taken as this machine would resolve it (a launcher resolves it for its cluster's machines first)."""
+    taken as this machine would resolve it (a launcher resolves it for its cluster's machines first), or as a
+    machine with (`cuda` True) or without CUDA would."""
     container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    cuda = torch.cuda.is_available() if cuda is None else cuda
     ident = {}
     for section in IDENTITY_SECTIONS:
         values = dict(container[section])
@@ -61,15 +64,79 @@ def identity(cfg: DictConfig | dict) -> dict[str, Any]:
         if train.get(key, unset) == unset:  # from before cooldown branches existed stay the same
             train.pop(key, None)
     if "device" in train and "precision" in train:  # both change the numbers: part of the id, `auto` resolved
-        device, train["precision"] = resolve_device(train["device"], train["precision"], torch.cuda.is_available())
+        device, train["precision"] = resolve_device(train["device"], train["precision"], cuda)
         train["device"] = str(device).split(":")[0]  # cpu or cuda computes differently; which CUDA device does not
     return ident
 
 
-def run_id(cfg: DictConfig | dict) -> str:
-    """16 hex digits of the SHA-256 of the canonical JSON of the run's identity."""
-    blob = json.dumps(identity(cfg), sort_keys=True, separators=(",", ":"), default=str)
+def run_id(cfg: DictConfig | dict, cuda: bool | None = None) -> str:
+    """16 hex digits of the SHA-256 of the canonical JSON of the run's identity (`cuda`: as for identity)."""
+    blob = json.dumps(identity(cfg, cuda), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class DirectoryError(ValueError):
+    """A results root (or output folder) that cannot be used; the message names the path and the fix."""
+
+
+# Why a file cannot be written, by errno, and what to do about it (`{field}` is the setting that names the folder).
+WRITE_FIXES = {
+    errno.ENOSPC: "the disk is full: free space there or set {field}=DIR to a folder on another disk",
+    errno.EDQUOT: "the disk quota is used up: free space there or set {field}=DIR to a folder on another disk",
+    errno.EROFS: "the filesystem is read-only: set {field}=DIR to a writable folder",
+    errno.EPERM: "writing is not permitted (chattr +i?): lift it (chattr -i) or set {field}=DIR to a writable folder",
+    errno.EACCES: "no permission to write there: fix its permissions or set {field}=DIR to a writable folder",
+    errno.ENOTDIR: "a part of the path is a file: set {field}=DIR to a folder",
+}
+
+
+def write_error(err: OSError, field: str = "results_root") -> str | None:
+    """One line for an OSError of writing a file (disk full, read-only, not permitted): the file and the fix;
+    None for any other error (a bug, shown as a traceback)."""
+    fix = WRITE_FIXES.get(err.errno)
+    if fix is None or not err.filename:
+        return None
+    return f"{err.filename}: {err.strerror}; {fix.format(field=field)}"
+
+
+def checked_root(results_root: str | os.PathLike | None, write: bool, field: str = "results_root") -> Path:
+    """`results_root` resolved; DirectoryError when it is empty, is a file or lies under one, or (`write`) when no
+    file can be written where its runs would go (read-only, immutable or full: a probe file is written and removed).
+    Nothing is created."""
+    text = os.fspath(results_root) if results_root is not None else ""
+    if not text.strip():
+        raise DirectoryError(f"{field}={text!r} is empty; set {field}=DIR to the folder for the results")
+    root = Path(text).expanduser().resolve()
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == root else f"lies under {existing}, which is a file"
+        raise DirectoryError(f"{field}={root} {where}, not a folder; set {field}=DIR to a folder (or move the file)")
+    if write:
+        _probe(existing, root, field)
+    return root
+
+
+def _probe(folder: Path, root: Path, field: str) -> None:
+    """Write, fsync and remove a small file in `folder`: a full, read-only or immutable folder fails here."""
+    probe = folder / f".write-probe.{secrets.token_hex(6)}.tmp"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as err:
+        raise DirectoryError(_cannot_write(root, folder, err, field)) from None
+    try:
+        os.write(fd, b"probe\n")
+        os.fsync(fd)
+    except OSError as err:
+        raise DirectoryError(_cannot_write(root, folder, err, field)) from None
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)
+
+
+def _cannot_write(root: Path, folder: Path, err: OSError, field: str) -> str:
+    where = "" if folder == root else f" (in {folder}, where it would be created)"
+    fix = WRITE_FIXES.get(err.errno, "set {field}=DIR to a writable folder").format(field=field)
+    return f"{field}={root}: cannot write a file there{where}: {err.strerror}; {fix}"
 
 
 def runs_dir(results_root: str | os.PathLike) -> Path:
@@ -90,15 +157,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     collaborators on a shared filesystem can read results; mkstemp's 0600 would lock them out."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as err:  # named by the file it was for, not the temp file
+        raise OSError(err.errno, err.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -143,8 +216,34 @@ def iter_run_dirs(results_root: str | os.PathLike) -> Iterator[Path]:
 
 
 def read_summary(rdir: Path) -> Summary | None:
-    """The run's summary.json; None before the run wrote one, RunFileError (file and fix) if it is corrupt."""
-    return read_summary_file(RunPaths(rdir).summary)
+    """The run's summary.json, once its files are checked; None before the run wrote one. RunFileError (the file and
+    the fix) when the run cannot be used: summary.json unreadable, config.yaml not the config of this run (its
+    settings hash to another id: edited), or a finished run's metrics.jsonl missing or empty."""
+    paths = RunPaths(rdir)
+    summary = read_summary_file(paths.summary)
+    config = read_config_file(paths.config)
+    if config is not None and not config_matches(config, rdir.name):
+        raise RunFileError(paths.config, f"its settings are not those of run {rdir.name} (edited since the run "
+                           "started, or written by another version of the harness)", "restore the file, or delete "
+                           f"the run directory {rdir} to retrain the run")
+    if summary is not None and summary["status"] in FINISHED_STATES:
+        try:
+            size = paths.metrics.stat().st_size
+        except FileNotFoundError:
+            size = None
+        if not size:
+            raise RunFileError(paths.metrics, f"{'empty' if size == 0 else 'missing'}, but the run has "
+                               f"{summary['status']}", f"delete the run directory {rdir} to retrain the run")
+    return summary
+
+
+def config_matches(config: dict[str, Any], rid: str) -> bool:
+    """Whether config.yaml's settings hash to `rid` (a device still `auto` as on a machine with or without CUDA,
+    so that any machine can check a run trained on another)."""
+    try:
+        return rid in {run_id(config, cuda) for cuda in (False, True)}
+    except (KeyError, TypeError, ValueError, AttributeError):  # a section missing or not a mapping
+        return False
 
 
 def write_summary(rdir: Path, summary: Summary) -> None:

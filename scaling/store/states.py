@@ -18,7 +18,7 @@ class RunState(StrEnum):
     COMPLETED = "completed"  # trained to its budget
     DIVERGED = "diverged"  # stopped early: the training loss blew up
     FAILED = "failed"  # stopped by an error (summary.json's `error`)
-    CORRUPT = "corrupt"  # summary.json cannot be read (scaling.store.files.RunFileError says why)
+    CORRUPT = "corrupt"  # a run file cannot be used (scaling.store.results.read_summary's RunFileError says why)
 
 
 # What summary.json's `status` may hold.

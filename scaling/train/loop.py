@@ -22,7 +22,7 @@ from scaling.config.compose import with_new_defaults
 from scaling.train.checkpoint import PreemptionGuard
 from scaling.train.distributed import teardown
 from scaling.store.lease import Lease, live_holder
-from scaling.store.results import read_summary
+from scaling.store.results import checked_root, read_summary
 from scaling.store.states import FINISHED_STATES, RunState
 from scaling.store.files import remove_temp_files
 from scaling.train.run import Run
@@ -37,6 +37,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train the run described by `cfg` to its budget (resuming if interrupted); return its summary. It computes
     with train.threads CPU threads on train.device (`auto` resolved on this machine unless a launcher did)."""
     OmegaConf.resolve(cfg)
+    checked_root(cfg.results_root, write=True)  # one line naming the folder and the fix, not a traceback later
     run = Run(with_new_defaults(cfg))
     existing = read_summary(run.dir)
     if existing and existing["status"] in FINISHED_STATES:

@@ -109,7 +109,7 @@ def test_unusable_runs_are_excluded_with_reasons(tmp_path):
     table = load_results(tmp_path)
     reasons = dict(zip(table.excluded["run_id"], table.excluded["reason"]))
     assert reasons["0" * 16] == "status running"
-    assert reasons["1" * 16] == "no readable summary.json"
+    assert reasons["1" * 16] == "unusable summary.json"
     assert reasons[ids[0]] == "no finite final_val_loss"
     assert sum(r == "status diverged" for r in reasons.values()) == 2
     assert len(table.runs) + len(table.excluded) == len(ids) + 2

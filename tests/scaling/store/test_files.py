@@ -32,6 +32,7 @@ def test_a_corrupt_summary_is_reported_by_status_launch_train_and_analysis(tmp_p
     runs = expand(OmegaConf.create(tiny_sweep()), [f"results_root={tmp_path}"]).runs
     bad, good = runs[0].plan.run_id, runs[1].plan.run_id
     atomic_write_json(run_dir(tmp_path, good) / "summary.json", {"status": "completed"})
+    (run_dir(tmp_path, good) / "metrics.jsonl").write_text('{"step": 0, "kind": "eval"}\n')
     path = run_dir(tmp_path, bad) / "summary.json"
     path.parent.mkdir(parents=True)
     path.write_bytes(content)

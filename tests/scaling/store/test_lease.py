@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from scaling.config.compose import compose_run_config
-from scaling.store.lease import HEARTBEAT_FRESH_S, Lease, live_holder, process_start
+from scaling.store.lease import HEARTBEAT_FRESH_S, TORN_STALE_S, Lease, live_holder, process_start
 from scaling.store.paths import RunPaths
 from scaling.store.results import atomic_write_json, iter_run_dirs, read_jsonl, read_summary, run_dir, run_id
 from scaling.cli.status import main as status_main
@@ -79,6 +79,23 @@ def test_live_leases_elsewhere_are_respected(tmp_path):
     for name in ("far_fresh", "far_beating", "torn"):
         assert live_holder(tmp_path / name) is not None, name
         assert Lease.acquire(tmp_path / name) is None, name
+
+
+def test_an_old_torn_lease_is_stale_and_taken_over_with_a_line(tmp_path, capsys):
+    """Killed between creating the lease and writing it: after TORN_STALE_S the next taker breaks it and says so."""
+    log_to_console()
+    for content in (b"", b'{"host": "a'):
+        rdir = tmp_path / str(len(content))
+        rdir.mkdir()
+        RunPaths(rdir).lease.write_bytes(content)
+        os.utime(RunPaths(rdir).lease, (time.time() - TORN_STALE_S - 1,) * 2)
+        assert live_holder(rdir) is None
+        lease = Lease.acquire(rdir)
+        assert lease is not None and lease.holder.pid == os.getpid()
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"warning: {RunPaths(rdir).lease}: unreadable (empty or "
+                                                        "half-written) and 11 s old")
+        lease.release()
 
 
 def _race(args) -> bool:

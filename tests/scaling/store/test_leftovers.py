@@ -22,7 +22,7 @@ def test_report_out_at_a_file_fails_before_any_analysis(tmp_path, capsys):
     # --results does not exist either: the --out error comes first, so nothing was loaded or fitted
     code = analysis_main(["report", "--results", str(tmp_path / "absent"), "--out", str(out / "sub")])
     err = capsys.readouterr().err
-    assert code == 2 and f"--out {out / 'sub'}: {out} is a file, not a directory" in err
+    assert code == 2 and f"--out {out / 'sub'} lies under {out}, which is a file, not a folder" in err
 
 
 def test_an_absurd_value_in_a_csv_is_rejected_with_its_row(tmp_path, capsys):

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from scaling.store.files import RunFileError, read_summary_file
-from scaling.store.results import atomic_write_json, read_summary, write_summary
+from scaling.store.results import atomic_write_json, write_summary
 from scaling.store.states import (
     DONE_STATES, FINISHED_STATES, STARTED_STATES, STOPPED_STATES, SUBMIT_STATES, SUMMARY_STATES, RunState, in_order,
 )
@@ -40,7 +40,7 @@ def test_a_summary_keeps_its_status_string_and_keys(tmp_path):
     write_summary(tmp_path, {"run_id": "0" * 16, "status": RunState.COMPLETED, "final_val_loss": None})
     assert (tmp_path / "summary.json").read_text() == \
         '{\n  "final_val_loss": null,\n  "run_id": "0000000000000000",\n  "status": "completed"\n}\n'
-    assert read_summary(tmp_path)["status"] == "completed"
+    assert read_summary_file(tmp_path / "summary.json")["status"] == "completed"
 
 
 def test_the_summary_writer_refuses_what_the_schema_does_not_define(tmp_path):
