@@ -185,6 +185,8 @@ def usable_rows(df: pd.DataFrame, columns: dict[str, str | None]) -> tuple[pd.Da
         if name is None or name not in df.columns:
             continue
         values = pd.to_numeric(df[name], errors="coerce")
+        if values.isna().all():
+            continue  # a column with no numbers at all is the fit's error to name
         empty = values.isna() & keep
         bad = ~values.isna() & ~(np.isfinite(values) & (values > 0)) & keep
         for count, why in ((int(empty.sum()), "empty or not a number"), (int(bad.sum()), "not a positive number")):
