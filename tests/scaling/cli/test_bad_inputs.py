@@ -18,6 +18,8 @@ from scaling.cli.describe import main as describe_main
 from scaling.cli.launch import main as launch_main
 from scaling.cli.status import main as status_main
 from scaling.cli.train import main as train_main
+from scaling.config.compose import compose_run_config
+from scaling.launch.sweeps import compose_launch_config
 from sweep_fixtures import TINY_BASE, tiny_sweep
 
 # (arguments, what the line must name, what fix it must give, entry points: launch / train / both)
@@ -308,3 +310,15 @@ def test_the_table_covers_every_case_of_the_issue():
              "model.parametrization", "logger.mode", "model.base_width", "train.min_lr_frac", "train.warmup_tokens",
              "train.grad_clip", "train.precision", "train.lr", "train.flops", "train.lrr", "model.width"}
     assert issue <= named
+
+
+def test_the_later_of_rank_and_rank_frac_wins_over_the_preset():
+    ranked = compose_run_config(["structure=low_rank", "structure.rank=4"])  # the preset sets rank_frac: 0.125
+    assert (ranked.structure.rank, ranked.structure.rank_frac) == (4, None)
+    back = compose_run_config(["structure=low_rank", "structure.rank=4", "structure.rank_frac=0.5"])
+    assert (back.structure.rank, back.structure.rank_frac) == (None, 0.5)
+
+
+def test_the_overrides_list_form_of_launch_yaml_header_reaches_every_run(sweeps_dir, tmp_path):
+    cfg = compose_launch_config(["+sweep=tiny", "overrides=[train.seed=1,'logger.tags=[a,b]']", "train.lr=0.02"])
+    assert list(cfg.overrides) == ["train.seed=1", "logger.tags=[a,b]", "train.lr=0.02"]
