@@ -12,7 +12,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,10 +43,37 @@ FLAGS = {"max_factor": "--max-interval-factor", "names": "--sweep", "paths": "--
          "results_root": "--results"}
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a usage error as one `error:` line (exit status 2), like the analysis's own errors."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
+def _bounded(kind: type, lo: float, hi: float, want: str):
+    """An argparse type: a `kind` number in [lo, hi] (`want` says so in the error)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {want}") from None
+        if not (np.isfinite(value) and lo <= value <= hi):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give {want}")
+        return value
+    return parse
+
+
+COUNT = _bounded(int, 1, 10**6, "an integer from 1 to 1000000")
+SEED = _bounded(int, 0, 2**32 - 1, "an integer from 0 to 4294967295")
+LEVEL = _bounded(float, 1e-9, 1 - 1e-9, "a number between 0 and 1, e.g. 0.95")
+POSITIVE = _bounded(float, 1e-300, 1e300, "a positive finite number")
+FACTOR = _bounded(float, 1, 1e300, "a number >= 1, e.g. 3")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--replicates", type=int, default=DEFAULT_REPLICATES, help="bootstrap replicates per fit")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    p.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="interval level (default 0.95)")
+    p.add_argument("--replicates", type=COUNT, default=DEFAULT_REPLICATES, help="bootstrap replicates per fit")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the bootstrap")
+    p.add_argument("--level", type=LEVEL, default=DEFAULT_LEVEL, help="interval level (default 0.95)")
 
 
 def _csv_args(p: argparse.ArgumentParser) -> None:
@@ -65,7 +92,7 @@ def _hparam_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m analysis", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     rep = sub.add_parser("report", help="full Markdown report with plots from a results store")
@@ -90,32 +117,32 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--rounds", action="store_true",
                      help="read the --sweep sweeps as rounds of one experiment (a sweep and the plan-next rounds "
                           "after it), fitted together")
-    rep.add_argument("--workers", type=int, default=None, help="processes for fits and plots (default: all cores)")
-    rep.add_argument("--max-interval-factor", type=float, default=DEFAULT_MAX_FACTOR,
+    rep.add_argument("--workers", type=COUNT, default=None, help="processes for fits and plots (default: all cores)")
+    rep.add_argument("--max-interval-factor", type=FACTOR, default=DEFAULT_MAX_FACTOR,
                      help="a headline interval wider than this factor (hi/lo) makes a fit weak (default 3)")
     rep.add_argument("--interpolate-lr", action="store_true",
                      help="isoFLOP: minimum over lr per (budget, size) from an Akima fit in log lr")
-    rep.add_argument("--loss-noise", type=float, metavar="SIGMA",
+    rep.add_argument("--loss-noise", type=POSITIVE, metavar="SIGMA",
                      help="absolute loss noise std for every bootstrap (default: measured from repeated seeds)")
     _common(rep)
 
     nxt = sub.add_parser("plan-next", help="write the next round of a sweep: sizes centred on each label's "
                          "predicted N*(C) at new FLOP budgets")
     nxt.add_argument("--sweep", required=True, metavar="NAME", help="the first round (its results and sweep file)")
-    nxt.add_argument("--budgets", required=True, type=float, nargs="+", metavar="C", help="new FLOP budgets")
+    nxt.add_argument("--budgets", required=True, type=POSITIVE, nargs="+", metavar="C", help="new FLOP budgets")
     nxt.add_argument("--results", default="results", help="results root holding runs/ and sweeps/ (default results)")
     nxt.add_argument("--out", help="the new sweep file (default sweeps/NAME_next.yaml); its stem names the sweep")
     nxt.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    nxt.add_argument("--sizes", type=int, default=5, help="model sizes per label and budget (default 5)")
+    nxt.add_argument("--sizes", type=COUNT, default=5, help="model sizes per label and budget (default 5)")
     nxt.add_argument("--allow-weak", action="store_true",
                      help="plan labels whose size law failed too (marked weak) instead of stopping")
     nxt.add_argument("--sweep-dir", action="append", default=[], metavar="DIR",
                      help="folder holding the first round's sweep file (like the launcher's sweep_dir=)")
-    nxt.add_argument("--workers", type=int, default=None, help="processes for the fits (default: all cores)")
-    nxt.add_argument("--max-interval-factor", type=float, default=DEFAULT_MAX_FACTOR,
+    nxt.add_argument("--workers", type=COUNT, default=None, help="processes for the fits (default: all cores)")
+    nxt.add_argument("--max-interval-factor", type=FACTOR, default=DEFAULT_MAX_FACTOR,
                      help="as for report: a headline interval wider than this makes a fit weak (default 3)")
     nxt.add_argument("--interpolate-lr", action="store_true", help="as for report")
-    nxt.add_argument("--loss-noise", type=float, metavar="SIGMA", help="as for report")
+    nxt.add_argument("--loss-noise", type=POSITIVE, metavar="SIGMA", help="as for report")
     _common(nxt)
 
     par = sub.add_parser("fit-parametric", help="approach 3: L(N, D) = E + A/N^alpha + B/D^beta")
@@ -124,9 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     tok = par.add_mutually_exclusive_group(required=True)
     tok.add_argument("--tokens-col")
     tok.add_argument("--flops-col", help="training FLOPs; tokens = FLOPs / (6 params)")
-    par.add_argument("--at-flops", type=float, nargs="*", help="budgets to allocate (default: the largest run's)")
+    par.add_argument("--at-flops", type=POSITIVE, nargs="*", help="budgets to allocate (default: the largest run's)")
     par.add_argument("--run-col", help="rows sharing this column are one run's curve, read at every budget")
-    par.add_argument("--budgets", type=float, nargs="+", metavar="C",
+    par.add_argument("--budgets", type=POSITIVE, nargs="+", metavar="C",
                      help="with --run-col: FLOP budgets to read the curves at besides the runs' final FLOPs")
     _hparam_args(par)
 
@@ -134,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     _csv_args(fr)
     fr.add_argument("--flops-col", required=True)
     fr.add_argument("--run-col", help="rows sharing this column form one run's evaluation curve")
-    fr.add_argument("--loss-noise", type=float, metavar="SIGMA", help="absolute loss noise std for the bootstrap")
+    fr.add_argument("--loss-noise", type=POSITIVE, metavar="SIGMA", help="absolute loss noise std for the bootstrap")
 
     iso = sub.add_parser("isoflop", help="approach 2: N*(C) per budget and N* ~ C^a")
     _csv_args(iso)
@@ -146,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     iso.add_argument("--budgets", type=float, nargs="+", metavar="C",
                      help="with --run-col: FLOP budgets to read the curves at besides the runs' final FLOPs")
     iso.add_argument("--seed-col", help="random seed: rows differing only in it are averaged")
-    iso.add_argument("--loss-noise", type=float, metavar="SIGMA",
+    iso.add_argument("--loss-noise", type=POSITIVE, metavar="SIGMA",
                      help="absolute loss noise std for the bootstrap (as published isoFLOP studies give it)")
     _hparam_args(iso)
 
@@ -154,9 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           "sweeps with known multipliers and exponent")
     cov.add_argument("--cells", nargs="+", default=list(coverage.CELLS), metavar="DECADESxSEEDS",
                      help="budget span in decades x seeds per config, e.g. 0.3x1 1.5x3 (default: %(default)s)")
-    cov.add_argument("--sweeps", type=int, default=200, help="simulated sweeps per cell")
-    cov.add_argument("--replicates", type=int, default=200, help="bootstrap replicates per fit")
-    cov.add_argument("--seed", type=int, default=0, help="seed of the simulation")
+    cov.add_argument("--sweeps", type=COUNT, default=200, help="simulated sweeps per cell")
+    cov.add_argument("--replicates", type=COUNT, default=200, help="bootstrap replicates per fit")
+    cov.add_argument("--seed", type=SEED, default=0, help="seed of the simulation")
     cov.add_argument("--out", required=True, help="directory for coverage.csv, summary.csv and coverage.md")
 
     doc = sub.add_parser("docs-tables", help="rewrite the docs' result tables from the committed reports' fits.json")
@@ -170,9 +197,44 @@ def _line(name: str, iv: Interval) -> str:
     return f"  {name:<24}{iv.fmt('.4g')}"
 
 
+def usable_rows(df: pd.DataFrame, columns: dict[str, str | None]) -> tuple[pd.DataFrame, str | None]:
+    """The rows whose value in each numeric column the fit reads ({argument: column}) is a positive finite number,
+    and a note of how many rows were dropped and why (None if none were). A missing column is left to the fit
+    (analysis.fit.tables.column names it)."""
+    keep = pd.Series(True, index=df.index)
+    reasons = []
+    for argument, name in columns.items():
+        if name is None or name not in df.columns:
+            continue
+        values = pd.to_numeric(df[name], errors="coerce")
+        if values.isna().all():
+            continue  # a column with no numbers at all is the fit's error to name
+        empty = values.isna() & keep
+        bad = ~values.isna() & ~(np.isfinite(values) & (values > 0)) & keep
+        for count, why in ((int(empty.sum()), "empty or not a number"), (int(bad.sum()), "not a positive number")):
+            if count:
+                reasons.append(f"{count} with {name} ({FLAGS.get(argument, '--' + argument.replace('_', '-'))}) "
+                               f"{why}")
+        keep &= ~(empty | bad)
+    if not reasons:
+        return df, None
+    if not keep.any():
+        raise AnalysisError(f"`csv`: no row is usable ({'; '.join(reasons)}); fix the table", "csv")
+    return df[keep], f"dropped {int((~keep).sum())} of {len(df)} rows: {'; '.join(reasons)}"
+
+
+def _table(args: argparse.Namespace) -> pd.DataFrame:
+    """--csv as a DataFrame of its usable rows; the dropped ones are counted on stderr."""
+    columns = {k: getattr(args, k, None) for k in ("loss_col", "flops_col", "params_col", "tokens_col")}
+    df, note = usable_rows(read_table(args.csv), columns)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return df
+
+
 def _grouped(args: argparse.Namespace, fit_one, text_one, plot=None) -> str:
     """Fit every --group-col group; text or JSON per group, and fits.json + plots under --out."""
-    tables = groups(read_table(args.csv), args.group_col)
+    tables = groups(_table(args), args.group_col)
     fits = {g: fit_one(df) for g, df in tables.items()}
     dicts = {g: f.to_dict() for g, f in fits.items()}
     if args.out:
@@ -213,7 +275,7 @@ def _parametric(args: argparse.Namespace) -> str:
         return "\n".join(out)
 
     if args.json and not args.group_col:
-        df = read_table(args.csv)
+        df = _table(args)
         fit = fit_one(df)
         alloc = {f"{c:.6g}": {k: v.to_dict() for k, v in fit.optimal_allocation(c).items()} for c in budgets(df)}
         return json.dumps({**fit.to_dict(), "allocation": alloc}, indent=2)

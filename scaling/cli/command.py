@@ -23,7 +23,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from scaling.config.compose import CONF_DIR, SweepPathError, run_overrides
-from scaling.config.validate import describe_error
+from scaling.config.validate import SettingError, describe_error
 from scaling.process import log_to_console
 from scaling.store.results import DirectoryError, write_error
 
@@ -138,7 +138,7 @@ def run_command(command: Command, args: Sequence[str], run: Callable[[list[str]]
     except CONFIG_ERRORS as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
-    except (CommandLineError, SweepPathError, DirectoryError) as err:
+    except (CommandLineError, SweepPathError, DirectoryError, SettingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a write that failed after the results root's check (the disk filled up, ...)

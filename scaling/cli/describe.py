@@ -15,11 +15,11 @@ import scaling.omp_passive  # noqa: F401  (first: OMP_WAIT_POLICY before torch s
 import argparse
 import json
 import sys
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from omegaconf import OmegaConf
 
-from scaling.cli.command import Command, run_command
+from scaling.cli.command import Command, CommandLineError, run_command
 from scaling.config.schema import ModelConfig, StructureConfig
 from scaling.config.compose import compose_run_config
 from scaling.data import data_info
@@ -28,6 +28,7 @@ from scaling.models.flops import attention_cores, measure_flops, model_flops
 from scaling.models import ModelConfigError
 from scaling.mup.parametrization import build_parametrized_model
 from scaling.structures import StructureError
+from scaling.train.plan import ConfigError, check_run_config_values
 
 
 def describe_model(model_cfg: ModelConfig, structure_cfg: StructureConfig, info: DataInfo) -> dict[str, Any]:
@@ -178,17 +179,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command(COMMAND, sys.argv[1:] if argv is None else list(argv), describe_command)
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one `error:` line (run_command), not argparse's usage + error
+        raise CommandLineError(f"{message}; usage: python -m scaling.describe [--json] [overrides]")
+
+
 def describe_command(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scaling.describe", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m scaling.describe", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=gpt2 structure=btt model.width=256")
     args = parser.parse_args(argv)
     cfg = compose_run_config(args.overrides)
-    model_cfg: ModelConfig = OmegaConf.to_object(cfg.model)
-    structure_cfg: StructureConfig = OmegaConf.to_object(cfg.structure)
     try:
+        check_run_config_values(cfg)  # the checks `train` makes first (the model's settings; not its budget)
+        model_cfg: ModelConfig = OmegaConf.to_object(cfg.model)
+        structure_cfg: StructureConfig = OmegaConf.to_object(cfg.structure)
         result = describe_model(model_cfg, structure_cfg, data_info(cfg.data, cfg.model.context))
-    except (StructureError, ModelConfigError) as err:
+    except (ConfigError, StructureError, ModelConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(result) if args.json else format_text(result))

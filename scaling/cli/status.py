@@ -23,8 +23,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def status_command(args: list[str]) -> int:
-    wait = any(a in ("wait=true", "wait=True") for a in args)
-    args = [a for a in args if not a.startswith("wait=")]
+    waits = [a.partition("=")[2].strip().lower() for a in args if a.lstrip("+").startswith("wait=")]
+    bad = [w for w in waits if w not in ("true", "false")]
+    if bad:
+        print(f"error: wait={bad[0]}: wait takes true or false; write wait=true or wait=false", file=sys.stderr)
+        return 2
+    wait = bool(waits) and waits[-1] == "true"
+    args = [a for a in args if not a.lstrip("+").startswith("wait=")]
     try:
         cfg = compose_launch_config(args)
         results_root = str(checked_root(cfg.results_root, write=False))

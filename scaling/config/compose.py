@@ -12,10 +12,12 @@ from typing import Any, Mapping, Sequence, TypeVar
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from scaling.config.schema import RunConfig
-from scaling.config.validate import integral_overrides
+from scaling.config.validate import check_bool_overrides, integral_overrides
 
 T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +38,12 @@ SWEEP_FILE_SUFFIXES = (".yaml", ".yml")
 
 
 class SweepPathError(ValueError):
-    """A sweep folder or file given on the command line that does not exist."""
+    """A sweep folder or file given on the command line that does not exist or cannot be read."""
+
+
+# Settings that are alternatives to each other: the one the overrides set last wins, and the other is cleared
+# (structure=low_rank's preset sets rank_frac, so `structure=low_rank structure.rank=4` means rank 4).
+ALTERNATIVES = (("structure.rank", "structure.rank_frac"),)
 
 
 def sweep_dirs(extra: Sequence[str] = ()) -> list[Path]:
@@ -63,12 +70,34 @@ def is_sweep_path(value: str) -> bool:
     return value.endswith(SWEEP_FILE_SUFFIXES)
 
 
+def read_sweep_yaml(path: Path) -> Any:
+    """The parsed YAML of a sweep file; a file that is not text, not YAML or repeats a key raises SweepPathError
+    with the reason in one line."""
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path))
+    except UnicodeDecodeError:
+        raise SweepPathError(f"{path}: not a text file (it is not UTF-8); give a sweep YAML file") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).split("\n")[0]
+        if "\t" in problem or "'\\t'" in problem:
+            problem += " (YAML indents with spaces, not tabs)"
+        raise SweepPathError(f"{path}: cannot be read{where}: {' '.join(problem.split())}; fix the file's YAML") \
+            from None
+    except OSError as err:
+        raise SweepPathError(f"{path}: cannot be read ({err.strerror}); give a readable sweep YAML file") from None
+    except OmegaConfBaseException as err:  # e.g. a key that is not a string
+        reason = " ".join(str(err).split("\n")[0].split())
+        raise SweepPathError(f"{path}: cannot be read ({reason}); fix the file's YAML") from None
+
+
 def load_sweep_file(path: str | Path) -> dict[str, Any]:
     """A sweep YAML file as a dict; a missing `name` defaults to the file's stem."""
     path = Path(path)
     if not path.is_file():
         raise SweepPathError(f"+sweep={path}: no such sweep file; give a path to a sweep YAML file or a sweep name")
-    spec = OmegaConf.to_container(OmegaConf.load(path))
+    spec = read_sweep_yaml(path)
     if not isinstance(spec, Mapping):
         raise SweepPathError(f"+sweep={path}: the file holds no mapping; see sweeps/quickstart.yaml for the format")
     return {"name": path.stem, **spec}
@@ -96,8 +125,10 @@ def compose_run_config(overrides: Sequence[str] = ()) -> DictConfig:
     """Compose conf/run.yaml with Hydra overrides, e.g. ["model=vit", "model.width=128"]."""
 
     register_schemas()
+    check_bool_overrides(list(overrides))
     cfg = compose_conf("run", integral_overrides(list(overrides)))
     OmegaConf.set_struct(cfg, True)
+    _later_wins(cfg, overrides)
     return cfg
 
 
@@ -118,6 +149,16 @@ def with_new_defaults(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+def _later_wins(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """Of each pair of ALTERNATIVES the overrides set, keep the one set last and clear the other."""
+    keys = [o.lstrip("+~").partition("=")[0] for o in overrides]
+    for pair in ALTERNATIVES:
+        given = [k for k in keys if k in pair]
+        if given:
+            section, name = pair[1 - pair.index(given[-1])].split(".")
+            cfg[section][name] = None
+
+
 def as_dataclass(node: DictConfig, schema: type[T]) -> T:
     """A composed config section as its schema dataclass (it was validated against the schema when composed)."""
     return schema(**OmegaConf.to_container(node, resolve=True))
@@ -135,7 +176,7 @@ def register_sweep_group(args: Sequence[str]) -> list[str]:
     extra_dirs = [a.split("=", 1)[1] for a in args if a.startswith("sweep_dir=")]
     for name, path in sweep_files(extra_dirs).items():
         try:
-            register_sweep(OmegaConf.to_container(OmegaConf.load(path)), name)
+            register_sweep(read_sweep_yaml(path), name)
         except Exception:  # a file that does not parse fails only its own sweep (launch.sweeps.check_sweep_file)
             continue
     rest = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,24 @@ def at_least(lo: float, want: str | None = None) -> Rule:
 
 def above(lo: float) -> Rule:
     return Rule(lambda v: _number(v) and v > lo, f"a finite number > {lo:g}")
+
+
+def integer(lo: int, hi: int) -> Rule:
+    """An integer in [lo, hi]: Python's integers are unbounded, so every count has a ceiling far above real use
+    that keeps the arithmetic after it (int64 tensors, float64 budgets, memory) from overflowing."""
+    return Rule(lambda v: _number(v) and v == int(v) and lo <= v <= hi, f"an integer >= {lo} and <= {hi:_}")
+
+
+def within(lo: float, hi: float, lo_open: bool = False) -> Rule:
+    """A finite number in [lo, hi] (or (lo, hi] with lo_open)."""
+    return Rule(lambda v: _number(v) and (v > lo if lo_open else v >= lo) and v <= hi,
+                f"a finite number {'>' if lo_open else '>='} {lo:g} and <= {hi:g}")
+
+
+def list_of(rule: Rule, most: int) -> Rule:
+    """A list of at most `most` values, each valid under `rule`."""
+    return Rule(lambda v: isinstance(v, Sequence) and not isinstance(v, str) and len(v) <= most
+                and all(rule.ok(x) for x in v), f"a list of at most {most} values, each {rule.want}")
 
 
 def fraction(upper_open: bool = False, lower_open: bool = False) -> Rule:

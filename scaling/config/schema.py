@@ -193,3 +193,4 @@ class LaunchConfig:
     overrides: list[str] = field(default_factory=list)  # run overrides applied to every run of the sweep
     results_root: str = "${oc.env:SCALING_RESULTS,results}"
     estimate_time: bool = True  # dry run: measure throughput for configs with no recorded runs
+    max_runs: int = 2000  # a sweep that expands to more runs is refused before any is composed (raise it here)

@@ -14,14 +14,16 @@ import difflib
 import math
 import re
 import typing
+import unicodedata
+from pathlib import Path
 from typing import Any
 
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from scaling.config.rules import (
-    COUNT, NON_NEGATIVE_INT, Rule, above, at_least, fraction, one_of, optional, out_of_range,
+    Rule, at_least, fraction, integer, list_of, one_of, optional, out_of_range, within,
 )
 from scaling.config.schema import (
     LOGGER_MODES, PARAMETRIZATIONS, SCHEDULES, TOKENIZERS, ClusterConfig, DataConfig, LaunchConfig,
@@ -42,34 +44,50 @@ RUN_ID = Rule(lambda v: v is None or bool(re.fullmatch(r"[0-9a-f]{16}", str(v)))
 DEVICE = Rule(lambda v: v in ("auto", "cpu", "cuda") or bool(re.fullmatch(r"cuda:\d+", str(v))),
               "auto, cpu, cuda or cuda:<index>")
 
+# Ceilings far above any run this harness trains, below where the arithmetic after them overflows or stalls:
+WIDTH = integer(1, 2**20)  # a dense 2^20 x 2^22 FFN matrix still counts its storage in int64
+DEPTH = integer(1, 1024)  # every block is built (on the meta device) when the run is planned
+UNITS = integer(1, 10**15)  # tokens / examples: float64-exact step counts, log-spaced evaluation steps
+SEED = integer(0, 2**63 - 1)  # torch.manual_seed and the int64 seed columns of the analysis
+FLOPS = within(0, 1e30, lo_open=True)
+LR = within(0, 1e6, lo_open=True)  # AdamW diverges at once far below this; lr 1e300 overflows float32
+MULTIPLIER = within(0, 1e6)  # weights, lr multipliers and scales: a product of two must stay finite in float32
+BOOL_WORDS = ("true", "false")
+
 RULES: dict[str, Rule] = {
-    "model.width": COUNT, "model.base_width": COUNT, "model.depth": COUNT, "model.head_dim": COUNT,
-    "model.ffn_ratio": above(0), "model.context": COUNT, "model.patch_size": COUNT, "model.pool": one_of("cls", "mean"),
-    "model.ffn_experts": NON_NEGATIVE_INT, "model.ffn_top_k": COUNT, "model.parametrization": one_of(*PARAMETRIZATIONS),
+    "model.width": WIDTH, "model.base_width": WIDTH, "model.depth": DEPTH, "model.head_dim": WIDTH,
+    "model.ffn_ratio": within(0, 1024, lo_open=True), "model.context": integer(1, 2**20),
+    "model.patch_size": integer(1, 4096), "model.pool": one_of("cls", "mean"),
+    "model.ffn_experts": integer(0, 1024), "model.ffn_top_k": integer(1, 1024),
+    "model.attn_scale": MULTIPLIER, "model.input_lr_mult": MULTIPLIER,
+    "model.parametrization": one_of(*PARAMETRIZATIONS),
     # the structure's own settings are declared by each structure (scaling.structures.check_settings)
-    "structure.aux_weight": at_least(0),  # weighs the aux loss of any routed layer (btt_moe, model.ffn_experts)
-    "data.tokenizer": one_of(*TOKENIZERS), "data.vocab_size": at_least(2, "an integer >= 2"),
-    "data.val_fraction": fraction(upper_open=True, lower_open=True), "data.input_dim": COUNT,
-    "data.teacher_width": COUNT, "data.teacher_depth": COUNT, "data.teacher_seed": NON_NEGATIVE_INT,
-    "data.eval_examples": COUNT,
-    "train.tokens": COUNT, "train.flops": optional(above(0)), "train.batch_size": COUNT, "train.lr": above(0),
-    "train.schedule": one_of(*SCHEDULES), "train.warmup_tokens": NON_NEGATIVE_INT, "train.decay_frac": fraction(),
+    "structure.aux_weight": MULTIPLIER,  # weighs the aux loss of any routed layer (btt_moe, model.ffn_experts)
+    "data.tokenizer": one_of(*TOKENIZERS), "data.vocab_size": integer(2, 2**16),  # token streams are uint16
+    "data.val_fraction": fraction(upper_open=True, lower_open=True), "data.input_dim": WIDTH,
+    "data.teacher_width": WIDTH, "data.teacher_depth": DEPTH, "data.teacher_seed": SEED,
+    "data.eval_examples": integer(1, 10**8),
+    "train.tokens": UNITS, "train.flops": optional(FLOPS), "train.batch_size": integer(1, 2**20), "train.lr": LR,
+    "train.schedule": one_of(*SCHEDULES), "train.warmup_tokens": integer(0, 10**15), "train.decay_frac": fraction(),
     "train.min_lr_frac": fraction(), "train.beta1": fraction(upper_open=True), "train.beta2": fraction(upper_open=True),
-    "train.weight_decay": at_least(0), "train.grad_clip": at_least(0, "a finite number >= 0 (0 turns clipping off)"),
-    "train.eval_points": NON_NEGATIVE_INT, "train.eval_batches": COUNT, "train.log_every": COUNT,
-    "train.checkpoint_every_s": at_least(0), "train.seed": NON_NEGATIVE_INT, "train.device": DEVICE,
-    "train.precision": one_of("auto", "fp32", "bf16"), "train.threads": COUNT, "train.diverge_factor": above(1),
+    "train.weight_decay": MULTIPLIER, "train.grad_clip": at_least(0, "a finite number >= 0 (0 turns clipping off)"),
+    "train.eval_points": integer(0, 1000), "train.eval_flops": list_of(FLOPS, 1000),
+    "train.eval_batches": integer(1, 10**4), "train.log_every": integer(1, 10**15),
+    "train.checkpoint_every_s": within(0, 1e9), "train.seed": SEED, "train.device": DEVICE,
+    "train.precision": one_of("auto", "fp32", "bf16"), "train.threads": integer(1, 1024),
+    "train.diverge_factor": within(1, 1e30, lo_open=True),
     "train.snapshot_steps": STEPS, "train.fork_from": RUN_ID,
     "logger.mode": optional(one_of(*LOGGER_MODES)),
     "logger.project": Rule(lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty name"),
 }
 
 CLUSTER_RULES: dict[str, Rule] = {
-    "cluster.kind": one_of("local", "debug", "slurm"), "cluster.runs_per_job": optional(COUNT),
-    "cluster.parallel_jobs": optional(COUNT), "cluster.timeout_min": COUNT, "cluster.cpus_per_task": COUNT,
-    "cluster.gpus_per_node": NON_NEGATIVE_INT, "cluster.tasks_per_node": COUNT, "cluster.nodes": COUNT,
-    "cluster.mem_gb": optional(above(0)),
-    "cluster.max_num_timeout": NON_NEGATIVE_INT, "cluster.signal_delay_s": NON_NEGATIVE_INT,
+    "cluster.kind": one_of("local", "debug", "slurm"), "cluster.runs_per_job": optional(integer(1, 10**6)),
+    "cluster.parallel_jobs": optional(integer(1, 4096)), "cluster.timeout_min": integer(1, 10**6),
+    "cluster.cpus_per_task": integer(1, 4096), "cluster.gpus_per_node": integer(0, 64),
+    "cluster.tasks_per_node": integer(1, 1024), "cluster.nodes": integer(1, 10**4),
+    "cluster.mem_gb": optional(within(0, 1e6, lo_open=True)),
+    "cluster.max_num_timeout": integer(0, 1000), "cluster.signal_delay_s": integer(0, 10**6),
 }
 
 
@@ -105,17 +123,36 @@ def check_known_keys(node: DictConfig, schema: type, prefix: str = "", skip: tup
             check_known_keys(value, hints[key], f"{prefix}{key}.")
 
 
+def check_folder(key: str, value: Any) -> None:
+    """A folder setting (data.cache_dir) whose path, or a folder above it, is a file cannot be made."""
+    path = Path(str(value)).expanduser()
+    for above in (path, *path.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise SettingError(f"{key}={value}: {above} is a file, not a folder; give a folder path (it is "
+                                   "created if missing)")
+            return
+
+
 def check_run_config(cfg: DictConfig) -> None:
     """Unknown keys anywhere in a run config, then every range rule; raises SettingError (one line)."""
     check_known_keys(cfg, RunConfig)
     _check(cfg, RULES, RUN_SECTIONS)
+    check_folder("data.cache_dir", cfg.data.cache_dir)
 
 
-def check_launch_config(cfg: DictConfig) -> None:
-    """Unknown launch options and cluster settings out of range; raises SettingError (one line)."""
+def check_launch_config(cfg: DictConfig, local_gpus: int = 0) -> None:
+    """Unknown launch options and cluster settings out of range (`local_gpus`: the CUDA devices of this machine,
+    where local and debug jobs run); raises SettingError (one line)."""
     check_known_keys(cfg, LaunchConfig, skip=("sweep",))  # the sweep file is checked by scaling.launch.sweeps
     _check(cfg, CLUSTER_RULES, {"cluster": ClusterConfig})
+    if not (rule := integer(1, 10**9)).ok(cfg.max_runs):
+        raise SettingError(out_of_range("max_runs", cfg.max_runs, rule.want, _default(LaunchConfig, "max_runs")))
     c = cfg.cluster
+    if c.kind != "slurm" and c.gpus_per_node > local_gpus:
+        raise SettingError(f"cluster.gpus_per_node={c.gpus_per_node}: cluster={c.kind} runs the jobs on this machine, "
+                           f"which has {local_gpus} CUDA device(s); set cluster.gpus_per_node={local_gpus} (or "
+                           "launch with cluster=slurm)")
     if c.kind == "slurm" and c.signal_delay_s >= 60 * c.timeout_min:
         raise SettingError(f"cluster.signal_delay_s={c.signal_delay_s} must be below the time limit "
                            f"cluster.timeout_min={c.timeout_min} (in seconds: {60 * c.timeout_min}), or the run is "
@@ -125,9 +162,9 @@ def check_launch_config(cfg: DictConfig) -> None:
 _TYPE_WORDS = {int: "an integer, e.g. 128", float: "a number, e.g. 0.003", bool: "true or false", str: "a string"}
 
 
-def expected_type(full_key: str) -> str | None:
+def expected_type(full_key: str, root: type = RunConfig) -> str | None:
     """What the schema wants at `full_key` (`model.width`), in words; None if the key is not in a schema."""
-    schema: Any = RunConfig
+    schema: Any = root
     for part in full_key.split("."):
         hints = typing.get_type_hints(schema) if dataclasses.is_dataclass(schema) else {}
         if part not in hints:
@@ -143,8 +180,42 @@ def expected_type(full_key: str) -> str | None:
     return _TYPE_WORDS.get(base)
 
 
+def check_bool_overrides(overrides: list[str], root: type = RunConfig) -> None:
+    """A true/false setting takes true or false: OmegaConf also reads 0, 1, 2, yes, on, ... as booleans, so
+    `dry_run=2` or `model.qk_norm=yes` would silently pick one."""
+    for override in overrides:
+        key, eq, value = override.partition("=")
+        name = key.lstrip("+~")
+        if eq and expected_type(name, root) == _TYPE_WORDS[bool] and value.strip().lower() not in BOOL_WORDS:
+            raise SettingError(f"{name}={value}: {name} takes true or false; write {name}=true or {name}=false")
+
+
+_FLAGS = "--help, --cfg job, --info, --hydra-help, --shell-completion, -m"
+
+
+def _parse_reason(override: str) -> str:
+    """Why Hydra's override grammar refused `override`, and what to type instead."""
+    if override.startswith("-"):
+        return (f"{override}: not a key=value override, and not a flag of this command (its flags: {_FLAGS}); "
+                "settings are key=value, e.g. train.seed=1")
+    odd = next((c for c in override if not c.isascii()), None)
+    if odd is not None:
+        name = unicodedata.name(odd, "an unnamed character")
+        if unicodedata.category(odd) == "Nd":
+            fix = f"type ASCII digits ({odd!r} is {unicodedata.digit(odd)})"
+        elif unicodedata.category(odd) in ("Pd", "Sm") and any(w in name for w in ("MINUS", "DASH", "HYPHEN")):
+            fix = "type the ASCII '-'"
+        else:
+            fix = "type ASCII, or quote the value: key='value'"
+        return f"{override}: {odd!r} ({name}) is not read by the override grammar; {fix}"
+    return (f"{override}: not a valid override; write key=value (a value with spaces or special characters in "
+            "quotes, key='a b'; a list as key=[a,b])")
+
+
 def describe_error(err: BaseException) -> str:
     """One line for a config error: Hydra's wrapped cause with the expected type, or the error's own message."""
+    if isinstance(err, OverrideParseException):
+        return _parse_reason(err.override)
     cause = err.__cause__
     if isinstance(err, HydraException) and isinstance(cause, OmegaConfBaseException):
         key = getattr(cause, "full_key", None) or ""

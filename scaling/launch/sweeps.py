@@ -27,21 +27,25 @@ Override values are Hydra override strings (`structure=btt`, `model.width=256`).
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from scaling.train.budget_evals import attach_eval_budgets
 from scaling.config.schema import LaunchConfig
 from scaling.config.labels import default_label
-from scaling.config.compose import compose_conf, compose_run_config, is_sweep_path, register_sweep_group, sweep_files
+from scaling.config.compose import (
+    SweepPathError, compose_conf, compose_run_config, is_sweep_path, read_sweep_yaml, register_sweep_group, sweep_files,
+)
 from scaling.train.fork import fork_step
 from scaling.train.plan import ConfigError, RunPlan, plan_run
-from scaling.config.validate import SettingError, check_launch_config, describe_error
+from scaling.config.validate import SettingError, check_bool_overrides, check_launch_config, describe_error
 
 BUDGET_KINDS = ("tokens", "flops", "tokens_per_param")
 BUDGET_FLAGS = ("from_curves", "cooldown")
@@ -88,11 +92,12 @@ def load_sweep_files(extra_dirs: Sequence[str] = ()) -> dict[Path, DictConfig | 
     loaded: dict[Path, DictConfig | Exception] = {}
     for path in sweep_files(extra_dirs).values():
         try:
-            node = OmegaConf.load(path)
-            if not isinstance(node, DictConfig):
-                raise SweepError(f"it holds a {type(node).__name__}, not a mapping of sweep keys")
-            loaded[path] = node
-        except Exception as err:  # yaml's and OmegaConf's parse errors
+            spec = read_sweep_yaml(path)
+            if not isinstance(spec, dict):
+                raise SweepError(f"{path}: it holds a {type(spec).__name__}, not a mapping of sweep keys; see "
+                                 "sweeps/quickstart.yaml for the format")
+            loaded[path] = OmegaConf.create(spec)
+        except (SweepError, SweepPathError) as err:
             loaded[path] = err
     return loaded
 
@@ -106,8 +111,7 @@ def check_sweep_file(name: str, extra_dirs: Sequence[str] = ()) -> None:
     files = load_sweep_files(extra_dirs)
     node = files[path]
     if isinstance(node, Exception):
-        reason = " ".join(str(node).split())
-        raise SweepError(f"{path}: cannot be read ({reason}); fix the file's YAML")
+        raise SweepError(str(node))
     same = [p.name for p, other in files.items() if p != path and isinstance(other, DictConfig)
             and other.get("name") == node.get("name")]
     if same:
@@ -120,9 +124,33 @@ def split_run_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
     the rest configure the launch (`cluster=slurm`, `dry_run=true`)."""
     launch_args, run_args = [], []
     for arg in args:
-        key = arg.lstrip("+~").split("=", 1)[0]
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key == "overrides" and value.startswith("[") and value.endswith("]"):
+            run_args.extend(list_items(value[1:-1]))  # conf/launch.yaml's `'overrides=[train.seed=1]'` form
+            continue
         (run_args if key.split(".", 1)[0] in RUN_SECTIONS else launch_args).append(arg)
     return launch_args, run_args
+
+
+def list_items(text: str) -> list[str]:
+    """The items of a Hydra list's inside, split at top-level commas, each unquoted: `a=1,'b=[2,3]'` ->
+    [a=1, b=[2,3]]. Hydra's grammar reads no `=` inside an unquoted list item, so the launcher splits it."""
+    items, depth, quote, start = [], 0, "", 0
+    for i, c in enumerate(text):
+        if quote:
+            quote = "" if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        elif c in "[{(":
+            depth += 1
+        elif c in "]})":
+            depth -= 1
+        elif c == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    stripped = [item.strip() for item in items if item.strip()]
+    return [item[1:-1] if len(item) > 1 and item[0] == item[-1] and item[0] in "'\"" else item for item in stripped]
 
 
 def compose_launch_config(args: Sequence[str]) -> DictConfig:
@@ -134,15 +162,38 @@ def compose_launch_config(args: Sequence[str]) -> DictConfig:
         if key == "sweep" and not is_sweep_path(value):
             check_sweep_file(value, extra_dirs)
     launch_args, run_args = split_run_overrides(register_sweeps(args))
-    cfg = compose_conf("launch", launch_args)
-    cfg.overrides = [*cfg.overrides, *run_args]
-    if cfg.get("sweep") is None:
-        raise SweepError(f"no sweep given: pass +sweep=NAME with NAME one of {sweep_names()}")
     try:
-        check_launch_config(cfg)
+        check_bool_overrides(launch_args, LaunchConfig)
+        cfg = compose_conf("launch", launch_args)
+        cfg.overrides = [*cfg.overrides, *run_args]
+        if cfg.get("sweep") is None:
+            raise SweepError(f"no sweep given: pass +sweep=NAME with NAME one of {sweep_names()}")
+        check_launch_config(cfg, torch.cuda.device_count())
     except SettingError as err:
         raise SweepError(str(err)) from None
+    check_grid_size(cfg.sweep, cfg.max_runs)
     return cfg
+
+
+def count_runs(name: str, spec: dict[str, Any]) -> int:
+    """How many runs a sweep expands to (before dedupe), counted without composing any."""
+    total = 0
+    for label, variant in (spec.get("variants") or {"default": {}}).items():
+        for axes, _, values, _ in _stages(name, spec, label, variant or {}):
+            total += math.prod(len(v) for v in axes.values()) * len(values)
+    return total
+
+
+def check_grid_size(sweep: DictConfig, max_runs: int) -> None:
+    """A sweep larger than `max_runs` is refused before any run is composed (each takes milliseconds to
+    seconds, so a typo'd grid would expand for minutes)."""
+    spec = OmegaConf.to_container(sweep, resolve=True)
+    name = check_name(spec.get("name"))
+    check_sweep_spec(name, spec, ())
+    count = count_runs(name, spec)
+    if count > max_runs:
+        raise SweepError(f"sweep {name!r} expands to {count} runs, more than max_runs={max_runs}; shrink its axes, "
+                         f"or raise the cap with max_runs={count} if the grid is meant")
 
 
 def check_name(name: object) -> str:
@@ -327,9 +378,8 @@ def check_sweep_spec(name: str, spec: dict[str, Any], extra_overrides: Sequence[
     unknown = sorted(set(spec) - set(SWEEP_KEYS))
     if unknown:
         raise SweepError(f"sweep {name!r}: unknown key(s) {unknown}; a sweep has only {', '.join(SWEEP_KEYS)}")
+    check_sweep_shapes(name, spec)
     variants = spec.get("variants") or {}
-    if not isinstance(variants, dict):
-        raise SweepError(f"sweep {name!r}: variants must map labels to {{overrides: [...], axes: {{...}}}}")
     swept = {key: "axes" for key in spec.get("axes") or {}}
     swept.update({key: "budgets" for key in ("train.tokens", "train.flops")})  # every run's budget comes from there
     varied: dict[str, set[str]] = {}
@@ -353,6 +403,53 @@ def check_sweep_spec(name: str, spec: dict[str, Any], extra_overrides: Sequence[
         if key in swept:
             raise SweepError(f"{override}: {key} is swept by {swept[key]} of sweep {name!r}, so an override would "
                              "collapse the grid; edit the sweep's values instead (or copy it to a new sweep file)")
+
+
+def _want(ok: bool, where: str, value: Any, want: str) -> None:
+    if not ok:
+        raise SweepError(f"{where} must be {want}, got {value!r}")
+
+
+def _override_list(where: str, value: Any) -> None:
+    _want(value is None or isinstance(value, list) and all(isinstance(v, str) for v in value), where, value,
+          "a list of override strings such as [model=gpt2, model.depth=2] (a YAML list, not one string)")
+
+
+def _axes(where: str, axes: Any) -> None:
+    _want(axes is None or isinstance(axes, dict), where, axes, "a mapping {override key: [values]}")
+    for key, values in (axes or {}).items():
+        _want(isinstance(values, list) and len(values) > 0, f"{where}.{key}", values,
+              "a non-empty list of values such as [64, 128]")
+
+
+def _budget_list(where: str, values: Any) -> None:
+    _want(isinstance(values, list) and len(values) > 0 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf") for v in values),
+        where, values, "a non-empty list of positive numbers such as [1.0e13, 4.0e13]")
+
+
+def check_sweep_shapes(name: str, spec: dict[str, Any]) -> None:
+    """Every sweep key holds the kind of value it takes (a string where a list belongs would otherwise be read
+    character by character); each mistake names the key and an example."""
+    where = f"sweep {name!r}:"
+    _want(spec.get("description") is None or isinstance(spec["description"], str), f"{where} description",
+          spec.get("description"), "a string")
+    _override_list(f"{where} base", spec.get("base"))
+    _axes(f"{where} axes", spec.get("axes"))
+    budgets = spec.get("budgets")
+    _want(budgets is None or isinstance(budgets, dict), f"{where} budgets", budgets,
+          "a mapping such as {tokens: [65536, 262144]}")
+    for kind in BUDGET_KINDS:
+        if (budgets or {}).get(kind) is not None:
+            _budget_list(f"{where} budgets.{kind}", budgets[kind])
+    variants = spec.get("variants")
+    _want(variants is None or isinstance(variants, dict), f"{where} variants", variants,
+          "a mapping {label: {overrides: [...], axes: {...}}}")
+    for label, variant in (variants or {}).items():
+        _want(variant is None or isinstance(variant, dict), f"{where} variant {label!r}", variant,
+              "a mapping {overrides: [...], axes: {...}, ladder: [...]}")
+        _override_list(f"{where} variant {label!r} overrides", (variant or {}).get("overrides"))
+        _axes(f"{where} variant {label!r} axes", (variant or {}).get("axes"))
 
 
 def _plan(cfg: DictConfig, kind: str, value: float, overrides: list[str], label: str,

@@ -7,6 +7,7 @@ cost hundreds of runs before submitting any; every problem becomes a ConfigError
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -22,6 +23,9 @@ from scaling.store.results import run_id
 from scaling.train.schedule import warmup_steps
 from scaling.structures import StructureError, check_settings
 from scaling.config.validate import SettingError, check_run_config
+
+
+MAX_UNITS = 10**15  # the ceiling of train.tokens (scaling.config.validate), for budgets given in FLOPs
 
 
 class ConfigError(ValueError):
@@ -77,6 +81,33 @@ def resolve_runtime(cfg: DictConfig, cuda: bool | None = None) -> None:
     t.device, t.precision = resolve_device(t.device, t.precision, torch.cuda.is_available() if cuda is None else cuda)
 
 
+def check_device(device: str, cuda: bool | None) -> None:
+    """A CUDA device the run's machine does not have is refused before the run starts (`cuda`: whether the
+    launcher's cluster gives the run a GPU; None: the run trains on this machine)."""
+    if not str(device).startswith("cuda"):
+        return
+    if cuda is False:
+        raise ConfigError(f"train.device={device}: the cluster gives the jobs no GPU (cluster.gpus_per_node=0); set "
+                          "cluster.gpus_per_node=1 or train.device=auto")
+    if cuda is None:
+        count = torch.cuda.device_count()
+        index = int(str(device).partition(":")[2] or 0)
+        if index >= count:
+            raise ConfigError(f"train.device={device}: this machine has {count} CUDA device(s); use train.device=auto "
+                              "or cpu" + (f", or cuda:0 to cuda:{count - 1}" if count else ""))
+
+
+def check_memory(cfg: DictConfig, params: int) -> None:
+    """A run on this machine's CPU whose weights, gradients and Adam moments (16 bytes a parameter in fp32) exceed
+    its memory is refused before it is built."""
+    need = 16 * params
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise ConfigError(f"model.width={cfg.model.width} model.depth={cfg.model.depth} gives {params:.3g} parameters, "
+                          f"whose training state ({need / 2**30:.3g} GiB: weights, gradients, Adam moments) exceeds "
+                          f"this machine's {have / 2**30:.3g} GiB of memory; lower model.width or model.depth")
+
+
 def plan_run(cfg: DictConfig, cuda: bool | None = None) -> RunPlan:
     """Validate a run config and compute its size and budget; raise ConfigError if it cannot run.
 
@@ -84,6 +115,7 @@ def plan_run(cfg: DictConfig, cuda: bool | None = None) -> RunPlan:
     run id and every later reader see the values the run computes with."""
     check_run_config_values(cfg)
     resolve_runtime(cfg, cuda)
+    check_device(cfg.train.device, cuda)
     m, t = cfg.model, cfg.train
     if m.family not in FAMILIES:
         raise ConfigError(f"model.family={m.family!r} is not known; choose one of {tuple(FAMILIES)}")
@@ -104,6 +136,11 @@ def plan_run(cfg: DictConfig, cuda: bool | None = None) -> RunPlan:
             f"{budget} gives {target_units:.3g} {info.unit}s, less than one step of "
             f"{units_per_step} {info.unit}s (train.batch_size={t.batch_size}); raise the budget or lower the batch"
         )
+    if target_units > MAX_UNITS:
+        raise ConfigError(f"train.flops={t.flops:g} gives {target_units:.3g} {info.unit}s, more than {MAX_UNITS:.0e} "
+                          "(the ceiling of train.tokens); lower train.flops")
+    if cuda is None and str(t.device) == "cpu":
+        check_memory(cfg, report.params)
     units = steps * units_per_step
     return RunPlan(
         run_id=run_id(cfg), family=m.family, structure=cfg.structure.name, width=m.width, unit=info.unit,

@@ -28,7 +28,8 @@ from scaling.train.distributed import all_reduce_mean, barrier
 from scaling.config.labels import run_label
 from scaling.mup.parametrization import build_parametrized_model, make_optimizer
 from scaling.train.progress import RunProgress
-from scaling.store.results import atomic_write_bytes, jsonl_bytes, read_jsonl
+from scaling.store.files import RunFileError, read_config_file
+from scaling.store.results import IDENTITY_SECTIONS, atomic_write_bytes, identity, jsonl_bytes, read_jsonl
 from scaling.store.states import RunState
 from scaling.store.summary import Summary
 from scaling.train.run import Run
@@ -152,6 +153,7 @@ def resume_or_start(run: Run, trainee: Trainee) -> TrainState:
         return TrainState(step=fork.state["step"], best=fork.state["best_val_loss"],
                           initial_loss=fork.state["initial_loss"], wandb_id=wandb_run_id(run.plan.run_id))
     check_checkpoint_step(run.dir, ckpt, run.plan.steps)
+    check_same_identity(run)
     _load_state(trainee, ckpt)
     if run.dist.is_main:
         run.truncate_metrics(ckpt["step"], trainee.evals)
@@ -165,6 +167,26 @@ def _load_state(trainee: Trainee, ckpt: Checkpoint) -> None:
     trainee.optimizer.load_state_dict(ckpt["optimizer"])
     trainee.data.train.load_state_dict(ckpt["data"])
     torch.set_rng_state(ckpt["rng"])
+
+
+def _flat(ident: dict[str, Any]) -> dict[str, Any]:
+    return {f"{section}.{key}": value for section, values in ident.items() for key, value in values.items()}
+
+
+def check_same_identity(run: Run) -> None:
+    """A checkpoint resumes only under the settings its run id pins: each one this process would run with (the
+    torch thread count included) must be the one config.yaml recorded when the run started."""
+    saved = read_config_file(run.paths.config)
+    if saved is None or not all(isinstance(saved.get(s), dict) for s in IDENTITY_SECTIONS):
+        return
+    before, now = _flat(identity(saved)), _flat(identity(run.cfg))
+    now["train.threads"] = torch.get_num_threads()  # what this process computes with (Run.setup set it)
+    differ = [key for key in before if key in now and before[key] != now[key]]
+    if differ:
+        key = differ[0]
+        raise RunFileError(run.paths.config, f"the checkpoint was trained with {key}={before[key]}, and this process "
+                           f"would resume it with {key}={now[key]} ({key} is part of the run id, and changes the "
+                           "numbers)", f"resume with {key}={before[key]}, or delete {run.dir} to retrain the run")
 
 
 def start_reporters(run: Run, wandb_id: str) -> Reporters:

@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from scaling.launch.submit import launch
-from scaling.store.results import iter_run_dirs, read_json, read_summary
+from scaling.store.results import iter_run_dirs, read_json, read_summary, run_dir
 from scaling.launch.status import run_state
 from scaling.launch.sweeps import SweepError, compose_launch_config, expand, sweep_names
 from sweep_fixtures import REPO, TINY_BASE, launch_cfg, shipped_runs, tiny_sweep
@@ -141,14 +141,17 @@ def test_sweep_runs_then_relaunch_submits_nothing(tmp_path, cluster, capsys):
 
 @pytest.mark.slow
 def test_failed_runs_are_retried_only_when_asked(tmp_path, capsys):
-    variants = {"dense": {"overrides": ["structure=dense"]},
-                "gpu": {"overrides": ["structure=btt", "train.device=cuda"]}}
+    variants = {"dense": {"overrides": ["structure=dense"]}, "broken": {"overrides": ["structure=btt"]}}
     sweep = tiny_sweep(axes={"model.width": [32]}, variants=variants)
+    broken = next(r for r in expand(OmegaConf.create(sweep)).runs if r.label.startswith("broken"))
+    rdir = run_dir(tmp_path, broken.plan.run_id)  # a checkpoint that does not load fails the run when it starts
+    rdir.mkdir(parents=True)
+    (rdir / "checkpoint.pt").write_bytes(b"not a checkpoint")
     launch(launch_cfg(tmp_path, sweep, "cluster=debug"))
     states = sorted(read_summary(d)["status"] for d in iter_run_dirs(tmp_path))
     assert states == ["completed", "failed"]
     failed = [read_summary(d) for d in iter_run_dirs(tmp_path) if read_summary(d)["status"] == "failed"][0]
-    assert "train.device=cuda" in failed["error"]
+    assert "checkpoint.pt: not a loadable checkpoint" in failed["error"]
     capsys.readouterr()
     assert launch(launch_cfg(tmp_path, sweep, "cluster=debug")) == []
     assert "{'completed': 1, 'failed': 1}; 0 to run" in capsys.readouterr().out

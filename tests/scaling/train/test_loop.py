@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from scaling.config.compose import compose_run_config
+from scaling.store.files import RunFileError
 from scaling.store.results import read_jsonl, read_summary, run_dir, run_id
 from scaling.train.loop import train
 from scaling.train.steps import eval_steps
@@ -145,3 +146,21 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     assert loss(two, "train", "step") == loss(one, "train", "step")
     assert loss(two, "train", "loss") == pytest.approx(loss(one, "train", "loss"), rel=1e-4, abs=1e-5)
     assert loss(two, "eval", "val_loss") == pytest.approx(loss(one, "eval", "val_loss"), rel=1e-4, abs=1e-5)
+
+
+def test_a_resume_refuses_a_setting_the_run_id_pins_that_differs_from_config_yaml(tmp_path):
+    """config.yaml records train.threads=1; a process that would resume the checkpoint with 2 threads (or any other
+    pinned setting) is refused with the file, the setting and the fix, and resumes once they agree again."""
+    cfg = cfg_for(tmp_path, "train.tokens=4096", "train.eval_points=2")
+    assert train(cfg)["status"] == "completed"
+    rdir = run_dir(tmp_path, run_id(cfg))
+    (rdir / "summary.json").unlink()  # as if it stopped after its last checkpoint: the next train resumes
+    config = rdir / "config.yaml"
+    saved = config.read_text()
+    assert "threads: 1" in saved
+    config.write_text(saved.replace("threads: 1", "threads: 2"))
+    with pytest.raises(RunFileError, match=r"config.yaml: the checkpoint was trained with train.threads=2, and this "
+                       r"process would resume it with train.threads=1 .*resume with train.threads=2, or delete"):
+        train(cfg_for(tmp_path, "train.tokens=4096", "train.eval_points=2"))
+    config.write_text(saved)
+    assert train(cfg_for(tmp_path, "train.tokens=4096", "train.eval_points=2"))["status"] == "completed"

@@ -1,0 +1,108 @@
+"""`python -m analysis` on bad CSVs and bad flags, table-driven: each is refused with one `error:` line that names the
+flag (or file) and the fix, exit status 2, no traceback and nothing written; rows it cannot use are dropped with a
+note that counts them and says why."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.cli import main
+from analysis.io.synthetic import HOFFMANN
+
+FIT = ["fit-frontier", "--csv", "{csv}", "--flops-col", "flops", "--loss-col", "loss", "--replicates", "20"]
+ISO = ["isoflop", "--csv", "{csv}", "--params-col", "params", "--flops-col", "flops", "--loss-col", "loss"]
+PAR = ["fit-parametric", "--csv", "{csv}", "--params-col", "params", "--flops-col", "flops", "--loss-col", "loss"]
+
+# (command line, which CSV ({csv}: a good one), what the line must name, the fix it must give)
+CASES = [
+    ([*FIT, "--replicates", "0"], "good", "--replicates: 0 is out of range", "an integer from 1 to 1000000"),
+    ([*FIT, "--replicates", "abc"], "good", "--replicates: 'abc' is not", "an integer from 1"),
+    ([*FIT, "--level", "2"], "good", "--level: 2 is out of range", "a number between 0 and 1"),
+    ([*FIT, "--level", "nan"], "good", "--level: nan is out of range", "a number between 0 and 1"),
+    ([*FIT, "--seed", "-1"], "good", "--seed: -1 is out of range", "an integer from 0"),
+    ([*FIT, "--loss-noise", "-1"], "good", "--loss-noise: -1 is out of range", "a positive finite number"),
+    ([*FIT, "--loss-noise", "inf"], "good", "--loss-noise: inf is out of range", "a positive finite number"),
+    ([*PAR, "--at-flops", "nan"], "good", "--at-flops: nan is out of range", "a positive finite number"),
+    ([*PAR, "--at-flops", "-1e20"], "good", "--at-flops: -1e20 is out of range", "a positive finite number"),
+    (["report", "--results", "r", "--out", "o", "--workers", "0"], "good", "--workers: 0 is out of range",
+     "an integer from 1"),
+    (["report", "--results", "r", "--out", "o", "--workers", "-3"], "good", "--workers: -3 is out of range",
+     "an integer from 1"),
+    (["report", "--results", "r", "--out", "o", "--max-interval-factor", "0.5"], "good",
+     "--max-interval-factor: 0.5 is out of range", "a number >= 1"),
+    (["plan-next", "--sweep", "s", "--budgets", "1e15", "--workers", "0"], "good", "--workers: 0", "an integer from 1"),
+    (["plan-next", "--sweep", "s", "--budgets", "0"], "good", "--budgets: 0 is out of range", "a positive finite"),
+    (["plan-next", "--sweep", "s", "--budgets", "1e15", "--sizes", "0"], "good", "--sizes: 0", "an integer from 1"),
+    (["coverage", "--out", "o", "--sweeps", "0"], "good", "--sweeps: 0 is out of range", "an integer from 1"),
+    (["fit-frontier", "--csv", "{csv}", "--flops-col", "flops"], "good", "the following arguments are required",
+     "see python -m analysis fit-frontier --help"),
+    (["fit-everything"], "good", "invalid choice: 'fit-everything'", "see python -m analysis --help"),
+    (FIT, "missing", "--csv", "no such file"),
+    (FIT, "binary", "--csv", "not a readable CSV"),
+    (FIT, "empty", "--csv", "not a readable CSV"),
+    (FIT, "header", "--csv", "has a header but no rows"),
+    ([*FIT[:-6], "--flops-col", "FLOPS", "--loss-col", "loss"], "good", "--flops-col 'FLOPS': no such column",
+     "the table has"),
+    ([*FIT[:-2], "--group-col", "structure"], "good", "--group-col 'structure': no such column", "the table has"),
+    (FIT, "words", "--loss-col", "holds no numbers"),
+    (FIT, "all_bad", "no row is usable", "fix the table"),
+    (FIT, "huge", "beyond 1e+60", "fix or drop the row"),
+]
+
+
+def _table(kind: str) -> pd.DataFrame:
+    rows = [{"params": float(HOFFMANN.n_opt(c) * f), "flops": c} for c in np.geomspace(6e18, 3e21, 5)
+            for f in np.geomspace(1 / 6, 6, 5)]
+    df = pd.DataFrame(rows)
+    df["loss"] = [HOFFMANN.loss(n, c / (6 * n)) for n, c in zip(df.params, df.flops)]
+    if kind == "words":
+        df["loss"] = "low"
+    elif kind == "all_bad":
+        df["loss"] = [np.nan, -1.0, 0.0, None, "x"] * 5
+    elif kind == "huge":
+        df.loc[3, "loss"] = 1e300
+    return df
+
+
+@pytest.fixture
+def csvs(tmp_path):
+    paths = {kind: tmp_path / f"{kind}.csv" for kind in ("good", "words", "all_bad", "huge")}
+    for kind, path in paths.items():
+        _table(kind).to_csv(path, index=False)
+    (tmp_path / "binary.csv").write_bytes(bytes(range(256)) * 8)
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header.csv").write_text("params,flops,loss\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv, csv, field, fix", CASES, ids=[f"{' '.join(a[:1] + a[3:])}:{c}" for a, c, *_ in CASES])
+def test_bad_csv_or_flag_is_one_clear_line(argv, csv, field, fix, csvs, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    args = [a.replace("{csv}", str(csvs / f"{csv}.csv")) for a in argv]
+    try:
+        code = main(args)
+    except SystemExit as exit_:  # argparse's usage errors
+        code = exit_.code
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("error: ") and field in lines[0] and fix in lines[0], lines[0]
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_unusable_rows_are_dropped_with_a_note_that_counts_them(csvs, tmp_path, capsys):
+    df = _table("good")
+    df.loc[0, "loss"], df.loc[1, "loss"], df.loc[2, "loss"], df.loc[3, "flops"] = np.nan, -2.0, "", 0.0
+    path = tmp_path / "holes.csv"
+    df.to_csv(path, index=False)
+    assert main([a.replace("{csv}", str(path)) for a in FIT]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.strip() == ("note: dropped 4 of 25 rows: 2 with loss (--loss-col) empty or not a number; 1 "
+                                    "with loss (--loss-col) not a positive number; 1 with flops (--flops-col) not a "
+                                    "positive number")
+    assert "L(C) = E + A C^-alpha" in captured.out
