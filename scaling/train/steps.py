@@ -33,7 +33,8 @@ from scaling.store.summary import Summary
 from scaling.train.run import Run
 from scaling.train.schedule import lr_factor
 from scaling.structures import StructuredLinear
-from scaling.train.tracking import Tracker, import_wandb_under, run_name, run_tags, wandb_mode, wandb_run_id
+from scaling.train.tracking import (Tracker, import_wandb_under, run_name, run_tags, wandb_config, wandb_mode,
+                                     wandb_run_id)
 
 
 @dataclass
@@ -160,9 +161,9 @@ def start_reporters(run: Run, wandb_id: str) -> Reporters:
     logger_cfg = as_dataclass(cfg.logger, LoggerConfig)
     if dist.is_main and wandb_mode(logger_cfg) != "disabled":
         import_wandb_under(run.paths.wandb)
-    tracker = Tracker(logger_cfg, run.dir, wandb_id, run_name(cfg), cfg.sweep,
-                      config=OmegaConf.to_container(cfg) | {"run_id": run.plan.run_id, **run.plan.as_dict()},
-                      tags=run_tags(cfg)) if dist.is_main else None
+    config = wandb_config(OmegaConf.to_container(cfg), run.plan.as_dict())
+    tracker = Tracker(logger_cfg, run.dir, wandb_id, run_name(config), cfg.sweep, config=config,
+                      tags=run_tags(config)) if dist.is_main else None
     progress = RunProgress(run.dir, run_label(cfg), run.plan.steps, run.plan.unit, enabled=dist.is_main)
     return Reporters(tracker, progress)
 
