@@ -8,13 +8,15 @@ import sys
 from pathlib import Path
 
 from scaling.cli.command import Command, run_command
-from scaling.launch.status import log_status, status_overrides, sweep_run_flops, wait_for_jobs
-from scaling.launch.sweeps import SweepError, compose_launch_config
+from scaling.launch.status import (compose_status_config, log_status, status_overrides, sweep_run_flops,
+                                   wait_for_jobs)
+from scaling.launch.sweeps import SweepError
 from scaling.store.states import RunState
 
 
 COMMAND = Command("scaling.status", "launch", usage="progress of a sweep, read from its run directories.\n"
-                  "  python -m scaling.status +sweep=NAME|path/to/sweep.yaml [wait=true] [results_root=DIR]",
+                  "  python -m scaling.status +sweep=NAME|path/to/sweep.yaml [wait=true] [results_root=DIR]\n"
+                  "  (NAME: a sweep file's, or a -m grid's sweep_name / multirun_<hash>, read from its manifest)",
                   prepare=status_overrides)
 
 
@@ -26,7 +28,7 @@ def status_command(args: list[str]) -> int:
     wait = any(a in ("wait=true", "wait=True") for a in args)
     args = [a for a in args if not a.startswith("wait=")]
     try:
-        cfg = compose_launch_config(args)
+        cfg = compose_status_config(args)
         name, flops = sweep_run_flops(cfg)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -22,8 +22,10 @@ from scaling.store.results import read_summary, run_dir
 from scaling.store.states import STOPPED_STATES, RunState
 from scaling.train.progress import run_weights, work_done
 from scaling.store.files import RunFileError
+from scaling.config.compose import is_sweep_path, register_sweep, sweep_files
 from scaling.launch.sweeps import (
-    check_name, compose_launch_config, expand, register_sweeps, runs_on_cuda, split_run_overrides,
+    SweepError, check_name, compose_launch_config, expand, register_sweeps, runs_on_cuda, split_run_overrides,
+    sweep_names,
 )
 logger = logging.getLogger(__name__)
 
@@ -56,17 +58,38 @@ def corrupt_note(results_root: str, rid: str) -> str:
     return f"run {rid}: readable again"
 
 
+def with_manifest_sweeps(args: Sequence[str]) -> list[str]:
+    """`args` with `+sweep=NAME` usable where NAME has no sweep file (a `-m` grid's `sweep_name`, or its
+    `multirun_<hash>`): NAME is registered as a sweep of that name alone, whose runs sweep_runs reads from the
+    manifest `<results_root>/sweeps/NAME.json`."""
+    extra_dirs = [a.split("=", 1)[1] for a in args if a.startswith("sweep_dir=")]
+    for arg in args:
+        key, _, value = arg.lstrip("+").partition("=")
+        if key == "sweep" and value and not is_sweep_path(value) and value not in sweep_files(extra_dirs):
+            register_sweep({"name": value}, value)
+    return list(args)
+
+
+def compose_status_config(args: Sequence[str]):
+    """The launch config a status command reads: a sweep file's, or a manifest-only sweep's (with_manifest_sweeps)."""
+    return compose_launch_config(with_manifest_sweeps(args))
+
+
 def sweep_runs(cfg) -> tuple[str, tuple[ManifestRun, ...]]:
     """A sweep's runs: from the manifest the launcher wrote, else by expanding the sweep file (ids and FLOPs)."""
     results_root = str(Path(cfg.results_root).resolve())
     name = check_name(cfg.sweep.get("name"))
+    path = Manifest.path(results_root, name)
     try:
-        manifest = Manifest.read(Manifest.path(results_root, name))
+        manifest = Manifest.read(path)
     except ManifestError as err:
         logger.warning(f"warning: {err}; reading the sweep file instead (the next launch rewrites it)")
         manifest = None
     if manifest is not None:
         return name, manifest.runs
+    if set(cfg.sweep) == {"name"}:
+        raise SweepError(f"+sweep={name}: no sweep file of that name ({', '.join(sweep_names())}) and no manifest "
+                         f"{path}; give a sweep name, or a -m grid's sweep_name with the results_root it ran with")
     expansion = expand(cfg.sweep, [*cfg.overrides, f"results_root={results_root}"], runs_on_cuda(cfg.cluster))
     return name, tuple(ManifestRun(r.plan.run_id, flops=r.plan.train_flops) for r in expansion.runs)
 
@@ -132,7 +155,7 @@ def log_status(results_root: str, name: str, run_ids: Sequence[str]) -> Counter:
 def sweep_status(sweep: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """A sweep's progress from Python: `sweep` is a name or a sweep YAML path, `overrides` as on the command line
     (`results_root=...`). Returns {name, counts: {state: n}, runs: [{run_id, label, state, error?}]}."""
-    cfg = compose_launch_config([f"+sweep={os.fspath(sweep)}", *overrides])
+    cfg = compose_status_config([f"+sweep={os.fspath(sweep)}", *overrides])
     name, planned = sweep_runs(cfg)
     results_root = str(Path(cfg.results_root).resolve())
     runs = []
@@ -147,4 +170,4 @@ def sweep_status(sweep: str | os.PathLike, overrides: Sequence[str] = ()) -> dic
 
 def status_overrides(args: list[str]) -> list[str]:
     """The part of a status command line that composes conf/launch.yaml (`wait=` is status's own)."""
-    return split_run_overrides(register_sweeps([a for a in args if not a.startswith("wait=")]))[0]
+    return split_run_overrides(register_sweeps(with_manifest_sweeps([a for a in args if not a.startswith("wait=")])))[0]
