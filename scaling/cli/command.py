@@ -11,6 +11,7 @@ launched by scaling.launch (`cluster=local|debug|slurm`), and `-m` on scaling.tr
 
 from __future__ import annotations
 
+import signal
 import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -24,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from scaling.config.compose import CONF_DIR, SweepPathError, run_overrides
 from scaling.config.validate import describe_error
+from scaling.launch.cancel import LaunchInterrupted
 from scaling.process import log_to_console
 
 # Flags that make a command print something about its config instead of running.
@@ -140,6 +142,12 @@ def run_command(command: Command, args: Sequence[str], run: Callable[[list[str]]
     except (CommandLineError, SweepPathError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except LaunchInterrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 def one_line(err: BaseException) -> str:

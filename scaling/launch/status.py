@@ -28,6 +28,7 @@ from scaling.launch.sweeps import (
     sweep_names,
 )
 logger = logging.getLogger(__name__)
+STATUS_FLAGS = ("wait=", "cancel=")  # the status command's own options
 
 
 def run_state(results_root: str, rid: str) -> RunState:
@@ -130,6 +131,16 @@ def wait_for_jobs(jobs: Sequence[submitit.Job], results_root: str, run_ids: Sequ
             time.sleep(2.0)
 
 
+def wait_for_runs(results_root: str, run_ids: Sequence[str], timeout_s: float) -> bool:
+    """Wait until no run of `run_ids` is running (its process ended), at most `timeout_s`; return whether none is."""
+    deadline = time.monotonic() + timeout_s
+    while RunState.RUNNING in count_states(results_root, run_ids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
 def _result_or_report(job: submitit.Job) -> None:
     try:
         job.result()
@@ -169,5 +180,6 @@ def sweep_status(sweep: str | os.PathLike, overrides: Sequence[str] = ()) -> dic
 
 
 def status_overrides(args: list[str]) -> list[str]:
-    """The part of a status command line that composes conf/launch.yaml (`wait=` is status's own)."""
-    return split_run_overrides(register_sweeps(with_manifest_sweeps([a for a in args if not a.startswith("wait=")])))[0]
+    """The part of a status command line that composes conf/launch.yaml (`wait=`, `cancel=` are status's own)."""
+    own = [a for a in args if not a.startswith(STATUS_FLAGS)]
+    return split_run_overrides(register_sweeps(with_manifest_sweeps(own)))[0]
