@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from scaling.store.lease import live_holder
 from scaling.store.manifest import Manifest, ManifestError, ManifestRun
-from scaling.store.results import read_summary, run_dir
+from scaling.store.results import read_summary, run_dir, runs_dir
 from scaling.store.states import STOPPED_STATES, RunState
 from scaling.train.progress import run_weights, work_done
 from scaling.store.files import RunFileError
@@ -152,6 +152,10 @@ def log_status(results_root: str, name: str, run_ids: Sequence[str]) -> Counter:
     """Log the count of runs per state and a line per failed or corrupt run; return the counts."""
     states = count_states(results_root, run_ids)
     logger.info(f"sweep {name!r}: {len(run_ids)} runs: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
+    if not runs_dir(results_root).is_dir():  # e.g. the default ./results, read from another directory
+        logger.info(f"  note: results_root={Path(results_root).resolve()} holds no runs yet; if the sweep ran, give "
+                    "its results_root=DIR (a relative one is read from the current directory) or set "
+                    "$SCALING_RESULTS")
     for rid in run_ids:
         state = run_state(results_root, rid)
         if state == RunState.FAILED:

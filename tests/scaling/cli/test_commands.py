@@ -29,10 +29,11 @@ STRUCTURES = sorted(p.stem for p in (CONF_DIR / "structure").glob("*.yaml"))
 
 
 def cli(module: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 120):
-    """Run `python -m module args` from `cwd` with this checkout importable and the default data cache (cwd's
-    data_cache/, not the session's SCALING_DATA_DIR)."""
+    """Run `python -m module args` from `cwd` with this checkout importable and the default data cache
+    ($XDG_CACHE_HOME/scaling, with XDG_CACHE_HOME a folder beside cwd; not the session's SCALING_DATA_DIR)."""
     inherited = {k: v for k, v in os.environ.items() if k != "SCALING_DATA_DIR"}
-    env = dict(inherited, PYTHONPATH=str(REPO), **(env or {}))
+    env = dict(inherited, PYTHONPATH=str(REPO), XDG_CACHE_HOME=str(cwd.parent / f"{cwd.name}-xdg-cache"),
+               **(env or {}))
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -159,7 +160,8 @@ def test_multirun_trains_the_grid_once(tmp_path):
     assert second.returncode == 0, second.stderr
     assert "4 runs {'completed': 4}; 0 to run" in second.stdout and "nothing to submit" in second.stdout
     assert len(list((tmp_path / "results" / "submitit").iterdir())) == 1  # one launch submitted jobs
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data_cache", "results"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # the data cache is not in the cwd
+    assert (tmp_path.parent / f"{tmp_path.name}-xdg-cache" / "scaling").is_dir()
 
 
 def test_status_finds_a_named_grid_by_its_manifest(tmp_path):
