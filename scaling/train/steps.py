@@ -24,9 +24,8 @@ from scaling.data import build_data
 from scaling.data.batching import DataBundle
 from scaling.train.device import autocast_for
 from scaling.train.distributed import all_reduce_mean, barrier
-from scaling.config.labels import run_label
 from scaling.mup.parametrization import build_parametrized_model, make_optimizer
-from scaling.train.progress import RunProgress
+from scaling.train.progress import RunProgress, run_tag
 from scaling.store.results import atomic_write_bytes, read_jsonl
 from scaling.store.states import RunState
 from scaling.store.summary import Summary
@@ -164,7 +163,7 @@ def start_reporters(run: Run, wandb_id: str) -> Reporters:
     config = wandb_config(OmegaConf.to_container(cfg), run.plan.as_dict())
     tracker = Tracker(logger_cfg, run.dir, wandb_id, run_name(config), cfg.sweep, config=config,
                       tags=run_tags(config)) if dist.is_main else None
-    progress = RunProgress(run.dir, run_label(cfg), run.plan.steps, run.plan.unit, enabled=dist.is_main)
+    progress = RunProgress(run.dir, run_tag(cfg), run.plan.steps, run.plan.unit, enabled=dist.is_main)
     return Reporters(tracker, progress)
 
 

@@ -147,12 +147,13 @@ def test_multirun_trains_the_grid_once(tmp_path):
     assert status.returncode == 0 and f"sweep '{name}': 4 runs: completed 4" in status.stdout, status.stderr
     [table] = load_sweeps(tmp_path / "results", [name]).values()
     assert sorted(table.runs.groupby("label").size().items()) == [("btt_r1", 2), ("dense", 2)]
-    # each job's log has one line per log step of each of its runs: label, step, tokens, loss, tokens/s
+    # each job's log has one line per log step of each of its runs: label, width, seed, step, tokens, loss, tokens/s
     logs = "".join(p.read_text() for p in (tmp_path / "results" / "submitit").rglob("*_log.out"))
-    steps = re.findall(r"^\[(dense|btt_r1)\] step (\d+)/8 tokens ([\d,]+) loss (\d+\.\d{4}) tokens/s [\d,]+$", logs,
-                       re.MULTILINE)
-    assert sorted(set(label for label, *_ in steps)) == ["btt_r1", "dense"]
-    dense = [(s, t) for label, s, t, _ in steps if label == "dense"]
+    steps = re.findall(r"^\[(dense|btt_r1) (d32|d48) s0\] step (\d+)/8 tokens ([\d,]+) loss (\d+\.\d{4}) "
+                       r"tokens/s [\d,]+$", logs, re.MULTILINE)
+    assert sorted(set((label, width) for label, width, *_ in steps)) == [
+        ("btt_r1", "d32"), ("btt_r1", "d48"), ("dense", "d32"), ("dense", "d48")]  # each run told apart
+    dense = [(s, t) for label, _width, s, t, _ in steps if label == "dense"]
     # each dense run logs its first and last step; the wider one also at the narrower one's final FLOPs (an eval)
     assert dense.count(("1", "256")) == 2 and dense.count(("8", "2,048")) == 2
     assert all(int(t.replace(",", "")) == 256 * int(s) for s, t in dense)
