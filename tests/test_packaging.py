@@ -17,10 +17,13 @@ NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "results", "data_cache", "b
                                     "*.so", "wandb", ".pytest_cache")
 
 
-def sh(*cmd: str | Path, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    """Run `cmd` from `cwd` as a user of the wheel: the default data cache (data_cache/ under cwd, not the session's)
-    and no PYTHONPATH that could reach the checkout."""
+def sh(*cmd: str | Path, cwd: Path, timeout: int = 600, xdg_cache: Path | None = None
+       ) -> subprocess.CompletedProcess[str]:
+    """Run `cmd` from `cwd` as a user of the wheel: the default data cache ($XDG_CACHE_HOME/scaling, with
+    XDG_CACHE_HOME `xdg_cache` if given; not the session's) and no PYTHONPATH that could reach the checkout."""
     env = {k: v for k, v in os.environ.items() if k not in ("SCALING_DATA_DIR", "PYTHONPATH")}
+    if xdg_cache is not None:
+        env["XDG_CACHE_HOME"] = str(xdg_cache)
     result = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{result.stdout}\n{result.stderr}"
     return result
@@ -47,10 +50,13 @@ def test_a_wheel_install_runs_a_shipped_sweep_from_an_empty_directory(tmp_path):
     help_text = sh(venv / "bin" / "scaling-train", "--help", cwd=empty).stdout
     structures = "btt, btt_moe, btt_moe_norm, btt_norm, dense, einsum, einsum_norm, kron, low_rank, monarch, tt"
     assert f"structure: {structures}" in help_text
-    dry = sh(python, "-m", "scaling.launch", "+sweep=quickstart", "dry_run=true", cwd=empty)
+    dry = sh(python, "-m", "scaling.launch", "+sweep=quickstart", "dry_run=true", cwd=empty,
+             xdg_cache=tmp_path / "xdg-cache")
     lines = dry.stdout.splitlines()
     assert lines[0] == "sweep 'quickstart': 20 runs {'pending': 20}; 20 to run"
     assert lines[-1].startswith("total to run: 20 runs") and "of compute" in lines[-1], dry.stdout
-    # the measured throughput lands in the results store (./results), the corpus in the data cache; no outputs/
-    assert sorted(p.name for p in empty.iterdir()) == ["data_cache", "results"]
+    # the measured throughput lands in the results store (./results), the corpus in the user's data cache
+    # ($XDG_CACHE_HOME/scaling), not the cwd; no outputs/
+    assert sorted(p.name for p in empty.iterdir()) == ["results"]
+    assert (tmp_path / "xdg-cache" / "scaling").is_dir()
     assert [p.name for p in (empty / "results").iterdir()] == ["throughput.json"]

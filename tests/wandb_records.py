@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import json
 import struct
 from pathlib import Path
 from typing import Iterator
@@ -62,3 +63,28 @@ class ApiRun:
 
     def scan_history(self):
         return iter(self.history)
+
+
+def _value(item) -> object:
+    return json.loads(item.value_json)
+
+
+def offline_api_run(path: Path) -> ApiRun:
+    """The run of an offline file as wandb.Api() would give it: config and summary as last written, the history
+    rows, and the state (`finished` after a clean exit, else `crashed`)."""
+    config, summary, history, state, run_id = {}, {}, [], "running", ""
+    for record in read_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run_id = record.run.run_id
+            config.update({item_key(i): _value(i) for i in record.run.config.update})
+        elif kind == "config":
+            config.update({item_key(i): _value(i) for i in record.config.update})
+        elif kind == "summary":
+            summary.update({item_key(i): _value(i) for i in record.summary.update})
+        elif kind == "history":
+            history.append({item_key(i): _value(i) for i in record.history.item})
+        elif kind == "exit":
+            state = "finished" if record.exit.exit_code == 0 else "crashed"
+    config.pop("_wandb", None)
+    return ApiRun(run_id, state, summary, config, history)

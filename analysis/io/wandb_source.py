@@ -33,6 +33,15 @@ def _nested(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _run_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The run config of a wandb run. Runs logged before issue 23 had their `structure` section replaced by the
+    structure's name (the plan was merged over the config): that name is all that is left of it."""
+    out = _nested(config)
+    if isinstance(out.get("structure"), str):
+        out["structure"] = {"name": out["structure"]}
+    return out
+
+
 def _eval_rows(history: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Evaluation rows: the trainer logs `eval/val_loss` (scaling.train.tracking); older runs logged `val_loss`."""
     rows = []
@@ -50,9 +59,10 @@ def records_from_wandb_runs(runs: Iterable[Any]) -> Iterator[RunRecord]:
     for run in runs:
         summary = dict(getattr(run, "summary", {}) or {})
         summary.setdefault("status", _STATE_STATUS.get(getattr(run, "state", ""), RunState.FAILED))
+        summary["status"] = str(summary["status"]).lower()  # runs before issue 23 logged the state's name
         rid = str(summary.get("run_id") or run.id)
         summary["run_id"] = rid
-        yield RunRecord(rid, summary, _nested(dict(getattr(run, "config", {}) or {})),
+        yield RunRecord(rid, summary, _run_config(dict(getattr(run, "config", {}) or {})),
                         _eval_rows(run.scan_history()), f"wandb:{getattr(run, 'path', run.id)}")
 
 

@@ -11,6 +11,7 @@ launched by scaling.launch (`cluster=local|debug|slurm`), and `-m` on scaling.tr
 
 from __future__ import annotations
 
+import signal
 import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -24,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from scaling.config.compose import CONF_DIR, SweepPathError, run_overrides
 from scaling.config.validate import SettingError, describe_error
+from scaling.launch.cancel import LaunchInterrupted
 from scaling.process import log_to_console
 from scaling.store.results import DirectoryError, write_error
 
@@ -147,6 +149,12 @@ def run_command(command: Command, args: Sequence[str], run: Callable[[list[str]]
             raise
         print(f"error: {line}", file=sys.stderr)
         return 2
+    except LaunchInterrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 def one_line(err: BaseException) -> str:

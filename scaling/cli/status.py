@@ -1,4 +1,5 @@
-"""`python -m scaling.status +sweep=NAME [wait=true]`: progress of a sweep, read from its run directories."""
+"""`python -m scaling.status +sweep=NAME [wait=true] [cancel=true]`: progress of a sweep, read from its run
+directories; `cancel=true` first stops the sweep's jobs that still run (scaling.launch.cancel)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,21 @@ import scaling.omp_passive  # noqa: F401  (first: OMP_WAIT_POLICY before torch s
 
 import sys
 
-from scaling.cli.command import Command, run_command
-from scaling.launch.status import log_status, status_overrides, sweep_run_flops, wait_for_jobs
-from scaling.launch.sweeps import SweepError, compose_launch_config
+from scaling.cli.command import Command, CommandLineError, run_command
+from scaling.launch.cancel import cancel_jobs, launched_jobs, wait_for_local_jobs
+from scaling.launch.status import (STATUS_FLAGS, compose_status_config, log_status, status_overrides,
+                                   sweep_run_flops, wait_for_jobs, wait_for_runs)
+from scaling.launch.sweeps import SweepError
 from scaling.store.results import checked_root
 from scaling.store.states import RunState
 
+CANCEL_WAIT_S = 60.0  # how long cancel=true waits for the stopped runs to checkpoint and end
+
 
 COMMAND = Command("scaling.status", "launch", usage="progress of a sweep, read from its run directories.\n"
-                  "  python -m scaling.status +sweep=NAME|path/to/sweep.yaml [wait=true] [results_root=DIR]",
+                  "  python -m scaling.status +sweep=NAME|path/to/sweep.yaml [wait=true] [cancel=true] "
+                  "[results_root=DIR]\n"
+                  "  (NAME: a sweep file's, or a -m grid's sweep_name / multirun_<hash>, read from its manifest)",
                   prepare=status_overrides)
 
 
@@ -22,22 +29,35 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(COMMAND, sys.argv[1:] if argv is None else argv, status_command)
 
 
-def status_command(args: list[str]) -> int:
-    waits = [a.partition("=")[2].strip().lower() for a in args if a.lstrip("+").startswith("wait=")]
-    bad = [w for w in waits if w not in ("true", "false")]
+def flag(args: list[str], name: str) -> bool:
+    """A status option `name=true|false` (the last one given); anything else is bad input."""
+    values = [a.partition("=")[2].strip().lower() for a in args if a.lstrip("+").startswith(f"{name}=")]
+    bad = [v for v in values if v not in ("true", "false")]
     if bad:
-        print(f"error: wait={bad[0]}: wait takes true or false; write wait=true or wait=false", file=sys.stderr)
-        return 2
-    wait = bool(waits) and waits[-1] == "true"
-    args = [a for a in args if not a.lstrip("+").startswith("wait=")]
+        raise CommandLineError(f"{name}={bad[0]}: {name} takes true or false; write {name}=true or {name}=false")
+    return bool(values) and values[-1].lower() == "true"
+
+
+def status_command(args: list[str]) -> int:
+    wait, cancel = flag(args, "wait"), flag(args, "cancel")
+    args = [a for a in args if not a.lstrip("+").startswith(STATUS_FLAGS)]
     try:
-        cfg = compose_launch_config(args)
+        cfg = compose_status_config(args)
         results_root = str(checked_root(cfg.results_root, write=False))
         name, flops = sweep_run_flops(cfg)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     run_ids = list(flops)
+    if cancel:
+        launches = launched_jobs(results_root, name)
+        lines = cancel_jobs(launches)
+        print("\n".join(lines) if lines else f"sweep {name!r}: no job of it is running")
+        if lines:  # the runs checkpoint at their next step, then their processes end
+            stopped = wait_for_runs(results_root, run_ids, CANCEL_WAIT_S) and wait_for_local_jobs(launches,
+                                                                                                  CANCEL_WAIT_S)
+            print("stopped" if stopped else f"still stopping after {CANCEL_WAIT_S:.0f} s; check again with "
+                  f"python -m scaling.status +sweep={name} results_root={results_root}")
     if wait:
         wait_for_jobs([], results_root, run_ids, desc=name, flops=flops)
     states = log_status(results_root, name, run_ids)

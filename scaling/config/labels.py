@@ -2,7 +2,8 @@
 
 Inside a sweep the label is the sweep variant's key (`btt_r4`), set at expansion into the top-level `label` of the
 run config. Outside a sweep it is the structure plus the settings that distinguish its variants (`btt_r4`,
-`low_rank_f0.25`, `tt_c3_r4`). The label is not part of a run's identity: it names a run, it does not change it.
+`low_rank_f0.25`, `tt_c3_r4`). A grid of `-m` gets its variants' labels from what it varies (`variant_label`).
+The label is not part of a run's identity: it names a run, it does not change it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,24 @@ def default_label(cfg: Mapping[str, Any]) -> str:
     if experts:
         parts.append(f"moe{experts}")
     return "_".join(parts)
+
+
+def _encoded(cfg: Mapping[str, Any], key: str) -> bool:
+    """Whether `default_label` already tells apart runs that differ in override key `key`."""
+    name = cfg["structure"]["name"]
+    section, _, leaf = key.partition(".")
+    if section == "structure":
+        return not leaf or leaf in {k for k, _ in _DISTINGUISHING.get(name, ())} or (
+            leaf == "theta" and name in ("einsum", "einsum_norm"))
+    return key == "model.ffn_experts"
+
+
+def variant_label(cfg: Mapping[str, Any], varied: Mapping[str, Any]) -> str:
+    """The label of a grid point that sets the override keys `varied`: `default_label`, then `_<leaf>=<value>` for
+    each varied key the default label does not show (`btt_r4_layout=balanced`, `dense_parametrization=naive`),
+    so points that differ in any varied key get different labels."""
+    extra = [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in varied.items() if not _encoded(cfg, key)]
+    return "_".join([default_label(cfg), *extra])
 
 
 def run_label(cfg: Mapping[str, Any]) -> str:

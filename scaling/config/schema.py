@@ -72,7 +72,9 @@ class DataConfig:
     kind: str = "text"  # text | image | teacher
     name: str = "shakespeare"  # text: shakespeare | owt | files; image: fashion_mnist | cifar10 | cifar100
     path: Optional[str] = None  # local files / dataset root; None uses the default cache
-    cache_dir: str = "${oc.env:SCALING_DATA_DIR,data_cache}"
+    # prepared data (token caches, downloads): $SCALING_DATA_DIR, else $XDG_CACHE_HOME/scaling (~/.cache/scaling),
+    # never the current directory; not part of a run's identity
+    cache_dir: str = """${oc.env:SCALING_DATA_DIR,'${oc.env:XDG_CACHE_HOME,"~/.cache"}/scaling'}"""
     tokenizer: str = "byte"  # byte | char | bpe | gpt2
     vocab_size: int = 512  # bpe: size of the locally trained vocabulary
     val_fraction: float = 0.05

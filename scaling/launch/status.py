@@ -18,14 +18,17 @@ from tqdm import tqdm
 
 from scaling.store.lease import live_holder
 from scaling.store.manifest import Manifest, ManifestError, ManifestRun
-from scaling.store.results import read_summary, run_dir
+from scaling.store.results import read_summary, run_dir, runs_dir
 from scaling.store.states import STOPPED_STATES, RunState
 from scaling.train.progress import run_weights, work_done
 from scaling.store.files import RunFileError
+from scaling.config.compose import is_sweep_path, register_sweep, sweep_files
 from scaling.launch.sweeps import (
-    check_name, compose_launch_config, expand, register_sweeps, runs_on_cuda, split_run_overrides,
+    SweepError, check_name, compose_launch_config, expand, register_sweeps, runs_on_cuda, split_run_overrides,
+    sweep_names,
 )
 logger = logging.getLogger(__name__)
+STATUS_FLAGS = ("wait=", "cancel=")  # the status command's own options
 
 
 def run_state(results_root: str, rid: str) -> RunState:
@@ -56,17 +59,38 @@ def corrupt_note(results_root: str, rid: str) -> str:
     return f"run {rid}: readable again"
 
 
+def with_manifest_sweeps(args: Sequence[str]) -> list[str]:
+    """`args` with `+sweep=NAME` usable where NAME has no sweep file (a `-m` grid's `sweep_name`, or its
+    `multirun_<hash>`): NAME is registered as a sweep of that name alone, whose runs sweep_runs reads from the
+    manifest `<results_root>/sweeps/NAME.json`."""
+    extra_dirs = [a.split("=", 1)[1] for a in args if a.startswith("sweep_dir=")]
+    for arg in args:
+        key, _, value = arg.lstrip("+").partition("=")
+        if key == "sweep" and value and not is_sweep_path(value) and value not in sweep_files(extra_dirs):
+            register_sweep({"name": value}, value)
+    return list(args)
+
+
+def compose_status_config(args: Sequence[str]):
+    """The launch config a status command reads: a sweep file's, or a manifest-only sweep's (with_manifest_sweeps)."""
+    return compose_launch_config(with_manifest_sweeps(args))
+
+
 def sweep_runs(cfg) -> tuple[str, tuple[ManifestRun, ...]]:
     """A sweep's runs: from the manifest the launcher wrote, else by expanding the sweep file (ids and FLOPs)."""
     results_root = str(Path(cfg.results_root).resolve())
     name = check_name(cfg.sweep.get("name"))
+    path = Manifest.path(results_root, name)
     try:
-        manifest = Manifest.read(Manifest.path(results_root, name))
+        manifest = Manifest.read(path)
     except ManifestError as err:
         logger.warning(f"warning: {err}; reading the sweep file instead (the next launch rewrites it)")
         manifest = None
     if manifest is not None:
         return name, manifest.runs
+    if set(cfg.sweep) == {"name"}:
+        raise SweepError(f"+sweep={name}: no sweep file of that name ({', '.join(sweep_names())}) and no manifest "
+                         f"{path}; give a sweep name, or a -m grid's sweep_name with the results_root it ran with")
     expansion = expand(cfg.sweep, [*cfg.overrides, f"results_root={results_root}"], runs_on_cuda(cfg.cluster))
     return name, tuple(ManifestRun(r.plan.run_id, flops=r.plan.train_flops) for r in expansion.runs)
 
@@ -107,6 +131,16 @@ def wait_for_jobs(jobs: Sequence[submitit.Job], results_root: str, run_ids: Sequ
             time.sleep(2.0)
 
 
+def wait_for_runs(results_root: str, run_ids: Sequence[str], timeout_s: float) -> bool:
+    """Wait until no run of `run_ids` is running (its process ended), at most `timeout_s`; return whether none is."""
+    deadline = time.monotonic() + timeout_s
+    while RunState.RUNNING in count_states(results_root, run_ids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
 def _result_or_report(job: submitit.Job) -> None:
     try:
         job.result()
@@ -118,6 +152,10 @@ def log_status(results_root: str, name: str, run_ids: Sequence[str]) -> Counter:
     """Log the count of runs per state and a line per failed or corrupt run; return the counts."""
     states = count_states(results_root, run_ids)
     logger.info(f"sweep {name!r}: {len(run_ids)} runs: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
+    if not runs_dir(results_root).is_dir():  # e.g. the default ./results, read from another directory
+        logger.info(f"  note: results_root={Path(results_root).resolve()} holds no runs yet; if the sweep ran, give "
+                    "its results_root=DIR (a relative one is read from the current directory) or set "
+                    "$SCALING_RESULTS")
     for rid in run_ids:
         state = run_state(results_root, rid)
         if state == RunState.FAILED:
@@ -132,7 +170,7 @@ def log_status(results_root: str, name: str, run_ids: Sequence[str]) -> Counter:
 def sweep_status(sweep: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """A sweep's progress from Python: `sweep` is a name or a sweep YAML path, `overrides` as on the command line
     (`results_root=...`). Returns {name, counts: {state: n}, runs: [{run_id, label, state, error?}]}."""
-    cfg = compose_launch_config([f"+sweep={os.fspath(sweep)}", *overrides])
+    cfg = compose_status_config([f"+sweep={os.fspath(sweep)}", *overrides])
     name, planned = sweep_runs(cfg)
     results_root = str(Path(cfg.results_root).resolve())
     runs = []
@@ -146,5 +184,6 @@ def sweep_status(sweep: str | os.PathLike, overrides: Sequence[str] = ()) -> dic
 
 
 def status_overrides(args: list[str]) -> list[str]:
-    """The part of a status command line that composes conf/launch.yaml (`wait=` is status's own)."""
-    return split_run_overrides(register_sweeps([a for a in args if not a.startswith("wait=")]))[0]
+    """The part of a status command line that composes conf/launch.yaml (`wait=`, `cancel=` are status's own)."""
+    own = [a for a in args if not a.startswith(STATUS_FLAGS)]
+    return split_run_overrides(register_sweeps(with_manifest_sweeps(own)))[0]

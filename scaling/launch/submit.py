@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -26,7 +27,9 @@ from scaling.config.labels import run_label
 from scaling.train.progress import format_duration
 from scaling.store.manifest import Manifest, ManifestError, ManifestRun
 from scaling.store.results import checked_root
-from scaling.store.states import SUBMIT_STATES, RunState
+from scaling.store.states import FINISHED_STATES, SUBMIT_STATES, RunState
+from scaling.launch.cancel import (LaunchInterrupted, interruption_note, launched_jobs, record_jobs,
+                                   terminate_as_interrupt, wait_for_local_jobs)
 from scaling.launch.status import corrupt_note, run_state, wait_for_jobs
 from scaling.launch.sweeps import (
     Expansion, PlannedRun, SweepError, compose_launch_config, expand, register_sweeps, runs_on_cuda,
@@ -193,13 +196,34 @@ def launch_result(cfg: DictConfig) -> LaunchResult:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     folder = Path(results_root) / "submitit" / expansion.name / f"{stamp}-{os.getpid()}" / "%j"
     jobs = submit(todo, cfg.cluster, folder)
+    if cfg.cluster.kind != "debug":  # debug jobs run in this process: nothing outlives it
+        record_jobs(folder.parent, cfg.cluster.kind, [str(j.job_id) for j in jobs])
     manifest = manifest_record(results_root, expansion.name, decisions, jobs, cfg.overrides).write(results_root)
     logger.info(f"submitted {len(todo)} runs in {len(jobs)} {cfg.cluster.kind} job(s): "
-                f"{', '.join(str(j.job_id) for j in jobs)}; manifest {manifest}")
+                f"{', '.join(str(j.job_id) for j in jobs)}; manifest {manifest}; job logs in {folder.parent}")
     if cfg.cluster.wait:
-        wait_for_jobs(jobs, results_root, [d.run.plan.run_id for d in decisions], desc=expansion.name,
-                      flops={d.run.plan.run_id: d.run.plan.train_flops for d in decisions})
+        run_ids = [d.run.plan.run_id for d in decisions]
+        try:
+            with terminate_as_interrupt():
+                wait_for_jobs(jobs, results_root, run_ids, desc=expansion.name,
+                              flops={d.run.plan.run_id: d.run.plan.train_flops for d in decisions})
+        except KeyboardInterrupt as err:
+            raise LaunchInterrupted(interrupted_launch(expansion.name, results_root, folder.parent, run_ids,
+                                                       by_ctrl_c=not err.args), by_ctrl_c=not err.args) from None
     return LaunchResult(expansion.name, results_root, decisions, jobs)
+
+
+def interrupted_launch(name: str, results_root: str, folder: Path, run_ids: Sequence[str], by_ctrl_c: bool) -> str:
+    """The note of a launcher stopped while waiting. A terminal's Ctrl-C reaches local jobs too (one process
+    group): they are given a few seconds to end before what still runs is listed."""
+    launches = [launch for launch in launched_jobs(results_root, name) if launch.folder == folder]
+    if by_ctrl_c:
+        wait_for_local_jobs(launches, timeout_s=5.0)
+    states = Counter(run_state(results_root, rid) for rid in run_ids)
+    unfinished = len(run_ids) - sum(states[s] for s in FINISHED_STATES)
+    live = [replace(launch, job_ids=launch.live()) for launch in launches]
+    return interruption_note(name, results_root, [launch for launch in live if launch.job_ids], unfinished,
+                             states[RunState.INTERRUPTED])
 
 
 def launch_sweep(sweep: str | os.PathLike | Mapping[str, Any], overrides: Sequence[str] = (),

@@ -315,14 +315,15 @@ def expand(sweep: DictConfig, extra_overrides: Sequence[str] = (), cuda: bool | 
         for axes, kind, values, from_curves in _stages(name, spec, label, variant):
             for point in _grid(axes):
                 overrides = [*base, *(variant.get("overrides") or []), *point, *extra_overrides]
-                point_label = " ".join([label, *point])
                 try:
                     composed = compose_run_config(overrides)
                 except Exception as err:  # Hydra names the bad key or value
-                    errors.append((point_label, describe_error(err)))
+                    errors.append((" ".join([label, *point]), describe_error(err)))
                     continue
                 composed.sweep = name
+                # with no variants, a run is labelled by its structure (an axis over structures gives one each)
                 composed.label = label if spec.get("variants") else default_label(composed)
+                point_label = " ".join([composed.label, *point])
                 for value in values:
                     run_label = f"{point_label} {kind}={value:g}"
                     try:

@@ -1,6 +1,7 @@
 """What a person watching a sweep sees: a line per log step in each job's log, and a launcher bar weighted by FLOPs.
 
-A run reports each log step as one INFO log line (on stdout: the job's log, scaling.process.log_to_console) and,
+A run reports each log step as one INFO log line, `[btt_r4 d64 s0] step ...` (run_tag; on stdout: the job's log
+`<results_root>/submitit/<sweep>/<launch>/<job_id>/<job_id>_0_log.out`, scaling.process.log_to_console) and,
 every few seconds, in `progress.json` in its run directory; the launcher's bar adds up the training FLOPs done over
 the sweep's total, so its ETA follows compute rather than the count of runs (runs of one sweep differ in cost by
 orders of magnitude).
@@ -11,8 +12,9 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
+from scaling.config.labels import run_label
 from scaling.store.results import atomic_write_json, read_json, run_dir
 from scaling.store.paths import RunPaths
 from scaling.store.states import DONE_STATES, STARTED_STATES, RunState
@@ -27,6 +29,12 @@ def format_duration(seconds: float) -> str:
     if seconds < 90 * 60:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def run_tag(cfg: Mapping[str, Any]) -> str:
+    """How a run's log lines name it: its label, width and seed (`btt_r4 d64 s0`), so the runs of a sweep that
+    share a label are told apart in a job's log."""
+    return f"{run_label(cfg)} d{cfg['model']['width']} s{cfg['train']['seed']}"
 
 
 class RunProgress:

@@ -25,9 +25,8 @@ from scaling.data import build_data
 from scaling.data.batching import DataBundle
 from scaling.train.device import autocast_for
 from scaling.train.distributed import all_reduce_mean, barrier
-from scaling.config.labels import run_label
 from scaling.mup.parametrization import build_parametrized_model, make_optimizer
-from scaling.train.progress import RunProgress
+from scaling.train.progress import RunProgress, run_tag
 from scaling.store.files import RunFileError, read_config_file
 from scaling.store.results import IDENTITY_SECTIONS, atomic_write_bytes, identity, jsonl_bytes, read_jsonl
 from scaling.store.states import RunState
@@ -35,7 +34,8 @@ from scaling.store.summary import Summary
 from scaling.train.run import Run
 from scaling.train.schedule import lr_factor
 from scaling.structures import StructuredLinear
-from scaling.train.tracking import Tracker, import_wandb_under, run_name, run_tags, wandb_mode, wandb_run_id
+from scaling.train.tracking import (Tracker, import_wandb_under, run_name, run_tags, wandb_config, wandb_mode,
+                                     wandb_run_id)
 
 
 @dataclass
@@ -195,10 +195,10 @@ def start_reporters(run: Run, wandb_id: str) -> Reporters:
     logger_cfg = as_dataclass(cfg.logger, LoggerConfig)
     if dist.is_main and wandb_mode(logger_cfg) != "disabled":
         import_wandb_under(run.paths.wandb)
-    tracker = Tracker(logger_cfg, run.dir, wandb_id, run_name(cfg), cfg.sweep,
-                      config=OmegaConf.to_container(cfg) | {"run_id": run.plan.run_id, **run.plan.as_dict()},
-                      tags=run_tags(cfg)) if dist.is_main else None
-    progress = RunProgress(run.dir, run_label(cfg), run.plan.steps, run.plan.unit, enabled=dist.is_main)
+    config = wandb_config(OmegaConf.to_container(cfg), run.plan.as_dict())
+    tracker = Tracker(logger_cfg, run.dir, wandb_id, run_name(config), cfg.sweep, config=config,
+                      tags=run_tags(config)) if dist.is_main else None
+    progress = RunProgress(run.dir, run_tag(cfg), run.plan.steps, run.plan.unit, enabled=dist.is_main)
     return Reporters(tracker, progress)
 
 

@@ -1,11 +1,14 @@
 """wandb logging: mode from config or environment (never hard-coded), resumable by a stored run id.
 
-A run's wandb name and tags carry its label (the sweep variant) and every swept setting; the group is its sweep.
-Metrics are grouped `train/...` and `eval/...`, with `flops` (the default x-axis) and `tokens` logged beside them.
+A run's wandb name and tags carry its label (the sweep variant) and every swept setting; the group is its sweep and
+the job type `train`. The wandb config is the run config, sections intact (so runs filter by `structure.rank`), with
+`train.tokens` the units the run trains and the run's plan under `plan`. Metrics are grouped `train/...` and
+`eval/...`, with `flops` (the default x-axis) and `tokens` logged beside them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -16,6 +19,7 @@ from scaling.config.labels import run_label
 MODES = LOGGER_MODES
 X_AXES = ("flops", "tokens")  # logged unprefixed with every row: the compute axes plots are drawn against
 MAX_TAG_CHARS = 64  # wandb rejects longer tags
+JOB_TYPE = "train"  # every run's wandb job type (a filter in the UI)
 
 
 def run_name(cfg: Mapping[str, Any]) -> str:
@@ -36,6 +40,14 @@ def name_sweep_run(cfg: dict[str, Any], axes: Sequence[str]) -> dict[str, Any]:
     logger["name"] = logger.get("name") or " ".join([run_label(cfg), *axes])
     logger["tags"] = list(dict.fromkeys([*logger.get("tags", []), *axes]))
     return cfg
+
+
+def wandb_config(cfg: Mapping[str, Any], plan: Mapping[str, Any]) -> dict[str, Any]:
+    """The run config as wandb records it: every section kept whole, `train.tokens` replaced by the units the run
+    trains (`plan.units`: a FLOP budget or step rounding changes it), the run id, and the plan as one section."""
+    config = {key: dict(value) if isinstance(value, Mapping) else value for key, value in cfg.items()}
+    config["train"] = {**config["train"], "tokens": int(plan["units"])}
+    return config | {"run_id": plan["run_id"], "plan": dict(plan)}
 
 
 def grouped(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -64,7 +76,7 @@ class Tracker:
         import wandb
 
         self.run = wandb.init(
-            mode=self.mode, project=cfg.project, entity=cfg.entity, group=cfg.group or group,
+            mode=self.mode, project=cfg.project, entity=cfg.entity, group=cfg.group or group, job_type=JOB_TYPE,
             name=cfg.name or name, tags=list(dict.fromkeys(tag[:MAX_TAG_CHARS] for tag in [*tags, *cfg.tags])),
             config=config, id=wandb_id, resume="allow", dir=str(run_dir),
             settings=wandb.Settings(console="off", silent=True),
@@ -79,8 +91,10 @@ class Tracker:
             self.run.log(grouped(row), step=step)
 
     def summary(self, values: dict[str, Any]) -> None:
+        """Values as summary.json holds them: through JSON, so a RunState is its value (`completed`), where wandb
+        would write its name (`COMPLETED`)."""
         if self.run is not None:
-            self.run.summary.update(values)
+            self.run.summary.update(json.loads(json.dumps(values)))
 
     def finish(self, exit_code: int = 0) -> None:
         if self.run is not None:

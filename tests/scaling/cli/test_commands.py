@@ -15,10 +15,13 @@ from omegaconf import OmegaConf
 
 from scaling.config.compose import CONF_DIR, SweepPathError, compose_run_config
 from scaling.launch.submit import launch_sweep
-from scaling.cli.multirun import multirun_sweep
+from analysis.io.load import load_sweeps
+from scaling.cli.command import CommandLineError
+from scaling.cli.multirun import multirun_sweep, sweep_name
+from scaling.store.manifest import Manifest, ManifestRun
 from scaling.store.results import iter_run_dirs, read_json, read_summary
 from scaling.launch.status import sweep_status
-from scaling.launch.sweeps import compose_launch_config, expand
+from scaling.launch.sweeps import SweepError, compose_launch_config, expand
 from sweep_fixtures import REPO, TINY_BASE, tiny_sweep
 
 COMMANDS = ("scaling.train", "scaling.launch", "scaling.status", "scaling.describe")
@@ -26,10 +29,11 @@ STRUCTURES = sorted(p.stem for p in (CONF_DIR / "structure").glob("*.yaml"))
 
 
 def cli(module: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 120):
-    """Run `python -m module args` from `cwd` with this checkout importable and the default data cache (cwd's
-    data_cache/, not the session's SCALING_DATA_DIR)."""
+    """Run `python -m module args` from `cwd` with this checkout importable and the default data cache
+    ($XDG_CACHE_HOME/scaling, with XDG_CACHE_HOME a folder beside cwd; not the session's SCALING_DATA_DIR)."""
     inherited = {k: v for k, v in os.environ.items() if k != "SCALING_DATA_DIR"}
-    env = dict(inherited, PYTHONPATH=str(REPO), **(env or {}))
+    env = dict(inherited, PYTHONPATH=str(REPO), XDG_CACHE_HOME=str(cwd.parent / f"{cwd.name}-xdg-cache"),
+               **(env or {}))
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -100,14 +104,24 @@ def test_bad_input_is_one_line_not_a_traceback(tmp_path):
 
 def test_multirun_overrides_become_a_sweep():
     spec = multirun_sweep([*TINY_BASE, "structure=dense,btt", "model.width=32,48", "train.tokens=2048,4096"])
-    assert spec["axes"] == {"structure": ["dense", "btt"], "model.width": ["32", "48"]}
+    # the structure is what is compared: a variant each, labelled by it; the width is an axis
+    assert spec["variants"] == {"dense": {"overrides": ["structure=dense"]},
+                                "btt_r1": {"overrides": ["structure=btt"]}}
+    assert spec["axes"] == {"model.width": ["32", "48"]}
     assert spec["budgets"] == {"tokens": [2048.0, 4096.0]} and spec["base"] == TINY_BASE
     assert spec["name"].startswith("multirun_")
     runs = expand(OmegaConf.create(spec)).runs
     assert len(runs) == 8
     assert {(r.plan.structure, r.plan.width, r.plan.units) for r in runs} == {
         (s, w, t) for s in ("dense", "btt") for w in (32, 48) for t in (2048, 4096)}
-    assert {r.cfg.label for r in runs} == {"dense", "btt_r1"}
+    assert {r.cfg.label for r in runs} == {r.label.split()[0] for r in runs} == {"dense", "btt_r1"}
+    # settings the default label does not show are added to it, so every variant is told apart
+    layouts = multirun_sweep([*TINY_BASE, "structure=btt", "structure.rank=2,4", "structure.layout=paper,balanced",
+                              "model.parametrization=structure_aware,naive"], name="mine")
+    assert layouts["name"] == "mine" and layouts["axes"] == {}
+    assert sorted(layouts["variants"]) == sorted(
+        f"btt_r{r}_layout={lay}_parametrization={par}" for r in (2, 4) for lay in ("paper", "balanced")
+        for par in ("structure_aware", "naive"))
     ranged = multirun_sweep([*TINY_BASE, "train.seed=range(0,3)"])
     assert ranged["axes"] == {"train.seed": ["0", "1", "2"]}
     assert ranged["budgets"] == {"tokens": [compose_run_config(TINY_BASE).train.tokens]}
@@ -125,12 +139,21 @@ def test_multirun_trains_the_grid_once(tmp_path):
     assert len(summaries) == 4 and {s["status"] for s in summaries} == {"completed"}
     assert {(s["structure"], s["width"]) for s in summaries} == {(s, w) for s in ("dense", "btt") for w in (32, 48)}
     assert "4 runs {'pending': 4}; 4 to run" in first.stdout and "in 2 local job(s)" in first.stdout
-    # each job's log has one line per log step of each of its runs: label, step, tokens, loss, tokens/s
+    [manifest] = (tmp_path / "results" / "sweeps").glob("multirun_*.json")
+    assert {r["label"].split()[0] for r in read_json(manifest)["runs"]} == {"dense", "btt_r1"}
+    name = manifest.stem
+    assert f"sweep {name}: python -m scaling.status +sweep={name} results_root={tmp_path / 'results'}" in first.stdout
+    status = cli("scaling.status", f"+sweep={name}", f"results_root={tmp_path / 'results'}", cwd=tmp_path)
+    assert status.returncode == 0 and f"sweep '{name}': 4 runs: completed 4" in status.stdout, status.stderr
+    [table] = load_sweeps(tmp_path / "results", [name]).values()
+    assert sorted(table.runs.groupby("label").size().items()) == [("btt_r1", 2), ("dense", 2)]
+    # each job's log has one line per log step of each of its runs: label, width, seed, step, tokens, loss, tokens/s
     logs = "".join(p.read_text() for p in (tmp_path / "results" / "submitit").rglob("*_log.out"))
-    steps = re.findall(r"^\[(dense|btt_r1)\] step (\d+)/8 tokens ([\d,]+) loss (\d+\.\d{4}) tokens/s [\d,]+$", logs,
-                       re.MULTILINE)
-    assert sorted(set(label for label, *_ in steps)) == ["btt_r1", "dense"]
-    dense = [(s, t) for label, s, t, _ in steps if label == "dense"]
+    steps = re.findall(r"^\[(dense|btt_r1) (d32|d48) s0\] step (\d+)/8 tokens ([\d,]+) loss (\d+\.\d{4}) "
+                       r"tokens/s [\d,]+$", logs, re.MULTILINE)
+    assert sorted(set((label, width) for label, width, *_ in steps)) == [
+        ("btt_r1", "d32"), ("btt_r1", "d48"), ("dense", "d32"), ("dense", "d48")]  # each run told apart
+    dense = [(s, t) for label, _width, s, t, _ in steps if label == "dense"]
     # each dense run logs its first and last step; the wider one also at the narrower one's final FLOPs (an eval)
     assert dense.count(("1", "256")) == 2 and dense.count(("8", "2,048")) == 2
     assert all(int(t.replace(",", "")) == 256 * int(s) for s, t in dense)
@@ -138,7 +161,26 @@ def test_multirun_trains_the_grid_once(tmp_path):
     assert second.returncode == 0, second.stderr
     assert "4 runs {'completed': 4}; 0 to run" in second.stdout and "nothing to submit" in second.stdout
     assert len(list((tmp_path / "results" / "submitit").iterdir())) == 1  # one launch submitted jobs
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data_cache", "results"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # the data cache is not in the cwd
+    assert (tmp_path.parent / f"{tmp_path.name}-xdg-cache" / "scaling").is_dir()
+
+
+def test_status_finds_a_named_grid_by_its_manifest(tmp_path):
+    """`-m ... sweep_name=NAME` has no sweep file: scaling.status +sweep=NAME reads its manifest; an unknown name,
+    or a sweep_name that is a sweep file's, is one line."""
+    spec = multirun_sweep([*TINY_BASE, "structure=dense,btt", "train.tokens=2048"], name="my_grid")
+    runs = expand(OmegaConf.create(spec)).runs
+    Manifest("my_grid", tuple(ManifestRun(r.plan.run_id, r.label, r.plan.train_flops) for r in runs)).write(tmp_path)
+    status = sweep_status("my_grid", overrides=[f"results_root={tmp_path}"])
+    assert status["counts"] == {"pending": 2} and {r["label"].split()[0] for r in status["runs"]} == {"dense",
+                                                                                                     "btt_r1"}
+    with pytest.raises(SweepError, match=r"\+sweep=nope: no sweep file of that name .* and no manifest"):
+        sweep_status("nope", overrides=[f"results_root={tmp_path}"])
+    assert sweep_name(["sweep_name=my_grid", "cluster=debug"]) == ("my_grid", ["cluster=debug"])
+    with pytest.raises(CommandLineError, match="sweep_name=quickstart is the name of a sweep file"):
+        sweep_name(["sweep_name=quickstart"])
+    with pytest.raises(CommandLineError, match="sweep_name='a/b' must be a plain name"):
+        sweep_name(["sweep_name=a/b"])
 
 
 def write_sweep(folder: Path, name: str, **extra) -> Path:

@@ -538,3 +538,19 @@ def test_teacher_keeps_activations_order_one():
 def test_teacher_config_errors():
     with pytest.raises(ValueError, match="data.input_dim=0"):
         data_info(DataConfig(kind="teacher", input_dim=0), 0)
+
+
+def test_the_default_data_cache_is_the_users_cache_dir_never_the_cwd(monkeypatch, tmp_path):
+    """data.cache_dir: $SCALING_DATA_DIR, else $XDG_CACHE_HOME/scaling, else ~/.cache/scaling."""
+    from scaling.config.compose import compose_run_config
+
+    monkeypatch.delenv("SCALING_DATA_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    data = compose_run_config([]).data
+    assert data.cache_dir == "~/.cache/scaling"
+    assert cache_path(data).parent == tmp_path / "home" / ".cache" / "scaling"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert compose_run_config([]).data.cache_dir == f"{tmp_path / 'xdg'}/scaling"
+    monkeypatch.setenv("SCALING_DATA_DIR", str(tmp_path / "mine"))
+    assert compose_run_config([]).data.cache_dir == str(tmp_path / "mine")

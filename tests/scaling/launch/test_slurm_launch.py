@@ -158,3 +158,24 @@ def test_preempted_run_is_requeued_and_resumes_to_the_uninterrupted_curve(slurm_
     assert resumed == curve(run_dir(tmp_path / "straight", rid) / "metrics.jsonl")
     assert [r["step"] for r in resumed if r["kind"] == "train"] == list(range(1, steps + 1))
     assert summary["final_val_loss"] == straight["final_val_loss"]
+
+
+def test_cancel_stops_a_sweeps_slurm_jobs_and_leaves_its_runs_resumable(slurm_cluster, tmp_path, submitted):
+    """`scaling.status ... cancel=true` scancels the sweep's array (recorded in its launch's jobs.json): Slurm's
+    SIGTERM reaches each run, which checkpoints and ends interrupted, no job left in the queue."""
+    sweep = tiny_sweep(axes={"model.width": [32]}, budgets={"tokens": [8 * 32 * 100_000]})  # far longer than the test
+    jobs = launch(launch_cfg(tmp_path, sweep, *SLURM))
+    submitted.extend(jobs)
+    array_id = jobs[0].job_id.split("_")[0]
+    run_ids = [r["run_id"] for r in read_json(tmp_path / "sweeps" / "tiny.json")["runs"]]
+    running = poll(lambda: count_states(str(tmp_path), run_ids)["running"], lambda n: n == 2, JOB_TIMEOUT_S)
+    assert running == 2, "".join(job_logs(j) for j in jobs)
+    cancel = subprocess.run(
+        [sys.executable, "-m", "scaling.status", "+sweep=quickstart", "sweep.name=tiny", f"results_root={tmp_path}",
+         "cancel=true"], cwd=REPO, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+    assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+    assert cancel.stdout.startswith(f"scancel {array_id}: Slurm job(s) cancelled\nstopped\n"), cancel.stdout
+    queued = poll(lambda: sh("squeue", "--noheader", "--array", "-o", "%i", "-j", array_id), lambda q: q == "", 60)
+    assert queued == ""
+    assert dict(count_states(str(tmp_path), run_ids)) == {"interrupted": 2}
+    assert all(load_checkpoint(run_dir(tmp_path, rid)) is not None for rid in run_ids)

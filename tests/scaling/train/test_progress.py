@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scaling.train.progress import RunProgress, format_duration, run_weights, work_done
+from scaling.train.progress import RunProgress, format_duration, run_tag, run_weights, work_done
 from scaling.store.results import atomic_write_json, read_json, run_dir
 
 
@@ -24,6 +24,12 @@ def test_a_run_reports_a_line_per_log_step_and_a_progress_file(tmp_path, capsys)
     assert read_json(tmp_path / "progress.json")["step"] == 128
     RunProgress(tmp_path / "rank1", "btt_r4", 128, "token", enabled=False).report(1, 256, 1.0, 5.0, 1.0)
     assert capsys.readouterr().out.count("\n") == 1 and not (tmp_path / "rank1").exists()
+
+
+def test_a_runs_lines_name_its_label_width_and_seed():
+    cfg = {"label": "btt_r4", "model": {"width": 64}, "structure": {"name": "btt", "rank": 4}, "train": {"seed": 2}}
+    assert run_tag(cfg) == "btt_r4 d64 s2"
+    assert run_tag({**cfg, "label": None}) == "btt_r4 d64 s2"  # outside a sweep: the default label
 
 
 def test_sweep_progress_counts_flops_done(tmp_path):

@@ -6,13 +6,13 @@ from collections import defaultdict
 
 import pytest
 
+from analysis.io.load import table_from_records
 from analysis.io.wandb_source import records_from_wandb_runs
 from scaling.launch.submit import launch
 from scaling.store.results import iter_run_dirs, read_summary
-from scaling.train.tracking import grouped, name_sweep_run, run_name, run_tags
-from wandb_records import ApiRun
+from scaling.train.tracking import grouped, name_sweep_run, run_name, run_tags, wandb_config
 from sweep_fixtures import TINY_BASE, launch_cfg, tiny_sweep
-from wandb_records import item_key, read_records
+from wandb_records import ApiRun, item_key, offline_api_run, read_records
 
 
 def test_names_tags_and_metric_groups():
@@ -36,6 +36,63 @@ def test_analysis_reads_grouped_eval_metrics():
                {"_step": 10, "flops": 2e9, "tokens": 640, "eval/val_loss": 2.5}]
     [record] = records_from_wandb_runs([ApiRun("w1", "finished", {"run_id": "r1"}, {}, history)])
     assert [(r["step"], r["flops"], r["val_loss"]) for r in record.metrics] == [(0, 0.0, 5.5), (10, 2e9, 2.5)]
+
+
+def test_wandb_config_keeps_the_sections_and_records_the_trained_units():
+    cfg = {"model": {"width": 64}, "structure": {"name": "btt", "rank": 4, "layout": "paper"},
+           "train": {"tokens": 262_144, "flops": 3e8, "lr": 0.01}, "label": "btt_r4"}
+    plan = {"run_id": "abc", "structure": "btt", "units": 2816, "steps": 11}
+    config = wandb_config(cfg, plan)
+    assert config["structure"] == {"name": "btt", "rank": 4, "layout": "paper"}
+    assert config["train"] == {"tokens": 2816, "flops": 3e8, "lr": 0.01}
+    assert config["plan"] == plan and config["run_id"] == "abc" and config["label"] == "btt_r4"
+    assert cfg["train"]["tokens"] == 262_144  # the run config itself is left alone
+
+
+def test_analysis_reads_runs_whose_structure_section_was_a_name():
+    """Runs logged before issue 23 carry `structure: "btt"` (the plan merged over the config) and the status's name
+    (`COMPLETED`): read, not a crash or an exclusion."""
+    summary = {"run_id": "r1", "status": "COMPLETED", "final_val_loss": 2.5, "train_flops_per_token": 6e4,
+               "tokens": 2048, "flops": 1.2e8, "family": "gpt2", "width": 32}
+    run = ApiRun("r1", "finished", summary, {"structure": "btt", "model": {"family": "gpt2", "width": 32},
+                                             "train": {"tokens": 262_144}}, [])
+    table = table_from_records(records_from_wandb_runs([run]))
+    assert table.excluded.empty
+    assert table.runs[["structure", "label", "tokens"]].to_dict("records") == [
+        {"structure": "btt", "label": "btt", "tokens": 2048}]
+
+
+@pytest.mark.slow
+def test_a_flop_budget_sweep_logs_the_whole_config_and_analysis_reads_it_back(tmp_path):
+    """The wandb config of a real offline run keeps structure.rank/layout/layers, says the units trained, has job type
+    `train`; analysis reads the runs back from those files with their labels, structures and budgets."""
+    sweep = tiny_sweep(base=[*TINY_BASE, "logger.mode=offline"], axes={"model.width": [32]},
+                       variants={"dense": {"overrides": ["structure=dense"]},
+                                 "btt_r2": {"overrides": ["structure=btt", "structure.rank=2"]}},
+                       budgets={"flops": [3e8]})
+    launch(launch_cfg(tmp_path, sweep, "cluster=debug"))
+    summaries = {read_summary(d)["label"]: (d, read_summary(d)) for d in iter_run_dirs(tmp_path)}
+    api_runs = []
+    for label, (rdir, summary) in summaries.items():
+        [path] = rdir.glob("wandb/offline-run-*/run-*.wandb")
+        [run] = [r.run for r in read_records(path) if r.WhichOneof("record_type") == "run"]
+        assert run.job_type == "train"
+        api_run = offline_api_run(path)
+        assert api_run.summary["status"] == "completed"  # summary.json's value, not the enum's name
+        config = api_run.config
+        assert config["structure"]["name"] == summary["structure"]
+        assert {"rank", "layout", "layers"} <= set(config["structure"])
+        assert config["train"]["tokens"] == summary["tokens"] != 262_144  # the units trained, not the default
+        assert config["plan"]["units"] == summary["tokens"] and config["run_id"] == summary["run_id"]
+        api_runs.append(api_run)
+    assert summaries["btt_r2"][1]["structure"] == "btt"
+    table = table_from_records(records_from_wandb_runs(api_runs))
+    assert table.excluded.empty
+    rows = {r["label"]: r for r in table.runs.to_dict("records")}
+    assert sorted(rows) == ["btt_r2", "dense"]
+    for label, (_rdir, summary) in summaries.items():
+        assert (rows[label]["structure"], rows[label]["tokens"]) == (summary["structure"], summary["tokens"])
+    assert set(table.evals["run_id"]) == {s["run_id"] for _d, s in summaries.values()}
 
 
 @pytest.mark.slow
