@@ -12,7 +12,7 @@ of dense GEMM's, and the wall-time speedup over dense (dense ms / layer ms). Lay
 turns within each repeat, so load drift on a shared machine biases the ratios less.
 
 --paths: the CPU fast paths to time each structure on, side by side: `native` (the default where it is built:
-the compiled offset GEMM, structures/native.py, for the plans it takes) and `bmm` (the PyTorch batched-GEMM
+the native offset GEMM, structures/native.py, for the plans it takes) and `bmm` (the PyTorch batched-GEMM
 schedule, the path everywhere else; rows marked "[bmm]" when both run). The BTT-MoE router gets random weights
 (a zero router would send every token to the same experts). Process settings as in training (bench/common.py):
 OMP_WAIT_POLICY=PASSIVE (--omp-wait) and glibc keeping freed memory (--keep-freed-memory).
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.paths is None:
         args.paths = ["native", "bmm"] if native_runs() else ["bmm"]
     elif "native" in args.paths and not native_runs():
-        sys.exit("--paths native: the compiled offset GEMM is not built, not usable here or switched off by "
+        sys.exit("--paths native: the native offset GEMM is not built, not usable here or switched off by "
                  "SCALING_NATIVE=0 (see structures/native.py)")
     torch.set_num_threads(args.threads)
     specs = args.structures or default_specs()
