@@ -10,8 +10,11 @@ both defaults are what training uses too, scaling/process.py):
                        (page faults are expensive in this sandbox). Off with --no-keep-freed-memory.
 
 Device and precision (bench/layers.py, bench/train.py) follow training's train.device and train.precision:
---device auto takes CUDA when it is visible, --precision auto is bf16 autocast on CUDA and fp32 on the CPU.
-On CUDA every structure runs its plain-ops path (bmm_schedule.reference_apply) and dense layers run cuBLAS.
+--device auto takes CUDA when it is visible, --precision auto is bf16 autocast on CUDA and fp32 on the CPU; both
+take several precisions (default fp32 and bf16), timed side by side. On CUDA every structure runs its plain-ops
+path (bmm_schedule.reference_apply) and dense layers run cuBLAS; on the CPU the structures' fused paths take fp32
+and bf16 autocast alike (scaling/structures/fastpath/paths.py). `copy_bandwidth` measures the memory bandwidth
+against which the benchmarks state each layer's memory-traffic limit.
 """
 
 from __future__ import annotations
@@ -40,11 +43,17 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
-    """--device and --precision, as training's train.device and train.precision."""
+    """--device and --precision (one or more), as training's train.device and train.precision."""
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto: CUDA when visible, else the CPU")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                        help="auto: bf16 autocast on CUDA, fp32 on the CPU")
+    parser.add_argument("--precision", nargs="+", choices=["auto", "fp32", "bf16"], default=["fp32", "bf16"],
+                        help="one or more, timed side by side (default fp32 bf16); auto: bf16 autocast on CUDA, "
+                             "fp32 on the CPU")
+
+
+def precisions(device, asked: list[str]) -> list[str]:
+    """--precision resolved on this device ("fp32" / "bf16"), each once, in the order asked."""
+    return list(dict.fromkeys(precision_name(device, p) for p in asked))
 
 
 def apply_process_settings(omp_wait: str, keep_memory: bool, script: str) -> None:
@@ -91,6 +100,17 @@ def timed(device, fn: Callable[[], object]) -> float:
     fn()
     synchronize(device)
     return time.perf_counter() - start
+
+
+def copy_bandwidth(device, megabytes: int = 256, repeats: int = 5) -> float:
+    """Measured copy bandwidth, bytes/s: one tensor of `megabytes` copied into another (read + write counted),
+    median of repeats after one warm-up, on torch's threads. Larger than the CPU's caches, so it is memory's."""
+    import torch
+
+    src = torch.ones(megabytes * 2**20 // 4, device=device)
+    dst = torch.empty_like(src)
+    seconds = [timed(device, lambda: dst.copy_(src)) for _ in range(repeats + 1)][1:]
+    return 2 * src.numel() * 4 / statistics.median(seconds)
 
 
 def dense_gemm_flops(device, precision: str, size: int, repeats: int = 5) -> float:

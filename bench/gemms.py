@@ -1,8 +1,8 @@
-"""Where a two-core layer's time goes: each GEMM of the compiled path's schedule against dense GEMM, one process.
+"""Where a two-core layer's time goes: each GEMM of the native path's schedule against dense GEMM, one process.
 
     python bench/gemms.py [--width 1024] [--tokens 4096] [--rank 1] [--tile 16] [--json]
 
-A BTT layer (d -> d, given rank) runs six GEMMs per training step on the compiled path (scaling/structures/
+A BTT layer (d -> d, given rank) runs six GEMMs per training step on the native path (scaling/structures/
 token_major.py): core 1 and core 2 forward; dw1, dz, dw0 and dx backward. Each is timed alone (as a chain of
 one GEMM over all tokens, tile by tile), alternating with a dense d x d GEMM on the same tokens, in two settings:
 `hot`, repeating the GEMM back to back so its operands stay in cache, and `cold`, with the dense GEMM in
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     from scaling.structures.fastpath.paths import native_runs
 
     if not native_runs():
-        sys.exit("the compiled offset GEMM is not built or not usable here (see scaling/structures/fastpath/native.py)")
+        sys.exit("the native offset GEMM is not built or not usable here (see scaling/structures/fastpath/native.py)")
     torch.set_num_threads(args.threads)
     rows = profile(args)
     if args.json:

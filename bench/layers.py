@@ -1,25 +1,33 @@
 """Forward+backward time of each structured layer against dense nn.Linear at the same width, in one process.
 
     python bench/layers.py [--widths 256 512 1024] [--tokens 4096] [--structures btt btt:rank=4 ...]
-                           [--paths native bmm] [--device cuda] [--precision bf16] [--json]
+                           [--paths native bmm] [--device cuda] [--precision fp32 bf16] [--json]
 
 A structure is a preset of conf/structure/ (its file name), optionally with overrides: `btt:rank=4,cores=2`.
 By default every preset whose structure is registered runs (einsum and btt_moe join once they exist), plus
 btt:rank=4. Each layer maps d -> d on `tokens` random rows with input gradients on (as inside a network), so one
-step is forward + grad-input + grad-weight = 3 x forward FLOPs. Reported per layer: the median step time over
-`repeats` after `warmup` steps, achieved GFLOP/s = 3 * flops_per_token * tokens / time, that rate as a fraction
-of dense GEMM's, and the wall-time speedup over dense (dense ms / layer ms). Layers of one width take
-turns within each repeat, so load drift on a shared machine biases the ratios less.
+step is forward + grad-input + grad-weight = 3 x forward FLOPs. Reported per layer and precision: the median step
+time over `repeats` after `warmup` steps, achieved GFLOP/s = 3 * flops_per_token * tokens / time, that rate as a
+fraction of dense GEMM's in the same precision, the wall-time speedup over dense in the same precision (dense ms /
+layer ms), and the memory-traffic limit: the time to move the activations a fwd+bwd must move at the measured copy
+bandwidth (`limit_ms`: tokens x (3 d_in + 2 d_out) elements: the forward reads x and writes y, the backward reads
+dy and x again and writes dx; 4 bytes each in fp32, 2 in bf16; weights are negligible). The copy bandwidth
+(bench/common.py copy_bandwidth) is printed as its own row. Layers of one width take turns within each repeat,
+precisions included, so load drift on a shared machine biases the ratios less.
+
+--precision: one or more of fp32 and bf16 (default both, side by side): bf16 is CPU/CUDA bf16 autocast, with the
+input and output gradient in bf16 (what the previous and next autocast ops hand over). On the CPU the structures
+run their fused paths in both (scaling/structures/fastpath/paths.py: under bf16 the GEMMs run in bf16 where the
+CPU has AMX or AVX512-BF16, else in fp32 on the bf16-rounded operands); dense is nn.Linear under autocast.
 
 --paths: the CPU fast paths to time each structure on, side by side: `native` (the default where it is built:
-the compiled offset GEMM, structures/native.py, for the plans it takes) and `bmm` (the PyTorch batched-GEMM
-schedule, the path everywhere else; rows marked "[bmm]" when both run). The BTT-MoE router gets random weights
-(a zero router would send every token to the same experts). Process settings as in training (bench/common.py):
-OMP_WAIT_POLICY=PASSIVE (--omp-wait) and glibc keeping freed memory (--keep-freed-memory).
+the offset GEMM of the C extension, structures/fastpath/native.py, for the plans it takes) and `bmm` (the PyTorch
+batched-GEMM schedule, the path everywhere else; rows marked "[bmm]" when both run). The BTT-MoE router gets
+random weights (a zero router would send every token to the same experts). Process settings as in training
+(bench/common.py): OMP_WAIT_POLICY=PASSIVE (--omp-wait) and glibc keeping freed memory (--keep-freed-memory).
 
---device / --precision (bench/common.py): on CUDA (bf16 autocast by default) every structure runs its plain-ops
-path and dense is a cuBLAS GEMM of the same shape, so "x dense" is the ratio of achieved TFLOP/s to cuBLAS's.
-Under bf16 autocast on the CPU the structures run their plain-ops path too (paths.uses_fast_path).
+--device cuda (bench/common.py): every structure runs its plain-ops path and dense is a cuBLAS GEMM of the same
+shape, so "x dense" is the ratio of achieved TFLOP/s to cuBLAS's.
 """
 
 from __future__ import annotations
@@ -34,25 +42,30 @@ from common import (
     add_common_arguments,
     add_device_arguments,
     apply_process_settings,
-    precision_name,
+    copy_bandwidth,
+    precisions,
     resolve_device,
     timed,
 )
 
 EXTRA_SPECS = ["btt:rank=4"]
 PATHS = {"native": True, "bmm": False}  # PathPolicy.native for each path
+BYTES = {"fp32": 4, "bf16": 2}
+COPY_MB = 256  # size of the copy that measures the memory bandwidth: larger than the caches
 
 
 @dataclass
 class Row:
     width: int
     structure: str  # the spec it was built from; "dense" is nn.Linear
+    precision: str = "fp32"
     params: int = 0
     flops_per_token: int = 0  # forward FLOPs (2 x MACs)
     ms: float | None = None  # median forward+backward time
     gflops: float | None = None  # achieved, counting 3 x forward FLOPs
     gflops_vs_dense: float | None = None
     speedup_vs_dense: float | None = None
+    limit_ms: float | None = None  # memory-traffic limit at the measured copy bandwidth
     error: str = ""
 
 
@@ -77,9 +90,9 @@ def structure_config(spec: str):
 
 
 def time_steps(layers: dict, paths: dict[str, bool], args: argparse.Namespace, width: int, device) -> dict:
-    """Median seconds of one forward + backward (input and weight gradients) of each layer, each on its path
-    (paths[name]: PathPolicy.native). Layers take turns within every repeat, so drifting load on a shared machine
-    hits them all alike."""
+    """Median seconds of one forward + backward (input and weight gradients) of each layer in each precision, keyed
+    (name, precision), each on its path (paths[name]: PathPolicy.native). Layers and precisions take turns within
+    every repeat, so drifting load on a shared machine hits them all alike."""
     import dataclasses
 
     import torch
@@ -87,31 +100,32 @@ def time_steps(layers: dict, paths: dict[str, bool], args: argparse.Namespace, w
     from scaling.structures.fastpath.paths import DEFAULT_POLICY, use_policy
     from scaling.train.device import autocast_for
 
-    x = torch.randn(args.tokens, width, device=device, requires_grad=True)
-    grad = torch.randn(args.tokens, width, device=device)
-    grads = {grad.dtype: grad}  # the output gradient in each output dtype (bf16 under autocast)
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    x32, grad = torch.randn(args.tokens, width, device=device), torch.randn(args.tokens, width, device=device)
+    inputs = {p: x32.to(dtypes[p]).requires_grad_(True) for p in args.precision}
+    grads = {p: grad.to(dtypes[p]) for p in args.precision}
 
-    def step(layer) -> None:
+    def step(layer, precision: str) -> None:
+        x = inputs[precision]
         layer.zero_grad(set_to_none=True)
         x.grad = None
-        with autocast_for(device, args.precision):
+        with autocast_for(device, precision):
             y = layer(x)
-        if y.dtype not in grads:
-            grads[y.dtype] = grad.to(y.dtype)
-        y.backward(grads[y.dtype])
+        y.backward(grads[precision].to(y.dtype))
 
-    times: dict[str, list[float]] = {name: [] for name in layers}
+    times: dict[tuple[str, str], list[float]] = {(n, p): [] for n in layers for p in args.precision}
     for i in range(args.warmup + args.repeats):
-        for name, layer in layers.items():
+        for name, precision in times:
             with use_policy(dataclasses.replace(DEFAULT_POLICY, native=paths[name])):
-                seconds = timed(device, lambda layer=layer: step(layer))
+                seconds = timed(device, lambda: step(layers[name], precision))
             if i >= args.warmup:
-                times[name].append(seconds)
-    return {name: statistics.median(t) for name, t in times.items()}
+                times[name, precision].append(seconds)
+    return {key: statistics.median(t) for key, t in times.items()}
 
 
-def bench_width(width: int, configs: dict, args: argparse.Namespace, device) -> list[Row]:
-    """One row per structure and path at this width (a structure that rejects the width gets its error)."""
+def bench_width(width: int, configs: dict, args: argparse.Namespace, device, bandwidth: float) -> list[Row]:
+    """One row per structure, path and precision at this width (a structure that rejects the width gets its
+    error); bandwidth (bytes/s) gives each row's memory-traffic limit."""
     import torch
     from torch import nn
 
@@ -137,34 +151,37 @@ def bench_width(width: int, configs: dict, args: argparse.Namespace, device) -> 
             layers[label], paths[label] = layer, PATHS[path]
             labels.append(label)
     seconds = time_steps(layers, paths, args, width, device)
-    dense_rate = 3 * 2 * width * width * args.tokens / seconds["dense"] / 1e9
     rows = []
-    for spec in ["dense", *labels]:
-        if spec in errors:
-            rows.append(Row(width, spec, error=errors[spec]))
-            continue
-        layer = layers[spec]
-        flops = 2 * width * width if spec == "dense" else layer.flops_per_token()
-        params = sum(p.numel() for p in layer.parameters())
-        rate = 3 * flops * args.tokens / seconds[spec] / 1e9
-        rows.append(
-            Row(width, spec, params, flops, seconds[spec] * 1e3, rate, rate / dense_rate,
-                seconds["dense"] / seconds[spec])
-        )
+    for precision in args.precision:
+        dense_s = seconds["dense", precision]
+        dense_rate = 3 * 2 * width * width * args.tokens / dense_s / 1e9
+        limit_ms = args.tokens * 5 * width * BYTES[precision] / bandwidth * 1e3
+        for spec in ["dense", *labels]:
+            if spec in errors:
+                rows.append(Row(width, spec, precision, error=errors[spec]))
+                continue
+            layer, s = layers[spec], seconds[spec, precision]
+            flops = 2 * width * width if spec == "dense" else layer.flops_per_token()
+            params = sum(p.numel() for p in layer.parameters())
+            rate = 3 * flops * args.tokens / s / 1e9
+            rows.append(Row(width, spec, precision, params, flops, s * 1e3, rate, rate / dense_rate, dense_s / s,
+                            limit_ms))
     return rows
 
 
-def print_table(rows: list[Row]) -> None:
-    print(f"{'width':>6} {'structure':<22} {'params':>9} {'MFLOP/tok':>10} {'ms':>9} {'GFLOP/s':>8} {'x dense':>8} "
-          f"{'speedup':>8}")
+def print_table(rows: list[Row], bandwidth: float) -> None:
+    print(f"{'width':>6} {'structure':<22} {'prec':<5} {'params':>9} {'MFLOP/tok':>10} {'ms':>9} {'GFLOP/s':>8} "
+          f"{'x dense':>8} {'speedup':>8} {'limit ms':>9}")
     for r in rows:
         if r.error:
-            print(f"{r.width:>6} {r.structure:<22} skipped: {r.error}")
+            print(f"{r.width:>6} {r.structure:<22} {r.precision:<5} skipped: {r.error}")
             continue
         print(
-            f"{r.width:>6} {r.structure:<22} {r.params:>9} {r.flops_per_token / 1e6:>10.3f} {r.ms:>9.2f} "
-            f"{r.gflops:>8.1f} {r.gflops_vs_dense:>8.2f} {r.speedup_vs_dense:>8.2f}"
+            f"{r.width:>6} {r.structure:<22} {r.precision:<5} {r.params:>9} {r.flops_per_token / 1e6:>10.3f} "
+            f"{r.ms:>9.2f} {r.gflops:>8.1f} {r.gflops_vs_dense:>8.2f} {r.speedup_vs_dense:>8.2f} {r.limit_ms:>9.2f}"
         )
+    print(f"{'':>6} {'copy bandwidth':<22} {'':<5} {bandwidth / 1e9:>9.1f} GB/s (read + write, "
+          f"{COPY_MB} MB copied; limit ms = tokens x 5 d x bytes / this)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -187,16 +204,16 @@ def main(argv: list[str] | None = None) -> None:
     from scaling.structures.fastpath.paths import native_runs
 
     device = resolve_device(args.device)
-    precision = precision_name(device, args.precision)
-    if device.type != "cpu" or precision == "bf16":
+    args.precision = precisions(device, args.precision)
+    if device.type != "cpu":
         if args.paths is not None:
-            sys.exit(f"--paths chooses between the CPU fp32 paths; on {device.type} in {precision} every structure "
-                     "runs its plain-ops path")
+            sys.exit(f"--paths chooses between the CPU paths; on {device.type} every structure runs its plain-ops "
+                     "path")
         args.paths = ["bmm"]  # native off, which has no effect there
     elif args.paths is None:
         args.paths = ["native", "bmm"] if native_runs() else ["bmm"]
     elif "native" in args.paths and not native_runs():
-        sys.exit("--paths native: the compiled offset GEMM is not built, not usable here or switched off by "
+        sys.exit("--paths native: the native offset GEMM is not built, not usable here or switched off by "
                  "SCALING_NATIVE=0 (see structures/native.py)")
     torch.set_num_threads(args.threads)
     specs = args.structures or default_specs()
@@ -204,16 +221,18 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         sys.exit(f"--structures: {unknown} are not registered structures; choose from {sorted(REGISTRY)}")
     configs = {spec: structure_config(spec) for spec in specs}
-    rows = [row for width in args.widths for row in bench_width(width, configs, args, device)]
+    bandwidth = copy_bandwidth(device, COPY_MB)
+    rows = [row for width in args.widths for row in bench_width(width, configs, args, device, bandwidth)]
     if args.json:
         meta = {"tokens": args.tokens, "threads": args.threads, "warmup": args.warmup, "repeats": args.repeats,
                 "paths": args.paths, "omp_wait": args.omp_wait, "keep_freed_memory": args.keep_freed_memory,
-                "device": device.type, "precision": precision}
+                "device": device.type, "precisions": args.precision, "copy_gbs": bandwidth / 1e9}
         print(json.dumps({**meta, "torch": torch.__version__, "rows": [asdict(r) for r in rows]}))
     else:
-        print(f"fwd+bwd of one d -> d layer, {args.tokens} tokens, {device.type} {precision}, {args.threads} threads, "
-              f"median of {args.repeats}, OMP wait {args.omp_wait}, keep freed memory {args.keep_freed_memory}")
-        print_table(rows)
+        print(f"fwd+bwd of one d -> d layer, {args.tokens} tokens, {device.type} {' and '.join(args.precision)}, "
+              f"{args.threads} threads, median of {args.repeats}, OMP wait {args.omp_wait}, keep freed memory "
+              f"{args.keep_freed_memory}")
+        print_table(rows, bandwidth)
 
 
 if __name__ == "__main__":

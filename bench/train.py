@@ -2,19 +2,21 @@
 
     python bench/train.py [--width 512] [--depth 4] [--context 128] [--batch 16] [--vocab 256]
                           [--structures btt low_rank kron] [--layers all_but_last] [--repeats 5]
-                          [--device cuda] [--precision bf16] [--peak-tflops 989] [--json]
+                          [--device cuda] [--precision fp32 bf16] [--peak-tflops 989] [--json]
 
 Each model is built and initialised by the project's parametrisation (scaling.mup.parametrization) and trained by its
 AdamW on one shared random batch. A repeat runs one optimiser step (forward, backward, step) of every model in
-turn, so drifting load on a shared machine hits them alike; a model's step time is its median over repeats.
-Reported per model: parameters, training FLOPs per token (3 x the forward FLOPs of scaling.models.flops: linear layers
-and attention), tokens/s, achieved GFLOP/s, and the speedup over dense (dense step time / the model's).
+turn, in every precision, so drifting load on a shared machine hits them alike; a model's step time is its median
+over repeats. Reported per model and precision: parameters, training FLOPs per token (3 x the forward FLOPs of
+scaling.models.flops: linear layers and attention), tokens/s, achieved GFLOP/s, and the speedup over dense in the
+same precision (dense step time / the model's). The machine's measured copy bandwidth is printed as its own row.
 
 A structure is a conf/structure preset with optional overrides, as in bench/layers.py: `btt:rank=4`.
 
-Device and precision as in training (--device, --precision; bench/common.py): on a GPU, --device cuda with bf16
-autocast. Two utilisation columns: "x GEMM", the model's achieved FLOP/s over a large dense matmul's
-(--gemm-size, same device and precision, measured in this process), and "MFU", over the hardware peak
+Device and precision as in training (--device, --precision; bench/common.py): --precision takes one or more of fp32
+and bf16 (autocast; default both, side by side); on a GPU, --device cuda. Two utilisation columns: "x GEMM", the
+model's achieved FLOP/s over a large dense matmul's (--gemm-size, same device and precision, measured in this
+process; 1024 on the CPU, whose bf16 matmuls run at a fiftieth of fp32's without AMX), and "MFU", over the hardware peak
 (--peak-tflops, or the data-sheet bf16 peak of a known GPU; blank when unknown, as on CPUs).
 Threads and process settings (--threads, --omp-wait, --keep-freed-memory): bench/common.py.
 """
@@ -31,9 +33,10 @@ from common import (
     add_common_arguments,
     add_device_arguments,
     apply_process_settings,
+    copy_bandwidth,
     dense_gemm_flops,
     peak_tflops,
-    precision_name,
+    precisions,
     resolve_device,
     timed,
 )
@@ -44,6 +47,7 @@ DEFAULT_SPECS = ["btt", "low_rank", "kron"]
 @dataclass
 class Row:
     structure: str  # the spec it was built from; "dense" is the all-dense baseline
+    precision: str
     params: int
     train_flops_per_token: int  # 3 x forward (linear layers + attention)
     step_ms: float  # median optimiser step
@@ -68,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gemm-size", type=int, default=None,
-                        help="side of the dense matmul behind 'x GEMM' (default 2048 on the CPU, 8192 on CUDA)")
+                        help="side of the dense matmul behind 'x GEMM' (default 1024 on the CPU, 8192 on CUDA)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="hardware peak for MFU, TFLOP/s")
     add_device_arguments(parser)
     add_common_arguments(parser)
@@ -91,14 +95,15 @@ def main(argv: list[str] | None = None) -> None:
         settings = {k: v for k, v in vars(args).items() if k != "json"}
         print(json.dumps({**settings, **setting, "rows": [asdict(r) for r in rows]}))
     else:
+        gemms = ", ".join(f"{p} {t:.3g}" for p, t in setting["gemm_tflops"].items())
         print(
             f"GPT-2 d={args.width} L={args.depth} T={args.context} B={args.batch} vocab={args.vocab}, "
-            f"layers={args.layers}, {setting['device_name']} {setting['precision_used']}, {args.threads} threads, "
-            f"OMP wait {args.omp_wait}, keep freed memory {args.keep_freed_memory}; median of {args.repeats} steps; "
-            f"dense {setting['gemm_size']}^3 matmul {setting['gemm_tflops']:.3g} TFLOP/s, "
+            f"layers={args.layers}, {setting['device_name']} {' and '.join(setting['precisions'])}, "
+            f"{args.threads} threads, OMP wait {args.omp_wait}, keep freed memory {args.keep_freed_memory}; median of "
+            f"{args.repeats} steps; dense {setting['gemm_size']}^3 matmul TFLOP/s {gemms}, "
             f"peak {setting['peak_tflops'] or 'unknown'}"
         )
-        print_table(rows)
+        print_table(rows, setting["copy_gbs"])
 
 
 def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
@@ -142,48 +147,55 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
     x = torch.randint(0, args.vocab, (args.batch, args.context), device=device)
     y = torch.randint(0, args.vocab, (args.batch, args.context), device=device)
 
-    def step(spec: str) -> None:
-        with autocast_for(device, args.precision):
+    def step(spec: str, precision: str) -> None:
+        with autocast_for(device, precision):
             _, loss = models[spec](x, y)
             aux = models[spec].aux_loss()
         optimizers[spec].zero_grad(set_to_none=True)
         (loss if aux is None else loss + specs[spec].aux_weight * aux).backward()
         optimizers[spec].step()
 
-    times: dict[str, list[float]] = {spec: [] for spec in specs}
+    used = precisions(device, args.precision)
+    times: dict[tuple[str, str], list[float]] = {(spec, p): [] for spec in specs for p in used}
     for i in range(args.warmup + args.repeats):
-        for spec in models:
-            seconds = timed(device, lambda spec=spec: step(spec))
+        for spec, precision in times:
+            seconds = timed(device, lambda: step(spec, precision))
             if i >= args.warmup:
-                times[spec].append(seconds)
-    gemm_size = args.gemm_size or (8192 if device.type == "cuda" else 2048)
-    gemm_rate = dense_gemm_flops(device, args.precision, gemm_size)
-    peak = peak_tflops(device, args.precision, args.peak_tflops)
+                times[spec, precision].append(seconds)
+    gemm_size = args.gemm_size or (8192 if device.type == "cuda" else 1024)
+    gemm_rates = {p: dense_gemm_flops(device, p, gemm_size) for p in used}
     tokens = args.batch * args.context
-    dense_s = statistics.median(times["dense"])
     rows = []
-    for spec in specs:
-        seconds = statistics.median(times[spec])
-        rate = flops[spec] * tokens / seconds
-        rows.append(
-            Row(spec, params[spec], flops[spec], seconds * 1e3, tokens / seconds, rate / 1e9, dense_s / seconds,
-                rate / gemm_rate, None if peak is None else rate / (peak * 1e12))
-        )
+    for precision in used:
+        peak = peak_tflops(device, precision, args.peak_tflops)
+        dense_s = statistics.median(times["dense", precision])
+        for spec in specs:
+            seconds = statistics.median(times[spec, precision])
+            rate = flops[spec] * tokens / seconds
+            rows.append(
+                Row(spec, precision, params[spec], flops[spec], seconds * 1e3, tokens / seconds, rate / 1e9,
+                    dense_s / seconds, rate / gemm_rates[precision], None if peak is None else rate / (peak * 1e12))
+            )
     setting = {"device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
-               "precision_used": precision_name(device, args.precision), "gemm_size": gemm_size,
-               "gemm_tflops": gemm_rate / 1e12, "peak_tflops": peak, "torch": torch.__version__}
+               "precisions": used, "gemm_size": gemm_size,
+               "gemm_tflops": {p: rate / 1e12 for p, rate in gemm_rates.items()},
+               "peak_tflops": peak_tflops(device, used[-1], args.peak_tflops),
+               "copy_gbs": copy_bandwidth(device) / 1e9, "torch": torch.__version__}
     return rows, setting
 
 
-def print_table(rows: list[Row]) -> None:
-    header = ("structure", "params", "MFLOP/tok", "step ms", "tokens/s", "GFLOP/s", "speedup", "x GEMM", "MFU")
-    print(f"{header[0]:<18} " + " ".join(f"{h:>{w}}" for h, w in zip(header[1:], (10, 10, 9, 9, 8, 8, 7, 6))))
+def print_table(rows: list[Row], copy_gbs: float) -> None:
+    header = ("structure", "prec", "params", "MFLOP/tok", "step ms", "tokens/s", "GFLOP/s", "speedup", "x GEMM", "MFU")
+    print(f"{header[0]:<18} {header[1]:<5} "
+          + " ".join(f"{h:>{w}}" for h, w in zip(header[2:], (10, 10, 9, 9, 8, 8, 7, 6))))
     for r in rows:
         mfu = "" if r.mfu is None else f"{r.mfu:.1%}"
         print(
-            f"{r.structure:<18} {r.params:>10} {r.train_flops_per_token / 1e6:>10.2f} {r.step_ms:>9.1f} "
-            f"{r.tokens_per_s:>9.0f} {r.gflops:>8.1f} {r.speedup_vs_dense:>8.2f} {r.x_gemm:>7.2f} {mfu:>6}"
+            f"{r.structure:<18} {r.precision:<5} {r.params:>10} {r.train_flops_per_token / 1e6:>10.2f} "
+            f"{r.step_ms:>9.1f} {r.tokens_per_s:>9.0f} {r.gflops:>8.1f} {r.speedup_vs_dense:>8.2f} {r.x_gemm:>7.2f} "
+            f"{mfu:>6}"
         )
+    print(f"{'copy bandwidth':<18} {'':<5} {copy_gbs:>10.1f} GB/s (read + write)")
 
 
 if __name__ == "__main__":

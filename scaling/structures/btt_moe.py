@@ -33,7 +33,7 @@ from scaling.structures.btt import BTTLayout, CappedCores, block_layout, btt_app
 from scaling.structures.factorize import LAYOUT
 from scaling.structures.fastpath.kernels import routed_two_core_apply
 from scaling.structures.fastpath.paths import Path, current_policy, select_path
-from scaling.structures.routing import check_routing_sizes, mix_experts, route
+from scaling.structures.routing import Routing, check_routing_sizes, mix_experts, route
 
 
 @register("btt_moe")
@@ -105,18 +105,21 @@ class BTTMoE(StructuredLinear):
         x = x.reshape(-1, self.d_in)
         routing = route(self.router(x), self.top_k)
         self._aux = routing.aux_loss
+        y = self.mix(x, routing).reshape(*lead, self.d_out)
+        return y if self.bias is None else y + self.bias
+
+    @torch.compiler.disable  # each expert's token count is data: under torch.compile this part runs eager
+    def mix(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
+        """The routed experts' gated outputs summed per token, x (N, d_in) -> (N, d_out)."""
         lay, policy = self.layout, current_policy()
         plan = btt_plan(lay.m1, lay.m0, lay.n0, lay.n1, 1)
         if select_path(plan, x, policy, size_floor=False) is not Path.REFERENCE:
             # one fused Function: gather, the routed experts, gating and scatter-add
             w0, w1 = btt_cores(*self.weights(), rank=1)  # (E, m1, n0, m0), (E, n0, n1, m1): views
-            y = routed_two_core_apply(x, w0, w1, plan, routing.experts, routing.gates, policy=policy)
-        else:
-            # unbind, not W0[e]: its backward stacks the experts' gradients once instead of adding E full-size ones
-            w0, w1 = (w.unbind(0) for w in self.weights())
-            y = mix_experts(x, routing, lambda e, tokens: btt_apply(tokens, w0[e], w1[e], self.layout), self.d_out)
-        y = y.reshape(*lead, self.d_out)
-        return y if self.bias is None else y + self.bias
+            return routed_two_core_apply(x, w0, w1, plan, routing.experts, routing.gates, policy=policy)
+        # unbind, not W0[e]: its backward stacks the experts' gradients once instead of adding E full-size ones
+        w0, w1 = (w.unbind(0) for w in self.weights())
+        return mix_experts(x, routing, lambda e, tokens: btt_apply(tokens, w0[e], w1[e], self.layout), self.d_out)
 
 
 @register("btt_moe_norm")

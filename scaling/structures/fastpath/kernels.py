@@ -3,7 +3,13 @@
 `two_core_apply` runs one plan (BTT, Monarch, Einsum); `routed_two_core_apply` a mixture of two-core experts
 (BTT-MoE); `tt2_apply` the 2-core Tensor-Train (Kronecker at rank 1). Which path each call takes is
 paths.select_path's decision under a PathPolicy (passed in, or paths.current_policy()); the Functions run the
-bmm schedule (bmm_schedule.py) or the compiled offset GEMM (token_major.py) and never choose for themselves.
+bmm schedule (bmm_schedule.py) or the native offset GEMM (token_major.py) and never choose for themselves.
+
+Under CPU bf16 autocast the entry points hand the Functions their operands rounded to bf16 (as autocast's matmuls
+round theirs) in paths.compute_dtype, run them with autocast off, and return bf16 (`_in_compute_precision`): the
+products are those of the bf16 values, accumulated in fp32 (the fp32 paths: bf16 values are exact in fp32; the
+bf16 GEMMs: oneDNN accumulates in fp32). On bf16 GEMMs the batch runs as one chunk, so each weight gradient is one
+GEMM rounded to bf16 once.
 
 Mixtures of experts run every routed expert inside one Function: the slots sorted by expert are gathered once,
 each expert runs the schedule on its segment, and the gated outputs are added back with one index_add, so
@@ -25,7 +31,9 @@ from torch.autograd.function import once_differentiable
 from scaling.structures.fastpath import bmm_schedule
 from scaling.structures.fastpath import native
 from scaling.structures.fastpath.bmm_schedule import reference_apply
-from scaling.structures.fastpath.paths import Path, PathPolicy, current_policy, select_path
+from scaling.structures.fastpath.paths import (
+    Path, PathPolicy, autocast_bf16, compute_dtype, current_policy, select_path,
+)
 from scaling.structures.fastpath.token_major import (
     TokenMajorPlan, native_backward_pieces, native_forward_pieces, token_major_plan,
 )
@@ -34,7 +42,7 @@ from scaling.structures.fastpath.two_core import TwoCorePlan, chunk_tokens
 
 @dataclass(frozen=True)
 class _Schedule:
-    """How one fused call runs: the plan, and its offset tables when on the compiled GEMM (else the bmm chunks)."""
+    """How one fused call runs: the plan, and its offset tables when on the native GEMM (else the bmm chunks)."""
 
     plan: TwoCorePlan
     tm: TokenMajorPlan | None
@@ -47,7 +55,7 @@ class _Schedule:
         return cls(plan, tm, plan.chunk_tokens() if chunk is None else chunk, policy.native_tile_tokens)
 
     def forward(self, x, w0, w1, counts):
-        """(pieces, x operand, z, y): whole segments on the compiled GEMM, chunks of them on bmm."""
+        """(pieces, x operand, z, y): whole segments on the native GEMM, chunks of them on bmm."""
         if self.tm is None:
             pieces = bmm_schedule.row_pieces(counts, self.chunk)
             return (pieces, *bmm_schedule.forward_pieces(x, w0, w1, self.plan, pieces))
@@ -65,6 +73,7 @@ class _TwoCoreFunction(torch.autograd.Function):
     """Forward and backward of two_core_apply on chunks of tokens; x is (N, d_in)."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
     def forward(ctx, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, schedule: _Schedule) -> torch.Tensor:
         pieces, x_op, z_all, y = schedule.forward(x, w0.unsqueeze(0), w1.unsqueeze(0), [x.shape[0]])
         ctx.save_for_backward(x_op, z_all, w0, w1)
@@ -72,6 +81,7 @@ class _TwoCoreFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")  # autocast as in the forward (off)
     @once_differentiable
     def backward(ctx, g: torch.Tensor):
         x_op, z_all, w0, w1 = ctx.saved_tensors
@@ -91,6 +101,7 @@ class _RoutedTwoCoreFunction(torch.autograd.Function):
     """
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
     def forward(
         ctx, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, gates: torch.Tensor, schedule: _Schedule,
         tokens: torch.Tensor, counts: list[int],
@@ -102,6 +113,7 @@ class _RoutedTwoCoreFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")  # autocast as in the forward (off)
     @once_differentiable
     def backward(ctx, dy: torch.Tensor):
         x_op, z_all, ys, w0, w1, gates, tokens = ctx.saved_tensors
@@ -112,6 +124,24 @@ class _RoutedTwoCoreFunction(torch.autograd.Function):
         dxs, dw0, dw1 = ctx.schedule.backward(dys, x_op, z_all, w0, w1, ctx.pieces, (need_x, need_w0, need_w1))
         dx = dxs.new_zeros(ctx.tokens_in, ctx.schedule.plan.d_in).index_add_(0, tokens, dxs) if need_x else None
         return dx, dw0, dw1, dgates, None, None, None
+
+
+def _in_compute_precision(x: torch.Tensor, policy: PathPolicy, run, *operands: torch.Tensor) -> torch.Tensor:
+    """run(*operands) on a fused path; under CPU bf16 autocast with the float operands rounded to bf16 and held in
+    paths.compute_dtype, autocast off inside, and the result returned in bf16 (module docstring)."""
+    if not autocast_bf16(x):
+        return run(*operands)
+    dtype = compute_dtype(x, policy)
+    cast = [t.to(torch.bfloat16).to(dtype) if t.is_floating_point() else t for t in operands]
+    with torch.autocast("cpu", enabled=False):
+        return run(*cast).to(torch.bfloat16)
+
+
+def _whole_batch_on_bf16(x: torch.Tensor, policy: PathPolicy, chunk: int | None) -> int | None:
+    """chunk, or the whole batch as one chunk where the GEMMs run in bf16 (module docstring)."""
+    if chunk is None and autocast_bf16(x) and compute_dtype(x, policy) == torch.bfloat16:
+        return max(1, x.shape[0])
+    return chunk
 
 
 def two_core_apply(
@@ -133,7 +163,8 @@ def two_core_apply(
     if path is Path.REFERENCE:
         y = reference_apply(flat, w0, w1, plan)
     else:
-        y = _TwoCoreFunction.apply(flat, w0, w1, _Schedule.of(plan, path, chunk, policy))
+        schedule = _Schedule.of(plan, path, _whole_batch_on_bf16(flat, policy, chunk), policy)
+        y = _in_compute_precision(flat, policy, lambda *ops: _TwoCoreFunction.apply(*ops, schedule), flat, w0, w1)
     return y.reshape(*lead, plan.d_out)
 
 
@@ -157,8 +188,13 @@ def routed_two_core_apply(
     order = torch.argsort(flat, stable=True)
     tokens = order // experts.shape[-1]  # slot n k + j belongs to token n
     counts = torch.bincount(flat, minlength=w0.shape[0]).tolist()
-    slot_gates = gates.reshape(-1)[order].to(x.dtype)
-    return _RoutedTwoCoreFunction.apply(x, w0, w1, slot_gates, _Schedule.of(plan, path, chunk, policy), tokens, counts)
+    schedule = _Schedule.of(plan, path, _whole_batch_on_bf16(x, policy, chunk), policy)
+
+    def run(x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        slot_gates = gates.reshape(-1)[order].to(x.dtype)
+        return _RoutedTwoCoreFunction.apply(x, w0, w1, slot_gates, schedule, tokens, counts)
+
+    return _in_compute_precision(x, policy, run, x, w0, w1, gates)
 
 
 # --- 2-core Tensor-Train (and Kronecker): token-major ---------------------------------------------------------
@@ -169,10 +205,11 @@ class _TensorTrain2Function(torch.autograd.Function):
     bmm over the chunk's tokens with g0 expanded (not copied). Core 1 contracts (s, i2): the rows (n, j1) of z are
     contiguous, so y = z (t m1, r n2) @ g1^T is one plain GEMM writing y token-major. The forward copies nothing;
     the backward copies twice per chunk, for dg0 = sum_n dz[n] x[n]^T as one GEMM over (n, i2) (once where the
-    compiled GEMM of native.py reads dz in place).
+    native GEMM of native.py reads dz in place).
     """
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
     def forward(ctx, x: torch.Tensor, g0: torch.Tensor, g1: torch.Tensor, chunk: int, native_dg0: bool) -> torch.Tensor:
         n, (mr, n1), (m2, rn2) = x.shape[0], g0.shape, g1.shape
         n2 = x.shape[1] // n1
@@ -188,6 +225,7 @@ class _TensorTrain2Function(torch.autograd.Function):
         return y
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")  # autocast as in the forward (off)
     @once_differentiable
     def backward(ctx, dy: torch.Tensor):
         x, z_all, g0, g1 = ctx.saved_tensors
@@ -227,7 +265,7 @@ class _TensorTrain2Function(torch.autograd.Function):
 
 
 def _tt2_native_dg0(dz: torch.Tensor, x_t: torch.Tensor, dg0: torch.Tensor) -> None:
-    """dg0 (mr, n1) += sum over (token, i2) of dz[t, m, i2] x_t[t, i2, i1], on the compiled GEMM (dz in place)."""
+    """dg0 (mr, n1) += sum over (token, i2) of dz[t, m, i2] x_t[t, i2, i1], on the native GEMM (dz in place)."""
     t, mr, n2 = dz.shape
     n1 = x_t.shape[2]
     steps, pairs, one = native.steps, native.pairs, native.steps(1, 0)
@@ -252,22 +290,25 @@ def tt2_apply(
     """y = x W^T for a 2-core TT (Kronecker at rank 1) with cores (m1, r, 1, n1), (m2, 1, r, n2); x (..., n1 n2).
 
     Core 0 first, as tt.TTLayout counts its FLOPs. The fused Function whenever policy.fused_usable (no size
-    floor); else tt2_reference. Its core-0 gradient runs on the compiled GEMM where policy.native_usable, from
+    floor); else tt2_reference. Its core-0 gradient runs on the native GEMM where policy.native_usable, from
     native_min_elements (tokens x d_in) up.
     """
     (m1, r, _, n1), (m2, _, _, n2) = core0.shape, core1.shape
     if x.shape[-1] != n1 * n2:
         raise ValueError(f"input has {x.shape[-1]} features, the layer expects d_in={n1 * n2}")
-    chunk = chunk_tokens(n1 * n2, m1 * m2) if chunk is None else chunk
-    if chunk < 1:
-        raise ValueError(f"chunk={chunk} must be >= 1 (tokens per chunk)")
     policy = current_policy() if policy is None else policy
     lead = x.shape[:-1]
     flat = x.reshape(-1, n1 * n2)
+    chunk = _whole_batch_on_bf16(flat, policy, chunk)
+    chunk = chunk_tokens(n1 * n2, m1 * m2) if chunk is None else chunk
+    if chunk < 1:
+        raise ValueError(f"chunk={chunk} must be >= 1 (tokens per chunk)")
     if policy.fused_usable(flat) and flat.shape[0] > 0:
         g0, g1 = core0.reshape(m1 * r, n1), core1.reshape(m2, r * n2)
         native_dg0 = policy.native_usable(flat) and flat.numel() >= policy.native_min_elements
-        y = _TensorTrain2Function.apply(flat.contiguous(), g0, g1, chunk, native_dg0)
+        y = _in_compute_precision(
+            flat, policy, lambda *ops: _TensorTrain2Function.apply(*ops, chunk, native_dg0), flat.contiguous(), g0, g1
+        )
     else:
         y = tt2_reference(flat, core0, core1)
     return y.reshape(*lead, m1 * m2)

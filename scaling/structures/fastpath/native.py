@@ -1,4 +1,4 @@
-"""The compiled offset-table GEMM (csrc/offset_gemm.c) behind the structured layers' CPU fast path.
+"""The native offset-table GEMM, a C extension (csrc/offset_gemm.c) behind the structured layers' CPU fast path.
 
 `pip install` builds it as the optional extension `scaling.structures.fastpath._offset_gemm` (x86-64 with a C compiler;
 elsewhere, or if the build fails, it is skipped). It is loaded with ctypes and used only where `available()`:
@@ -111,14 +111,14 @@ def _library() -> ctypes.CDLL | None:
 
 
 def available() -> bool:
-    """Whether the compiled GEMM can run here (built, and this CPU has AVX2+FMA)."""
+    """Whether the native GEMM can run here (built, and this CPU has AVX2+FMA)."""
     return _library() is not None
 
 
 def _require() -> ctypes.CDLL:
     lib = _library()
     if lib is None:
-        raise RuntimeError("the compiled offset GEMM is not available here; check native.available() first")
+        raise RuntimeError("the native offset GEMM is not available here; check native.available() first")
     return lib
 
 

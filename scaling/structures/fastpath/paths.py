@@ -1,14 +1,23 @@
-"""Which path a structured layer's call runs: plain ops, the fused bmm schedule, or the compiled offset GEMM.
+"""Which path a structured layer's call runs: plain ops, the fused bmm schedule, or the native offset GEMM.
 
 One frozen `PathPolicy` holds every knob; `select_path(plan, x, policy)` applies it. SCALING_NATIVE is read once,
 into DEFAULT_POLICY. A caller (a test, a benchmark) passes its own policy, or scopes one over a block of layer
 calls with `use_policy(policy)`; layers call the kernels without one and get `current_policy()`.
 
-    REFERENCE  plain differentiable ops (kernels.reference_apply): other devices, CPU autocast, policy.fused
-               off, or a two-core call below fused_min_elements; supports double backward
+    REFERENCE  plain differentiable ops (kernels.reference_apply): other devices, under torch.compile (inductor
+               traces and fuses them), policy.fused off, or a two-core call below fused_min_elements; supports
+               double backward
     BMM        the fused Functions on MKL's batched GEMMs (bmm_schedule.py), any float dtype on the CPU
-    NATIVE     the fused Functions on the compiled offset GEMM (token_major.py), float32 only, for plans it runs
-               fast (native_tables), and never under a torch dispatch mode (FlopCounterMode cannot see it)
+    NATIVE     the fused Functions on the native offset GEMM (token_major.py, the C extension csrc/), float32
+               compute only, for plans it runs fast (native_tables), and never under a torch dispatch mode
+               (FlopCounterMode cannot see it)
+
+Precision. Under CPU bf16 autocast (train.precision=bf16) the fused paths take the operands rounded to bf16, as
+autocast's matmuls do, accumulate in fp32 and return bf16 (kernels.autocast_operands). `compute_dtype` says which
+dtype their GEMMs run in: bf16 where the CPU has bf16 GEMM instructions (AMX or AVX512-BF16: oneDNN's bf16
+kernels, policy.bf16_gemm), else float32, where the products of bf16 values are exact and the native path runs
+(a CPU without them multiplies bf16 matrices ~60x slower than fp32: 0.5 against 29 GFLOP/s at 1024^3 on 2 AVX2
+cores). There no size floor applies either: plain ops would run those slow bf16 matmuls.
 """
 
 from __future__ import annotations
@@ -39,26 +48,29 @@ class PathPolicy:
     """The knobs of path selection (measured defaults; see the comments on each).
 
     fused: use the fused Functions at all (False: plain ops everywhere).
-    native: let the compiled offset GEMM run where it is built (SCALING_NATIVE=0 switches it off).
+    native: let the native offset GEMM run where it is built (SCALING_NATIVE=0 switches it off).
     fused_min_elements: two-core calls below this many tokens x the wider end run plain ops. There the fused
         Function's fixed cost per call (chunks, scratch buffers, hand-written backward) outweighs the copies it
         saves. Measured fwd+bwd of one layer, plain / fused bmm time: BTT rank 1 0.69-0.92, Monarch 0.71-0.87,
         Einsum 0.47-0.87 below 2^18 (d = 64 x 512 tokens to 256 x 512); 0.75-1.14 from 2^18 up, where the
-        compiled path (from 2^19) beats both. In GPT-2 (4 layers, BTT rank 1): 1.3x the tokens/s at d = 64 x 512
+        native path (from 2^19) beats both. In GPT-2 (4 layers, BTT rank 1): 1.3x the tokens/s at d = 64 x 512
         tokens a step, but 0.94-0.97x at d = 128 x 2,048 with the plain path also at 2^18 (so that is where it
         stops).
-    native_min_elements: below this (tokens x the wider end) MKL's batched GEMM beats the compiled one on the
+    native_min_elements: below this (tokens x the wider end) MKL's batched GEMM beats the native one on the
         small blocks (inner dimension 16-24), even with the offset tables cached: measured fwd+bwd of BTT rank 1,
-        compiled / bmm time, 1.3-1.45 at d = 256 x 1,024 and 2,048 tokens and at 384 x 2,048, 1.05 at
+        native / bmm time, 1.3-1.45 at d = 256 x 1,024 and 2,048 tokens and at 384 x 2,048, 1.05 at
         512 x 1,024, 0.9-1.1 at 512 x 2,048.
-    native_max_expansion: the compiled path takes plans whose middle is at most this x the wider end: measured
+    native_max_expansion: the native path takes plans whose middle is at most this x the wider end: measured
         fwd+bwd at d = 1024 (OMP_WAIT_POLICY=PASSIVE), vs the bmm path, BTT rank 1 1.35x and Monarch 1.4x
         faster, rank 2 1.1x, but rank 4 1.2x slower (its weight gradients stream 4x wider intermediates).
     native_column_multiple: its micro-kernel holds 8 columns per register, so blocks whose sizes are not
         multiples of this waste part of one on every strip; fwd+bwd of Monarch with 20, 23, 28 and 39 blocks
         (d = 384, 512, 768, 1536) measured 1.3x, 1.0x, 1.0-1.1x and 1.03x the bmm path's time: those stay on bmm.
-    native_tile_tokens: the compiled path runs every GEMM of the forward (or backward) on one tile of this many
+    native_tile_tokens: the native path runs every GEMM of the forward (or backward) on one tile of this many
         tokens before the next; 16 and 32 measured within 5% of each other, 128 10% slower.
+    bf16_gemm: under CPU bf16 autocast, run the fused paths' GEMMs in bf16 (oneDNN's AMX / AVX512-BF16 kernels)
+        rather than in fp32 on bf16-rounded operands; from_environment sets it where the CPU has those
+        instructions (cpu_has_bf16_gemm).
     """
 
     fused: bool = True
@@ -68,23 +80,48 @@ class PathPolicy:
     native_max_expansion: int = 2
     native_column_multiple: int = 8
     native_tile_tokens: int = 16
+    bf16_gemm: bool = False
 
     @classmethod
     def from_environment(cls, environ: dict[str, str] | None = None) -> PathPolicy:
-        """The defaults, with native off where SCALING_NATIVE is "0"."""
+        """The defaults, with native off where SCALING_NATIVE is "0" and bf16_gemm where the CPU has bf16 GEMMs."""
         environ = os.environ if environ is None else environ
-        return cls(native=environ.get("SCALING_NATIVE", "1") != "0")
+        return cls(native=environ.get("SCALING_NATIVE", "1") != "0", bf16_gemm=cpu_has_bf16_gemm())
 
     def fused_usable(self, x: torch.Tensor) -> bool:
-        """The fused Functions may take x: enabled, and (uses_fast_path) on the CPU outside autocast."""
+        """The fused Functions may take x: enabled, and (uses_fast_path) on the CPU, eager, fp32 or bf16 autocast."""
         return self.fused and uses_fast_path(x)
 
     def native_usable(self, x: torch.Tensor) -> bool:
-        """The compiled GEMM may take x: enabled and available here, x float32 on the CPU, and no torch dispatch
-        mode (FlopCounterMode) watching."""
-        return self.native and x.dtype == torch.float32 and x.device.type == "cpu" and native.available() and (
-            _get_current_dispatch_mode() is None
+        """The native GEMM may take x: enabled and available here, computing in float32 on the CPU, and no torch
+        dispatch mode (FlopCounterMode) watching."""
+        return self.native and compute_dtype(x, self) == torch.float32 and x.device.type == "cpu" and (
+            native.available() and _get_current_dispatch_mode() is None
         )
+
+    def size_floor(self, x: torch.Tensor) -> bool:
+        """Whether fused_min_elements applies to x: not under bf16 autocast computing in fp32 (module docstring)."""
+        return not (autocast_bf16(x) and not self.bf16_gemm)
+
+
+def cpu_has_bf16_gemm() -> bool:
+    """This CPU has bf16 matrix instructions (AMX tiles or AVX512-BF16), which oneDNN's bf16 GEMMs run on."""
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+
+
+def autocast_bf16(x: torch.Tensor) -> bool:
+    """x is on the CPU under bf16 autocast."""
+    return x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and (
+        torch.get_autocast_dtype("cpu") == torch.bfloat16
+    )
+
+
+def compute_dtype(x: torch.Tensor, policy: PathPolicy) -> torch.dtype:
+    """The dtype the fused paths' GEMMs run in for x: under CPU bf16 autocast bf16 where policy.bf16_gemm, else
+    float32 (the operands rounded to bf16 first); x's own dtype outside autocast."""
+    if autocast_bf16(x):
+        return torch.bfloat16 if policy.bf16_gemm else torch.float32
+    return x.dtype
 
 
 DEFAULT_POLICY = PathPolicy.from_environment()
@@ -92,7 +129,7 @@ _CURRENT: contextvars.ContextVar[PathPolicy] = contextvars.ContextVar("path_poli
 
 
 def native_runs() -> bool:
-    """The compiled GEMM is built, usable on this CPU and not switched off (SCALING_NATIVE=0, in DEFAULT_POLICY)."""
+    """The native GEMM is built, usable on this CPU and not switched off (SCALING_NATIVE=0, in DEFAULT_POLICY)."""
     return DEFAULT_POLICY.native and native.available()
 
 
@@ -112,13 +149,16 @@ def use_policy(policy: PathPolicy) -> Iterator[PathPolicy]:
 
 
 def uses_fast_path(x: torch.Tensor) -> bool:
-    """The fused Functions are tuned for (and tested on) CPU and run in one dtype; other devices, and CPU
-    autocast (train.precision=bf16), take the plain reference path, whose matmuls autocast casts."""
-    return x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+    """The fused Functions are tuned for (and tested on) the CPU, eager, outside autocast or under bf16 autocast;
+    other devices, other autocast dtypes and torch.compile (which traces and fuses plain ops; the Functions call
+    ctypes) take the plain reference path."""
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
+        return False
+    return not torch.is_autocast_enabled("cpu") or autocast_bf16(x)
 
 
 def native_tables(plan: TwoCorePlan, x: torch.Tensor, policy: PathPolicy) -> TokenMajorPlan | None:
-    """The offset-GEMM tables of plan when the compiled path runs it on x (N, d_in): native usable, at least
+    """The offset-GEMM tables of plan when the native path runs it on x (N, d_in): native usable, at least
     native_min_elements, the plan token-major-able, at most native_max_expansion x wider in the middle, and every
     GEMM's column count (p1, k1, p2, k2) a multiple of native_column_multiple."""
     wider = max(plan.in_size, plan.out_size)
@@ -137,6 +177,7 @@ def select_path(plan: TwoCorePlan, x: torch.Tensor, policy: PathPolicy, size_flo
     always take the fused Function (their plain alternative is a loop over experts)."""
     if not policy.fused_usable(x):
         return Path.REFERENCE
-    if size_floor and x.shape[0] * max(plan.in_size, plan.out_size) < policy.fused_min_elements:
+    small = x.shape[0] * max(plan.in_size, plan.out_size) < policy.fused_min_elements
+    if size_floor and small and policy.size_floor(x):
         return Path.REFERENCE
     return Path.BMM if native_tables(plan, x, policy) is None else Path.NATIVE

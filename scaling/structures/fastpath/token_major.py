@@ -1,4 +1,4 @@
-"""Two-core structures on token-major activations through the compiled offset GEMM (native.py): no transposes.
+"""Two-core structures on token-major activations through the native offset GEMM (native.py): no transposes.
 
 A TwoCorePlan (two_core.py) says how x (t, d_in) -> y (t, d_out) splits into two batched GEMMs with a feature
 permutation between them. The PyTorch path copies activations into the layouts bmm accepts; the offset GEMM
@@ -178,7 +178,7 @@ def native_forward_pieces(
     x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, tm: TokenMajorPlan, pieces: list[tuple[int, int, int]],
     tile: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """bmm_schedule.forward_pieces on the compiled offset GEMM, `tile` tokens at a time: returns (x as read, z, y),
+    """bmm_schedule.forward_pieces on the native offset GEMM, `tile` tokens at a time: returns (x as read, z, y),
     no copies when the plan's input and output need no padding or reordering."""
     n = x.shape[0]
     x_in = x.contiguous() if tm.in_size == tm.d_in else F.pad(x, (0, tm.in_size - x.shape[-1]))

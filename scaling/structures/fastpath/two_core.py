@@ -1,7 +1,7 @@
 """The two-core plan: how a structure's y = x W^T splits into two batched GEMMs with a feature permutation between.
 
 BTT, Monarch and Einsum each map their axes onto a `TwoCorePlan` (their own modules: btt.plan, monarch.plan,
-einsum.plan); the kernels only execute plans, on the bmm schedule (bmm_schedule.py) or on the compiled offset GEMM
+einsum.plan); the kernels only execute plans, on the bmm schedule (bmm_schedule.py) or on the native offset GEMM
 (token_major.py), and paths.select_path decides which runs. The plan knows its shapes, its FLOPs and its chunk size.
 """
 

@@ -2,7 +2,8 @@
 its declared settings (real StructureConfig fields whose ranges take the preset's values and refuse values out of
 range; the preset sets nothing else), output shapes, parameter counts from its factors, FLOPs against torch's
 FlopCounterMode, init std, the structure-aware learning-rate multipliers, gradients against its own materialised
-dense matrix, agreement of its fast and reference paths, and a meta-device build. A newly registered structure is
+dense matrix, agreement of its fast and reference paths (fp32, and under bf16 autocast on both bf16 compute
+paths), and a meta-device build. A newly registered structure is
 checked without editing this file (it needs a preset; docs/adding_a_structure.md)."""
 
 from __future__ import annotations
@@ -247,6 +248,42 @@ def test_fast_and_reference_paths_agree(name, shape):
     torch.testing.assert_close(fast[1], reference[1], rtol=1e-4, atol=1e-5)
     for n in reference[2]:
         torch.testing.assert_close(fast[2][n], reference[2][n], rtol=1e-4, atol=1e-4, msg=lambda m: f"{n}: {m}")
+
+
+def relative_errors(got, want) -> list[float]:
+    """Normwise relative error of each of (output, input gradient, parameter gradients...) against want's."""
+    pairs = [(got[0], want[0]), (got[1], want[1])] + [(got[2][n], want[2][n]) for n in want[2]]
+    return [float((g.float() - w).norm() / max(float(w.norm()), 1e-30)) for g, w in pairs]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("name", NAMES)
+def test_bf16_fast_paths_are_as_accurate_as_autocast(name, shape):
+    """Under CPU bf16 autocast the fused Functions (forced on, GEMMs in fp32 on bf16-rounded operands or in bf16)
+    and plain ops under autocast: output and gradients each within 2x (+1%) of plain autocast's error against the
+    fp32 plain-ops path, forward and backward; the output is bf16 before any bias."""
+    d_in, d_out = shape
+    layer = build(name, d_in, d_out, bias=False)
+    with torch.no_grad():
+        for n, p in non_factors(layer).items():
+            p.normal_()
+    x = torch.randn(2, 9, d_in)
+
+    def run(policy, bf16):
+        layer.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        with use_policy(policy), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = layer(xi)
+        out.float().square().sum().backward()
+        return out.detach(), xi.grad, {n: p.grad.clone() for n, p in layer.named_parameters()}
+
+    plain = PathPolicy(fused=False, native=False)
+    want, autocast = run(plain, False), run(plain, True)
+    for bf16_gemm in (False, True):
+        fast = run(PathPolicy(fused_min_elements=0, bf16_gemm=bf16_gemm), True)
+        assert fast[0].dtype == torch.bfloat16 and all(g.dtype == torch.float32 for g in fast[2].values())
+        for i, (err, bound) in enumerate(zip(relative_errors(fast, want), relative_errors(autocast, want))):
+            assert err <= 2 * bound + 0.01, f"bf16_gemm={bf16_gemm}, term {i}: {err:.4f} vs autocast's {bound:.4f}"
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")

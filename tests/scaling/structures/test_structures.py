@@ -187,7 +187,7 @@ AUTOCAST_CASES = CASES + [
 def test_trains_under_bf16_autocast_on_the_cpu(cfg, d_in, d_out):
     """train.precision=bf16 on the CPU: a bf16 input (what the previous autocast op returns) and fp32 factors
     give the fp32 output to bf16 accuracy, and gradients reach every factor (with the fused Functions on for
-    calls this small, so that autocast alone must route around them)."""
+    calls this small: they take bf16 autocast too)."""
     layer = build(cfg, d_in, d_out)
     x = torch.randn(7, d_in)
     with use_policy(PathPolicy(fused_min_elements=0)):
