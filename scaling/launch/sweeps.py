@@ -189,6 +189,8 @@ def check_grid_size(sweep: DictConfig, max_runs: int) -> None:
     seconds, so a typo'd grid would expand for minutes)."""
     spec = OmegaConf.to_container(sweep, resolve=True)
     name = check_name(spec.get("name"))
+    if set(spec) == {"name"}:  # a grid known by its manifest alone (status.with_manifest_sweeps): nothing to expand
+        return
     check_sweep_spec(name, spec, ())
     count = count_runs(name, spec)
     if count > max_runs:
