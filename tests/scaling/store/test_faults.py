@@ -33,6 +33,7 @@ from scaling.cli.train import main as train_main
 from scaling.launch.sweeps import expand
 from scaling.store.lease import TORN_STALE_S
 from scaling.store.paths import RunPaths
+from scaling.train.steps import eval_steps
 from scaling.config.compose import compose_run_config
 from scaling.store.results import (
     append_jsonl, atomic_write_bytes, atomic_write_json, read_summary, run_dir, run_id,
@@ -40,6 +41,13 @@ from scaling.store.results import (
 from sweep_fixtures import TINY_BASE, tiny_sweep
 
 REPORT_ARGS = ["--replicates", "10", "--workers", "1"]
+# the tiny sweep as the shipped sweeps run: a constant LR (every evaluation is a valid read) and 8 evaluations
+SWEEP = tiny_sweep(base=[*TINY_BASE, "train.schedule=constant", "train.eval_points=8"])
+E, A, ALPHA, B, BETA = 1.8, 40.0, 0.3, 8.0, 0.3  # the stored runs' law: L(N, D) = E + A / N^alpha + B / D^beta
+
+
+def law_loss(n_eff: float, tokens: float) -> float:
+    return E + A / n_eff ** ALPHA + B / tokens ** BETA
 
 
 def dead_pid() -> int:
@@ -119,29 +127,34 @@ TRAINS = {"summary deleted", "killed after taking its lease", "torn lease"}  # t
 
 @pytest.fixture(scope="module")
 def sweep_file(tmp_path_factory) -> Path:
-    """The tiny sweep (4 runs of a GPT-2 that trains in seconds) as a sweep file."""
+    """The tiny sweep (4 runs of a GPT-2 that trains in seconds, at a constant LR) as a sweep file."""
     path = tmp_path_factory.mktemp("sweep") / "tiny.yaml"
-    path.write_text(yaml.safe_dump(tiny_sweep()))
+    path.write_text(yaml.safe_dump(SWEEP))
     return path
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, sweep_file):
-    """A results root holding the tiny sweep's 4 runs, recorded as completed (without training them)."""
+    """A results root holding the tiny sweep's 4 runs, recorded as completed (without training them): each run's
+    curve, at the trainer's evaluation steps, follows the law L(N_eff, tokens), so that each label's two widths
+    give a loss frontier to fit (with one run of a label left out, the other label's still fits)."""
     root = tmp_path_factory.mktemp("store") / "results"
-    runs = expand(OmegaConf.create(tiny_sweep()), [f"results_root={root}"]).runs
-    for i, r in enumerate(runs):
+    runs = expand(OmegaConf.create(SWEEP), [f"results_root={root}"]).runs
+    for r in runs:
         p, rdir = r.plan, run_dir(root, r.plan.run_id)
         rdir.mkdir(parents=True)
         atomic_write_bytes(rdir / "config.yaml", OmegaConf.to_yaml(r.cfg).encode())
-        loss = 5.5 - 0.1 * i
-        append_jsonl(rdir / "metrics.jsonl", [{"kind": "eval", "step": p.steps, "tokens": float(p.units),
-                                               "flops": p.train_flops, "val_loss": loss, "wall_s": 1.0}])
+        n_eff = p.train_flops_per_unit / 6
+        curve = [{"kind": "eval", "step": s, "tokens": float(s * p.units_per_step),
+                  "flops": float(s * p.units_per_step * p.train_flops_per_unit),
+                  "val_loss": law_loss(n_eff, s * p.units_per_step), "wall_s": 0.1 * s}
+                 for s in eval_steps(p.steps, r.cfg.train.eval_points) if s > 0]  # the law has no value at 0 tokens
+        append_jsonl(rdir / "metrics.jsonl", curve)
         atomic_write_json(rdir / "summary.json", {
             "run_id": p.run_id, "status": "completed", "sweep": "tiny", "label": r.label.split()[0],
             "family": p.family, "structure": p.structure, "width": p.width, "params": p.params,
             "train_flops_per_token": p.train_flops_per_unit, "tokens": p.units, "flops": p.train_flops,
-            "final_val_loss": loss, "steps": p.steps})
+            "final_val_loss": curve[-1]["val_loss"], "steps": p.steps, "schedule": r.cfg.train.schedule})
     return {"root": root, "sweep_file": sweep_file, "runs": runs}
 
 
