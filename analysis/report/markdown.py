@@ -19,7 +19,7 @@ from analysis.fit.inputs import CONFIG_COLS, HPARAM_COLS, frontier_curves, seed_
 from analysis.fit.isoflop import DEFAULT_BUDGET_TOLERANCE, assign_budgets
 from analysis.io.load import RunTable
 from analysis.fit.lr_transfer import CLEAR_SLOPE, lr_curves, transfer_comparison
-from analysis.report.build import DENSE, ExperimentResult, Report, StructureResult
+from analysis.report.build import DENSE, ExperimentResult, Report, StructureResult, exponent_fits
 
 EXCLUDED_SHOWN = 30
 
@@ -64,6 +64,15 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + [""]
 
 
+def taxonomy_rows(structures: dict[str, StructureResult]) -> pd.DataFrame:
+    """The taxonomy plot's points: the labels whose exponent enters the trends (build.exponent_fits), no others."""
+    return pd.DataFrame([{"label": s.label, "omega": s.omega, "psi": s.psi, "nu": s.nu,
+                          "alpha": s.frontier.params["alpha"].value, "lo": s.frontier.params["alpha"].lo,
+                          "hi": s.frontier.params["alpha"].hi}
+                         for s in exponent_fits(structures).values() if s.omega is not None],
+                        columns=["label", "omega", "psi", "nu", "alpha", "lo", "hi"])
+
+
 def plot_jobs(exp: ExperimentResult, table: RunTable, plot_dir: Path) -> list[tuple[str, tuple]]:
     """(figure name, (plot function, *arguments)) for every figure this experiment's results support."""
     runs = table.runs[table.runs["experiment"] == exp.name]
@@ -100,10 +109,7 @@ def plot_jobs(exp: ExperimentResult, table: RunTable, plot_dir: Path) -> list[tu
                                         having("isoflop", "weak"), unit)))
         jobs.append(("N*(C)", (plots.optimal_size, iso, title, Path(f"{stem}_nstar"))))
     if exp.trends:
-        rows = pd.DataFrame([{"label": s.label, "omega": s.omega, "psi": s.psi, "nu": s.nu,
-                              "alpha": s.frontier.params["alpha"].value, "lo": s.frontier.params["alpha"].lo,
-                              "hi": s.frontier.params["alpha"].hi}
-                             for s in structures.values() if s.omega is not None and s.frontier is not None])
+        rows = taxonomy_rows(structures)
         jobs.append(("Einsum taxonomy", (plots.taxonomy, rows, title, Path(f"{stem}_taxonomy"))))
     if len(exp.lr_sweeps):
         jobs.append(("LR sweeps", (plots.lr_sweeps, lr_curves(runs), exp.lr_sweeps, title,
@@ -328,11 +334,37 @@ def _best_final_table(exp: ExperimentResult, runs: pd.DataFrame) -> list[str]:
                         "1 sd of that mean", "isoFLOP L*"], rows)]
 
 
+# Where the papers measured the claims a family's experiments test (docs/results.md, shared/reference/structures.md)
+PAPER_SCALE = {
+    "gpt2": "the papers' GPT-2 results sit at about 1e17-1e20 training FLOPs (CBS) and 1e16-1e19 (Einsum search)",
+    "mlp": "CBS's MLP result (CIFAR-10/100, 500 epochs, every layer but the last structured) implies BTT about 4x "
+           "more compute-efficient at 1e5-1e6 multiply-adds per example",
+    "vit": "CBS's ViT result is ImageNet ViT-S/32 (BTT matches dense with 3.8x less compute)",
+}
+
+
+def scale_note(family: str | None, runs: pd.DataFrame) -> str:
+    """This experiment's compute beside the papers' for its family, and what 'not reproduced' can mean here."""
+    flops = runs["flops"].to_numpy(float) if "flops" in runs else np.array([])
+    lo, hi = (f"{flops.min():.2g}", f"{flops.max():.2g}") if flops.size else ("", "")
+    here = "These runs" if not flops.size else \
+        f"These runs train with {lo}-{hi} FLOPs" if lo != hi else f"These runs train with {lo} FLOPs each"
+    n_eff = runs["n_eff"].to_numpy(float) if "n_eff" in runs else np.array([])
+    if n_eff.size:
+        here += f" at {n_eff.min():.2g}-{n_eff.max():.2g} effective parameters"
+    paper = PAPER_SCALE.get(str(family))
+    if paper is None:
+        return f"Scale: {here}."
+    return (f"Scale: {here}; {paper}. A result \"not reproduced\" here says the effect is absent at this scale, "
+            "not that it is absent at the papers'.")
+
+
 def _experiment_markdown(exp: ExperimentResult, runs: pd.DataFrame, figures: dict[str, Path], out: Path,
                          level: float) -> list[str]:
     structures = exp.structures
     lines = [f"## `{exp.title}`", "", f"{sum(s.runs for s in structures.values())} runs, {len(structures)} labels. "
-             f"Intervals are {level:.0%} bootstrap percentile intervals.", ""]
+             f"Intervals are {level:.0%} bootstrap percentile intervals.", "",
+             scale_note(runs["family"].iloc[0] if len(runs) else None, runs), ""]
     lines += _md_table(["label", "structure", "runs", "params (raw)", "N_eff"],
                        [[s.label, s.structure, s.runs, f"{s.params_range[0]:.3g}–{s.params_range[1]:.3g}",
                          f"{s.n_eff_range[0]:.3g}–{s.n_eff_range[1]:.3g}"] for s in structures.values()])
