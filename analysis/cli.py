@@ -43,8 +43,17 @@ FLAGS = {"max_factor": "--max-interval-factor", "names": "--sweep", "paths": "--
          "results_root": "--results"}
 
 
+# argparse reads only -1 and -2.5 as negative numbers (values), so `--at-flops -1e20` would be an unknown option.
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$|^-inf(inity)?$", re.IGNORECASE)
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse with a usage error as one `error:` line (exit status 2), like the analysis's own errors."""
+    """argparse with a usage error as one `error:` line (exit status 2), like the analysis's own errors; a
+    negative number in any notation (-1e20, -inf) is a value, refused by its flag's range."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message}; see {self.prog} --help\n")
@@ -129,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     nxt = sub.add_parser("plan-next", help="write the next round of a sweep: sizes centred on each label's "
                          "predicted N*(C) at new FLOP budgets")
     nxt.add_argument("--sweep", required=True, metavar="NAME", help="the first round (its results and sweep file)")
-    nxt.add_argument("--budgets", required=True, type=POSITIVE, nargs="+", metavar="C", help="new FLOP budgets")
+    nxt.add_argument("--budgets", required=True, type=float, nargs="+", metavar="C",
+                     help="new FLOP budgets (analysis.plan_next.check_budgets names a bad one)")
     nxt.add_argument("--results", default="results", help="results root holding runs/ and sweeps/ (default results)")
     nxt.add_argument("--out", help="the new sweep file (default sweeps/NAME_next.yaml); its stem names the sweep")
     nxt.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -419,7 +429,10 @@ def flag_message(err: AnalysisError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, or a usage error already printed as one line: its exit status
+        return int(done.code or 0)
     log_to_console()
     try:
         print(COMMANDS[args.command](args))

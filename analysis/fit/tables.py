@@ -39,7 +39,8 @@ def read_table(csv: str | Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(p)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise AnalysisError(f"csv={p}: not a readable CSV ({err})", "csv") from err
+        reason = " ".join(str(err).split())  # pandas ends some messages with a newline: keep the error one line
+        raise AnalysisError(f"csv={p}: not a readable CSV ({reason})", "csv") from err
     if df.empty:
         raise AnalysisError(f"csv={p}: the file has a header but no rows", "csv")
     return df

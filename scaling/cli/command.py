@@ -75,10 +75,11 @@ def reject_hydra_run_settings(args: Sequence[str]) -> None:
     for arg in args:
         key = arg.lstrip("+~").split("=", 1)[0]
         if key.startswith(HYDRA_RUN_SETTINGS):
+            group = next(g for g in HYDRA_RUN_SETTINGS if key.startswith(g))
             raise CommandLineError(
-                f"{key} is not used: runs are launched by scaling.launch; use cluster=slurm (or cluster=local, "
-                "cluster=debug) and cluster.* settings, and -m on scaling.train for a grid; results go to "
-                "results_root (docs/configuration.md: For Hydra users)")
+                f"{arg}: {group} is not used, as runs are launched by scaling.launch; use cluster=slurm (or "
+                "cluster=local, cluster=debug) and cluster.* settings, and -m on scaling.train for a grid; results go "
+                "to results_root (docs/configuration.md: For Hydra users)")
 
 
 def wants_info(args: Sequence[str]) -> bool:

@@ -65,7 +65,16 @@ COUNT = at_least(1, "an integer >= 1")
 NON_NEGATIVE_INT = at_least(0, "an integer >= 0")
 
 
+def _shown(value: Any) -> str:
+    """A value as a user types it: a large float in exponent form where that is exact (1e9 -> 1e+09, not
+    1000000000.0); others as Python writes them (1.0, 0.001, 123456789.0)."""
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if "e" in short and float(short) == value else repr(value)
+    return str(value)
+
+
 def out_of_range(key: str, value: Any, want: str, default: Any = None) -> str:
     """The one-line message for `key=value` outside its range, with the default as a value that works."""
     hint = f" (the default is {key}={default})" if default is not None else ""
-    return f"{key}={value} is out of range: it must be {want}{hint}"
+    return f"{key}={_shown(value)} is out of range: it must be {want}{hint}"

@@ -109,7 +109,7 @@ def test_bad_flags_name_the_flag(tmp_path, capsys):
     assert main(base + ["--lr-col", "learning_rate"]) == 2
     assert "--lr-col 'learning_rate': no such column" in capsys.readouterr().err
     assert main(base + ["--loss-noise", "-1"]) == 2
-    assert "--loss-noise -1.0: must be a positive loss std" in capsys.readouterr().err
+    assert "--loss-noise: -1 is out of range: give a positive finite number" in capsys.readouterr().err
     assert main(base + ["--group-col", "kind"]) == 2
     assert "--group-col 'kind': no such column" in capsys.readouterr().err
 
