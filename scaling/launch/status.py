@@ -78,7 +78,8 @@ def compose_status_config(args: Sequence[str]):
 
 
 def sweep_runs(cfg) -> tuple[str, tuple[ManifestRun, ...]]:
-    """A sweep's runs: from the manifest the launcher wrote, else by expanding the sweep file (ids and FLOPs)."""
+    """A sweep's runs: from the manifest the launcher wrote, else by expanding the sweep file (ids, FLOPs and the
+    estimated seconds of shapes whose throughput is known)."""
     results_root = str(Path(cfg.results_root).resolve())
     name = check_name(cfg.sweep.get("name"))
     path = Manifest.path(results_root, name)
@@ -96,12 +97,6 @@ def sweep_runs(cfg) -> tuple[str, tuple[ManifestRun, ...]]:
     seconds = estimate_seconds(expansion.runs, results_root, measure=False)
     return name, tuple(ManifestRun(r.plan.run_id, flops=r.plan.train_flops, seconds=seconds.get(r.plan.run_id))
                        for r in expansion.runs)
-
-
-def sweep_run_flops(cfg) -> tuple[str, dict[str, float | None]]:
-    """Each run's training FLOPs by run id (None from a manifest written before they were recorded)."""
-    name, runs = sweep_runs(cfg)
-    return name, {r.run_id: r.flops for r in runs}
 
 
 def count_states(results_root: str, run_ids: Sequence[str]) -> Counter:

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from analysis.io.load import sweep_manifests
-from scaling.launch.status import sweep_run_flops
+from scaling.launch.status import sweep_runs
 from scaling.launch.submit import decide, manifest_record
 from scaling.launch.sweeps import expand
 from scaling.store.manifest import Manifest, ManifestError, ManifestRun
@@ -85,8 +85,8 @@ def test_the_readers_report_a_bad_manifest_and_carry_on(tmp_path, capsys):
     path = Manifest.path(tmp_path, "tiny")
     path.parent.mkdir()
     path.write_text("[]")
-    name, flops = sweep_run_flops(cfg)  # status: the sweep file's runs instead
-    assert name == "tiny" and len(flops) == 4 and all(f > 0 for f in flops.values())
+    name, runs = sweep_runs(cfg)  # status: the sweep file's runs instead
+    assert name == "tiny" and len(runs) == 4 and all(r.flops > 0 for r in runs)
     assert sweep_manifests(tmp_path) == {}  # the analysis: left out
     err = capsys.readouterr().err
     assert err.count(f"{path}: not a readable sweep manifest (a JSON list, not an object)") == 2
@@ -97,5 +97,5 @@ def test_the_readers_report_a_bad_manifest_and_carry_on(tmp_path, capsys):
     assert first.jobs == () and first.overrides == ("train.seed=1",) and len(first.runs) == 4
     dataclasses.replace(first, jobs=("5",)).write(tmp_path)
     assert manifest_record(str(tmp_path), "tiny", decisions, [SimpleNamespace(job_id=7)], []).jobs == ("5", "7")
-    assert sweep_run_flops(cfg) == ("tiny", {r.run_id: r.flops for r in first.runs})
+    assert sweep_runs(cfg) == ("tiny", first.runs)
     assert sweep_manifests(tmp_path) == {"tiny": {r.run_id: r.label.split()[0] for r in first.runs}}
