@@ -23,7 +23,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from scaling.config.compose import CONF_DIR, SweepPathError, run_overrides
+from scaling.config.compose import CONF_DIR, SweepPathError, run_overrides, with_config_dirs
 from scaling.config.validate import SettingError, describe_error
 from scaling.launch.cancel import LaunchInterrupted
 from scaling.process import log_to_console
@@ -95,7 +95,8 @@ def show_info(command: Command, args: Sequence[str]) -> int:
     """Run Hydra's handler for the informational flag in `args` over this command's config; return the exit code."""
     parser = get_args_parser()
     parser.prog = f"python -m {command.name}"
-    parsed, _ = parser.parse_known_args(list(args))  # a command's own flags (describe --json) pass; --version exits
+    # a command's own flags (describe --json) pass; overrides after a flag are kept; --version exits
+    parsed, _ = parser.parse_known_intermixed_args(list(args))
     overrides = command.prepare(list(parsed.overrides))
     ConfigStore.instance().store(group="hydra/help", name=command.name, node=command.help_node())
     hydra_overrides = [*overrides, f"hydra/help={command.name}", f"hydra.job.name={command.name}"]
@@ -127,8 +128,8 @@ def run_command(command: Command, args: Sequence[str], run: Callable[[list[str]]
     The library's log records are shown as it prints them; bad input, and a results root that cannot be written
     (read-only, immutable, full), end with one `error: ...` line and exit code 2."""
     log_to_console()
-    args = list(args)
     try:
+        args = with_config_dirs(args)  # --config-dir DIR: a hydra.searchpath override every compose takes
         reject_hydra_run_settings(args)
         if wants_multirun(args):
             if multirun is None:

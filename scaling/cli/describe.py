@@ -188,7 +188,7 @@ def describe_command(argv: Sequence[str]) -> int:
     parser = _Parser(prog="python -m scaling.describe", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=gpt2 structure=btt model.width=256")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides before and after --json
     cfg = compose_run_config(args.overrides)
     try:
         check_run_config_values(cfg)  # the checks `train` makes first (the model's settings; not its budget)

@@ -10,7 +10,7 @@ import sys
 from scaling.cli.command import Command, CommandLineError, run_command
 from scaling.launch.cancel import cancel_jobs, launched_jobs, wait_for_local_jobs
 from scaling.launch.status import (STATUS_FLAGS, compose_status_config, log_status, status_overrides,
-                                   sweep_run_flops, wait_for_jobs, wait_for_runs)
+                                   sweep_runs, wait_for_jobs, wait_for_runs)
 from scaling.launch.sweeps import SweepError
 from scaling.store.results import checked_root
 from scaling.store.states import RunState
@@ -44,11 +44,11 @@ def status_command(args: list[str]) -> int:
     try:
         cfg = compose_status_config(args)
         results_root = str(checked_root(cfg.results_root, write=False))
-        name, flops = sweep_run_flops(cfg)
+        name, runs = sweep_runs(cfg)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    run_ids = list(flops)
+    run_ids = [r.run_id for r in runs]
     if cancel:
         launches = launched_jobs(results_root, name)
         lines = cancel_jobs(launches)
@@ -59,7 +59,8 @@ def status_command(args: list[str]) -> int:
             print("stopped" if stopped else f"still stopping after {CANCEL_WAIT_S:.0f} s; check again with "
                   f"python -m scaling.status +sweep={name} results_root={results_root}")
     if wait:
-        wait_for_jobs([], results_root, run_ids, desc=name, flops=flops)
+        wait_for_jobs([], results_root, run_ids, desc=name, flops={r.run_id: r.flops for r in runs},
+                      seconds={r.run_id: r.seconds for r in runs})
     states = log_status(results_root, name, run_ids)
     failed = states.get(RunState.FAILED) or states.get(RunState.CORRUPT)
     return 1 if failed or (wait and states.get(RunState.INTERRUPTED)) else 0

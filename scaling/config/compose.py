@@ -12,12 +12,13 @@ from typing import Any, Mapping, Sequence, TypeVar
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from scaling.config.schema import RunConfig
-from scaling.config.validate import check_bool_overrides, integral_overrides
+from scaling.config.validate import SettingError, check_bool_overrides, integral_overrides
 
 T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -35,10 +36,83 @@ def resource_dir(package: str, checkout_dir: str) -> Path:
 CONF_DIR = resource_dir("scaling.conf", "conf")
 SWEEPS_DIR = resource_dir("scaling.sweep_files", "sweeps")
 SWEEP_FILE_SUFFIXES = (".yaml", ".yml")
+CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
+SEARCHPATH = "hydra.searchpath"
 
 
 class SweepPathError(ValueError):
     """A sweep folder or file given on the command line that does not exist or cannot be read."""
+
+
+class ConfigDirError(SettingError):
+    """A config folder given with --config-dir or hydra.searchpath that does not exist or is not a list of folders."""
+
+
+def with_config_dirs(args: Sequence[str]) -> list[str]:
+    """`args` with Hydra's `--config-dir DIR` (`-cd DIR`, `--config-dir=DIR`) and any `hydra.searchpath=[...]` made
+    into one `hydra.searchpath=['file:///abs/DIR', ...]` override, each folder absolute and checked to exist. Every
+    compose of a command then finds DIR/model/NAME.yaml, DIR/structure/NAME.yaml, ... (after conf/'s own, as Hydra
+    orders them), each run of a sweep too (split_run_overrides gives it to the runs), and DIR/sweep/NAME.yaml is a
+    sweep (sweep_dir_args)."""
+    entries, rest, given = [], [], False
+    args = iter(args)
+    for arg in args:
+        flag, eq, value = arg.partition("=")
+        if flag in CONFIG_DIR_FLAGS:
+            value = value if eq else next(args, "")
+            if not value or value.startswith("-"):
+                raise ConfigDirError(f"{flag} needs a folder: {flag} DIR (a folder of model/, structure/, sweep/ "
+                                     "config files)")
+            entries.append(("--config-dir", value))
+        elif flag.lstrip("+") == SEARCHPATH:
+            given = True
+            entries += [(SEARCHPATH, v) for v in _searchpath_value(arg)]
+        else:
+            rest.append(arg)
+    if not entries:
+        return ([f"{SEARCHPATH}=[]"] if given else []) + rest
+    paths = [_checked_entry(source, value) for source, value in entries]
+    quoted = ",".join("'" + p.replace("'", "\\'") + "'" for p in paths)
+    return [f"{SEARCHPATH}=[{quoted}]", *rest]
+
+
+def _searchpath_value(arg: str) -> list[str]:
+    """The folders of a `hydra.searchpath=[...]` override."""
+    value = OverridesParser.create().parse_override(arg.lstrip("+")).value()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigDirError(f"{arg}: {SEARCHPATH} takes a list of folders, e.g. {SEARCHPATH}=[file:///path/to/conf]")
+    return value
+
+
+def _checked_entry(source: str, value: str) -> str:
+    """A search path entry with its folder made absolute (`file://` is the default scheme), or ConfigDirError."""
+    scheme, sep, rest = value.partition("://")
+    if sep and scheme != "file":
+        return value  # pkg://module: Hydra checks it
+    folder = Path(rest if sep else value).expanduser().resolve()
+    if not folder.is_dir():
+        raise ConfigDirError(f"{source} {folder}: no such folder; give a folder that holds your config groups "
+                             "(model/NAME.yaml, structure/NAME.yaml, sweep/NAME.yaml)")
+    return f"file://{folder}"
+
+
+def config_dirs(args: Sequence[str]) -> list[Path]:
+    """The folders of the `hydra.searchpath` override in `args` (as with_config_dirs writes it)."""
+    folders = []
+    for arg in args:
+        if arg.partition("=")[0].lstrip("+") == SEARCHPATH:
+            for entry in _searchpath_value(arg):
+                scheme, sep, rest = entry.partition("://")
+                if not sep or scheme == "file":
+                    folders.append(Path(rest if sep else entry))
+    return folders
+
+
+def sweep_dir_args(args: Sequence[str]) -> list[str]:
+    """The extra folders `+sweep=NAME` looks in: each config folder's `sweep/` (first: Hydra reads a sweep there
+    itself), then `sweep_dir=PATH`s."""
+    in_config_dirs = [str(d / "sweep") for d in config_dirs(args) if (d / "sweep").is_dir()]
+    return [*in_config_dirs, *(a.split("=", 1)[1] for a in args if a.startswith("sweep_dir="))]
 
 
 # Settings that are alternatives to each other: the one the overrides set last wins, and the other is cleared
@@ -171,10 +245,15 @@ def register_sweep(spec: Mapping[str, Any], option: str) -> str:
 
 
 def register_sweep_group(args: Sequence[str]) -> list[str]:
-    """Register every sweep file of `sweep_dirs` in the group `sweep` and return `args` with `sweep_dir=PATH`
-    consumed and `+sweep=path/to/file.yaml` turned into `+sweep=<its stem>` (that file registered)."""
-    extra_dirs = [a.split("=", 1)[1] for a in args if a.startswith("sweep_dir=")]
-    for name, path in sweep_files(extra_dirs).items():
+    """Register every sweep file of `sweep_dirs` in the group `sweep` (but those of a config folder's sweep/, which
+    Hydra reads itself: registered too, Hydra would warn) and return `args` with `sweep_dir=PATH` consumed and
+    `+sweep=path/to/file.yaml` turned into `+sweep=<its stem>` (that file registered)."""
+    files = sweep_files(sweep_dir_args(args))
+    hydra_reads = {(d / "sweep").resolve() for d in config_dirs(args)}
+    for name, path in files.items():
+        if path.parent in hydra_reads:
+            ConfigStore.instance().repo.get("sweep", {}).pop(f"{name}.yaml", None)  # registered by an earlier call
+            continue
         try:
             register_sweep(read_sweep_yaml(path), name)
         except Exception:  # a file that does not parse fails only its own sweep (launch.sweeps.check_sweep_file)
@@ -185,6 +264,13 @@ def register_sweep_group(args: Sequence[str]) -> list[str]:
             continue
         key, _, value = arg.partition("=")
         if key.lstrip("+") == "sweep" and is_sweep_path(value):
-            arg = register_sweep(load_sweep_file(value), Path(value).stem)
+            stem, found = Path(value).stem, files.get(Path(value).stem)
+            if found is not None and found.parent in hydra_reads:
+                if found != Path(value).resolve():
+                    raise SweepPathError(f"+sweep={value}: the config folder's {found} has the same name, and Hydra "
+                                         "reads that one; rename one of the two files")
+                arg = f"+sweep={stem}"
+            else:
+                arg = register_sweep(load_sweep_file(value), stem)
         rest.append(arg)
     return rest

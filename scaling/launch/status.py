@@ -22,11 +22,12 @@ from scaling.store.results import read_summary, run_dir, runs_dir
 from scaling.store.states import STOPPED_STATES, RunState
 from scaling.train.progress import run_weights, work_done
 from scaling.store.files import RunFileError
-from scaling.config.compose import is_sweep_path, register_sweep, sweep_files
+from scaling.config.compose import is_sweep_path, register_sweep, sweep_dir_args, sweep_files
 from scaling.launch.sweeps import (
     SweepError, check_name, compose_launch_config, expand, register_sweeps, runs_on_cuda, split_run_overrides,
     sweep_names,
 )
+from scaling.launch.throughput import STARTUP_S, estimate_seconds
 logger = logging.getLogger(__name__)
 STATUS_FLAGS = ("wait=", "cancel=")  # the status command's own options
 
@@ -63,7 +64,7 @@ def with_manifest_sweeps(args: Sequence[str]) -> list[str]:
     """`args` with `+sweep=NAME` usable where NAME has no sweep file (a `-m` grid's `sweep_name`, or its
     `multirun_<hash>`): NAME is registered as a sweep of that name alone, whose runs sweep_runs reads from the
     manifest `<results_root>/sweeps/NAME.json`."""
-    extra_dirs = [a.split("=", 1)[1] for a in args if a.startswith("sweep_dir=")]
+    extra_dirs = sweep_dir_args(args)
     for arg in args:
         key, _, value = arg.lstrip("+").partition("=")
         if key == "sweep" and value and not is_sweep_path(value) and value not in sweep_files(extra_dirs):
@@ -77,7 +78,8 @@ def compose_status_config(args: Sequence[str]):
 
 
 def sweep_runs(cfg) -> tuple[str, tuple[ManifestRun, ...]]:
-    """A sweep's runs: from the manifest the launcher wrote, else by expanding the sweep file (ids and FLOPs)."""
+    """A sweep's runs: from the manifest the launcher wrote, else by expanding the sweep file (ids, FLOPs and the
+    estimated seconds of shapes whose throughput is known)."""
     results_root = str(Path(cfg.results_root).resolve())
     name = check_name(cfg.sweep.get("name"))
     path = Manifest.path(results_root, name)
@@ -92,13 +94,9 @@ def sweep_runs(cfg) -> tuple[str, tuple[ManifestRun, ...]]:
         raise SweepError(f"+sweep={name}: no sweep file of that name ({', '.join(sweep_names())}) and no manifest "
                          f"{path}; give a sweep name, or a -m grid's sweep_name with the results_root it ran with")
     expansion = expand(cfg.sweep, [*cfg.overrides, f"results_root={results_root}"], runs_on_cuda(cfg.cluster))
-    return name, tuple(ManifestRun(r.plan.run_id, flops=r.plan.train_flops) for r in expansion.runs)
-
-
-def sweep_run_flops(cfg) -> tuple[str, dict[str, float | None]]:
-    """Each run's training FLOPs by run id (None from a manifest written before they were recorded)."""
-    name, runs = sweep_runs(cfg)
-    return name, {r.run_id: r.flops for r in runs}
+    seconds = estimate_seconds(expansion.runs, results_root, measure=False)
+    return name, tuple(ManifestRun(r.plan.run_id, flops=r.plan.train_flops, seconds=seconds.get(r.plan.run_id))
+                       for r in expansion.runs)
 
 
 def count_states(results_root: str, run_ids: Sequence[str]) -> Counter:
@@ -106,13 +104,16 @@ def count_states(results_root: str, run_ids: Sequence[str]) -> Counter:
 
 
 def wait_for_jobs(jobs: Sequence[submitit.Job], results_root: str, run_ids: Sequence[str],
-                  desc: str = "sweep", flops: Mapping[str, float] | None = None) -> None:
+                  desc: str = "sweep", flops: Mapping[str, float | None] | None = None,
+                  seconds: Mapping[str, float | None] | None = None) -> None:
     """Block with a progress bar until the jobs end (or, with no jobs, every run has finished); job failures are
-    reported, not raised: the run directories say which runs failed. Given each run's training FLOPs, the bar
-    and its ETA count FLOPs done (scaling.train.progress), else finished runs."""
+    reported, not raised: the run directories say which runs failed. The bar counts each run's estimated seconds
+    (else its training FLOPs, else finished runs: scaling.train.progress.run_weights)."""
     pending = list(jobs)
-    weights, unit = run_weights(run_ids, flops)
-    with tqdm(total=sum(weights.values()), desc=desc, unit=unit, unit_scale=unit == "FLOP") as bar:
+    weights, unit = run_weights(run_ids, flops, seconds)
+    startup = STARTUP_S if unit == "s" else 0.0
+    run_states = {rid: run_state(results_root, rid) for rid in run_ids}
+    with sweep_bar(desc, weights, unit, work_done(results_root, run_states, weights, flops, startup)) as bar:
         while True:
             if pending and all(isinstance(j, submitit.DebugJob) for j in pending):
                 for job in pending:  # debug jobs run in this process when their result is asked for
@@ -123,12 +124,20 @@ def wait_for_jobs(jobs: Sequence[submitit.Job], results_root: str, run_ids: Sequ
                 pending.remove(job)
             run_states = {rid: run_state(results_root, rid) for rid in run_ids}
             states = Counter(run_states.values())
-            bar.update(work_done(results_root, run_states, weights, partial=unit == "FLOP") - bar.n)
+            bar.update(work_done(results_root, run_states, weights, flops, startup) - bar.n)
             bar.set_postfix(dict(states))
             stopped = sum(states[s] for s in STOPPED_STATES)
             if (jobs and not pending) or (not jobs and stopped >= len(run_ids)):
                 return
             time.sleep(2.0)
+
+
+def sweep_bar(desc: str, weights: Mapping[str, float], unit: str, done: float) -> tqdm:
+    """A sweep's progress bar, opened at the work already `done` (a resumed sweep's finished runs): that is where it
+    starts, not progress, so its rate and ETA count only the work done since it opened (smoothing=0: the average
+    over that time, steadier than tqdm's moving average of a bar that moves in jumps)."""
+    return tqdm(total=sum(weights.values()), initial=done, desc=desc, smoothing=0,
+                unit="compute-s" if unit == "s" else unit, unit_scale=unit != "run")
 
 
 def wait_for_runs(results_root: str, run_ids: Sequence[str], timeout_s: float) -> bool:

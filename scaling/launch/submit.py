@@ -151,14 +151,16 @@ def submit(runs: list[PlannedRun], cluster: DictConfig, folder: Path) -> list[su
 
 
 def manifest_record(results_root: str, name: str, decisions: list[Decision], jobs: list[submitit.Job],
-                    overrides: Sequence[str]) -> Manifest:
-    """The manifest of a sweep after this launch: its runs (with training FLOPs, which weight progress bars)
-    and every job submitted for it so far (an unreadable earlier manifest is replaced whole)."""
+                    overrides: Sequence[str], seconds: Mapping[str, float] | None = None) -> Manifest:
+    """The manifest of a sweep after this launch: its runs (with training FLOPs and, where known, estimated
+    seconds, which weight progress bars) and every job submitted for it so far (an unreadable earlier manifest is
+    replaced whole)."""
     try:
         previous = Manifest.read(Manifest.path(results_root, name))
     except ManifestError:
         previous = None
-    runs = tuple(ManifestRun(d.run.plan.run_id, d.run.label, d.run.plan.train_flops) for d in decisions)
+    runs = tuple(ManifestRun(d.run.plan.run_id, d.run.label, d.run.plan.train_flops,
+                             seconds=(seconds or {}).get(d.run.plan.run_id)) for d in decisions)
     jobs_so_far = (previous.jobs if previous else ()) + tuple(str(j.job_id) for j in jobs)
     return Manifest(name, runs, tuple(overrides), jobs_so_far, time.time())
 
@@ -195,10 +197,13 @@ def launch_result(cfg: DictConfig) -> LaunchResult:
         return LaunchResult(expansion.name, results_root, decisions, [])
     stamp = time.strftime("%Y%m%d-%H%M%S")
     folder = Path(results_root) / "submitit" / expansion.name / f"{stamp}-{os.getpid()}" / "%j"
+    # the progress bars' weights: known throughputs only (a dry run measured and cached them), nothing measured here
+    seconds = estimate_seconds([d.run for d in decisions], results_root, measure=False)
     jobs = submit(todo, cfg.cluster, folder)
     if cfg.cluster.kind != "debug":  # debug jobs run in this process: nothing outlives it
         record_jobs(folder.parent, cfg.cluster.kind, [str(j.job_id) for j in jobs])
-    manifest = manifest_record(results_root, expansion.name, decisions, jobs, cfg.overrides).write(results_root)
+    manifest = manifest_record(results_root, expansion.name, decisions, jobs, cfg.overrides, seconds
+                               ).write(results_root)
     logger.info(f"submitted {len(todo)} runs in {len(jobs)} {cfg.cluster.kind} job(s): "
                 f"{', '.join(str(j.job_id) for j in jobs)}; manifest {manifest}; job logs in {folder.parent}")
     if cfg.cluster.wait:
@@ -206,7 +211,7 @@ def launch_result(cfg: DictConfig) -> LaunchResult:
         try:
             with terminate_as_interrupt():
                 wait_for_jobs(jobs, results_root, run_ids, desc=expansion.name,
-                              flops={d.run.plan.run_id: d.run.plan.train_flops for d in decisions})
+                              flops={d.run.plan.run_id: d.run.plan.train_flops for d in decisions}, seconds=seconds)
         except KeyboardInterrupt as err:
             raise LaunchInterrupted(interrupted_launch(expansion.name, results_root, folder.parent, run_ids,
                                                        by_ctrl_c=not err.args), by_ctrl_c=not err.args) from None

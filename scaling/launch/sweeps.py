@@ -35,13 +35,14 @@ from typing import Any, Sequence
 
 import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from scaling.train.budget_evals import attach_eval_budgets
 from scaling.config.schema import LaunchConfig
 from scaling.config.labels import default_label
 from scaling.config.compose import (
-    SweepPathError, compose_conf, compose_run_config, is_sweep_path, read_sweep_yaml, register_sweep_group, sweep_files,
+    SEARCHPATH, SweepPathError, compose_conf, compose_run_config, is_sweep_path, read_sweep_yaml, register_sweep_group,
+    sweep_dir_args, sweep_files, with_config_dirs,
 )
 from scaling.train.fork import fork_step
 from scaling.train.plan import ConfigError, RunPlan, plan_run
@@ -113,18 +114,23 @@ def check_sweep_file(name: str, extra_dirs: Sequence[str] = ()) -> None:
     if isinstance(node, Exception):
         raise SweepError(str(node))
     same = [p.name for p, other in files.items() if p != path and isinstance(other, DictConfig)
-            and other.get("name") == node.get("name")]
+            and (other.get("name") or p.stem) == (node.get("name") or path.stem)]
     if same:
-        raise SweepError(f"{path.name} and {', '.join(same)} all declare name: {node.get('name')}; sweep names key "
-                         "their manifests (results/sweeps/<name>.json), so give each file its own name")
+        raise SweepError(f"{path.name} and {', '.join(same)} all declare name: {node.get('name') or path.stem} (a "
+                         "file with no name: its stem); sweep names key their manifests (results/sweeps/<name>.json), "
+                         "so give each file its own name")
 
 
 def split_run_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
     """Arguments that address a run section (`train.seed=1`, `model=vit`) apply to every run of the sweep;
-    the rest configure the launch (`cluster=slurm`, `dry_run=true`)."""
+    the rest configure the launch (`cluster=slurm`, `dry_run=true`); `hydra.searchpath` (--config-dir) both."""
     launch_args, run_args = [], []
     for arg in args:
         key, _, value = arg.lstrip("+~").partition("=")
+        if key == SEARCHPATH:
+            launch_args.append(arg)
+            run_args.append(arg)
+            continue
         if key == "overrides" and value.startswith("[") and value.endswith("]"):
             run_args.extend(list_items(value[1:-1]))  # conf/launch.yaml's `'overrides=[train.seed=1]'` form
             continue
@@ -156,7 +162,8 @@ def list_items(text: str) -> list[str]:
 def compose_launch_config(args: Sequence[str]) -> DictConfig:
     """conf/launch.yaml with `+sweep=NAME`, launch options (cluster=slurm, dry_run=true, ...) and run overrides
     for every run (train.seed=1, ...), which are appended to `overrides`."""
-    extra_dirs = [a.split("=", 1)[1] for a in args if a.startswith("sweep_dir=")]
+    args = with_config_dirs(args)  # from Python: each folder made absolute and checked, as on the command line
+    extra_dirs = sweep_dir_args(args)
     for arg in args:
         key, _, value = arg.lstrip("+~").partition("=")
         if key == "sweep" and not is_sweep_path(value):
@@ -168,6 +175,9 @@ def compose_launch_config(args: Sequence[str]) -> DictConfig:
         cfg.overrides = [*cfg.overrides, *run_args]
         if cfg.get("sweep") is None:
             raise SweepError(f"no sweep given: pass +sweep=NAME with NAME one of {sweep_names()}")
+        if isinstance(cfg.sweep, DictConfig) and cfg.sweep.get("name") is None:  # a file with no name: its stem
+            with open_dict(cfg.sweep):
+                cfg.sweep.name = next(a.partition("=")[2] for a in reversed(launch_args) if _override_key(a) == "sweep")
         check_launch_config(cfg, torch.cuda.device_count())
     except SettingError as err:
         raise SweepError(str(err)) from None

@@ -1,9 +1,9 @@
 """A sweep's manifest, `<results_root>/sweeps/<name>.json`: the launcher writes it, scaling.status and the analysis
 read it.
 
-It lists the sweep's runs (id, description, training FLOPs), the run overrides of its launch command line and every
-job submitted for it. Manifests of older launchers lack `flops`, `overrides`, `jobs` or `updated`, and some give each
-run its `variant`; all of them load.
+It lists the sweep's runs (id, description, training FLOPs, estimated seconds where known), the run overrides of
+its launch command line and every job submitted for it. Manifests of older launchers lack `flops`, `seconds`,
+`overrides`, `jobs` or `updated`, and some give each run its `variant`; all of them load.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class ManifestRun:
     label: str | None = None  # the planned run's description: its variant, then its axis values and budget
     flops: float | None = None  # training FLOPs (they weight progress bars); None in older manifests
     variant: str | None = None  # the sweep variant, in some older manifests only (else the label's first word)
+    seconds: float | None = None  # estimated wall seconds (scaling.launch.throughput), where the launcher knew them
 
     @property
     def variant_name(self) -> str | None:
@@ -41,7 +42,8 @@ class ManifestRun:
 
     def to_json(self) -> dict[str, Any]:
         entry = {"run_id": self.run_id, "label": self.label, "flops": self.flops}
-        return entry | ({"variant": self.variant} if self.variant is not None else {})
+        return entry | ({"variant": self.variant} if self.variant is not None else {}) | (
+            {"seconds": self.seconds} if self.seconds is not None else {})
 
 
 @dataclass(frozen=True)
@@ -91,10 +93,11 @@ class Manifest:
             raise ManifestError(path, "`runs` is not a list of objects with a string run_id")
         entries = []
         for r in runs:
-            label, flops, variant = r.get("label"), r.get("flops"), r.get("variant")
-            if not (_optional(label, str) and _optional(variant, str) and _optional(flops, int, float)):
-                raise ManifestError(path, f"run {r['run_id']}: label, variant or flops of the wrong type")
-            entries.append(ManifestRun(r["run_id"], label, flops, variant))
+            label, flops, variant, seconds = r.get("label"), r.get("flops"), r.get("variant"), r.get("seconds")
+            if not (_optional(label, str) and _optional(variant, str) and _optional(flops, int, float)
+                    and _optional(seconds, int, float)):
+                raise ManifestError(path, f"run {r['run_id']}: label, variant, flops or seconds of the wrong type")
+            entries.append(ManifestRun(r["run_id"], label, flops, variant, seconds))
         name, updated = obj.get("name") or path.stem, obj.get("updated")
         overrides, jobs = obj.get("overrides", []), obj.get("jobs", [])
         if not (isinstance(name, str) and _optional(updated, int, float) and _strings(overrides) and _strings(jobs)):

@@ -1,10 +1,10 @@
-"""What a person watching a sweep sees: a line per log step in each job's log, and a launcher bar weighted by FLOPs.
+"""What a person watching a sweep sees: a line per log step in each job's log, and a launcher bar weighted by time.
 
 A run reports each log step as one INFO log line, `[btt_r4 d64 s0] step ...` (run_tag; on stdout: the job's log
 `<results_root>/submitit/<sweep>/<launch>/<job_id>/<job_id>_0_log.out`, scaling.process.log_to_console) and,
-every few seconds, in `progress.json` in its run directory; the launcher's bar adds up the training FLOPs done over
-the sweep's total, so its ETA follows compute rather than the count of runs (runs of one sweep differ in cost by
-orders of magnitude).
+every few seconds, in `progress.json` in its run directory; the launcher's bar adds up each run's estimated seconds
+(else its training FLOPs) done over the sweep's total, so its ETA follows the time the runs take rather than their
+count (runs of one sweep differ in cost by orders of magnitude, and in FLOPs per second several-fold).
 """
 
 from __future__ import annotations
@@ -57,23 +57,36 @@ class RunProgress:
             self.last_write = now
 
 
-def work_done(results_root: str, states: Mapping[str, RunState], weights: Mapping[str, float], partial: bool) -> float:
-    """Weight of the work a sweep has done: ended runs (DONE_STATES) in full and, with `partial` (weights are
-    training FLOPs), started ones (STARTED_STATES) as far as their progress.json says they got."""
+def work_done(results_root: str, states: Mapping[str, RunState], weights: Mapping[str, float],
+              flops: Mapping[str, float | None] | None = None, startup: float = 0.0) -> float:
+    """Weight of the work a sweep has done: ended runs (DONE_STATES) in full and, where a run's training FLOPs are
+    known, started ones (STARTED_STATES) by the share of them their progress.json says they got, after the first
+    `startup` of their weight (the start-up an estimate of seconds includes), done once they report at all."""
     total = 0.0
     for rid, state in states.items():
         if state in DONE_STATES:
             total += weights[rid]
-        elif partial and state in STARTED_STATES:
-            report = read_json(RunPaths(run_dir(results_root, rid)).progress) or {}
-            total += min(float(report.get("flops", 0.0)), weights[rid])
+        elif state in STARTED_STATES and flops and flops.get(rid):
+            report = read_json(RunPaths(run_dir(results_root, rid)).progress)
+            if report is not None:
+                head = min(startup, weights[rid])
+                total += head + (weights[rid] - head) * min(float(report.get("flops", 0.0)) / flops[rid], 1.0)
     return total
 
 
-def run_weights(run_ids: Sequence[str], flops: Mapping[str, float] | None) -> tuple[dict[str, float], str]:
-    """Each run's weight in a progress bar and the bar's unit: training FLOPs where every run's are known (the
-    manifest has them), else 1 run each."""
-    known = flops or {}
-    if run_ids and all(known.get(rid) for rid in run_ids):
-        return {rid: float(known[rid]) for rid in run_ids}, "FLOP"
+def run_weights(run_ids: Sequence[str], flops: Mapping[str, float | None] | None,
+                seconds: Mapping[str, float | None] | None = None) -> tuple[dict[str, float], str]:
+    """Each run's weight in a progress bar and the bar's unit. Estimated wall seconds (scaling.launch.throughput)
+    where some run has one, the others at those runs' median seconds per FLOP: the runs of one sweep differ in
+    FLOPs per second several-fold (a narrow model does fewer per second), so with FLOPs as weights the ETA runs too
+    high while slow runs go and too low after; else training FLOPs where every run's are known (the manifest has
+    them); else 1 run each."""
+    known_flops = {rid: float(f) for rid in run_ids if (f := (flops or {}).get(rid))}
+    known_s = {rid: float(s) for rid in run_ids if (s := (seconds or {}).get(rid))}
+    per_flop = sorted(known_s[rid] / known_flops[rid] for rid in known_s if rid in known_flops)
+    if known_s and all(rid in known_s or (rid in known_flops and per_flop) for rid in run_ids):
+        median = per_flop[len(per_flop) // 2] if per_flop else 0.0
+        return {rid: known_s.get(rid) or known_flops[rid] * median for rid in run_ids}, "s"
+    if run_ids and len(known_flops) == len(run_ids):
+        return known_flops, "FLOP"
     return {rid: 1.0 for rid in run_ids}, "run"

@@ -10,14 +10,14 @@ from types import SimpleNamespace
 import pytest
 
 from analysis.io.load import sweep_manifests
-from scaling.launch.status import sweep_run_flops
+from scaling.launch.status import sweep_runs
 from scaling.launch.submit import decide, manifest_record
 from scaling.launch.sweeps import expand
 from scaling.store.manifest import Manifest, ManifestError, ManifestRun
 from scaling.store.results import atomic_write_json
 from sweep_fixtures import launch_cfg, tiny_sweep
 
-RUNS = (ManifestRun("0123456789abcdef", "btt_r4 model.width=64 flops=1e+13", 1e13),
+RUNS = (ManifestRun("0123456789abcdef", "btt_r4 model.width=64 flops=1e+13", 1e13, seconds=95.5),
         ManifestRun("fedcba9876543210", "dense model.width=64 flops=1e+13", 2e13))
 
 
@@ -28,7 +28,8 @@ def test_path_write_and_read_round_trip(tmp_path):
     assert Manifest.paths(tmp_path) == [path]
     assert json.loads(path.read_text()) == {
         "name": "tiny", "overrides": ["train.seed=1"], "updated": 1700000000.5, "jobs": ["123_0", "123_1"],
-        "runs": [{"run_id": "0123456789abcdef", "label": "btt_r4 model.width=64 flops=1e+13", "flops": 1e13},
+        "runs": [{"run_id": "0123456789abcdef", "label": "btt_r4 model.width=64 flops=1e+13", "flops": 1e13,
+                  "seconds": 95.5},
                  {"run_id": "fedcba9876543210", "label": "dense model.width=64 flops=1e+13", "flops": 2e13}]}
     assert Manifest.read(path) == manifest
     assert not list(path.parent.glob(".*.tmp"))  # written through a temp file, renamed over
@@ -46,7 +47,7 @@ def test_older_manifests_load(tmp_path):
     manifest = Manifest.read(path)
     assert manifest.name == "old" and manifest.overrides == () and manifest.jobs == () and manifest.updated is None
     assert [r.variant_name for r in manifest.runs] == ["btt_r4", "dense", None]
-    assert [r.flops for r in manifest.runs] == [None, None, None]
+    assert [(r.flops, r.seconds) for r in manifest.runs] == [(None, None)] * 3
     assert manifest.to_json()["runs"][1] == {"run_id": "fedcba9876543210", "label": "x", "flops": None,
                                              "variant": "dense"}
 
@@ -58,9 +59,11 @@ BAD = {
     "no runs": (b'{"name": "x"}', "`runs` is not a list of objects with a string run_id"),
     "a run without an id": (b'{"runs": [{"label": "a"}]}', "`runs` is not a list of objects with a string run_id"),
     "a number as label": (b'{"runs": [{"run_id": "a", "label": 3}]}',
-                          "run a: label, variant or flops of the wrong type"),
+                          "run a: label, variant, flops or seconds of the wrong type"),
     "a string as flops": (b'{"runs": [{"run_id": "a", "flops": "1e13"}]}',
-                          "run a: label, variant or flops of the wrong type"),
+                          "run a: label, variant, flops or seconds of the wrong type"),
+    "a string as seconds": (b'{"runs": [{"run_id": "a", "seconds": "9"}]}',
+                            "run a: label, variant, flops or seconds of the wrong type"),
     "jobs not strings": (b'{"runs": [], "jobs": [1]}', "name, overrides, jobs or updated of the wrong type"),
     "overrides a string": (b'{"runs": [], "overrides": "a=1"}', "name, overrides, jobs or updated of the wrong type"),
 }
@@ -82,8 +85,8 @@ def test_the_readers_report_a_bad_manifest_and_carry_on(tmp_path, capsys):
     path = Manifest.path(tmp_path, "tiny")
     path.parent.mkdir()
     path.write_text("[]")
-    name, flops = sweep_run_flops(cfg)  # status: the sweep file's runs instead
-    assert name == "tiny" and len(flops) == 4 and all(f > 0 for f in flops.values())
+    name, runs = sweep_runs(cfg)  # status: the sweep file's runs instead
+    assert name == "tiny" and len(runs) == 4 and all(r.flops > 0 for r in runs)
     assert sweep_manifests(tmp_path) == {}  # the analysis: left out
     err = capsys.readouterr().err
     assert err.count(f"{path}: not a readable sweep manifest (a JSON list, not an object)") == 2
@@ -94,5 +97,5 @@ def test_the_readers_report_a_bad_manifest_and_carry_on(tmp_path, capsys):
     assert first.jobs == () and first.overrides == ("train.seed=1",) and len(first.runs) == 4
     dataclasses.replace(first, jobs=("5",)).write(tmp_path)
     assert manifest_record(str(tmp_path), "tiny", decisions, [SimpleNamespace(job_id=7)], []).jobs == ("5", "7")
-    assert sweep_run_flops(cfg) == ("tiny", {r.run_id: r.flops for r in first.runs})
+    assert sweep_runs(cfg) == ("tiny", first.runs)
     assert sweep_manifests(tmp_path) == {"tiny": {r.run_id: r.label.split()[0] for r in first.runs}}

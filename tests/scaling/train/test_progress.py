@@ -1,6 +1,9 @@
-"""Progress reports: the per-step log line, progress.json, FLOP-weighted sweep progress, readable durations."""
+"""Progress reports: the per-step log line, progress.json, time-weighted sweep progress and its ETA, readable
+durations."""
 
 from __future__ import annotations
+
+import pytest
 
 from scaling.train.progress import RunProgress, format_duration, run_tag, run_weights, work_done
 from scaling.store.results import atomic_write_json, read_json, run_dir
@@ -40,7 +43,45 @@ def test_sweep_progress_counts_flops_done(tmp_path):
     assert unit == "FLOP" and weights == flops
     atomic_write_json(run_dir(root, big) / "progress.json", {"step": 10, "flops": 3e9})
     states = {small: "completed", big: "running", later: "pending"}
-    assert work_done(root, states, weights, partial=True) == 4e9  # 1e9 done + a third of the big run
+    assert work_done(root, states, weights, flops) == 4e9  # 1e9 done + a third of the big run
     # a manifest from before FLOPs were recorded: count finished runs
     weights, unit = run_weights(list(flops), {small: None})
-    assert unit == "run" and work_done(root, states, weights, partial=False) == 1.0
+    assert unit == "run" and work_done(root, states, weights) == 1.0
+
+
+def test_estimated_seconds_weight_runs_and_fill_in_the_unknown_at_the_median_rate(tmp_path):
+    a, b, c, d = (str(i) * 16 for i in range(4))
+    flops = {a: 1e9, b: 1e9, c: 2e9, d: 4e9}
+    weights, unit = run_weights(list(flops), flops, {a: 300.0, b: 60.0, c: 100.0})
+    # seconds per FLOP of a, b, c: 3e-7, 6e-8, 5e-8; d gets their median, 6e-8
+    assert unit == "s" and weights == pytest.approx({a: 300.0, b: 60.0, c: 100.0, d: 240.0}, rel=1e-12)
+    atomic_write_json(run_dir(str(tmp_path), c) / "progress.json", {"flops": 5e8})
+    states = {a: "completed", b: "diverged", c: "running", d: "pending"}
+    assert work_done(str(tmp_path), states, weights, flops) == pytest.approx(300 + 60 + 100 / 4)
+    # with the estimate's start-up (5 s) done once the run reports: 5 + a quarter of the other 95
+    assert work_done(str(tmp_path), states, weights, flops, startup=5.0) == pytest.approx(300 + 60 + 5 + 95 / 4)
+    states[d] = "running"  # started, but no progress.json yet: nothing of it is done
+    assert work_done(str(tmp_path), states, weights, flops, startup=5.0) == pytest.approx(300 + 60 + 5 + 95 / 4)
+    # a run with neither its seconds nor its FLOPs: FLOPs can't be completed either, so runs are counted
+    assert run_weights([a, d], {a: 1e9}, {a: 300.0})[1] == "run"
+    assert run_weights([a, b], flops, {})[1] == "FLOP"
+
+
+def eta(weights: dict, done: dict, elapsed: float) -> float:
+    """What the sweep bar's ETA is (tqdm, smoothing=0): the time per unit of work so far, times the work left."""
+    work = sum(weights[rid] for rid in done)
+    return elapsed * (sum(weights.values()) - work) / work
+
+
+def test_seconds_make_the_eta_right_whichever_runs_go_first():
+    # the quickstart's width-8 and width-48 dense runs: the same FLOPs (3.2e11), 308 s and 57 s on 2 CPU cores
+    narrow, wide = "0" * 16, "1" * 16
+    flops = {narrow: 3.2e11, wide: 3.2e11}
+    by_flops = run_weights(list(flops), flops)[0]
+    by_time = run_weights(list(flops), flops, {narrow: 308.0, wide: 57.0})[0]
+    # the narrow run first, one job: 57 s are left when it ends
+    assert eta(by_time, {narrow}, elapsed=308) == 57
+    assert eta(by_flops, {narrow}, elapsed=308) == 308  # 5.4x too high
+    # the wide (cheap) run first: 308 s are left
+    assert eta(by_time, {wide}, elapsed=57) == 308
+    assert eta(by_flops, {wide}, elapsed=57) == 57  # 5.4x too low
