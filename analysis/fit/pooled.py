@@ -358,16 +358,17 @@ def fit_pooled(reads: pd.DataFrame, reference: str | None = None, reference_flop
     # with 2 budgets a label's E, A_l, alpha_l are not all determined: its per-label numbers get no interval
     thin = [lab for lab in labels if budgets[lab] < MIN_BUDGETS_PER_LABEL]
     out = {}
-    for i, name in enumerate(labels):
-        own = ok1 & (name not in thin)
-        out[name] = PooledLabel(
-            name, int(runs_per_label[name]),
-            replace(bias_corrected_interval(float(np.exp(logk_pt[i])), np.exp(logk_bs[:, i]), level),
-                    dropped=float(1 - ok0.mean())),
-            replace(bias_corrected_interval(float(np.exp(alt_pt[i])),
-                                            np.exp(b_alt_mult[own & (reference not in thin), i]), level),
-                    dropped=float(1 - ok1.mean())),
-            bias_corrected_interval(float(alpha_alt_pt[i]), b_alpha_alt[own, i], level))
+    with np.errstate(over="ignore"):  # a replicate that never reaches dense's loss has multiplier inf: no warning
+        for i, name in enumerate(labels):
+            own = ok1 & (name not in thin)
+            out[name] = PooledLabel(
+                name, int(runs_per_label[name]),
+                replace(bias_corrected_interval(float(np.exp(logk_pt[i])), np.exp(logk_bs[:, i]), level),
+                        dropped=float(1 - ok0.mean())),
+                replace(bias_corrected_interval(float(np.exp(alt_pt[i])),
+                                                np.exp(b_alt_mult[own & (reference not in thin), i]), level),
+                        dropped=float(1 - ok1.mean())),
+                bias_corrected_interval(float(alpha_alt_pt[i]), b_alpha_alt[own, i], level))
     failed = {"shared": int((~ok0).sum()), "per-label": int((~ok1).sum()), "null per-label": int((~ok1n).sum())}
     notes = [f"{v} of {replicates} {k} bootstrap replicates did not converge and were dropped"
              for k, v in failed.items() if v]
