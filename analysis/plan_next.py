@@ -162,7 +162,8 @@ def targets(n_star: Interval, sizes: int) -> tuple[np.ndarray, bool]:
 
 
 class WidthPlanner:
-    """Valid widths of one variant and their effective sizes N_eff = training FLOPs per token / 6 (plan_run)."""
+    """Valid widths of one variant and their effective sizes N_eff = training FLOPs per token / 6 (plan_run);
+    `known` (width -> N_eff of runs so far) seeds the width guess, else two planned widths do."""
 
     def __init__(self, label: str, overrides: list[str], step: int, known: dict[int, float]):
         self.label, self.step = label, step
@@ -171,6 +172,11 @@ class WidthPlanner:
         except Exception as err:  # Hydra names the bad key or value
             raise AnalysisError(f"label {label}: its first-round overrides do not compose: {err}") from None
         self.plans: dict[int, RunPlan | None] = {}
+        if not known:  # no runs yet: the slope of N_eff over width from two planned widths
+            known = {w: p.train_flops_per_unit / 6 for w in (4 * step, 16 * step) if (p := self.plan(w)) is not None}
+        if not known:
+            raise AnalysisError(f"label {label}: neither {WIDTH}={4 * step} nor {16 * step} can be planned; "
+                                "check its overrides with `python -m scaling.describe`")
         widths, n = np.log(list(known)), np.log(list(known.values()))
         # N_eff ~ c width^p from the first round (p = 2 through a single width)
         self.p, self.c = np.polyfit(widths, n, 1) if len(set(widths)) > 1 else (2.0, n[0] - 2 * widths[0])
