@@ -163,7 +163,7 @@ class Driver:
         """Launch round i for `labels` and return their pooled multipliers vs dense over every round so far."""
         self.launch(self.round_sweep(i, stage, labels))
         names = [round_name(self.spec, j) for j in range(i + 1)]
-        tables = load_sweeps(self.root, names, rounds=True)
+        tables = load_sweeps(self.root, names, rounds=len(names) > 1)  # later rounds: one table of all
         self.report = analyse(tables, self.root, replicates=self.spec.replicates, workers=self.workers)
         pooled = self.report.experiments[0].pooled
         if pooled is None:
