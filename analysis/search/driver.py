@@ -67,7 +67,8 @@ def round_name(spec: SearchSpec, i: int) -> str:
 class Driver:
     """Plans, launches and measures the rounds of one search under `results_root`."""
 
-    def __init__(self, spec: SearchSpec, results_root: str, launch_args: Sequence[str] = (), workers: int | None = None):
+    def __init__(self, spec: SearchSpec, results_root: str, launch_args: Sequence[str] = (),
+                 workers: int | None = None):
         self.spec, self.root, self.launch_args, self.workers = spec, str(results_root), list(launch_args), workers
         self.planners: dict[str, WidthPlanner] = {}
         self.lrs: dict[str, LRChoice] = {}

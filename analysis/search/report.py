@@ -75,7 +75,7 @@ def verdict(run: SearchRun) -> list[str]:
 def markdown(run: SearchRun) -> str:
     spec, trace = run.spec, run.trace
     last, pooled = _last_measured(run), final_multipliers(run)
-    out = [f"# Structure search: {spec.name}", "", spec.description.strip(), "",
+    out = [f"# Structure search: {spec.name}", "", *([spec.description.strip(), ""] if spec.description else []),
            f"Budget C = {spec.budget:.3g} training FLOPs; allowance {spec.allowance:.3g}; results in "
            f"`{run.results_root}` (sweeps {', '.join(run.sweeps)}).", "", "## Verdict", "", *verdict(run), "",
            "## Compute", "",
@@ -84,14 +84,16 @@ def markdown(run: SearchRun) -> str:
            f"every round's budget and sizes): {run.spent / spec.full_grid():.0%}.", "",
            "| round | C | candidates | advanced | dropped for the allowance |", "|---|---|---|---|---|"]
     for rec in trace.rounds:
-        out.append(f"| {rec.index + 1} | {rec.flops:.3g} | {len(rec.candidates)} | "
-                   f"{', '.join(rec.advanced) or '-'} | {', '.join(trace.unaffordable.get(rec.index + 1, [])) or '-'} |")
+        dropped = ", ".join(trace.unaffordable.get(rec.index + 1, [])) or "-"
+        out.append(f"| {rec.index + 1} | {rec.flops:.3g} | {len(rec.candidates)} | {', '.join(rec.advanced) or '-'} | "
+                   f"{dropped} |")
     out += ["", "## Candidates", "",
             "Multiplier: compute dense needs for the candidate's loss over the candidate's compute (pooled fit, "
             f"{spec.replicates} bootstrap replicates, 95% interval); larger is better. `last round` is the "
             "candidate's own latest round; `final fit` reads every candidate at the last round's budget from the "
             "last pooled fit (extrapolated for those dropped earlier).", "",
-            "| candidate | (omega, psi, nu) | LR | rounds | last round | final fit | sizes |", "|---|---|---|---|---|---|---|"]
+            "| candidate | (omega, psi, nu) | LR | rounds | last round | final fit | sizes |",
+            "|---|---|---|---|---|---|---|"]
     order = sorted(spec.candidates, key=lambda c: -(pooled[c.label].value if c.label in pooled else -math.inf))
     for c in order:
         rounds = [rec.index + 1 for rec in trace.rounds if c.label in rec.candidates]
@@ -109,8 +111,9 @@ def markdown(run: SearchRun) -> str:
                 "|---|" + "---|" * (len(spec.lr_values) + 1)]
         for lab, ch in checked.items():
             edge = ch.lr is not None and ch.lr in (min(spec.lr_values), max(spec.lr_values))
+            chosen = f"{ch.lr if ch.lr is not None else 'none'}{' (at the edge of the range)' if edge else ''}"
             out.append(f"| {lab} | " + " | ".join(f"{ch.losses.get(v, float('nan')):.4g}" for v in spec.lr_values)
-                       + f" | {ch.lr if ch.lr is not None else 'none'}{' (at the edge of the range)' if edge else ''} |")
+                       + f" | {chosen} |")
     if any(c.coords is not None for c in spec.candidates):
         out += ["", "![multiplier over omega, psi, nu](plots/taxonomy.png)"]
     out += ["",
