@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from analysis.fit.bootstrap import Interval
+from analysis.plan_next import WidthPlanner, targets
 from analysis.search.cli import main
 from analysis.search.spec import SearchError, load_search, parse, search_files
 
@@ -113,3 +115,13 @@ def test_a_tiny_search_runs_end_to_end_and_resumes_without_training_twice(tmp_pa
     assert _finished(root) == trained
     again = json.loads((out / "search.json").read_text())
     assert again["winners"] == first["winners"] and again["rounds"] == first["rounds"]
+
+
+def test_a_candidate_with_no_runs_is_sized_by_its_flop_formulas():
+    """plan_next's WidthPlanner seeds its width guess from the first widths that plan when there are no runs."""
+    planner = WidthPlanner("low_rank_half", [*TINY["base"], "structure=einsum", "structure.theta=[1,0,0,0,1,0,0.5]"],
+                           8, {})
+    n_star = 1.29e4  # sqrt(2e9 / (6 * 2)), the first round's guess in the tiny search
+    widths, n_eff = planner.choose(targets(Interval(n_star, n_star, n_star), 3)[0], 2e9)
+    assert widths == [16, 32, 64]
+    assert n_eff[0] <= n_star / 2 and n_eff[-1] >= n_star * 2
