@@ -1,7 +1,8 @@
 """Packages, the config data they ship, and the optional compiled GEMM of the structured layers.
 
-conf/ and sweeps/ stay top-level folders of the repository and install as the data packages `scaling.conf` and
-`scaling.sweep_files` (folders of YAML, no Python), which scaling.config.compose finds with importlib; an editable
+conf/, sweeps/ and searches/ stay top-level folders of the repository and install as the data packages `scaling.conf`,
+`scaling.sweep_files` and `analysis.search_files` (folders of YAML, no Python), which scaling.config.compose and
+analysis.search.spec find with importlib; an editable
 install maps them back onto the checkout's folders. Everything else is configured in pyproject.toml.
 
 The GEMM (scaling/structures/fastpath/csrc/offset_gemm.c) The extension is plain C (no Python API, loaded with ctypes by
@@ -22,7 +23,8 @@ def data_packages(package: str, folder: str) -> dict[str, str]:
     return {".".join([package, *d.relative_to(root).parts]): d.as_posix() for d in folders}
 
 
-DATA_PACKAGES = data_packages("scaling.conf", "conf") | data_packages("scaling.sweep_files", "sweeps")
+DATA_PACKAGES = (data_packages("scaling.conf", "conf") | data_packages("scaling.sweep_files", "sweeps")
+                 | data_packages("analysis.search_files", "searches"))
 
 extensions = []
 if platform.machine().lower() in {"x86_64", "amd64"}:

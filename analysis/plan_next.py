@@ -38,6 +38,7 @@ MIN_SIDE = 2.0  # sizes reach at least N*/2 and 2 N*, so a minimum near N* lands
 MAX_SIDE = 8.0  # ... and at most N*/8 and 8 N*, however wide a weak fit's interval is
 WIDTH_STEP = 8  # candidate widths are multiples of this; plan_run keeps those the model and structure accept
 _MAX_WIDTH = 1 << 16
+_FIRST_WIDTHS = 64  # a variant with no runs is sized from the first widths that plan among step .. 64 step
 _GROW = 1.5  # widen the searched width window by this factor until valid widths bracket the targets
 
 
@@ -162,7 +163,8 @@ def targets(n_star: Interval, sizes: int) -> tuple[np.ndarray, bool]:
 
 
 class WidthPlanner:
-    """Valid widths of one variant and their effective sizes N_eff = training FLOPs per token / 6 (plan_run)."""
+    """Valid widths of one variant and their effective sizes N_eff = training FLOPs per token / 6 (plan_run);
+    `known` (width -> N_eff of runs so far) seeds the width guess, else two planned widths do."""
 
     def __init__(self, label: str, overrides: list[str], step: int, known: dict[int, float]):
         self.label, self.step = label, step
@@ -171,6 +173,14 @@ class WidthPlanner:
         except Exception as err:  # Hydra names the bad key or value
             raise AnalysisError(f"label {label}: its first-round overrides do not compose: {err}") from None
         self.plans: dict[int, RunPlan | None] = {}
+        if not known:  # no runs yet: the slope of N_eff over width from the first two widths that plan
+            known = {}
+            for w in range(step, _FIRST_WIDTHS * step + 1, step):
+                if len(known) < 2 and (p := self.plan(w)) is not None:
+                    known[w] = p.train_flops_per_unit / 6
+        if not known:
+            raise AnalysisError(f"label {label}: no {WIDTH} from {step} to {_FIRST_WIDTHS * step} can be planned; "
+                                "check its overrides with `python -m scaling.describe`")
         widths, n = np.log(list(known)), np.log(list(known.values()))
         # N_eff ~ c width^p from the first round (p = 2 through a single width)
         self.p, self.c = np.polyfit(widths, n, 1) if len(set(widths)) > 1 else (2.0, n[0] - 2 * widths[0])
