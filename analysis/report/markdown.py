@@ -431,13 +431,14 @@ def _experiment_markdown(exp: ExperimentResult, runs: pd.DataFrame, figures: dic
     if len(exp.lr_sweeps):
         lines += ["### Learning-rate transfer", ""]
         rows = []
-        for r in exp.lr_drift.itertuples():
-            sw = exp.lr_sweeps[(exp.lr_sweeps["label"] == r.label)
-                               & (exp.lr_sweeps["parametrization"] == r.parametrization)].sort_values("width")
+        drift = {(r.label, r.parametrization): r for r in exp.lr_drift.itertuples()}
+        for (label, param), sw in exp.lr_sweeps.groupby(["label", "parametrization"], sort=False):
+            sw = sw.sort_values("width")
             per_width = ", ".join(f"{w:g}: {lr:.3g}{'*' if e else ''}" for w, lr, e in
                                   zip(sw["width"], sw["lr_star"], sw["at_edge"]))
-            rows.append([r.label, r.parametrization, per_width, f"{r.factor_per_doubling:.3g}x",
-                         f"{r.lr_star_max / r.lr_star_min:.3g}x"])
+            r = drift.get((label, param))  # none for a label swept at one width (an LR check)
+            rows.append([label, param, per_width, "–" if r is None else f"{r.factor_per_doubling:.3g}x",
+                         "–" if r is None else f"{r.lr_star_max / r.lr_star_min:.3g}x"])
         lines += _md_table(["label", "parametrization", "lr* per width (* = sweep edge)",
                             "lr* change per width doubling", "lr* max/min"], rows)
         transfer = transfer_lines(exp)

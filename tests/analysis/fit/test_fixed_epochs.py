@@ -94,6 +94,7 @@ def test_report_reads_the_training_loss_and_refits_from_its_exports(tmp_path):
     write_report(report, out, workers=1)
     text = (out / "report.md").read_text()
     assert "Fixed-epoch protocol" in text and "Loss: final training loss" in text
+    assert "| btt | structure_aware | 800: " in text  # the LR check at one width per label
     assert (out / "plots" / "fixed_mlp_fashion_mnist_fixed_epochs.png").is_file()
     fits = json.loads((out / "fits.json").read_text())
     assert fits["metric"] == "train_loss" and fits["experiments"][0]["pooled"]["protocol"] == "fixed_epochs"
