@@ -23,10 +23,11 @@ from analysis.fit.diagnostics import DEFAULT_MAX_FACTOR
 from analysis.errors import AnalysisError
 from analysis.io.exports import plain, read_exports
 from analysis.io.load import load_coordchecks, load_sweeps
+from analysis.io.metric import METRICS
 from analysis.io.wandb_source import load_wandb
 from analysis.plan_next import check_budgets, check_out, first_round, plan_next, summary, sweep_text
 from analysis.report import docs_tables, plots, to_wandb
-from analysis.report.build import analyse
+from analysis.report.build import PROTOCOLS, analyse
 from analysis.report.markdown import verdict_text
 from analysis.report.write import write_report
 from scaling.config.compose import SWEEPS_DIR
@@ -133,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="isoFLOP: minimum over lr per (budget, size) from an Akima fit in log lr")
     rep.add_argument("--loss-noise", type=POSITIVE, metavar="SIGMA",
                      help="absolute loss noise std for every bootstrap (default: measured from repeated seeds)")
+    rep.add_argument("--metric", choices=METRICS, default="val_loss",
+                     help="the loss every fit reads: val_loss (default) or train_loss (each run's mean training "
+                          "loss over its last 5%%)")
+    rep.add_argument("--protocol", choices=PROTOCOLS, default="auto",
+                     help="budgets: isoFLOP reads at every budget; fixed_epochs: every width trained the same "
+                          "epochs, each run one point of its label's loss-vs-FLOPs curve (CBS's MLP comparison); "
+                          "auto (default): fixed_epochs where every run trained one budget with a decaying LR")
     _common(rep)
 
     nxt = sub.add_parser("plan-next", help="write the next round of a sweep: sizes centred on each label's "
@@ -358,7 +366,7 @@ def _report(args: argparse.Namespace) -> str:
     checks = load_coordchecks(args.coordcheck)
     report = analyse(tables, source, args.replicates, args.seed, args.level, workers=args.workers,
                      coordchecks=checks, max_factor=args.max_interval_factor, interpolate_lr=args.interpolate_lr,
-                     loss_noise=args.loss_noise)
+                     loss_noise=args.loss_noise, metric=args.metric, protocol=args.protocol)
     path = write_report(report, args.out, workers=args.workers)
     notes = [f"{name or 'runs'}: {t.exclusion_note()}" for name, t in tables.items()]
     if args.to_wandb:

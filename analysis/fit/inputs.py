@@ -4,7 +4,8 @@ A config is everything but the seed and the hyperparameters: (label, width, dept
 fit reads every run's curve at every budget (analysis.fit.budgets) and keeps, per (budget, N_eff), the best
 hyperparameter setting (lr, parametrization, batch size), averaging only over seeds (analysis.fit.hparams). The
 parametric fit takes each config's best setting's final losses. Seed noise is measured over runs that share a
-config and a setting.
+config and a setting. Under the fixed-epoch protocol (every width trained the same epochs, CBS's MLP comparison)
+each run at its label's sweep LR is one point of its label's loss-vs-compute curve.
 """
 
 from __future__ import annotations
@@ -105,3 +106,31 @@ def pooled_reads(table: RunTable, runs: pd.DataFrame,
                                     "n": reads["n_eff"].to_numpy(float)[keep],
                                     "loss": reads["loss"].to_numpy(float)[keep]}))
     return pd.concat(frames, ignore_index=True)
+
+
+def is_fixed_epochs(runs: pd.DataFrame) -> bool:
+    """The fixed-epoch protocol (CBS's MLP comparison): every run trained the same token/example budget with an LR
+    that decays to its own end, and every label has 2 or more widths (each width is one point of its curve)."""
+    return bool(len(runs)) and runs["tokens_target"].nunique(dropna=False) == 1 and \
+        not runs["schedule"].isin(CURVE_SCHEDULES).any() and int(runs.groupby("label")["width"].nunique().min()) >= 2
+
+
+def main_lr_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per label, the runs at its sweep LR: the lr most of its runs used (ties: the smaller lr). Runs at other lrs
+    are an LR check (analysis.fit.lr_transfer), not points of the curve: picking the best lr per width would pull
+    the widths that have several lrs below the others."""
+    keep = []
+    for _, mine in runs.groupby("label", sort=False):
+        counts = mine["lr"].value_counts()
+        main = min(counts.index[counts == counts.max()])
+        keep.append(mine[np.isclose(mine["lr"].to_numpy(float), main, rtol=1e-9, atol=0)])
+    return pd.concat(keep) if keep else runs
+
+
+def fixed_epoch_points(runs: pd.DataFrame) -> pd.DataFrame:
+    """Rows (label, run_id, flops, n, loss): every run at its label's sweep LR as one point (its training FLOPs and
+    final loss) of its label's loss-vs-compute curve, for the fixed-epoch pooled fit."""
+    main = main_lr_runs(runs)
+    return pd.DataFrame({"label": main["label"].to_numpy(), "run_id": main["run_id"].to_numpy(),
+                         "flops": main["flops"].to_numpy(float), "n": main["n_eff"].to_numpy(float),
+                         "loss": main["final_val_loss"].to_numpy(float)})

@@ -16,6 +16,10 @@ Under the per-label model the multiplier of l at C_ref is C_d / C_ref where dens
 L*_ref(C_d) = L*_l(C_ref). The shared model is nested in it with n_labels - 1 fewer parameters; the likelihood
 ratio LR = (RSS_shared - RSS_per_label) / var is compared with its distribution under the shared fit.
 
+Fixed-epoch protocol (`isoflop=False`, CBS's MLP comparison): every width trains the same number of epochs, so a
+label's runs are points (C, L) along one loss-vs-compute curve, not isoFLOP parabolas. The parabola term is
+dropped and log L = log L*_l(C) itself; k_l is then the pooled horizontal shift between the labels' curves.
+
 Bootstrap (whole runs, seeds as the noise): a replicate keeps the design (sizes, budgets) and redraws every
 run as another seed would: y* = fit + u_run + e_read, u ~ N(0, rho var), e ~ N(0, (1 - rho) var), so a run's
 reads move together. var and rho (the correlation of two reads of one run) are moment estimates from the
@@ -78,6 +82,9 @@ class PooledFit:
     failed_replicates: dict[str, int]
     rows: int
     notes: list[str] = field(default_factory=list)
+    protocol: str = "isoflop"  # or "fixed_epochs": points on each label's loss-vs-compute curve, no parabola
+    # per model ("shared", "per-label") and label: (E, A, alpha) of L*(C) = E + A C^-alpha in absolute FLOPs
+    curves: dict[str, dict[str, tuple[float, float, float]]] = field(default_factory=dict)
 
     def multiplier(self, label: str) -> Interval:
         """The multiplier of the supported model."""
@@ -89,24 +96,31 @@ class PooledFit:
                 "alpha": self.alpha.to_dict(), "lr_statistic": self.lr_statistic, "p_value": self.p_value,
                 "sigma": self.sigma, "correlation": self.correlation, "replicates": self.replicates,
                 "failed_replicates": self.failed_replicates,
-                "rows": self.rows, "labels": {k: v.to_dict() for k, v in self.labels.items()}, "notes": self.notes}
+                "rows": self.rows, "labels": {k: v.to_dict() for k, v in self.labels.items()}, "notes": self.notes,
+                "protocol": self.protocol,
+                "curves": {m: {k: dict(zip(("E", "A", "alpha"), v)) for k, v in c.items()}
+                           for m, c in self.curves.items()}}
 
 
 class _Design:
     """Rows of the fit (label index, centred log N, centred log C) and both models' predictions with their
     Jacobians, batched over parameter vectors theta [R, p]."""
 
-    def __init__(self, lab: np.ndarray, x: np.ndarray, c: np.ndarray, n_labels: int, lmin: float):
+    def __init__(self, lab: np.ndarray, x: np.ndarray, c: np.ndarray, n_labels: int, lmin: float,
+                 isoflop: bool = True):
         self.lab, self.x, self.c, self.L, self.lmin = lab, x, c, n_labels, lmin
         self.onehot = np.eye(n_labels)[lab]  # [n, L]
+        self.P = 3 if isoflop else 0  # parabola parameters per label (none: points on the loss-vs-C curve)
 
     def _per(self, d: np.ndarray) -> np.ndarray:
         """Derivative d [R, n] of a per-label parameter, spread over its L columns [R, n, L]."""
         return d[:, :, None] * self.onehot
 
     def _parabola(self, th: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """kappa_l z^2 with z = x - g_l - a_l c, and its Jacobian in (g_l, a_l, log kappa_l)."""
+        """kappa_l z^2 with z = x - g_l - a_l c, and its Jacobian in (g_l, a_l, log kappa_l); zero without one."""
         L, lab = self.L, self.lab
+        if not self.P:
+            return np.zeros((len(th), self.lab.size)), np.zeros((len(th), self.lab.size, 0))
         g, a, kappa = th[:, :L][:, lab], th[:, L:2 * L][:, lab], np.exp(th[:, 2 * L:])[:, lab]
         z = self.x - g - a * self.c
         jac = [self._per(-2 * kappa * z), self._per(-2 * kappa * z * self.c), self._per(kappa * z * z)]
@@ -204,7 +218,9 @@ def _levenberg_marquardt(model, theta: np.ndarray, y: np.ndarray) -> tuple[np.nd
 
 def _parabola_starts(y: np.ndarray, d: _Design) -> np.ndarray:
     """Per label (g, a, log kappa) from a linear least-squares quadratic in (x, c): the vertex of x."""
-    out = np.zeros((3, d.L))
+    out = np.zeros((d.P, d.L))
+    if not d.P:
+        return out
     for lab in range(d.L):
         m = d.lab == lab
         x, c = d.x[m], d.c[m]
@@ -246,6 +262,8 @@ def noise_moments(J: np.ndarray, resid: np.ndarray, run: np.ndarray) -> tuple[fl
     M = np.eye(len(resid)) - J @ np.linalg.pinv(J.T @ J, hermitian=True) @ J.T
     B = (run[:, None] == run[None, :]).astype(float)
     C = B - np.eye(len(resid))
+    if not C.any():  # one read per run (the fixed-epoch protocol): no correlation to measure
+        return float(resid @ resid / max(np.trace(M), 1e-12)), 0.0
     MB = M @ B
     lhs = np.array([[np.trace(M), np.trace(MB)], [np.trace(C @ M), np.sum(C * (MB @ M).T)]])
     rhs = np.array([resid @ resid, resid @ C @ resid])
@@ -294,14 +312,31 @@ def _alt_multiplier(d: _Design, th: np.ndarray, c_ref: float) -> np.ndarray:
     return c_d - c_ref
 
 
+def _curves(d: _Design, th0: np.ndarray, th1: np.ndarray, c0: float,
+            labels: list[str]) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """(E, A, alpha) per label of both models' L*(C) = E + A C^-alpha, C in FLOPs (not centred)."""
+    L = d.L
+    E0, F0, log_s = d.lmin * th0[0], th0[1], th0[2]
+    alpha0, A0 = float(d.exponent(th0[:1], F0, log_s)[0]), float(np.exp(F0) - E0)
+    logk = np.concatenate([[0.0], th0[3:2 + L]])
+    E1 = d.lmin * th1[0]
+    alpha1 = d.exponent(th1[:1], th1[1:1 + L], th1[1 + L:1 + 2 * L])
+    A1 = np.exp(th1[1:1 + L]) - E1
+    return {"shared": {lab: (float(E0), float(A0 * np.exp(alpha0 * (c0 - logk[i]))), alpha0)
+                       for i, lab in enumerate(labels)},
+            "per-label": {lab: (float(E1), float(A1[i] * np.exp(alpha1[i] * c0)), float(alpha1[i]))
+                          for i, lab in enumerate(labels)}}
+
+
 def fit_pooled(reads: pd.DataFrame, reference: str | None = None, reference_flops: float | None = None,
                sigma: float | None = None, replicates: int = DEFAULT_REPLICATES, seed: int = 0,
-               level: float = DEFAULT_LEVEL) -> PooledFit:
+               level: float = DEFAULT_LEVEL, isoflop: bool = True) -> PooledFit:
     """Joint fit of `reads` (label, run_id, flops, n, loss): both models, intervals, and the test between them.
 
     `reference` (default: the first label) has multiplier 1; multipliers are reported at `reference_flops`
     (default: the reference's largest budget). `sigma` is the seed noise of log L: the floor of the noise the
-    bootstrap draws (default: none, the per-label model's residual standard deviation alone).
+    bootstrap draws (default: none, the per-label model's residual standard deviation alone). `isoflop=False`
+    fits the fixed-epoch protocol: each read is a point on its label's loss-vs-compute curve (no parabola in N).
     """
     labels = list(dict.fromkeys(reads["label"]))
     reference = reference if reference is not None else labels[0]
@@ -312,19 +347,20 @@ def fit_pooled(reads: pd.DataFrame, reference: str | None = None, reference_flop
                             f"{labels}")
     labels = [reference] + [lab for lab in labels if lab != reference]
     L = len(labels)
-    p_alt = 1 + 2 * L + 3 * L  # parameters of the per-label model
+    p_alt = 1 + 2 * L + (3 if isoflop else 0) * L  # parameters of the per-label model
     if len(reads) <= p_alt:
         raise AnalysisError(f"a pooled fit of {L} labels has {p_alt} parameters and needs more reads; got "
                             f"{len(reads)}. Add runs or budgets")
     if reads["flops"].nunique() < 2:
-        raise AnalysisError("a pooled fit needs reads at 2 or more budgets (the loss-vs-compute slope sets the "
+        what = "budgets" if isoflop else "compute values (widths)"
+        raise AnalysisError(f"a pooled fit needs reads at 2 or more {what} (the loss-vs-compute slope sets the "
                             f"multipliers); all {len(reads)} are at C = {reads['flops'].iloc[0]:.3g}")
     lab = reads["label"].map({k: i for i, k in enumerate(labels)}).to_numpy()
     log_c, log_n = np.log(reads["flops"].to_numpy(float)), np.log(reads["n"].to_numpy(float))
     c0, x0 = log_c.mean(), log_n.mean()
     y = np.log(reads["loss"].to_numpy(float))
     run = pd.factorize(reads["run_id"])[0]
-    d = _Design(lab, log_n - x0, log_c - c0, L, float(np.exp(y).min()))
+    d = _Design(lab, log_n - x0, log_c - c0, L, float(np.exp(y).min()), isoflop)
     if reference_flops is None:
         reference_flops = float(reads.loc[reads["label"] == reference, "flops"].max())
     c_ref = np.log(reference_flops) - c0
@@ -380,4 +416,5 @@ def fit_pooled(reads: pd.DataFrame, reference: str | None = None, reference_flop
     alpha = bias_corrected_interval(float(shared_alpha), d.exponent(b0[ok0, :1], b0[ok0, 1:2], b0[ok0, 2:3])[:, 0],
                                     level)
     return PooledFit(reference, float(reference_flops), out, alpha, float(lr), p_value, model, sigma, rho,
-                     replicates, failed, n, notes)
+                     replicates, failed, n, notes, "isoflop" if isoflop else "fixed_epochs",
+                     _curves(d, th0, th1, c0, labels))

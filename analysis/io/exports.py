@@ -46,6 +46,8 @@ def read_exports(directory: str | Path) -> dict[str | None, RunTable]:
                             "written by `python -m analysis report` (it holds runs.parquet and curves.parquet)",
                             "exports")
     runs, curves = (pd.read_parquet(p) for p in paths)
+    if "final_train_loss" not in runs:  # written before runs recorded it
+        runs["final_train_loss"] = float("nan")
     for col in ("theta", "eval_flops"):
         runs[col] = runs[col].astype(object).where(runs[col].notna(), None)
     excluded_csv = root / "excluded.csv"

@@ -11,6 +11,8 @@ next to its raw `params`, an `experiment` (family/data) within which labels are 
 run's sweep variant (`btt_r4`), taken from the sweep manifest when one is given, else summary.json's `label`,
 else `scaling.config.labels.default_label` of config.yaml (structure + distinguishing settings). Einsum runs carry
 their taxonomy coordinates omega, psi, nu. `schedule` says whether a curve may be read at intermediate budgets.
+`final_train_loss` is the mean training loss over the last 5% of the run (`final_train_loss`), for `--metric
+train_loss` (analysis.io.metric).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from scaling.store.summary import TOTALS_KEYS
 EVAL_COLUMNS = ("run_id", "step", "tokens", "flops", "val_loss", "wall_s")
 EXCLUDED_COLUMNS = ("run_id", "status", "reason", "source")
 EXTRA_COLUMNS = ("experiment", "data", "theta", "omega", "psi", "nu", "n_eff", "schedule", "batch_size",
-                 "eval_flops")
+                 "eval_flops", "final_train_loss")
+TRAIN_LOSS_WINDOW = 0.05  # final_train_loss: the mean training loss over this last fraction of a run's units
 RUN_COLUMNS = TOTALS_KEYS + EXTRA_COLUMNS
 TRUNK_REASON = "cooldown trunk (its branches are the reads)"
 logger = logging.getLogger(__name__)
@@ -133,6 +136,19 @@ def _run_row(rec: RunRecord) -> dict[str, Any]:
     return row
 
 
+def final_train_loss(metrics: list[dict[str, Any]]) -> float | None:
+    """The mean of the train rows' losses over the last TRAIN_LOSS_WINDOW of the run's training units (the last
+    epoch of a 20-epoch run), None without train rows. A mean over many batches, not one batch's loss: with the
+    LR decayed to (nearly) 0 there the model barely moves, and the batches' spread averages out."""
+    rows = [(float(m["tokens"]), float(m["loss"])) for m in metrics if m.get("kind") == "train"
+            and _finite_positive(m.get("loss")) is not None and _finite_positive(m.get("tokens")) is not None]
+    if not rows:
+        return None
+    end = max(t for t, _ in rows)
+    window = [loss for t, loss in rows if t > (1 - TRAIN_LOSS_WINDOW) * end]
+    return float(sum(window) / len(window))
+
+
 def _eval_rows(rid: str, ftok: float, metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for m in metrics:
@@ -173,6 +189,7 @@ def table_from_records(records: Iterable[RunRecord]) -> RunTable:
             excluded.append({"run_id": rec.run_id, "status": RunState.COMPLETED, "reason": str(err),
                              "source": rec.source})
             continue
+        row["final_train_loss"] = final_train_loss(rec.metrics)
         runs.append(row)
         curve = _eval_rows(row["run_id"], float(row["train_flops_per_token"]), rec.metrics)
         if not curve:  # no evaluation rows: the final point still belongs on the curve

@@ -178,3 +178,60 @@ class SyntheticSweep:
             "steps": len(losses) * 100,
         }
         return RunRecord(rid, summary, config, rows, f"synthetic:{rid}")
+
+
+@dataclass
+class FixedEpochSweep:
+    """CBS's MLP protocol drawn from known curves: every width trains the same examples with a decaying LR, so
+    each run is one point L = E + A (k_l C)^-alpha x exp(seed noise) of its label's curve, C its training FLOPs.
+    The train rows hold that loss over the run's last steps; the evaluations read `val_gap` above it."""
+
+    multipliers: dict[str, float]  # label -> k (the reference's is 1)
+    n_effs: Sequence[float] = tuple(1e4 * 2.0 ** k for k in range(7))
+    tokens: float = 1.2e6
+    E: float = 0.2
+    A: float = 700.0
+    alpha: float = 0.3
+    sigma_run: float = 0.01  # seed-to-seed noise of log-loss
+    seeds: int = 2
+    val_gap: float = 0.05
+    lr_check: Sequence[float] = ()  # other lrs at the middle size (seed 0), each 5% worse
+    name: str = "fixed"
+    seed: int = 0
+
+    def loss(self, label: str, flops: float) -> float:
+        return self.E + self.A * (self.multipliers[label] * flops) ** -self.alpha
+
+    def records(self) -> list[RunRecord]:
+        rng = np.random.default_rng(self.seed)
+        out = []
+        for label in self.multipliers:
+            for i, n_eff in enumerate(self.n_effs):
+                for seed in range(self.seeds):
+                    out.append(self._run(label, n_eff, 3e-3, seed, rng.normal(0, self.sigma_run)))
+                if i == len(self.n_effs) // 2:
+                    out += [self._run(label, n_eff, lr, 0, math.log(1.05)) for lr in self.lr_check]
+        return out
+
+    def _run(self, label: str, n_eff: float, lr: float, seed: int, offset: float) -> RunRecord:
+        ftok, steps = 6 * n_eff, 100
+        flops = ftok * self.tokens
+        loss = self.loss(label, flops) * math.exp(offset)
+        config = {"model": {"family": "mlp", "width": int(n_eff // 100), "depth": 3,
+                            "parametrization": "structure_aware"},
+                  "structure": {"name": label}, "data": {"name": "fashion_mnist"},
+                  "train": {"tokens": int(self.tokens), "lr": lr, "seed": seed, "schedule": "cosine"},
+                  "sweep": self.name, "label": label}
+        rid = run_id(config)
+        rows = [{"kind": "train", "step": k, "tokens": self.tokens * k / steps, "flops": flops * k / steps,
+                 "loss": loss * (1 + max(0.0, 0.9 - k / steps))} for k in range(1, steps + 1)]
+        rows.append({"kind": "eval", "step": steps, "tokens": self.tokens, "flops": flops,
+                     "val_loss": loss + self.val_gap, "wall_s": flops * 1e-9})
+        summary = {"run_id": rid, "status": RunState.COMPLETED, "sweep": self.name, "label": label,
+                   "schedule": "cosine", "family": "mlp", "structure": label, "width": int(n_eff // 100),
+                   "depth": 3, "parametrization": "structure_aware", "lr": lr, "seed": seed, "params": n_eff,
+                   "params_nonembed": n_eff,
+                   "forward_flops_per_token": 2 * n_eff, "train_flops_per_token": ftok, "tokens": self.tokens,
+                   "tokens_target": self.tokens, "flops": flops, "final_val_loss": loss + self.val_gap,
+                   "best_val_loss": loss + self.val_gap, "wall_time_s": flops * 1e-9, "steps": steps}
+        return RunRecord(rid, summary, config, rows, f"synthetic:{rid}")

@@ -8,6 +8,13 @@ run's curve), the parametric law (approach 3), held-out-budget checks and a stat
 compute multipliers of every label (analysis.fit.pooled, the report's headline), the Einsum taxonomy trends and
 learning-rate transfer. A fit that cannot be made is reported as failed with its
 reason; only when no fit at all succeeds does the analysis raise.
+
+`metric` picks the loss every fit reads (analysis.io.metric: validation or final training loss). `protocol` picks
+how labels are compared: `budgets` (isoFLOP reads of every run at every budget it passes, the default), or
+`fixed_epochs` (CBS's MLP comparison: every width trained the same epochs, each run one point of its label's
+loss-vs-compute curve; the pooled fit is then a horizontal shift between those curves, and the isoFLOP and
+parametric fits, which need several budgets per size, are not made); `auto` picks `fixed_epochs` for an
+experiment whose runs all trained one budget with a decaying LR and whose labels each have 2+ widths.
 """
 
 from __future__ import annotations
@@ -27,10 +34,11 @@ from analysis.fit.diagnostics import (DEFAULT_MAX_FACTOR, FitStatus, failed, fro
 from analysis.errors import AnalysisError
 from analysis.fit.extrapolate import frontier_holdout, isoflop_holdout
 from analysis.fit.frontier import FrontierFit, fit_frontier, resolved_floor, smallest_final_flops
-from analysis.fit.inputs import (best_lr_runs, final_only, frontier_curves, isoflop_points, pooled_reads, seed_noise,
-                                 wall_curves)
+from analysis.fit.inputs import (best_lr_runs, final_only, fixed_epoch_points, frontier_curves, is_fixed_epochs,
+                                 isoflop_points, pooled_reads, seed_noise, wall_curves)
 from analysis.fit.isoflop import IsoflopFit, fit_isoflop
 from analysis.io.load import RunTable
+from analysis.io.metric import with_metric
 from analysis.fit.lr_transfer import lr_drift, lr_sweeps
 from analysis.fit.noise import SeedNoise, given_noise
 from analysis.report.parallel import parallel_map
@@ -41,6 +49,7 @@ from analysis.fit.taxonomy import coordinates
 DENSE = "dense"
 DENSE_THETA = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0)  # dense as an einsum: low rank with rho = 1
 FITS = ("frontier", "wall_frontier", "isoflop", "parametric")
+PROTOCOLS = ("auto", "budgets", "fixed_epochs")
 
 
 @dataclass
@@ -83,6 +92,8 @@ class ExperimentResult:
     trends: list[TaxonomyTrend]
     notes: list[str] = field(default_factory=list)
     pooled: PooledFit | None = None  # the joint fit of every label (status per label: structures' "pooled")
+    protocol: str = "budgets"  # or "fixed_epochs" (see the module docstring)
+    metric: str = "val_loss"  # the loss the fits read (analysis.io.metric)
 
     @property
     def title(self) -> str:
@@ -98,6 +109,8 @@ class Report:
     seed: int
     level: float
     coordchecks: dict[str, pd.DataFrame] = field(default_factory=dict)  # name -> scaling.coordcheck's coord.csv
+    metric: str = "val_loss"  # the loss the fits read (analysis.io.metric)
+    exported: dict[str | None, RunTable] | None = None  # the loaded tables, both losses (written beside the report)
 
     @property
     def runs_used(self) -> int:
@@ -129,7 +142,8 @@ def exponent_fits(structures: dict[str, StructureResult]) -> dict[str, Structure
 
 def _analyse_structure(table: RunTable, runs: pd.DataFrame, where: tuple[str | None, str, str],
                        fallback_noise: SeedNoise | None, given: SeedNoise | None, replicates: int, seed: int,
-                       level: float, max_factor: float, interpolate_lr: bool) -> StructureResult:
+                       level: float, max_factor: float, interpolate_lr: bool,
+                       fixed_epochs: bool = False) -> StructureResult:
     """Every fit of one label and its status (one job of the parallel map)."""
     label = where[2]
     res = StructureResult(label, str(runs["structure"].iloc[0]), len(runs),
@@ -166,6 +180,10 @@ def _analyse_structure(table: RunTable, runs: pd.DataFrame, where: tuple[str | N
         wall_floor = None if once else resolved_floor(wall, runs.set_index("run_id")["n_eff"])  # as for FLOPs
         res.wall_frontier = _attempt(res, "wall_frontier", fit_frontier, wall, noise,
                                      seed=_fit_seed(seed, *where, "w"), floor=wall_floor, **kw)
+    if fixed_epochs:  # one budget per size: no isoFLOP curve, no D axis for the parametric law
+        res.notes.append("fixed-epoch protocol: every width trained the same epochs, so there is one budget per "
+                         "size; the isoFLOP and parametric fits are not made")
+        return _statuses(res, holdouts, max_factor)
     points = isoflop_points(table, runs, interpolate_lr)
     res.isoflop = _attempt(res, "isoflop", fit_isoflop, points, noise, seed=_fit_seed(seed, *where, "i"), **kw)
     if res.isoflop is not None:
@@ -173,6 +191,11 @@ def _analyse_structure(table: RunTable, runs: pd.DataFrame, where: tuple[str | N
     best = best_lr_runs(runs)
     res.parametric = _attempt(res, "parametric", fit_parametric, best["n_eff"], best["tokens"],
                               best["final_val_loss"], seed=_fit_seed(seed, *where, "p"), **kw)
+    return _statuses(res, holdouts, max_factor)
+
+
+def _statuses(res: StructureResult, holdouts: list[pd.DataFrame], max_factor: float) -> StructureResult:
+    """Each made fit's status, from its intervals and the held-out checks."""
     res.holdout = pd.concat(holdouts, ignore_index=True) if holdouts else pd.DataFrame()
     if res.frontier is not None:
         res.status["frontier"] = frontier_status(res.frontier, res.holdout, max_factor)
@@ -226,12 +249,13 @@ def _pooled(table: RunTable, runs: pd.DataFrame, exp: ExperimentResult, given: S
     if len(labels) < 2:
         return
     noise = given or seed_noise(runs)
-    reads = pooled_reads(table, runs)
+    fixed = exp.protocol == "fixed_epochs"
+    reads = fixed_epoch_points(runs) if fixed else pooled_reads(table, runs)
     sigma = None if noise is None else float(np.median(noise.log_sigma(reads["loss"].to_numpy(float))))
     flops = float(runs.loc[runs["label"] == labels[0], "flops"].max())
     try:
         exp.pooled = fit_pooled(reads, labels[0], flops, sigma, replicates,
-                                _fit_seed(seed, exp.sweep, exp.name, "pool"), level)
+                                _fit_seed(seed, exp.sweep, exp.name, "pool"), level, isoflop=not fixed)
     except AnalysisError as err:
         exp.notes.append(f"no pooled fit: {err}")
         return
@@ -244,43 +268,50 @@ def analyse(tables: RunTable | Mapping[str | None, RunTable], source: str = "",
             replicates: int = DEFAULT_REPLICATES, seed: int = 0, level: float = DEFAULT_LEVEL,
             workers: int | None = None, coordchecks: dict[str, pd.DataFrame] | None = None,
             max_factor: float = DEFAULT_MAX_FACTOR, interpolate_lr: bool = False,
-            loss_noise: float | None = None) -> Report:
+            loss_noise: float | None = None, metric: str = "val_loss", protocol: str = "auto") -> Report:
     """Fit everything the runs allow, per sweep (a mapping sweep -> table, from load.load_sweeps) or for one table.
 
     Labels are fitted in parallel over `workers` processes (None: all cores). `coordchecks` (from
     load.load_coordchecks) are carried along to be plotted. `loss_noise` (an absolute loss std) replaces the
-    noise measured from repeated seeds in every bootstrap. Raises AnalysisError only if not a single fit succeeds.
+    noise measured from repeated seeds in every bootstrap. `metric` and `protocol`: see the module docstring.
+    Raises AnalysisError only if not a single fit succeeds.
     """
     check_settings(replicates, level)
+    if protocol not in PROTOCOLS:
+        raise AnalysisError(f"protocol={protocol!r}: must be one of {', '.join(PROTOCOLS)}", "protocol")
     if max_factor <= 1:
         raise AnalysisError(f"max_factor={max_factor}: must exceed 1 (hi / lo of an interval), e.g. 3", "max_factor")
     if loss_noise is not None and not (np.isfinite(loss_noise) and loss_noise > 0):
         raise AnalysisError(f"loss_noise={loss_noise}: must be a positive loss std, e.g. 0.002", "loss_noise")
     given = given_noise(loss_noise) if loss_noise is not None else None
-    tables = dict(tables) if isinstance(tables, Mapping) else {None: tables}
-    jobs, keys, groups = [], [], {}
+    exported = dict(tables) if isinstance(tables, Mapping) else {None: tables}
+    tables = {sweep: with_metric(table, metric) for sweep, table in exported.items()}
+    jobs, keys, groups, fixed = [], [], {}, {}
     for sweep, table in tables.items():
         for name, runs in table.runs.groupby("experiment", sort=True):
             groups[(sweep, name)] = runs
+            fixed[(sweep, name)] = protocol == "fixed_epochs" or (protocol == "auto" and is_fixed_epochs(runs))
             fallback = seed_noise(runs)
             for label in _ordered(list(runs["label"].unique())):
                 mine = runs[runs["label"] == label]
                 sub = RunTable(mine, table.evals[table.evals["run_id"].isin(mine["run_id"])], table.excluded.head(0))
                 jobs.append((sub, mine, (sweep, name, label), fallback, given, replicates, seed, level,
-                             max_factor, interpolate_lr))
+                             max_factor, interpolate_lr, fixed[(sweep, name)]))
                 keys.append((sweep, name))
     results = parallel_map(_analyse_structure, jobs, workers)
     experiments = []
     for (sweep, name), runs in groups.items():
         structures = {res.label: res for key, res in zip(keys, results) if key == (sweep, name)}
         experiments.append(_compare(sweep, name, runs, structures))
+        experiments[-1].protocol = "fixed_epochs" if fixed[(sweep, name)] else "budgets"
+        experiments[-1].metric = metric
         _pooled(tables[sweep], runs, experiments[-1], given, replicates, seed, level)
     if not any(s.any_fit() for e in experiments for s in e.structures.values()) and \
             not any(e.pooled for e in experiments):  # the pooled fit alone is a report's headline
         detail = "; ".join(f"{e.title} {s.label} {fit}: {st.text()}" for e in experiments
                            for s in e.structures.values() for fit, st in s.status.items() if fit in FITS)
         raise AnalysisError(f"no fit could be made from {source or 'these runs'}: {detail}")
-    return Report(source, tables, experiments, replicates, seed, level, coordchecks or {})
+    return Report(source, tables, experiments, replicates, seed, level, coordchecks or {}, metric, exported)
 
 
 def report_frame(report: Report) -> pd.DataFrame:
@@ -335,9 +366,9 @@ def report_dict(report: Report) -> dict:
             "taxonomy_trends": {t.coordinate: t.slope.to_dict() for t in exp.trends},
             "lr_sweeps": exp.lr_sweeps.to_dict(orient="records"),
             "lr_drift": exp.lr_drift.to_dict(orient="records"),
-            "pooled": fit(exp.pooled), "notes": exp.notes,
+            "pooled": fit(exp.pooled), "notes": exp.notes, "protocol": exp.protocol,
         })
     excluded = sum(len(t.excluded) for t in report.tables.values())
     return {"source": report.source, "sweeps": list(report.tables), "runs_used": report.runs_used,
             "runs_excluded": excluded, "replicates": report.replicates, "seed": report.seed,
-            "level": report.level, "experiments": exps}
+            "level": report.level, "metric": report.metric, "experiments": exps}

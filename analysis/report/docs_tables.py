@@ -36,10 +36,14 @@ def _span(iv: dict) -> str:
     return _num(hi / lo) if lo is not None and hi is not None and lo > 0 else "–"
 
 
-def experiment_table(exp: dict) -> list[str]:
-    """One experiment's pooled multipliers per label (the model the data support), their status and runs."""
+def experiment_table(exp: dict, metric: str = "val_loss") -> list[str]:
+    """One experiment's pooled multipliers per label (the model the data support), their status and runs; the loss
+    read and the fixed-epoch protocol are named when they are not the defaults."""
     pooled = exp.get("pooled")
     name = f"`{exp['sweep']}` {exp['experiment']}"
+    how = (["final training loss"] if metric == "train_loss" else []) + \
+        (["fixed epochs: shift between the loss-vs-FLOPs curves"] if exp.get("protocol") == "fixed_epochs" else [])
+    name += f" ({', '.join(how)})" if how else ""
     if not pooled:
         return [f"{name}: no pooled fit ({'; '.join(exp.get('notes', [])) or 'fewer than 2 labels'})", ""]
     model, key = pooled["model"], MODELS[pooled["model"]]
@@ -65,7 +69,8 @@ def report_tables(report_dir: Path) -> str:
     except (OSError, ValueError) as err:
         raise AnalysisError(f"{path}: cannot read the report's fits ({err}); regenerate the report with "
                             "`python -m analysis report` or fix the marker's path", "docs") from None
-    lines = [line for exp in fits["experiments"] for line in experiment_table(exp)]
+    metric = fits.get("metric", "val_loss")
+    lines = [line for exp in fits["experiments"] for line in experiment_table(exp, metric)]
     return "\n".join(lines) + "\n"
 
 

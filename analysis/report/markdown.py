@@ -15,9 +15,10 @@ import pandas as pd
 
 from analysis.report import plots
 from analysis.fit.bootstrap import Interval
-from analysis.fit.inputs import CONFIG_COLS, HPARAM_COLS, frontier_curves, seed_noise, wall_curves
+from analysis.fit.inputs import CONFIG_COLS, HPARAM_COLS, fixed_epoch_points, frontier_curves, seed_noise, wall_curves
 from analysis.fit.isoflop import DEFAULT_BUDGET_TOLERANCE, assign_budgets
 from analysis.io.load import RunTable
+from analysis.io.metric import METRIC_NAMES
 from analysis.fit.lr_transfer import CLEAR_SLOPE, lr_curves, transfer_comparison
 from analysis.report.build import DENSE, ExperimentResult, Report, StructureResult, exponent_fits
 
@@ -80,6 +81,7 @@ def plot_jobs(exp: ExperimentResult, table: RunTable, plot_dir: Path) -> list[tu
     structures, title = exp.structures, exp.title
     widths = dict(zip(runs["run_id"], runs["width"]))
     unit = plots.loss_unit(runs["family"].iloc[0] if len(runs) else None)
+    loss = plots.LOSS_NAMES[exp.metric]
 
     def having(attr: str, status: str) -> frozenset[str]:
         return frozenset(lab for lab, s in structures.items() if s.status.get(attr) and s.status[attr].status == status)
@@ -90,12 +92,13 @@ def plot_jobs(exp: ExperimentResult, table: RunTable, plot_dir: Path) -> list[tu
         failed = {lab for lab in fits if structures[lab].status[attr].status == "failed"}
         if fits:
             jobs.append((f"loss frontiers ({kind})", (plots.frontiers, fits, failed, kind, title,
-                                                      Path(f"{stem}_frontiers_{attr}"), having(attr, "weak"), unit)))
+                                                      Path(f"{stem}_frontiers_{attr}"), having(attr, "weak"), unit,
+                                                      loss)))
         curves = {lab: cv(table, runs[runs["label"] == lab]) for lab in structures}
         dense = DENSE if DENSE in fits else None
         if any(len(c) for c in curves.values()):  # runs without recorded seconds have no wall-clock curves
             jobs.append((f"loss vs {kind}", (plots.loss_curves, curves, fits, failed, widths, dense, kind, title,
-                                             Path(f"{stem}_loss_vs_{attr}"), having(attr, "weak"), unit)))
+                                             Path(f"{stem}_loss_vs_{attr}"), having(attr, "weak"), unit, loss)))
     mult = {lab: s.frontier for lab, s in structures.items() if s.frontier is not None}
     if exp.reference_flops is not None and len(mult) > 1:
         statuses = {lab: s.status["multiplier"].status for lab, s in structures.items() if "multiplier" in s.status}
@@ -103,10 +106,15 @@ def plot_jobs(exp: ExperimentResult, table: RunTable, plot_dir: Path) -> list[tu
         at = exp.pooled.reference_flops if exp.pooled else None
         jobs.append(("compute multiplier", (plots.multipliers, mult, DENSE, title, Path(f"{stem}_multiplier"),
                                             statuses, pooled, at)))
+    p = exp.pooled
+    if p is not None and p.protocol == "fixed_epochs":
+        mults = {lab: p.multiplier(lab) for lab in p.labels}
+        jobs.append(("fixed-epoch curves", (plots.fixed_epoch_curves, fixed_epoch_points(runs), p.curves[p.model],
+                                            mults, p.model, title, Path(f"{stem}_fixed_epochs"), unit, loss)))
     iso = {lab: s.isoflop for lab, s in structures.items() if s.isoflop is not None}
     if iso:
         jobs.append(("isoFLOP curves", (plots.isoflop_curves, iso, title, Path(f"{stem}_isoflop"),
-                                        having("isoflop", "weak"), unit)))
+                                        having("isoflop", "weak"), unit, loss)))
         jobs.append(("N*(C)", (plots.optimal_size, iso, title, Path(f"{stem}_nstar"))))
     if exp.trends:
         rows = taxonomy_rows(structures)
@@ -224,19 +232,27 @@ def _pooled_table(exp: ExperimentResult) -> list[str]:
     p = exp.pooled
     if p is None:
         return []
+    design = ("One fit of all labels' reads (every run at every budget it passes): per label an isoFLOP parabola in "
+              "log N around its optimum, whose minimum is L*(C) = E + A (k C)^-alpha with one shape for all labels "
+              "and a multiplier k per label (shared exponent), or E + A_l C^-alpha_l (per-label exponents).")
+    if p.protocol == "fixed_epochs":
+        design = ("Fixed-epoch protocol (CBS's MLP comparison): every width trained the same epochs, so each run at "
+                  "its label's sweep LR is one point (training FLOPs, final loss) of its label's loss-vs-compute "
+                  "curve, and one fit of all labels' points gives L(C) = E + A (k C)^-alpha with one shape for all "
+                  "labels and a multiplier k per label, the horizontal shift between the curves (shared exponent), "
+                  "or E + A_l C^-alpha_l (per-label exponents). This is not an isoFLOP multiplier: each width is "
+                  "trained for the same epochs, not to its compute-optimal length.")
+    reads = "" if p.protocol == "fixed_epochs" else f", correlation {p.correlation:.2f} between two reads of a run"
     lines = ["### Compute multipliers (pooled fit)", "",
-             f"One fit of all labels' reads (every run at every budget it passes): per label an isoFLOP parabola in "
-             f"log N around its optimum, whose minimum is L*(C) = E + A (k C)^-alpha with one shape for all labels "
-             f"and a multiplier k per label (shared exponent), or E + A_l C^-alpha_l (per-label exponents). The "
+             f"{design} The "
              f"multiplier is how many times more compute {p.reference} needs for the label's loss at C = "
              f"{p.reference_flops:.3g}. Per-label exponents against a shared one: likelihood ratio "
              f"{p.lr_statistic:.3g}, p = {p.p_value:.2g} from {p.replicates} bootstrap replicates under the shared "
              f"fit; the data support "
              f"**{'a shared exponent' if p.model == 'shared' else 'per-label exponents'}** (shared unless p < 0.05), "
              f"cited below. Shared alpha = {_iv(p.alpha)}. Bootstrap: every run redrawn whole as another seed "
-             f"would be (noise {p.sigma:.3g} in log loss, correlation {p.correlation:.2f} between two reads of a "
-             "run), bias-corrected percentile intervals. Status: ok when hi/lo <= 2.5 and the interval holds its "
-             "point.", ""]
+             f"would be (noise {p.sigma:.3g} in log loss{reads}), bias-corrected percentile intervals. Status: ok "
+             "when hi/lo <= 2.5 and the interval holds its point.", ""]
     rows = []
     for label, r in p.labels.items():
         m = p.multiplier(label)
@@ -363,7 +379,8 @@ def _experiment_markdown(exp: ExperimentResult, runs: pd.DataFrame, figures: dic
                          level: float) -> list[str]:
     structures = exp.structures
     lines = [f"## `{exp.title}`", "", f"{sum(s.runs for s in structures.values())} runs, {len(structures)} labels. "
-             f"Intervals are {level:.0%} bootstrap percentile intervals.", "",
+             f"Intervals are {level:.0%} bootstrap percentile intervals. Loss: {METRIC_NAMES[exp.metric]}"
+             f"{'; protocol: fixed epochs' if exp.protocol == 'fixed_epochs' else ''}.", "",
              scale_note(runs["family"].iloc[0] if len(runs) else None, runs), ""]
     lines += _md_table(["label", "structure", "runs", "params (raw)", "N_eff"],
                        [[s.label, s.structure, s.runs, f"{s.params_range[0]:.3g}–{s.params_range[1]:.3g}",
@@ -375,7 +392,8 @@ def _experiment_markdown(exp: ExperimentResult, runs: pd.DataFrame, figures: dic
 
     lines += ["### Loss frontier (approach 1): L(C) = E + A C^-alpha, C in training FLOPs", ""]
     lines += _frontier_table(exp, "frontier", "FLOPs")
-    lines += _figures(figures, ("loss frontiers (FLOPs)", "loss vs FLOPs", "compute multiplier"), out)
+    lines += _figures(figures, ("fixed-epoch curves", "loss frontiers (FLOPs)", "loss vs FLOPs",
+                                "compute multiplier"), out)
     lines += ["### Wall-clock frontier: the same fit against measured training seconds", "",
               "What a FLOP advantage is worth on the hardware the runs used (evaluation time excluded only as far "
               "as the trainer's wall_s excludes it).", ""]
@@ -445,13 +463,14 @@ def _experiment_markdown(exp: ExperimentResult, runs: pd.DataFrame, figures: dic
     if len(exp.lr_sweeps):
         lines += ["### Learning-rate transfer", ""]
         rows = []
-        for r in exp.lr_drift.itertuples():
-            sw = exp.lr_sweeps[(exp.lr_sweeps["label"] == r.label)
-                               & (exp.lr_sweeps["parametrization"] == r.parametrization)].sort_values("width")
+        drift = {(r.label, r.parametrization): r for r in exp.lr_drift.itertuples()}
+        for (label, param), sw in exp.lr_sweeps.groupby(["label", "parametrization"], sort=False):
+            sw = sw.sort_values("width")
             per_width = ", ".join(f"{w:g}: {lr:.3g}{'*' if e else ''}" for w, lr, e in
                                   zip(sw["width"], sw["lr_star"], sw["at_edge"]))
-            rows.append([r.label, r.parametrization, per_width, f"{r.factor_per_doubling:.3g}x",
-                         f"{r.lr_star_max / r.lr_star_min:.3g}x"])
+            r = drift.get((label, param))  # none for a label swept at one width (an LR check)
+            rows.append([label, param, per_width, "–" if r is None else f"{r.factor_per_doubling:.3g}x",
+                         "–" if r is None else f"{r.lr_star_max / r.lr_star_min:.3g}x"])
         lines += _md_table(["label", "parametrization", "lr* per width (* = sweep edge)",
                             "lr* change per width doubling", "lr* max/min"], rows)
         transfer = transfer_lines(exp)

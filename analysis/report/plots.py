@@ -106,6 +106,9 @@ def _fit_band(ax, fit: FrontierFit, c: np.ndarray, col, label: str | None, ls: s
 AXIS = {"FLOPs": "training compute C (FLOPs)", "seconds": "training time (s)"}
 
 
+LOSS_NAMES = {"val_loss": "validation loss", "train_loss": "final training loss"}  # per --metric
+
+
 def loss_unit(family: str | None) -> str:
     """What a loss is measured per: a token for language models, an example (an image) otherwise."""
     return "nats/token" if family in (None, "gpt2") else "nats/example"
@@ -133,7 +136,7 @@ def _loss_range(losses: np.ndarray) -> tuple[float, float]:
 
 @_styled
 def frontiers(fits: Mapping[str, FrontierFit], failed: set[str], kind: str, title: str, stem: Path,
-              weak: frozenset[str] = frozenset(), unit: str = "nats/token") -> Path:
+              weak: frozenset[str] = frozenset(), unit: str = "nats/token", loss: str = "validation loss") -> Path:
     """Every label's envelope (dots) and fitted L(C) with its band, `(weak)` in its legend entry when weak; a
     failed fit is drawn grey without a curve."""
     fig, (ax,) = _figure(width=8.0, height=5.0)
@@ -152,7 +155,7 @@ def frontiers(fits: Mapping[str, FrontierFit], failed: set[str], kind: str, titl
                   ls=_line_style(i), clip=clip)
     ax.set_ylim(*clip)
     _log_axes(ax)
-    ax.set(xlabel=AXIS[kind], ylabel=f"validation loss ({unit}, envelope)",
+    ax.set(xlabel=AXIS[kind], ylabel=f"{loss} ({unit}, envelope)",
            title=f"{title}\nloss frontiers L = E + A x^-alpha against {AXIS[kind]}")
     ax.grid(True, alpha=0.25)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
@@ -162,7 +165,7 @@ def frontiers(fits: Mapping[str, FrontierFit], failed: set[str], kind: str, titl
 @_styled
 def loss_curves(curves: Mapping[str, pd.DataFrame], fits: Mapping[str, FrontierFit], failed: set[str],
                 widths: Mapping[str, float], dense: str | None, kind: str, title: str, stem: Path,
-                weak: frozenset[str] = frozenset(), unit: str = "nats/token") -> Path:
+                weak: frozenset[str] = frozenset(), unit: str = "nats/token", loss: str = "validation loss") -> Path:
     """One panel per label on shared axes: every run's curve coloured by width, the envelope and the fit.
 
     The y-range covers the runs' final losses and the envelopes, so the first evaluations (near the initial
@@ -218,15 +221,45 @@ def loss_curves(curves: Mapping[str, pd.DataFrame], fits: Mapping[str, FrontierF
         bar.set_ticks(np.unique(w), labels=[f"{v:g}" for v in np.unique(w)])
         bar.ax.minorticks_off()
     fig.supxlabel(AXIS[kind])
-    fig.supylabel(f"validation loss ({unit})")
+    fig.supylabel(f"{loss} ({unit})")
     extra = f", dashed: {dense}'s fit" if ref is not None else ""
     fig.suptitle(f"{title}: runs coloured by width, dots: envelope, red: fit with its band{extra}")
     return _save(fig, stem)
 
 
 @_styled
+def fixed_epoch_curves(points: pd.DataFrame, curves: Mapping[str, tuple[float, float, float]],
+                       multipliers: Mapping[str, Interval], model: str, title: str, stem: Path,
+                       unit: str = "nats/example", loss: str = "final training loss") -> Path:
+    """The fixed-epoch protocol: every run (points: label, flops, loss) with its label's seed mean per width
+    (larger markers), and the pooled fit's curve L = E + A C^-alpha per label under the supported `model`, each
+    legend entry with the label's multiplier."""
+    fig, (ax,) = _figure(width=8.0, height=5.0)
+    labels = list(dict.fromkeys(points["label"]))
+    colours = _colours(labels)
+    for i, label in enumerate(labels):
+        mine = points[points["label"] == label]
+        col = colours[label]
+        ax.scatter(mine["flops"], mine["loss"], color=col, s=10, alpha=0.5, zorder=2)
+        mean = mine.groupby("flops")["loss"].mean()
+        ax.scatter(mean.index, mean.to_numpy(), color=col, s=30, zorder=3, edgecolor="white", linewidth=0.4)
+        if label in curves:
+            E, A, alpha = curves[label]
+            c = np.geomspace(mine["flops"].min(), mine["flops"].max(), 60)
+            iv = multipliers.get(label)
+            ax.plot(c, E + A * c ** -alpha, color=col, lw=1.8, ls=_line_style(i),
+                    label=f"{label}: k = {iv.fmt('.3g') if iv is not None else '–'}")
+    _log_axes(ax)
+    ax.set(xlabel=AXIS["FLOPs"], ylabel=f"{loss} ({unit})",
+           title=f"{title}\nfixed epochs: one point per run, pooled fit L = E + A (k C)^-alpha ({model} model)")
+    ax.grid(True, alpha=0.25)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _save(fig, stem)
+
+
+@_styled
 def isoflop_curves(fits: Mapping[str, IsoflopFit], title: str, stem: Path, weak: frozenset[str] = frozenset(),
-                   unit: str = "nats/token") -> Path:
+                   unit: str = "nats/token", loss: str = "validation loss") -> Path:
     """Per structure: loss vs N_eff per budget (colour: budget, one legend entry each), the interpolant and N*
     (hollow star: dropped budget); `(weak)` in the title of a weak fit."""
     labels = list(fits)
@@ -259,7 +292,7 @@ def isoflop_curves(fits: Mapping[str, IsoflopFit], title: str, stem: Path, weak:
                for text, c in shown.items()]
     fig.legend(handles=handles, title="FLOP budget", loc="center right", frameon=False)
     fig.supxlabel("effective parameters N_eff (training FLOPs per token / 6)")
-    fig.supylabel(f"validation loss ({unit})")
+    fig.supylabel(f"{loss} ({unit})")
     fig.suptitle(f"{title}: isoFLOP curves (star: N*, hollow: dropped budget)")
     return _save(fig, stem)
 

@@ -28,7 +28,7 @@ def write_report(report: Report, out: str | Path, workers: int | None = None) ->
     path = out / "report.md"
     path.write_text(markdown(report, figures, out))
     (out / "fits.json").write_text(json.dumps(plain(report_dict(report)), indent=2, allow_nan=False) + "\n")
-    write_exports(report.tables, out)
+    write_exports(report.exported or report.tables, out)  # both losses, whichever the fits read
     return path
 
 

@@ -21,7 +21,7 @@ from sweep_fixtures import REPO, TINY_BASE, launch_cfg, shipped_runs, tiny_sweep
 @pytest.mark.slow  # plans every run of every shipped sweep (about 100 s on 2 cores)
 def test_every_shipped_sweep_expands_and_validates():
     expected = {"quickstart", "btt_gpt2", "structures_gpt2", "mlp_fashion_mnist", "vit_fashion_mnist",
-                "lr_transfer", "einsum_taxonomy", "moe_gpt2"}
+                "lr_transfer", "einsum_taxonomy", "moe_gpt2", "mlp_cbs"}
     assert expected <= set(sweep_names())
     for name in sorted(expected):
         runs = shipped_runs(name)  # expand(compose_launch_config([f"+sweep={name}"]).sweep).runs, once a session
