@@ -422,7 +422,8 @@ def _docs_tables(args: argparse.Namespace) -> str:
     files = [Path(f) for f in args.files]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        raise AnalysisError(f"{', '.join(missing)}: no such file (or not a file); name Markdown files with results-table markers")
+        raise AnalysisError(f"{', '.join(missing)}: no such file (or not a file); name Markdown files with "
+                            "results-table markers")
     for f in files:
         try:
             f.read_text(encoding="utf-8")

@@ -77,7 +77,7 @@ CASES = [
      "--max-interval-factor: inf is out of range", "a number >= 1"),
     (["report", "--results", "r"], "good", "the following arguments are required: --out", "see python -m analysis"),
     (["report", "--results", "", "--out", "o"], "good", "--results '' is empty", "set --results DIR"),
-    (["report", "--results", "{csv}", "--out", "o"], "good", "is a file, not a folder", "set --results DIR to a folder"),
+    (["report", "--results", "{csv}", "--out", "o"], "good", "is a file, not a folder", "set --results DIR to a"),
     (["plan-next", "--sweep", "s", "--budgets", "abc"], "good", "--budgets: invalid float value: 'abc'",
      "see python -m analysis plan-next --help"),
     (["plan-next", "--sweep", "s", "--budgets", "inf"], "good", "--budgets inf: every budget must be a positive",
