@@ -80,6 +80,19 @@ POSITIVE = _bounded(float, 1e-300, 1e300, "a positive finite number")
 FACTOR = _bounded(float, 1, 1e300, "a number >= 1, e.g. 3")
 
 
+def CELL(text: str) -> str:
+    """An argparse type: a coverage cell DECADESxSEEDS (decades a positive number, seeds an integer >= 1)."""
+    decades, x, seeds = text.partition("x")
+    try:
+        ok = bool(x) and 0 < float(decades) <= 10 and 1 <= int(seeds) <= 1000
+    except ValueError:
+        ok = False
+    if not ok:
+        raise argparse.ArgumentTypeError(f"{text!r} is not DECADESxSEEDS: give decades in (0, 10] and seeds from 1 "
+                                         "to 1000, e.g. 1.5x3")
+    return text
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replicates", type=COUNT, default=DEFAULT_REPLICATES, help="bootstrap replicates per fit")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the bootstrap")
@@ -188,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--flops-col")
     budget.add_argument("--tokens-col", help="training tokens; FLOPs = 6 params tokens")
     iso.add_argument("--run-col", help="rows sharing this column are one run's curve, read at every budget")
-    iso.add_argument("--budgets", type=float, nargs="+", metavar="C",
+    iso.add_argument("--budgets", type=POSITIVE, nargs="+", metavar="C",
                      help="with --run-col: FLOP budgets to read the curves at besides the runs' final FLOPs")
     iso.add_argument("--seed-col", help="random seed: rows differing only in it are averaged")
     iso.add_argument("--loss-noise", type=POSITIVE, metavar="SIGMA",
@@ -197,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cov = sub.add_parser("coverage", help="how often the pooled fit's 95%% intervals hold the truth, on simulated "
                                           "sweeps with known multipliers and exponent")
-    cov.add_argument("--cells", nargs="+", default=list(coverage.CELLS), metavar="DECADESxSEEDS",
+    cov.add_argument("--cells", type=CELL, nargs="+", default=list(coverage.CELLS), metavar="DECADESxSEEDS",
                      help="budget span in decades x seeds per config, e.g. 0.3x1 1.5x3 (default: %(default)s)")
     cov.add_argument("--sweeps", type=COUNT, default=200, help="simulated sweeps per cell")
     cov.add_argument("--replicates", type=COUNT, default=200, help="bootstrap replicates per fit")
@@ -400,6 +413,10 @@ def _plan_next(args: argparse.Namespace) -> str:
 
 
 def _coverage(args: argparse.Namespace) -> str:
+    try:  # a file, read-only, immutable or full: before the simulation, not after it
+        checked_root(args.out, write=True, field="out")
+    except DirectoryError as err:
+        raise AnalysisError(str(err), "out") from None
     command = (f"OMP_NUM_THREADS=1 python -m analysis coverage --cells {' '.join(args.cells)} --sweeps {args.sweeps} "
                f"--replicates {args.replicates} --seed {args.seed} --out {args.out}")
     done = []
@@ -413,7 +430,13 @@ def _docs_tables(args: argparse.Namespace) -> str:
     files = [Path(f) for f in args.files]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        raise AnalysisError(f"{', '.join(missing)}: no such file; name Markdown files with results-table markers")
+        raise AnalysisError(f"{', '.join(missing)}: no such file (or not a file); name Markdown files with "
+                            "results-table markers")
+    for f in files:
+        try:
+            f.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise AnalysisError(f"{f}: not UTF-8 text; name Markdown files with results-table markers") from None
     stale = docs_tables.update(files, args.check)
     if args.check and stale:
         raise AnalysisError(f"{', '.join(map(str, stale))}: result tables differ from the committed reports' "

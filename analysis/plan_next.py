@@ -97,6 +97,10 @@ def first_round(sweep: str, sweep_dir: Sequence[str] = ()) -> tuple[Path, dict[s
                 path = other
         except Exception:  # a file that does not parse is some other sweep's problem
             continue
+    if path is None and ("/" in sweep or sweep.endswith((".yaml", ".yml"))):  # a path, which --sweep does not take
+        name = Path(sweep).name.rpartition(".")[0] or Path(sweep).name
+        raise AnalysisError(f"sweep={sweep}: give the sweep's name, not a path: `sweep` {name} `sweep_dir` "
+                            f"{Path(sweep).parent}", "sweep", "sweep_dir")
     if path is None:
         where = ", ".join(str(d) for d in sweep_dirs(sweep_dir))
         raise AnalysisError(f"sweep={sweep}: no sweep file declares it in {where}; pass the folder holding "

@@ -35,7 +35,8 @@ def read_table(csv: str | Path) -> pd.DataFrame:
     """A CSV file as a DataFrame; a missing or unparsable file raises AnalysisError."""
     p = Path(csv)
     if not p.is_file():
-        raise AnalysisError(f"csv={p}: no such file", "csv")
+        what = "a folder, not a CSV file" if p.is_dir() else "not a regular file" if p.exists() else "no such file"
+        raise AnalysisError(f"csv={p}: {what}; give the path of a CSV file", "csv")
     try:
         df = pd.read_csv(p)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:

@@ -21,7 +21,7 @@ from hydra._internal.utils import create_config_search_path, get_args_parser
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from scaling.config.compose import CONF_DIR, SweepPathError, run_overrides, with_config_dirs
 from scaling.config.validate import SettingError, describe_error
@@ -140,7 +140,9 @@ def run_command(command: Command, args: Sequence[str], run: Callable[[list[str]]
             return show_info(command, args)
         return run(args)
     except CONFIG_ERRORS as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
+        named = [a for a in args if "${" in a]  # an unresolvable ${...} names no setting: name the overrides
+        where = f"{' '.join(named)}: " if named and isinstance(err, InterpolationResolutionError) else ""
+        print(f"error: {where}{one_line(err)}", file=sys.stderr)
         return 2
     except (CommandLineError, SweepPathError, DirectoryError, SettingError) as err:
         print(f"error: {err}", file=sys.stderr)

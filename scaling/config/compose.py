@@ -174,6 +174,11 @@ def load_sweep_file(path: str | Path) -> dict[str, Any]:
     spec = read_sweep_yaml(path)
     if not isinstance(spec, Mapping):
         raise SweepPathError(f"+sweep={path}: the file holds no mapping; see sweeps/quickstart.yaml for the format")
+    if not spec:
+        raise SweepPathError(f"+sweep={path}: the file is empty; see sweeps/quickstart.yaml for the format")
+    if "defaults" in spec:  # Hydra would read it as the file's defaults list
+        raise SweepPathError(f"+sweep={path}: defaults is not a key of a sweep (Hydra reads it as a defaults "
+                             "list); rename it, or use YAML anchors under another key")
     return {"name": path.stem, **spec}
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from scaling.config.rules import (
     Rule, at_least, fraction, integer, list_of, one_of, optional, out_of_range, within,
@@ -125,6 +125,8 @@ def check_known_keys(node: DictConfig, schema: type, prefix: str = "", skip: tup
 
 def check_folder(key: str, value: Any) -> None:
     """A folder setting (data.cache_dir) whose path, or a folder above it, is a file cannot be made."""
+    if not str(value).strip():
+        raise SettingError(f"{key}={value!r} is empty; give a folder path (it is created if missing)")
     path = Path(str(value)).expanduser()
     for above in (path, *path.parents):
         if above.exists():
@@ -186,6 +188,8 @@ def check_bool_overrides(overrides: list[str], root: type = RunConfig) -> None:
     for override in overrides:
         key, eq, value = override.partition("=")
         name = key.lstrip("+~")
+        if eq and not name.strip():
+            raise SettingError(f"{override}: no setting before '='; write key=value, e.g. train.seed=1")
         if eq and expected_type(name, root) == _TYPE_WORDS[bool] and value.strip().lower() not in BOOL_WORDS:
             raise SettingError(f"{name}={value}: {name} takes true or false; write {name}=true or {name}=false")
 
@@ -230,6 +234,12 @@ def describe_error(err: BaseException) -> str:
             return f"{key} is not a setting{guess}"
         want = expected_type(key) if key else None
         return f"{where}: {reason}" + (f"; {key} takes {want}" if want else "")
+    if isinstance(err, InterpolationResolutionError):  # ${...} in a value that cannot be resolved
+        found = re.search(r"full_key: (\S+)", str(err))
+        key = getattr(err, "full_key", None) or (found.group(1) if found else None)
+        reason = str(err).split("\n")[0]
+        return f"{key + ': its' if key else 'a'} ${{...}} value cannot be resolved ({reason}); give a plain value, " \
+               "or set what it names"
     if isinstance(err, MissingConfigException):
         lines = [line.strip() for line in str(err).split("\n") if line.strip()]
         options = [line for line in lines[2:] if not line.startswith(("Config search path", "provider="))]

@@ -47,6 +47,13 @@ def _text(path: Path, fix: str) -> str | None:
         raise RunFileError(path, f"not UTF-8 text (byte {err.start})", fix) from None
 
 
+_NUMBER, _TEXT = (int, float), (str,)
+SUMMARY_TYPES = {**dict.fromkeys(("params", "width", "tokens", "flops", "final_val_loss", "steps",
+                                  "train_flops_per_token"), _NUMBER),
+                 **dict.fromkeys(("run_id", "sweep", "label", "family", "structure", "schedule"), _TEXT)}
+SUMMARY_TYPE_WORDS = {_NUMBER: "a number", _TEXT: "a string"}  # what the report reads from a summary
+
+
 def read_summary_file(path: Path) -> Summary | None:
     """summary.json as a dict with a known status; None when the run has not written one yet."""
     fix = f"delete {path.name} to let the next launch resume the run from its checkpoint (or retrain it)"
@@ -62,6 +69,10 @@ def read_summary_file(path: Path) -> Summary | None:
     status = summary.get("status")
     if not (isinstance(status, str) and status in SUMMARY_STATES):
         raise RunFileError(path, f"status {status!r} is not one of {in_order(SUMMARY_STATES)}", fix)
+    for key, value in summary.items():
+        kind = SUMMARY_TYPES.get(key)
+        if kind is not None and value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+            raise RunFileError(path, f"{key} holds {json.dumps(value)[:40]}, not {SUMMARY_TYPE_WORDS[kind]}", fix)
     return summary
 
 

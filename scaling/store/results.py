@@ -106,11 +106,20 @@ def checked_root(results_root: str | os.PathLike | None, write: bool, field: str
     text = os.fspath(results_root) if results_root is not None else ""
     if not text.strip():
         raise DirectoryError(f"{field}={text!r} is empty; set {field}=DIR to the folder for the results")
-    root = Path(text).expanduser().resolve()
-    existing = next(p for p in (root, *root.parents) if p.exists())
+    try:
+        root = Path(text).expanduser().resolve()
+        existing = next(p for p in (root, *root.parents) if p.exists())
+    except (OSError, RuntimeError) as err:  # a symlink loop, a name too long, ~user of no such user
+        reason = getattr(err, "strerror", None) or str(err)
+        raise DirectoryError(f"{field}={text} cannot be used as a folder ({reason}); set {field}=DIR to a "
+                             "folder path") from None
     if not existing.is_dir():
         where = "is a file" if existing == root else f"lies under {existing}, which is a file"
         raise DirectoryError(f"{field}={root} {where}, not a folder; set {field}=DIR to a folder (or move the file)")
+    runs = root / "runs"
+    if runs.exists() and not runs.is_dir():
+        raise DirectoryError(f"{field}={root}: {runs} is a file, not the folder of runs; move the file, or set "
+                             f"{field}=DIR to another folder")
     if write:
         _probe(existing, root, field)
     return root

@@ -51,6 +51,44 @@ CASES = [
     (FIT, "words", "--loss-col", "holds no numbers"),
     (FIT, "all_bad", "no row is usable", "fix the table"),
     (FIT, "huge", "beyond 1e+60", "fix or drop the row"),
+    # issue 23, a second fresh table (a probe of new inputs)
+    (FIT, "utf16", "--csv", "not a readable CSV"),
+    (FIT, "spaces", "--csv", "not a readable CSV"),
+    (FIT, "semicolons", "--flops-col 'flops': no such column", "the table has ['params;flops;loss']"),
+    (FIT, "infloss", "no row is usable (25 with loss (--loss-col) not a positive number)", "fix the table"),
+    (FIT, "adir", "--csv", "a folder, not a CSV file; give the path of a CSV file"),
+    ([*FIT[:2], "/dev/null", *FIT[3:]], "good", "--csv /dev/null: not a regular file", "give the path of a CSV file"),
+    ([*FIT, "--replicates", "1000000000"], "good", "--replicates: 1000000000 is out of range", "an integer from 1"),
+    ([*FIT, "--replicates", "1.5"], "good", "--replicates: '1.5' is not", "an integer from 1 to 1000000"),
+    ([*FIT, "--level", "1"], "good", "--level: 1 is out of range", "a number between 0 and 1"),
+    ([*FIT, "--seed", "abc"], "good", "--seed: 'abc' is not", "an integer from 0 to 4294967295"),
+    ([*FIT, "--run-col", "nope"], "good", "--run-col 'nope': no such column", "the table has"),
+    ([*FIT, "--bogus"], "good", "unrecognized arguments: --bogus", "see python -m analysis --help"),
+    ([*ISO, "--budgets", "abc"], "good", "--budgets: 'abc' is not", "a positive finite number"),
+    ([*ISO, "--budgets", "-1"], "good", "--budgets: -1 is out of range", "a positive finite number"),
+    ([*ISO, "--budgets", "nan"], "good", "--budgets: nan is out of range", "a positive finite number"),
+    ([*ISO, "--seed-col", "nope"], "good", "--seed-col 'nope': no such column", "the table has"),
+    ([*ISO, "--tokens-col", "params"], "good", "--tokens-col: not allowed with argument --flops-col", "see python"),
+    ([*PAR, "--at-flops", "abc"], "good", "--at-flops: 'abc' is not", "a positive finite number"),
+    ([*PAR, "--budgets", "-1"], "good", "--budgets: -1 is out of range", "a positive finite number"),
+    (["report", "--results", "r", "--out", "o", "--wandb-mode", "bogus"], "good", "--wandb-mode: invalid choice",
+     "choose from"),
+    (["report", "--results", "r", "--out", "o", "--max-interval-factor", "inf"], "good",
+     "--max-interval-factor: inf is out of range", "a number >= 1"),
+    (["report", "--results", "r"], "good", "the following arguments are required: --out", "see python -m analysis"),
+    (["report", "--results", "", "--out", "o"], "good", "--results '' is empty", "set --results DIR"),
+    (["report", "--results", "{csv}", "--out", "o"], "good", "is a file, not a folder", "set --results DIR to a"),
+    (["plan-next", "--sweep", "s", "--budgets", "abc"], "good", "--budgets: invalid float value: 'abc'",
+     "see python -m analysis plan-next --help"),
+    (["plan-next", "--sweep", "s", "--budgets", "inf"], "good", "--budgets inf: every budget must be a positive",
+     "e.g. --budgets 1e15 3e15"),
+    (["plan-next", "--sweep", "some/dir/s.yaml", "--budgets", "1e15"], "good", "--sweep some/dir/s.yaml: give the "
+     "sweep's name, not a path", "--sweep s --sweep-dir some/dir"),
+    (["coverage", "--out", "o", "--cells", "abc"], "good", "--cells: 'abc' is not DECADESxSEEDS", "e.g. 1.5x3"),
+    (["coverage", "--out", "o", "--cells", "0x0"], "good", "--cells: '0x0' is not DECADESxSEEDS", "e.g. 1.5x3"),
+    (["coverage", "--out", "{csv}", "--cells", "0.3x1"], "good", "--out", "is a file, not a folder"),
+    (["docs-tables", "{csv}"], "binary", "not UTF-8 text", "name Markdown files with results-table markers"),
+    (["docs-tables", "nofile.md"], "good", "nofile.md: no such file", "name Markdown files"),
 ]
 
 
@@ -65,6 +103,8 @@ def _table(kind: str) -> pd.DataFrame:
         df["loss"] = [np.nan, -1.0, 0.0, None, "x"] * 5
     elif kind == "huge":
         df.loc[3, "loss"] = 1e300
+    elif kind == "infloss":
+        df["loss"] = np.inf
     return df
 
 
@@ -76,6 +116,11 @@ def csvs(tmp_path):
     (tmp_path / "binary.csv").write_bytes(bytes(range(256)) * 8)
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "header.csv").write_text("params,flops,loss\n")
+    (tmp_path / "utf16.csv").write_bytes(_table("good").to_csv(index=False).encode("utf-16"))
+    (tmp_path / "spaces.csv").write_text("   \n  \n")
+    (tmp_path / "semicolons.csv").write_text(_table("good")[["params", "flops", "loss"]].to_csv(index=False, sep=";"))
+    _table("infloss").to_csv(tmp_path / "infloss.csv", index=False)
+    (tmp_path / "adir.csv").mkdir()
     return tmp_path
 
 

@@ -83,6 +83,14 @@ def _remove(name: str):
     return spoil
 
 
+def _summary_field(key: str, value):
+    def spoil(paths: RunPaths) -> Path:
+        summary = json.loads(paths.summary.read_text())
+        paths.summary.write_text(json.dumps({**summary, key: value}))
+        return paths.summary
+    return spoil
+
+
 def _edit_config(paths: RunPaths) -> Path:
     config = yaml.safe_load(paths.config.read_text())
     config["train"]["lr"] = 0.02  # the run trained with 0.01: its directory name no longer matches
@@ -121,6 +129,10 @@ BAD_RUNS = {  # case: (spoil, what status calls the run, the problem the one lin
     "metrics missing": (_remove("metrics"), CORRUPT, "missing, but the run has completed"),
     "metrics empty": (_write("metrics", b""), CORRUPT, "empty, but the run has completed"),
     "config edited": (_edit_config, CORRUPT, "its settings are not those of run"),
+    # issue 23, a second fresh table: a summary field of the wrong type no longer crashes the report for every run
+    "summary params a string": (_summary_field("params", "big"), CORRUPT, 'params holds "big", not a number'),
+    "summary width a list": (_summary_field("width", [1, 2]), CORRUPT, "width holds [1, 2], not a number"),
+    "summary sweep a number": (_summary_field("sweep", 7), CORRUPT, "sweep holds 7, not a string"),
 }
 TRAINS = {"summary deleted", "killed after taking its lease", "torn lease"}  # train resumes or takes over the run
 
