@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hydra.core.config_store import ConfigStore
 
 import scaling.config.compose
 from scaling.cli.describe import main as describe_main
@@ -435,6 +436,13 @@ BAD_FILES = {
     "comment.yaml": "# nothing here\n",
     "defaults.yaml": "defaults: &d {tokens: [4096]}\nname: defaults\nbudgets: {<<: *d}\n",
 }
+
+
+@pytest.fixture(autouse=True)
+def no_sweep_group_yet():
+    """Each row runs as in a fresh process: no `sweep` config group left registered by an earlier test's launch
+    (with one, Hydra reads scaling.train's `sweep=...` setting as a group override)."""
+    ConfigStore.instance().repo.pop("sweep", None)
 
 
 @pytest.fixture
