@@ -299,6 +299,19 @@ def faults(tmp_path):
                 return str(tmp_path / "afile"), [f"results_root={tmp_path / 'afile'} is a file, not a folder"]
             return str(tmp_path / "afile" / "sub"), [f"results_root={tmp_path / 'afile' / 'sub'} lies under "
                                                      f"{tmp_path / 'afile'}, which is a file"]
+        if fault == "a symlink loop":
+            (tmp_path / "loop").symlink_to(tmp_path / "loop")
+            loop = tmp_path / "loop"
+            return str(loop), [f"results_root={loop} cannot be used as a folder (Symlink loop",
+                               "set results_root=DIR to a folder path"]
+        if fault == "a name too long":
+            return str(tmp_path / ("x" * 300)), ["cannot be used as a folder (File name too long)",
+                                                 "set results_root=DIR to a folder path"]
+        if fault == "runs/ a file":
+            (tmp_path / "root").mkdir()
+            (tmp_path / "root" / "runs").write_text("not a folder")
+            return str(tmp_path / "root"), [f"{tmp_path / 'root' / 'runs'} is a file, not the folder of runs",
+                                            "move the file"]
         if fault in ("read-only", "read-only, to be created"):
             ro = tmpfs("ro", "ro")
             if fault == "read-only":
@@ -339,8 +352,9 @@ def _tree(top: Path) -> list[str]:
 
 WRITING = ("train", "launch", "launch dry run", "report --out")  # write into the folder (the report: into --out)
 READING = ("status", "report --results")
-ROOT_FAULTS = ("empty", "a file", "under a file", "read-only", "read-only, to be created", "immutable", "full")
-NOT_A_FOLDER = ("empty", "a file", "under a file")
+ROOT_FAULTS = ("empty", "a file", "under a file", "read-only", "read-only, to be created", "immutable", "full",
+               "a symlink loop", "a name too long", "runs/ a file")  # the last three: issue 23's second table
+NOT_A_FOLDER = ("empty", "a file", "under a file", "a symlink loop", "a name too long", "runs/ a file")
 
 
 def run_command(command: str, root: str, sweep_file: Path, tmp_path: Path) -> int:
