@@ -345,6 +345,7 @@ CASES = [
     ('logger.name=[a]', 'logger.name=[a]', 'logger.name takes a string', 'train'),
     ('logger=bogus', "In 'run'", 'choose one of: disabled, wandb', 'train'),
     ('label=[a]', 'label=[a]', 'label takes a string', 'train'),
+    ('sweep=[a]', 'sweep=[a]', 'sweep takes a string', 'train'),
     ('model=mlp data=shakespeare', 'model=mlp needs image or teacher data but data', 'use data=fashion_mnist', 'train'),
     ('model=gpt2 data=cifar10', "model=gpt2 needs text data but data.kind='image'; ", 'use data=shakespeare', 'train'),
     ('train.lr = 0.1', "=: no setting before '='", 'write key=value', 'train'),
