@@ -111,7 +111,8 @@ def pooled_reads(table: RunTable, runs: pd.DataFrame,
 def is_fixed_epochs(runs: pd.DataFrame) -> bool:
     """The fixed-epoch protocol (CBS's MLP comparison): every run trained the same token/example budget with an LR
     that decays to its own end, and every label has 2 or more widths (each width is one point of its curve)."""
-    return bool(len(runs)) and runs["tokens_target"].nunique(dropna=False) == 1 and \
+    target = runs["tokens_target"].fillna(runs["tokens"]) if "tokens" in runs else runs["tokens_target"]
+    return bool(len(runs)) and target.notna().all() and target.nunique() == 1 and \
         not runs["schedule"].isin(CURVE_SCHEDULES).any() and int(runs.groupby("label")["width"].nunique().min()) >= 2
 
 

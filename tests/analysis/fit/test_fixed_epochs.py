@@ -58,6 +58,8 @@ def test_lr_check_runs_are_not_points_of_the_curve():
     assert is_fixed_epochs(runs)
     constant = table_from_records(SyntheticSweep([SyntheticStructure("dense", HOFFMANN)], diverged=0).records())
     assert not is_fixed_epochs(constant.runs)  # many budgets, constant LR: the isoFLOP protocol
+    unrecorded = runs.assign(tokens_target=np.nan, tokens=runs["width"] * 1e6)  # runs trained to FLOP budgets
+    assert not is_fixed_epochs(unrecorded)  # a missing target is not one shared budget
 
 
 def test_final_train_loss_is_the_mean_over_the_last_5_percent():
