@@ -22,7 +22,8 @@ def loss_and_grads(model, x, y) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     model.zero_grad(set_to_none=True)
     _, loss = model(x, y)
     loss.backward()
-    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return loss.detach(), {n.removeprefix("_orig_mod."): p.grad.clone()  # a compiled model's names carry the prefix
+                           for n, p in model.named_parameters() if p.grad is not None}
 
 
 @pytest.mark.slow
