@@ -10,6 +10,7 @@ import pytest
 
 from analysis.cli import main
 from analysis.io.synthetic import HOFFMANN
+from clear_errors import assert_one_clear_line
 
 FIT = ["fit-frontier", "--csv", "{csv}", "--flops-col", "flops", "--loss-col", "loss", "--replicates", "20"]
 ISO = ["isoflop", "--csv", "{csv}", "--params-col", "params", "--flops-col", "flops", "--loss-col", "loss"]
@@ -130,12 +131,7 @@ def test_bad_csv_or_flag_is_one_clear_line(argv, csv, field, fix, csvs, tmp_path
     before = sorted(p.name for p in tmp_path.iterdir())
     args = [a.replace("{csv}", str(csvs / f"{csv}.csv")) for a in argv]
     code = main(args)  # argparse's usage errors too are returned, not raised
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert code == 2
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("error: ") and field in lines[0] and fix in lines[0], lines[0]
-    assert "Traceback" not in captured.err and captured.out == ""
+    assert_one_clear_line(code, capsys.readouterr(), field, fix)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
 
 

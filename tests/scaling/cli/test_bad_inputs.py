@@ -22,6 +22,7 @@ from scaling.cli.train import main as train_main
 from scaling.config.compose import compose_run_config
 from scaling.launch.sweeps import compose_launch_config
 from sweep_fixtures import TINY_BASE, tiny_sweep
+from clear_errors import assert_one_clear_line
 
 # (arguments, what the line must name, what fix it must give, entry points: launch / train / both)
 CASES = [
@@ -489,12 +490,7 @@ def test_bad_input_is_refused_in_one_clear_line(entry, args, field, fix, sweeps_
         code = {"launch": launch_main, "status": status_main}[entry]([*sweep, *argv])
     else:
         code = {"train": train_main, "describe": describe_main}[entry]([*TINY_BASE, *argv])
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert code == 2
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("error: ") and field in lines[0] and fix in lines[0], lines[0]
-    assert "Traceback" not in captured.err and captured.out == ""
+    assert_one_clear_line(code, capsys.readouterr(), field, fix)
     assert not root.exists()  # no run directory, no manifest, no submitit folder: nothing created or submitted
 
 
