@@ -35,7 +35,7 @@ def flag(args: list[str], name: str) -> bool:
     bad = [v for v in values if v not in ("true", "false")]
     if bad:
         raise CommandLineError(f"{name}={bad[0]}: {name} takes true or false; write {name}=true or {name}=false")
-    return bool(values) and values[-1].lower() == "true"
+    return bool(values) and values[-1] == "true"
 
 
 def status_command(args: list[str]) -> int:

@@ -24,8 +24,8 @@ from scaling.train.progress import run_weights, work_done
 from scaling.store.files import RunFileError
 from scaling.config.compose import is_sweep_path, register_sweep, sweep_dir_args, sweep_files
 from scaling.launch.sweeps import (
-    SweepError, check_name, compose_launch_config, expand, register_sweeps, runs_on_cuda, split_run_overrides,
-    sweep_names,
+    SweepError, check_name, compose_launch_config, expand, manifest_only, register_sweeps, runs_on_cuda,
+    split_run_overrides, sweep_names,
 )
 from scaling.launch.throughput import STARTUP_S, estimate_seconds
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def sweep_runs(cfg) -> tuple[str, tuple[ManifestRun, ...]]:
         manifest = None
     if manifest is not None:
         return name, manifest.runs
-    if set(cfg.sweep) == {"name"}:
+    if manifest_only(cfg.sweep):
         raise SweepError(f"+sweep={name}: no sweep file of that name ({', '.join(sweep_names())}) and no manifest "
                          f"{path}; give a sweep name, or a -m grid's sweep_name with the results_root it ran with")
     expansion = expand(cfg.sweep, [*cfg.overrides, f"results_root={results_root}"], runs_on_cuda(cfg.cluster))

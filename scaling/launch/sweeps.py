@@ -199,13 +199,18 @@ def check_grid_size(sweep: DictConfig, max_runs: int) -> None:
     seconds, so a typo'd grid would expand for minutes)."""
     spec = OmegaConf.to_container(sweep, resolve=True)
     name = check_name(spec.get("name"))
-    if set(spec) == {"name"}:  # a grid known by its manifest alone (status.with_manifest_sweeps): nothing to expand
+    if manifest_only(spec):  # nothing to expand
         return
     check_sweep_spec(name, spec, ())
     count = count_runs(name, spec)
     if count > max_runs:
         raise SweepError(f"sweep {name!r} expands to {count} runs, more than max_runs={max_runs}; shrink its axes, "
                          f"or raise the cap with max_runs={count} if the grid is meant")
+
+
+def manifest_only(spec) -> bool:
+    """A sweep known by its manifest alone (a -m grid, registered by status.with_manifest_sweeps): a name, no grid."""
+    return set(spec) == {"name"}
 
 
 def check_name(name: object) -> str:
