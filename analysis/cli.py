@@ -361,12 +361,17 @@ def _isoflop(args: argparse.Namespace) -> str:
     return _grouped(args, fit_one, text, plot)
 
 
-def _report(args: argparse.Namespace) -> str:
-
-    try:  # fail now, not after the whole analysis: a file, read-only, immutable or full
-        checked_root(args.out, write=True, field="out")
+def writable_out(out: str) -> None:
+    """--out must be a folder this process can write (not a file, read-only, immutable or full)."""
+    try:
+        checked_root(out, write=True, field="out")
     except DirectoryError as err:
         raise AnalysisError(str(err), "out") from None
+
+
+def _report(args: argparse.Namespace) -> str:
+
+    writable_out(args.out)  # fail now, not after the whole analysis
     if (args.wandb or args.exports) and (args.sweep or args.rounds):
         raise AnalysisError("--sweep and --rounds read the sweep manifests of --results; with --wandb or --exports "
                             "all their runs are read")
@@ -413,10 +418,7 @@ def _plan_next(args: argparse.Namespace) -> str:
 
 
 def _coverage(args: argparse.Namespace) -> str:
-    try:  # a file, read-only, immutable or full: before the simulation, not after it
-        checked_root(args.out, write=True, field="out")
-    except DirectoryError as err:
-        raise AnalysisError(str(err), "out") from None
+    writable_out(args.out)  # before the simulation, not after it
     command = (f"OMP_NUM_THREADS=1 python -m analysis coverage --cells {' '.join(args.cells)} --sweeps {args.sweeps} "
                f"--replicates {args.replicates} --seed {args.seed} --out {args.out}")
     done = []
