@@ -21,7 +21,7 @@ from analysis.fit import coverage
 from analysis.fit.bootstrap import DEFAULT_LEVEL, DEFAULT_REPLICATES, Interval
 from analysis.fit.diagnostics import DEFAULT_MAX_FACTOR
 from analysis.errors import AnalysisError
-from analysis.io.exports import plain, read_exports
+from analysis.io.exports import merged_tables, plain, read_exports
 from analysis.io.load import load_coordchecks, load_sweeps
 from analysis.io.metric import METRICS
 from analysis.io.wandb_source import load_wandb
@@ -119,11 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     rep = sub.add_parser("report", help="full Markdown report with plots from a results store")
-    src = rep.add_mutually_exclusive_group(required=True)
-    src.add_argument("--results", help="results root holding runs/<run_id>/")
-    src.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from a wandb project instead")
-    src.add_argument("--exports", metavar="DIR", help="re-analyse a written report's runs.parquet and curves.parquet "
-                                                      "(e.g. docs/results/quickstart) without its results root")
+    rep.add_argument("--results", help="results root holding runs/<run_id>/")
+    rep.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from a wandb project instead")
+    rep.add_argument("--exports", metavar="DIR", action="append",
+                     help="re-analyse a written report's runs.parquet and curves.parquet (e.g. docs/results/quickstart)"
+                          " without its results root; repeat, or add --results, to pool new runs with a committed "
+                          "report's (a run in several is read once)")
     rep.add_argument("--out", required=True, help="directory for report.md, fits.json and plots/")
     rep.add_argument("--to-wandb", action="store_true",
                      help="also log the report to wandb: one analysis run per sweep, in the sweep's group")
@@ -372,15 +373,20 @@ def writable_out(out: str) -> None:
 def _report(args: argparse.Namespace) -> str:
 
     writable_out(args.out)  # fail now, not after the whole analysis
-    if (args.wandb or args.exports) and (args.sweep or args.rounds):
+    if not (args.results or args.wandb or args.exports):
+        raise AnalysisError("give where the runs are: --results ROOT, --exports DIR or --wandb ENTITY/PROJECT")
+    if args.wandb and (args.results or args.exports):
+        raise AnalysisError("--wandb reads every run from wandb; give it without --results and --exports")
+    if (args.sweep or args.rounds) and not args.results:
         raise AnalysisError("--sweep and --rounds read the sweep manifests of --results; with --wandb or --exports "
-                            "all their runs are read")
+                            "alone all their runs are read")
     if args.wandb:
         tables, source = {None: load_wandb(args.wandb)}, f"wandb:{args.wandb}"
-    elif args.exports:
-        tables, source = read_exports(args.exports), str(args.exports)
     else:
-        tables, source = load_sweeps(args.results, args.sweep, rounds=args.rounds), str(args.results)
+        sources = [load_sweeps(args.results, args.sweep, rounds=args.rounds)] if args.results else []
+        sources += [read_exports(d) for d in args.exports or []]
+        tables = merged_tables(*sources)
+        source = " + ".join(([str(args.results)] if args.results else []) + list(args.exports or []))
     checks = load_coordchecks(args.coordcheck)
     report = analyse(tables, source, args.replicates, args.seed, args.level, workers=args.workers,
                      coordchecks=checks, max_factor=args.max_interval_factor, interpolate_lr=args.interpolate_lr,

@@ -62,6 +62,28 @@ def read_exports(directory: str | Path) -> dict[str | None, RunTable]:
     return tables
 
 
+def merged_tables(*sources: Mapping[str | None, RunTable]) -> dict[str | None, RunTable]:
+    """The tables of several sources (written reports, a results store) as one, per sweep: a run in more than one
+    keeps the row and evaluations of the first source that has it (a run id is one result, so they agree)."""
+    parts: dict[str | None, list[RunTable]] = {}
+    for tables in sources:
+        for sweep, table in tables.items():
+            parts.setdefault(sweep, []).append(table)
+    merged = {}
+    for sweep, tables in parts.items():
+        runs, evals, seen = [], [], set()
+        for t in tables:  # a run's row and evaluations come from the first source that has it
+            new = t.runs[~t.runs["run_id"].isin(seen)]
+            runs.append(new)
+            evals.append(t.evals[t.evals["run_id"].isin(set(new["run_id"]))])
+            seen |= set(new["run_id"])
+        excluded = pd.concat([t.excluded for t in tables], ignore_index=True)
+        excluded = excluded[~excluded["run_id"].isin(seen)].drop_duplicates("run_id")
+        merged[sweep] = RunTable(pd.concat(runs, ignore_index=True), pd.concat(evals, ignore_index=True),
+                                 excluded.reset_index(drop=True))
+    return merged
+
+
 def plain(obj: object) -> object:
     """JSON-ready copy: numpy scalars become Python ones, non-finite floats null, other objects strings."""
     if isinstance(obj, dict):

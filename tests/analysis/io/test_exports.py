@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from analysis.cli import main
-from analysis.io.exports import read_exports, write_exports
-from analysis.io.load import load_sweeps
+from analysis.io.exports import merged_tables, read_exports, write_exports
+from analysis.io.load import RunTable, load_sweeps
 from analysis.io.synthetic import HOFFMANN, SyntheticStructure, SyntheticSweep
 
 REPO = Path(__file__).resolve().parents[3]
@@ -68,3 +68,30 @@ def test_parametric_table_fit_reads_budgets_off_curves():
     read = parametric_from_table(curves, "n_eff", "val_loss", flops_col="flops", run_col="run_id", replicates=20,
                                  budgets=[1.6e11, 2.4e11])  # the sweep's smaller budgets, read off the curves
     assert read.n_points > 2 * once.n_points  # every configuration read at each budget its curve passes
+
+
+def test_several_sources_pool_into_one_table_with_each_run_once(tmp_path):
+    """New runs of a sweep (a results store) pooled with a committed report's: the union, a shared run once."""
+    SyntheticSweep([SyntheticStructure("dense", HOFFMANN), SyntheticStructure("btt", HOFFMANN)],
+                   diverged=1).write(tmp_path / "results")
+    whole = load_sweeps(tmp_path / "results")
+    (sweep, table), = whole.items()
+    ids = list(table.runs["run_id"])
+    first, second = ({sweep: RunTable(table.runs[table.runs["run_id"].isin(part)].reset_index(drop=True),
+                                      table.evals[table.evals["run_id"].isin(part)].reset_index(drop=True),
+                                      table.excluded)} for part in (ids[: len(ids) // 2 + 3], ids[len(ids) // 2:]))
+    write_exports(first, tmp_path)
+    pooled = merged_tables(read_exports(tmp_path), second)[sweep]
+    assert sorted(pooled.runs["run_id"]) == sorted(ids)
+    assert len(pooled.evals) == len(table.evals)
+    assert list(pooled.excluded["run_id"]) == list(table.excluded["run_id"])
+
+
+@pytest.mark.parametrize("args, line", [
+    ([], "give where the runs are: --results ROOT, --exports DIR or --wandb ENTITY/PROJECT"),
+    (["--wandb", "me/proj", "--exports", "x"], "--wandb reads every run from wandb; give it without --results"),
+    (["--exports", "x", "--sweep", "s"], "--sweep and --rounds read the sweep manifests of --results"),
+])
+def test_report_sources_that_do_not_combine_are_one_line(args, line, tmp_path, capsys):
+    assert main(["report", *args, "--out", str(tmp_path / "out")]) == 2
+    assert line in capsys.readouterr().err
