@@ -9,9 +9,10 @@ STAMP   := $(VENV)/.installed
 
 $(STAMP): pyproject.toml setup.py scaling/structures/fastpath/csrc/offset_gemm.c
 	$(PY) -m venv $(VENV)
-	# CPU torch first, so nothing pulls a multi-GB CUDA build.
+	# CPU torch first, so nothing pulls a multi-GB CUDA build; triton (.[gpu], no dependencies of its own) for
+	# the Triton kernels' interpreter tests.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,gpu]'
 	touch $(STAMP)
 
 install: $(STAMP)

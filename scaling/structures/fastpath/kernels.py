@@ -3,7 +3,8 @@
 `two_core_apply` runs one plan (BTT, Monarch, Einsum); `routed_two_core_apply` a mixture of two-core experts
 (BTT-MoE); `tt2_apply` the 2-core Tensor-Train (Kronecker at rank 1). Which path each call takes is
 paths.select_path's decision under a PathPolicy (passed in, or paths.current_policy()); the Functions run the
-bmm schedule (bmm_schedule.py) or the native offset GEMM (token_major.py) and never choose for themselves.
+bmm schedule (bmm_schedule.py) or the native offset GEMM (token_major.py) and never choose for themselves. On CUDA
+two_core_apply runs triton_two_core.apply (Path.TRITON), imported only then (triton is optional).
 
 Under CPU bf16 autocast the entry points hand the Functions their operands rounded to bf16 (as autocast's matmuls
 round theirs) in paths.compute_dtype, run them with autocast off, and return bf16 (`_in_compute_precision`): the
@@ -162,6 +163,10 @@ def two_core_apply(
     path = select_path(plan, flat, policy)
     if path is Path.REFERENCE:
         y = reference_apply(flat, w0, w1, plan)
+    elif path is Path.TRITON:
+        from scaling.structures.fastpath import triton_two_core
+
+        y = triton_two_core.apply(flat, w0, w1, plan)
     else:
         schedule = _Schedule.of(plan, path, _whole_batch_on_bf16(flat, policy, chunk), policy)
         y = _in_compute_precision(flat, policy, lambda *ops: _TwoCoreFunction.apply(*ops, schedule), flat, w0, w1)
@@ -172,8 +177,8 @@ def routed_two_core_apply(
     x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, plan: TwoCorePlan, experts: torch.Tensor,
     gates: torch.Tensor, chunk: int | None = None, policy: PathPolicy | None = None,
 ) -> torch.Tensor:
-    """y_n = sum_j gates[n, j] * expert_{experts[n, j]}(x_n) with two-core experts, on a fused path (the caller
-    checks select_path(plan, x, policy, size_floor=False) is not REFERENCE).
+    """y_n = sum_j gates[n, j] * expert_{experts[n, j]}(x_n) with two-core experts, on a fused CPU path (the caller
+    checks select_path(plan, x, policy, size_floor=False) is BMM or NATIVE).
 
     x (N, d_in); w0 (E, b1, p1, k1) and w1 (E, b2, p2, k2) hold the experts' core views; experts (N, k) the routed
     expert ids, gates (N, k) their weights. Only the routed experts run (routing.mix_experts' slot order).
@@ -182,8 +187,8 @@ def routed_two_core_apply(
         raise ValueError(f"input has shape {tuple(x.shape)}, the experts expect (tokens, d_in={plan.d_in})")
     policy = current_policy() if policy is None else policy
     path = select_path(plan, x, policy, size_floor=False)
-    if path is Path.REFERENCE:
-        raise ValueError("routed_two_core_apply runs the fused Functions only: this call's path is REFERENCE")
+    if path not in (Path.BMM, Path.NATIVE):
+        raise ValueError(f"routed_two_core_apply runs the fused CPU Functions only: this call's path is {path.name}")
     flat = experts.reshape(-1)
     order = torch.argsort(flat, stable=True)
     tokens = order // experts.shape[-1]  # slot n k + j belongs to token n

@@ -1,16 +1,21 @@
-"""Which path a structured layer's call runs: plain ops, the fused bmm schedule, or the native offset GEMM.
+"""Which path a structured layer's call runs: plain ops, the fused bmm schedule, the native offset GEMM, or Triton.
 
-One frozen `PathPolicy` holds every knob; `select_path(plan, x, policy)` applies it. SCALING_NATIVE is read once,
-into DEFAULT_POLICY. A caller (a test, a benchmark) passes its own policy, or scopes one over a block of layer
-calls with `use_policy(policy)`; layers call the kernels without one and get `current_policy()`.
+One frozen `PathPolicy` holds every knob; `select_path(plan, x, policy)` applies it. SCALING_NATIVE and
+SCALING_TRITON are read once, into DEFAULT_POLICY. A caller (a test, a benchmark) passes its own policy, or scopes
+one over a block of layer calls with `use_policy(policy)`; layers call the kernels without one and get
+`current_policy()`.
 
-    REFERENCE  plain differentiable ops (kernels.reference_apply): other devices, under torch.compile (inductor
-               traces and fuses them), policy.fused off, or a two-core call below fused_min_elements; supports
-               double backward
+    REFERENCE  plain differentiable ops (kernels.reference_apply): other devices (and CUDA where TRITON does not
+               run), under torch.compile (inductor traces and fuses them), policy.fused off, or a two-core call
+               below fused_min_elements; supports double backward
     BMM        the fused Functions on MKL's batched GEMMs (bmm_schedule.py), any float dtype on the CPU
     NATIVE     the fused Functions on the native offset GEMM (token_major.py, the C extension csrc/), float32
                compute only, for plans it runs fast (native_tables), and never under a torch dispatch mode
                (FlopCounterMode cannot see it)
+    TRITON     on CUDA, the Triton kernels of triton_two_core.py (triton_chosen): eager, triton importable,
+               plans with c1 = c2 = 1 (BTT, Monarch) and blocks at most TRITON_MAX_BLOCK wide, fp32 / bf16 / fp16
+               operands (under CUDA autocast the autocast dtype, accumulated in fp32), never under a torch dispatch
+               mode (as NATIVE); no size floor (unmeasured)
 
 Precision. Under CPU bf16 autocast (train.precision=bf16) the fused paths take the operands rounded to bf16, as
 autocast's matmuls do, accumulate in fp32 and return bf16 (kernels.autocast_operands). `compute_dtype` says which
@@ -25,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import enum
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +47,7 @@ class Path(enum.Enum):
     REFERENCE = "reference"
     BMM = "bmm"
     NATIVE = "native"
+    TRITON = "triton"
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ class PathPolicy:
     bf16_gemm: under CPU bf16 autocast, run the fused paths' GEMMs in bf16 (oneDNN's AMX / AVX512-BF16 kernels)
         rather than in fp32 on bf16-rounded operands; from_environment sets it where the CPU has those
         instructions (cpu_has_bf16_gemm).
+    triton: on CUDA, run the two-core plans it supports on the Triton kernels (SCALING_TRITON=0 switches it off).
     """
 
     fused: bool = True
@@ -81,12 +89,15 @@ class PathPolicy:
     native_column_multiple: int = 8
     native_tile_tokens: int = 16
     bf16_gemm: bool = False
+    triton: bool = True
 
     @classmethod
     def from_environment(cls, environ: dict[str, str] | None = None) -> PathPolicy:
-        """The defaults, with native off where SCALING_NATIVE is "0" and bf16_gemm where the CPU has bf16 GEMMs."""
+        """The defaults, with native (triton) off where SCALING_NATIVE (SCALING_TRITON) is "0" and bf16_gemm where
+        the CPU has bf16 GEMMs."""
         environ = os.environ if environ is None else environ
-        return cls(native=environ.get("SCALING_NATIVE", "1") != "0", bf16_gemm=cpu_has_bf16_gemm())
+        return cls(native=environ.get("SCALING_NATIVE", "1") != "0", bf16_gemm=cpu_has_bf16_gemm(),
+                   triton=environ.get("SCALING_TRITON", "1") != "0")
 
     def fused_usable(self, x: torch.Tensor) -> bool:
         """The fused Functions may take x: enabled, and (uses_fast_path) on the CPU, eager, fp32 or bf16 autocast."""
@@ -172,9 +183,52 @@ def native_tables(plan: TwoCorePlan, x: torch.Tensor, policy: PathPolicy) -> Tok
     return token_major_plan(plan)
 
 
+TRITON_MAX_BLOCK = 128  # the Triton kernels hold a block's (tokens x width) tiles and its weight in registers
+TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+@functools.cache
+def triton_available() -> bool:
+    """triton imports here (guarded: users may lack it, or have a build that fails to load)."""
+    try:
+        import triton  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def triton_supports(plan: TwoCorePlan) -> bool:
+    """The Triton kernels run plan: no carried columns (c1 = c2 = 1: BTT, Monarch) and every block dimension at most
+    TRITON_MAX_BLOCK."""
+    (_, p1, k1, c1), (_, p2, k2, c2) = plan.core1, plan.core2
+    return c1 == c2 == 1 and max(p1, k1, p2, k2) <= TRITON_MAX_BLOCK
+
+
+def operand_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype x's matmuls take their operands in: the autocast dtype of x's device under autocast, else x's."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
+def triton_chosen(
+    device_type: str, dtype: torch.dtype, available: bool, supported: bool, watched: bool, policy: PathPolicy,
+) -> bool:
+    """A call runs on the Triton kernels: on CUDA, operands (operand_dtype) in TRITON_DTYPES, triton available, the
+    plan supported (triton_supports), not watched by a torch dispatch mode (FlopCounterMode cannot see the kernels:
+    models.flops.measure_flops counts the plain ops), and policy.fused and policy.triton."""
+    return device_type == "cuda" and dtype in TRITON_DTYPES and available and supported and not watched and (
+        policy.fused and policy.triton
+    )
+
+
 def select_path(plan: TwoCorePlan, x: torch.Tensor, policy: PathPolicy, size_floor: bool = True) -> Path:
     """The path of one two-core call on x (N, d_in). size_floor=False skips fused_min_elements: routed experts
     always take the fused Function (their plain alternative is a loop over experts)."""
+    if x.device.type != "cpu" and not torch.compiler.is_compiling():
+        cuda = x.device.type == "cuda"  # (other devices may have no autocast state to ask)
+        chosen = triton_chosen(x.device.type, operand_dtype(x) if cuda else x.dtype, cuda and triton_available(),
+                               triton_supports(plan), _get_current_dispatch_mode() is not None, policy)
+        return Path.TRITON if chosen else Path.REFERENCE
     if not policy.fused_usable(x):
         return Path.REFERENCE
     small = x.shape[0] * max(plan.in_size, plan.out_size) < policy.fused_min_elements
