@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import os
 import typing
 from pathlib import Path
@@ -38,6 +39,7 @@ SWEEPS_DIR = resource_dir("scaling.sweep_files", "sweeps")
 SWEEP_FILE_SUFFIXES = (".yaml", ".yml")
 CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
 SEARCHPATH = "hydra.searchpath"
+MAX_SWEEP_NODES = 10_000  # YAML nodes of a sweep file, aliases expanded: 50x the largest shipped sweep's
 
 
 class SweepPathError(ValueError):
@@ -145,12 +147,16 @@ def is_sweep_path(value: str) -> bool:
 
 
 def read_sweep_yaml(path: Path) -> Any:
-    """The parsed YAML of a sweep file; a file that is not text, not YAML or repeats a key raises SweepPathError
-    with the reason in one line."""
+    """The parsed YAML of a sweep file; a file that is not text, not YAML, repeats a key or whose aliases expand it
+    beyond MAX_SWEEP_NODES raises SweepPathError with the reason in one line."""
     try:
+        _check_expanded_size(path, yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader))
         return OmegaConf.to_container(OmegaConf.load(path))
     except UnicodeDecodeError:
         raise SweepPathError(f"{path}: not a text file (it is not UTF-8); give a sweep YAML file") from None
+    except RecursionError:
+        raise SweepPathError(f"{path}: nested too deeply to be read; a sweep is a few levels of mappings and lists "
+                             "(see sweeps/quickstart.yaml): fix the file's YAML") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -164,6 +170,28 @@ def read_sweep_yaml(path: Path) -> Any:
     except OmegaConfBaseException as err:  # e.g. a key that is not a string
         reason = " ".join(str(err).split("\n")[0].split())
         raise SweepPathError(f"{path}: cannot be read ({reason}); fix the file's YAML") from None
+
+
+def _check_expanded_size(path: Path, node: yaml.Node | None) -> None:
+    """A sweep file's YAML, each alias (*name) copied out as the loader copies it, holds at most MAX_SWEEP_NODES
+    nodes, and no alias sits inside the node it names ("billion laughs" files would take minutes to load)."""
+    sizes: dict[int, float] = {}
+
+    def size(node: yaml.Node) -> float:
+        if id(node) not in sizes:
+            sizes[id(node)] = math.inf  # while counting it: an alias back to it never ends
+            children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else \
+                node.value if isinstance(node, yaml.SequenceNode) else []
+            sizes[id(node)] = 1 + sum(size(child) for child in children)
+        return sizes[id(node)]
+
+    total = size(node) if node is not None else 0
+    if total == math.inf:
+        raise SweepPathError(f"{path}: a YAML alias (*name) lies inside the node its anchor (&name) marks, so the "
+                             "file never ends; fix the file's YAML")
+    if total > MAX_SWEEP_NODES:
+        raise SweepPathError(f"{path}: its YAML aliases (*name) expand it to {int(total):,} values, more than the "
+                             f"{MAX_SWEEP_NODES:,} a sweep file may hold; repeat fewer aliases (or split the sweep)")
 
 
 def load_sweep_file(path: str | Path) -> dict[str, Any]:

@@ -172,7 +172,7 @@ class ClusterConfig:
     timeout_min: int = 60
     cpus_per_task: int = 2
     gpus_per_node: int = 0
-    tasks_per_node: int = 1  # >1: DistributedDataParallel across the tasks (one per GPU)
+    tasks_per_node: int = 1  # slurm, >1: DistributedDataParallel across the tasks (one per GPU); local: 1
     nodes: int = 1  # slurm: >1 runs each job's DDP over nodes x tasks_per_node tasks
     mem_gb: Optional[float] = None
     partition: Optional[str] = None

@@ -106,21 +106,29 @@ def _check(node: DictConfig, rules: dict[str, Rule], schemas: dict[str, type]) -
 
 def check_known_keys(node: DictConfig, schema: type, prefix: str = "", skip: tuple[str, ...] = ()) -> None:
     """Reject keys the schema does not define (`+train.lrr=0.1` adds one that Hydra accepts silently)."""
-    known = {f.name: f for f in dataclasses.fields(schema)}
     hints = typing.get_type_hints(schema)
     for key in node.keys():
         if key in skip:
             continue
-        if key not in known:
-            nested = [f"{name}.{key}" for name, hint in hints.items() if dataclasses.is_dataclass(hint)
-                      and key in {f.name for f in dataclasses.fields(hint)}]
-            close = nested or [prefix + c for c in difflib.get_close_matches(str(key), list(known), n=1)]
-            fix = f"did you mean {close[0]}?" if close else \
-                f"the settings here are {', '.join(prefix + k for k in known)}"
-            raise SettingError(f"{prefix}{key} is not a setting; {fix}")
+        if key not in hints:
+            raise SettingError(unknown_setting(f"{prefix}{key}", schema, prefix))
         value = node[key]
         if isinstance(value, DictConfig) and dataclasses.is_dataclass(hints[key]):
             check_known_keys(value, hints[key], f"{prefix}{key}.")
+
+
+def unknown_setting(typed: str, schema: type, prefix: str = "") -> str:
+    """`typed is not a setting` (a key under `prefix`, whose settings `schema` declares) with the nearest setting
+    (`seed` -> train.seed, `trian.seed` -> train.seed) or, when none is near, the settings there."""
+    hints = typing.get_type_hints(schema)
+    name = typed[len(prefix):]
+    sections = {f"{section}.": hint for section, hint in hints.items() if dataclasses.is_dataclass(hint)}
+    nested = [section + name for section, hint in sections.items() if name in typing.get_type_hints(hint)]
+    names = [*hints, *(section + field for section, hint in sections.items() for field in typing.get_type_hints(hint))]
+    close = nested or difflib.get_close_matches(name, names, n=1)
+    if close:
+        return f"{typed} is not a setting; did you mean {prefix}{close[0]}?"
+    return f"{typed} is not a setting; the settings here are {', '.join(prefix + k for k in hints)}"
 
 
 def check_folder(key: str, value: Any) -> None:
@@ -155,6 +163,10 @@ def check_launch_config(cfg: DictConfig, local_gpus: int = 0) -> None:
         raise SettingError(f"cluster.gpus_per_node={c.gpus_per_node}: cluster={c.kind} runs the jobs on this machine, "
                            f"which has {local_gpus} CUDA device(s); set cluster.gpus_per_node={local_gpus} (or "
                            "launch with cluster=slurm)")
+    if c.kind != "slurm" and c.tasks_per_node != 1:  # scaling.launch.jobs exports a DDP group for Slurm tasks only
+        raise SettingError(f"cluster.tasks_per_node={c.tasks_per_node}: cluster={c.kind} runs one task per job (DDP "
+                           "over tasks needs cluster=slurm); set cluster.tasks_per_node=1 (or launch with "
+                           "cluster=slurm)")
     if c.kind == "slurm" and c.signal_delay_s >= 60 * c.timeout_min:
         raise SettingError(f"cluster.signal_delay_s={c.signal_delay_s} must be below the time limit "
                            f"cluster.timeout_min={c.timeout_min} (in seconds: {60 * c.timeout_min}), or the run is "
@@ -162,6 +174,11 @@ def check_launch_config(cfg: DictConfig, local_gpus: int = 0) -> None:
 
 
 _TYPE_WORDS = {int: "an integer, e.g. 128", float: "a number, e.g. 0.003", bool: "true or false", str: "a string"}
+_KEY_WORDS = {  # settings whose type alone does not say what to write
+    "overrides": "a list of key=value run overrides, e.g. 'overrides=[train.seed=1,train.lr=0.01]'",
+    "cluster.additional_parameters": "a mapping of sbatch options, e.g. "
+                                     "cluster.additional_parameters={constraint:a100}",
+}
 
 
 def expected_type(full_key: str, root: type = RunConfig) -> str | None:
@@ -177,8 +194,12 @@ def expected_type(full_key: str, root: type = RunConfig) -> str | None:
         schema = hints[part]
     args = [a for a in typing.get_args(schema) if a is not type(None)]
     base = args[0] if typing.get_origin(schema) is typing.Union and args else schema
+    if full_key in _KEY_WORDS:
+        return _KEY_WORDS[full_key]
     if typing.get_origin(base) in (list, tuple):
         return "a list, e.g. [a,b]"
+    if typing.get_origin(base) is dict:
+        return "a mapping, e.g. {a:1,b:x}"
     return _TYPE_WORDS.get(base)
 
 
@@ -228,12 +249,11 @@ def describe_error(err: BaseException) -> str:
         where = override.group(1) if override else key
         schema = getattr(cause, "object_type", None)
         if "not in" in reason and key and dataclasses.is_dataclass(schema):  # an unknown key
-            prefix = key.rpartition(".")[0] + "." if "." in key else ""
-            close = difflib.get_close_matches(key.rpartition(".")[2], [f.name for f in dataclasses.fields(schema)], n=1)
-            guess = f"; did you mean {prefix}{close[0]}?" if close else ""
-            return f"{key} is not a setting{guess}"
-        want = expected_type(key) if key else None
-        return f"{where}: {reason}" + (f"; {key} takes {want}" if want else "")
+            typed = re.search(r"override '([^']+)'", str(err))  # bogus.key, of which Hydra names bogus
+            whole = typed.group(1) if typed and typed.group(1).startswith(f"{key}.") else key
+            return unknown_setting(whole, schema, key.rpartition(".")[0] + "." if "." in key else "")
+        want = (expected_type(key) or expected_type(key, LaunchConfig)) if key else None
+        return f"{where}: {reason.rstrip('.')}; {key} takes {want}" if want else f"{where}: {reason}"
     if isinstance(err, InterpolationResolutionError):  # ${...} in a value that cannot be resolved
         found = re.search(r"full_key: (\S+)", str(err))
         key = getattr(err, "full_key", None) or (found.group(1) if found else None)

@@ -171,8 +171,9 @@ def launch(cfg: DictConfig) -> list[submitit.Job]:
 
 
 def launch_result(cfg: DictConfig) -> LaunchResult:
-    """Launch (or dry-run) the sweep; a results root that cannot take its files is refused before anything runs."""
-    results_root = str(checked_root(cfg.results_root, write=not cfg.dry_run or cfg.estimate_time))
+    """Launch (or dry-run) the sweep; a results root that cannot take its files is refused before anything runs (a
+    dry run too: it caches throughputs there, and it previews a launch that would write there)."""
+    results_root = str(checked_root(cfg.results_root, write=True))
     extra = [*cfg.overrides, f"results_root={results_root}"]
     expansion = expand(cfg.sweep, extra, runs_on_cuda(cfg.cluster))
     check_threads(expansion, cfg.cluster)

@@ -55,6 +55,7 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
 SWEEP_KEYS = ("name", "description", "base", "axes", "variants", "budgets")
 VARIANT_KEYS = ("overrides", "axes", "ladder")
 RUNG_KEYS = (*BUDGET_KINDS, "axes")
+ABSENT = object()  # a sweep key left out (one given as null is refused: check_sweep_shapes)
 
 
 class SweepError(ValueError):
@@ -164,9 +165,13 @@ def compose_launch_config(args: Sequence[str]) -> DictConfig:
     for every run (train.seed=1, ...), which are appended to `overrides`."""
     args = with_config_dirs(args)  # from Python: each folder made absolute and checked, as on the command line
     extra_dirs = sweep_dir_args(args)
-    for arg in args:
-        key, _, value = arg.lstrip("+~").partition("=")
-        if key == "sweep" and not is_sweep_path(value):
+    sweeps = [arg for arg in args if _override_key(arg) == "sweep"]
+    if len(sweeps) > 1:
+        raise SweepError(f"{' '.join(sweeps)}: a launch runs one sweep; give +sweep once (launch each sweep on its "
+                         "own)")
+    for arg in sweeps:
+        value = arg.partition("=")[2]
+        if not is_sweep_path(value):
             check_sweep_file(value, extra_dirs)
     launch_args, run_args = split_run_overrides(register_sweeps(args))
     try:
@@ -189,7 +194,7 @@ def count_runs(name: str, spec: dict[str, Any]) -> int:
     """How many runs a sweep expands to (before dedupe), counted without composing any."""
     total = 0
     for label, variant in (spec.get("variants") or {"default": {}}).items():
-        for axes, _, values, _ in _stages(name, spec, label, variant or {}):
+        for axes, _, values, _ in _stages(name, spec, label, variant):
             total += math.prod(len(v) for v in axes.values()) * len(values)
     return total
 
@@ -228,13 +233,10 @@ def _format(value: Any) -> str:
 
 
 def _grid(axes: dict[str, Sequence[Any]] | None) -> list[list[str]]:
-    """Cartesian product of {key: values} as lists of `key=value` overrides."""
+    """Cartesian product of {key: values} (each checked by _axis_values) as lists of `key=value` overrides."""
     if not axes:
         return [[]]
     keys = list(axes)
-    for key in keys:
-        if not isinstance(axes[key], Sequence) or isinstance(axes[key], str) or len(axes[key]) == 0:
-            raise SweepError(f"axis {key!r} must be a non-empty list of values, got {axes[key]!r}")
     return [[f"{k}={_format(v)}" for k, v in zip(keys, combo)] for combo in itertools.product(*axes.values())]
 
 
@@ -293,6 +295,8 @@ def _rungs(name: str, label: str, variant: dict[str, Any], shared: set[str]) -> 
         axes = rung.get("axes") or {}
         if not isinstance(axes, dict):
             raise SweepError(f"{where}[{i}].axes must map override keys to lists of values, got {axes!r}")
+        for key, values in axes.items():
+            _axis_values(f"{where}[{i}].axes.{key}", values)
         twice = sorted(set(axes) & shared)
         if twice:
             raise SweepError(f"{where}[{i}].axes sets {twice}, which the sweep's or the variant's axes set too; "
@@ -328,7 +332,6 @@ def expand(sweep: DictConfig, extra_overrides: Sequence[str] = (), cuda: bool | 
     variants = spec.get("variants") or {"default": {}}
     expansion, errors, seen = Expansion(name=name), [], set()
     for label, variant in variants.items():
-        variant = variant or {}
         for axes, kind, values, from_curves in _stages(name, spec, label, variant):
             for point in _grid(axes):
                 overrides = [*base, *(variant.get("overrides") or []), *point, *extra_overrides]
@@ -402,19 +405,27 @@ def check_sweep_spec(name: str, spec: dict[str, Any], extra_overrides: Sequence[
     swept.update({key: "budgets" for key in ("train.tokens", "train.flops")})  # every run's budget comes from there
     varied: dict[str, set[str]] = {}
     for label, variant in variants.items():
-        bad = sorted(set(variant or {}) - set(VARIANT_KEYS))
+        bad = sorted(set(variant) - set(VARIANT_KEYS))
         if bad:
             raise SweepError(f"sweep {name!r}: variant {label!r} has unknown key(s) {bad}; a variant has only "
                              f"{', '.join(VARIANT_KEYS)}")
-        for key in (variant or {}).get("axes") or {}:
-            swept.setdefault(key, f"the axes of variant {label!r}")
-        ladder = (variant or {}).get("ladder")
+        own = {key: f"the axes of variant {label!r}" for key in variant.get("axes") or {}}
+        ladder = variant.get("ladder")
         for rung in ladder if isinstance(ladder, list) else []:
             rung_axes = rung.get("axes") if isinstance(rung, dict) else None
-            for key in rung_axes if isinstance(rung_axes, dict) else {}:
-                swept.setdefault(key, f"the ladder of variant {label!r}")
-        for override in (variant or {}).get("overrides") or []:
-            varied.setdefault(_override_key(override), set()).add(override)
+            own.update({key: f"the ladder of variant {label!r}" for key in rung_axes or {}}
+                       if isinstance(rung_axes, dict) else {})
+        for override in variant.get("overrides") or []:
+            key = _override_key(override)
+            where = own.get(key) or swept.get(key)
+            if where:  # the swept value comes after the override: the override would be lost
+                fix = (f"give the variant its own axis instead, axes: {{{key}: [{override.partition('=')[2]}]}}"
+                       if where == "axes" else "drop the override")
+                raise SweepError(f"sweep {name!r}: variant {label!r} overrides {override}, but {key} is swept by "
+                                 f"{where}, whose values replace it in every run; {fix}")
+            varied.setdefault(key, set()).add(override)
+        for key, where in own.items():
+            swept.setdefault(key, where)
     swept.update({key: "the variants" for key, values in varied.items() if len(values) > 1 and key not in swept})
     for override in extra_overrides:
         key = _override_key(override)
@@ -425,19 +436,28 @@ def check_sweep_spec(name: str, spec: dict[str, Any], extra_overrides: Sequence[
 
 def _want(ok: bool, where: str, value: Any, want: str) -> None:
     if not ok:
-        raise SweepError(f"{where} must be {want}, got {value!r}")
+        raise SweepError(f"{where} must be {want}, got {'null' if value is None else repr(value)}")
 
 
 def _override_list(where: str, value: Any) -> None:
-    _want(value is None or isinstance(value, list) and all(isinstance(v, str) for v in value), where, value,
+    _want(value is ABSENT or isinstance(value, list) and all(isinstance(v, str) for v in value), where, value,
           "a list of override strings such as [model=gpt2, model.depth=2] (a YAML list, not one string)")
 
 
 def _axes(where: str, axes: Any) -> None:
-    _want(axes is None or isinstance(axes, dict), where, axes, "a mapping {override key: [values]}")
-    for key, values in (axes or {}).items():
-        _want(isinstance(values, list) and len(values) > 0, f"{where}.{key}", values,
-              "a non-empty list of values such as [64, 128]")
+    _want(axes is ABSENT or isinstance(axes, dict), where, axes, "a mapping {override key: [values]}")
+    for key, values in (axes if isinstance(axes, dict) else {}).items():
+        _axis_values(f"{where}.{key}", values)
+
+
+def _axis_values(where: str, values: Any) -> None:
+    """An axis is a non-empty list of distinct values (a repeated value would train one run under two points)."""
+    _want(isinstance(values, list) and len(values) > 0, where, values, "a non-empty list of values such as [64, 128]")
+    seen: set[str] = set()
+    for value in map(_format, values):
+        if value in seen:
+            raise SweepError(f"{where} lists {value} more than once; each value of an axis is one run: list it once")
+        seen.add(value)
 
 
 def _budget_list(where: str, values: Any) -> None:
@@ -448,26 +468,30 @@ def _budget_list(where: str, values: Any) -> None:
 
 def check_sweep_shapes(name: str, spec: dict[str, Any]) -> None:
     """Every sweep key holds the kind of value it takes (a string where a list belongs would otherwise be read
-    character by character); each mistake names the key and an example."""
+    character by character; a key given as null names no value: it is left out, or given one); each mistake names
+    the key and an example."""
     where = f"sweep {name!r}:"
-    _want(spec.get("description") is None or isinstance(spec["description"], str), f"{where} description",
-          spec.get("description"), "a string")
-    _override_list(f"{where} base", spec.get("base"))
-    _axes(f"{where} axes", spec.get("axes"))
-    budgets = spec.get("budgets")
-    _want(budgets is None or isinstance(budgets, dict), f"{where} budgets", budgets,
+    _want(isinstance(spec.get("description", ""), str), f"{where} description", spec.get("description"), "a string")
+    _override_list(f"{where} base", spec.get("base", ABSENT))
+    _axes(f"{where} axes", spec.get("axes", ABSENT))
+    budgets = spec.get("budgets", ABSENT)
+    _want(budgets is ABSENT or isinstance(budgets, dict), f"{where} budgets", budgets,
           "a mapping such as {tokens: [65536, 262144]}")
     for kind in BUDGET_KINDS:
-        if (budgets or {}).get(kind) is not None:
+        if isinstance(budgets, dict) and budgets.get(kind) is not None:
             _budget_list(f"{where} budgets.{kind}", budgets[kind])
-    variants = spec.get("variants")
-    _want(variants is None or isinstance(variants, dict), f"{where} variants", variants,
+    variants = spec.get("variants", ABSENT)
+    _want(variants is ABSENT or isinstance(variants, dict), f"{where} variants", variants,
           "a mapping {label: {overrides: [...], axes: {...}}}")
-    for label, variant in (variants or {}).items():
-        _want(variant is None or isinstance(variant, dict), f"{where} variant {label!r}", variant,
-              "a mapping {overrides: [...], axes: {...}, ladder: [...]}")
-        _override_list(f"{where} variant {label!r} overrides", (variant or {}).get("overrides"))
-        _axes(f"{where} variant {label!r} axes", (variant or {}).get("axes"))
+    for label, variant in (variants if isinstance(variants, dict) else {}).items():
+        _want(isinstance(label, str) and bool(label.strip()), f"{where} variant label", label,
+              "a name such as btt_r4 (it labels the variant's runs)")
+        _want(isinstance(variant, dict), f"{where} variant {label!r}", variant,
+              "a mapping {overrides: [...], axes: {...}, ladder: [...]} ({} for none of its own)")
+        _override_list(f"{where} variant {label!r} overrides", variant.get("overrides", ABSENT))
+        _axes(f"{where} variant {label!r} axes", variant.get("axes", ABSENT))
+        _want(variant.get("ladder", ABSENT) is not None, f"{where} variant {label!r} ladder", None,
+              "a non-empty list of rungs such as [{flops: 1.0e15, axes: {model.width: [128, 192]}}]")
 
 
 def _plan(cfg: DictConfig, kind: str, value: float, overrides: list[str], label: str,

@@ -414,6 +414,47 @@ CASES = [
     ("+sweep={dir}/files/comment.yaml", "comment.yaml: the file is empty", "see sweeps/quickstart.yaml", "launch"),
     ("+sweep={dir}/files/empty.yaml", "empty.yaml: the file is empty", "see sweeps/quickstart.yaml", "status"),
     ("+sweep={dir}/files/defaults.yaml", "defaults is not a key of a sweep", "rename it", "launch"),
+    # issue 23, probe 2: sweep files and launch
+    ("+sweep={dir}/files/nullvariant.yaml", "variant 'a' must be a mapping {overrides: [...]",
+     "({} for none of its own)", "launch"),
+    ("+sweep={dir}/files/emptylabel.yaml", "variant label must be a name", "such as btt_r4", "launch"),
+    ("+sweep={dir}/files/intlabel.yaml", "variant label must be a name", "got 1", "launch"),
+    ("+sweep={dir}/files/dupaxis.yaml", "axes.train.seed lists 1 more than once", "list it once", "launch"),
+    ("+sweep={dir}/files/dupvariantaxis.yaml", "variant 'a' axes.train.seed lists 1 more than once", "list it once",
+     "launch"),
+    ("+sweep={dir}/files/dupladder.yaml", "ladder[0].axes.model.width lists 32 more than once", "list it once",
+     "launch"),
+    ("+sweep={dir}/files/overaxis.yaml", "variant 'a' overrides model.width=64, but model.width is swept by axes",
+     "give the variant its own axis instead, axes: {model.width: [64]}", "launch"),
+    ("+sweep={dir}/files/overownaxis.yaml", "train.seed is swept by the axes of variant 'a'", "drop the override",
+     "launch"),
+    ("+sweep={dir}/files/overbudget.yaml", "overrides train.tokens=8192, but train.tokens is swept by budgets",
+     "drop the override", "launch"),
+    ("+sweep={dir}/files/bogusaxis.yaml", "bogus.key is not a setting", "the settings here are model, structure",
+     "launch"),
+    ("+sweep={dir}/files/typoaxis.yaml", "trian.seed is not a setting", "did you mean train.seed?", "launch"),
+    ("+sweep={dir}/files/nullbase.yaml", "base must be a list of override strings", "got null", "launch"),
+    ("+sweep={dir}/files/nullaxes.yaml", "axes must be a mapping {override key: [values]}", "got null", "launch"),
+    ("+sweep={dir}/files/bomb.yaml", "bomb.yaml: its YAML aliases (*name) expand it to 490,329,066 values",
+     "repeat fewer aliases", "launch"),
+    ("+sweep={dir}/files/selfalias.yaml", "a YAML alias (*name) lies inside the node its anchor", "fix the file's YAML",
+     "launch"),
+    ("+sweep={dir}/files/deep.yaml", "deep.yaml: nested too deeply to be read", "fix the file's YAML", "launch"),
+    ("cluster.additional_parameters=abc", "cluster.additional_parameters=abc", "takes a mapping of sbatch options, "
+     "e.g. cluster.additional_parameters={constraint:a100}", "launch"),
+    ("overrides=abc", "overrides=abc", "takes a list of key=value run overrides, e.g. 'overrides=[train.seed=1",
+     "launch"),
+    ("cluster.tasks_per_node=1000", "cluster.tasks_per_node=1000: cluster=local runs one task per job",
+     "set cluster.tasks_per_node=1 (or launch with cluster=slurm)", "launch"),
+    ("cluster=debug cluster.tasks_per_node=2", "cluster=debug runs one task per job", "set cluster.tasks_per_node=1",
+     "launch"),
+    ("+sweep=tiny +sweep=huge", "+sweep=tiny +sweep=huge: a launch runs one sweep", "give +sweep once", "launch"),
+    ("dry_run=true results_root=/proc/x", "results_root=/proc/x", "set results_root=DIR to a writable folder",
+     "launch"),
+    ("dry_run=true estimate_time=false results_root=/proc/x", "results_root=/proc/x",
+     "set results_root=DIR to a writable folder", "launch"),
+    ("dry_run=true results_root=/sys/kernel", "results_root=/sys/kernel", "set results_root=DIR to a writable folder",
+     "launch"),
 ]
 
 
@@ -437,6 +478,27 @@ BAD_FILES = {
     "empty.yaml": "",
     "comment.yaml": "# nothing here\n",
     "defaults.yaml": "defaults: &d {tokens: [4096]}\nname: defaults\nbudgets: {<<: *d}\n",
+    # issue 23, probe 2: sweep files and launch
+    "nullvariant.yaml": "name: nullvariant\nvariants: {a: null}\nbudgets: {tokens: [4096]}\n",
+    "emptylabel.yaml": "name: emptylabel\nvariants: {'': {overrides: [structure=btt]}}\nbudgets: {tokens: [4096]}\n",
+    "intlabel.yaml": "name: intlabel\nvariants: {1: {overrides: [structure=btt]}}\nbudgets: {tokens: [4096]}\n",
+    "dupaxis.yaml": "name: dupaxis\naxes: {train.seed: [1, 1]}\nbudgets: {tokens: [4096]}\n",
+    "dupvariantaxis.yaml": "name: dupvariantaxis\nvariants: {a: {axes: {train.seed: [1, 1]}}}\n"
+                           "budgets: {tokens: [4096]}\n",
+    "dupladder.yaml": "name: dupladder\nvariants: {a: {ladder: [{tokens: 4096, axes: {model.width: [32, 32]}}]}}\n",
+    "overaxis.yaml": "name: overaxis\naxes: {model.width: [32, 48]}\nvariants: {a: {overrides: [model.width=64]}}\n"
+                     "budgets: {tokens: [4096]}\n",
+    "overownaxis.yaml": "name: overownaxis\nvariants: {a: {overrides: [train.seed=3], axes: {train.seed: [1, 2]}}}\n"
+                        "budgets: {tokens: [4096]}\n",
+    "overbudget.yaml": "name: overbudget\nvariants: {a: {overrides: [train.tokens=8192]}}\nbudgets: {tokens: [4096]}\n",
+    "bogusaxis.yaml": "name: bogusaxis\nbase: [model=gpt2]\naxes: {bogus.key: [1]}\nbudgets: {tokens: [4096]}\n",
+    "typoaxis.yaml": "name: typoaxis\nbase: [model=gpt2]\naxes: {trian.seed: [1]}\nbudgets: {tokens: [4096]}\n",
+    "nullbase.yaml": "name: nullbase\nbase: null\nbudgets: {tokens: [4096]}\n",
+    "nullaxes.yaml": "name: nullaxes\naxes: null\nbudgets: {tokens: [4096]}\n",
+    "bomb.yaml": "name: bomb\na: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(  # billion laughs: 9^9 values
+        f"{k}: &{k} [{', '.join([f'*{p}'] * 9)}]\n" for p, k in zip("abcdefgh", "bcdefghi")),
+    "selfalias.yaml": "name: selfalias\nbase: &b [model=gpt2, *b]\n",
+    "deep.yaml": "name: deep\nbase: " + "[" * 5000 + "]" * 5000 + "\n",
 }
 
 
@@ -484,7 +546,8 @@ def entry_points(cases):
 @pytest.mark.parametrize("entry, args, field, fix", list(entry_points(CASES)))
 def test_bad_input_is_refused_in_one_clear_line(entry, args, field, fix, sweeps_dir, tmp_path, capsys):
     root = tmp_path / "results"
-    argv = [*args.replace("{dir}", str(sweeps_dir)).split(), f"results_root={root}"]
+    argv = [*args.replace("{dir}", str(sweeps_dir)).split(), *([] if "results_root=" in args else
+                                                                [f"results_root={root}"])]
     sweep = [] if args.startswith("+sweep=") else ["+sweep=tiny"]
     if entry in ("launch", "status"):
         code = {"launch": launch_main, "status": status_main}[entry]([*sweep, *argv])
