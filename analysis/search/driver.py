@@ -125,7 +125,8 @@ class Driver:
         variants = {}
         for label in self.spec.lr_labels:
             widths = self.sizes(label, 0, first)
-            variants[label] = {"overrides": self.overrides(label),
+            own = [o for o in self.overrides(label) if not o.startswith("train.lr=")]  # the axis sweeps it
+            variants[label] = {"overrides": own,
                                "axes": {WIDTH: [widths[len(widths) // 2]], "train.lr": self.spec.lr_values}}
         return {"name": f"{self.spec.name}_lr", "description": f"LR check of search {self.spec.name}",
                 "base": self.spec.base, "variants": variants, "budgets": {"flops": [first]}}

@@ -125,3 +125,17 @@ def test_a_candidate_with_no_runs_is_sized_by_its_flop_formulas():
     widths, n_eff = planner.choose(targets(Interval(n_star, n_star, n_star), 3)[0], 2e9)
     assert widths == [16, 32, 64]
     assert n_eff[0] <= n_star / 2 and n_eff[-1] >= n_star * 2
+
+
+def test_the_lr_check_sweeps_the_lr_of_candidates_that_set_their_own(tmp_path):
+    """A candidate's own train.lr (the shipped search gives every one) is left out of its LR-check variant, whose
+    axis sweeps the LR: the launcher refuses a variant overriding a swept key."""
+    from analysis.search.driver import Driver
+
+    spec = parse({**TINY, "structures": {"btt": ["structure=btt", "structure.rank=1", "train.lr=0.005"]},
+                  "theta_overrides": ["train.lr=0.005"], "lr_check": {"values": [0.005, 0.01, 0.02], "labels": "all"}})
+    driver = Driver(spec, str(tmp_path / "results"))
+    sweep = driver.lr_sweep()
+    assert all(not o.startswith("train.lr=") for v in sweep["variants"].values() for o in v["overrides"])
+    driver.launch(sweep, dry_run=True)  # validates and expands; trains nothing
+    assert driver.flops[sweep["name"]] == pytest.approx(3 * 2 * 2e9, rel=0.02)  # 3 LRs x 2 candidates, whole steps
