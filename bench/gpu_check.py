@@ -19,7 +19,8 @@ Steps, each timed and guarded (a step that raises is recorded with its error and
   5 compile      torch.compile of GPT-2 with BTT (and dense): step time compiled vs eager (--quick: the aot_eager
                  backend, which traces as inductor does without generating code)
 --quick: tiny shapes, every step (what CI runs on the CPU: `--device cpu --quick`). --budget-s: once this many
-seconds have passed, the remaining steps are skipped with a note.
+seconds have passed (default 300; 1200 with --quick, a rehearsal on a slow CPU), the steps left are skipped with a
+note.
 
 Writes <out>/<n>-<step>.json (status ok | failed (a check out of tolerance) | error | skipped, seconds, result or
 error), summary.json and summary.md; <out> defaults to bench/results/<device>-<YYYY-MM-DD>/. Exit status 0 when
@@ -80,7 +81,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny shapes, every step")
     parser.add_argument("--out", type=Path, default=None, help="default bench/results/<device>-<date>/")
     parser.add_argument("--steps", default=",".join(map(str, STEPS)), help="comma-separated step numbers")
-    parser.add_argument("--budget-s", type=float, default=300.0, help="skip the steps left after this many seconds")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="skip the steps left after this many seconds (default 300; --quick: 1200, for a CPU)")
     args = parser.parse_args(argv)
     try:
         args.steps = sorted({int(s) for s in args.steps.split(",")})
@@ -88,7 +90,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--steps {args.steps!r} is not a comma-separated list of numbers; give e.g. --steps 1,3")
     if not set(args.steps) <= set(STEPS):
         parser.error(f"--steps {','.join(map(str, args.steps))}: choose from {','.join(map(str, STEPS))}")
-    if not args.budget_s > 0:
+    if args.budget_s is None:
+        args.budget_s = 1200.0 if args.quick else 300.0
+    elif not args.budget_s > 0:
         parser.error(f"--budget-s {args.budget_s:g} must be > 0 seconds, e.g. --budget-s 300")
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is a file; give a folder")
