@@ -291,71 +291,48 @@ def benchmarks(check: Check) -> dict:
 
 def resume(check: Check) -> dict:
     """The mini sweep killed once mid-run and resumed, against an uninterrupted launch of it."""
-    from scaling.launch.cancel import launched_jobs
     from scaling.store.results import read_json, read_jsonl, read_summary, run_dir
 
     root = check.tmp / "resume"
-    sweep_file = root / "sweep.yaml"
-    sweep_file.parent.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True)
     tokens = 12_800 if check.quick else 819_200  # 50 / 800 steps of 256 / 1024 tokens
     width, context = (32, 32) if check.quick else (256, 128)
     base = ["model=gpt2", f"model.width={width}", f"model.base_width={width}", "model.depth=2", "model.head_dim=16",
             f"model.context={context}", "train.batch_size=8", "train.lr=0.01", "train.eval_points=8",
             "train.log_every=1", f"train.checkpoint_every_s={0 if check.quick else 0.5}", "logger=disabled",
             f"train.device={check.device.type}"]
-    sweep_file.write_text(json.dumps({  # JSON is YAML
-        "name": SWEEP_NAME, "description": "bench/gpu_check.py: killed once and resumed", "base": base,
-        "variants": {"dense": {"overrides": ["structure=dense"], "axes": {"train.seed": [0, 1]}},
-                     "btt": {"overrides": ["structure=btt", "structure.rank=1"], "axes": {"train.seed": [0, 1]}}},
-        "budgets": {"tokens": [tokens]}}))
+    sweep = {"name": SWEEP_NAME, "description": "bench/gpu_check.py: killed once and resumed", "base": base,
+             "variants": {"dense": {"overrides": ["structure=dense"], "axes": {"train.seed": [0, 1]}},
+                          "btt": {"overrides": ["structure=btt", "structure.rank=1"], "axes": {"train.seed": [0, 1]}}},
+             "budgets": {"tokens": [tokens]}}
+    (root / "sweep.yaml").write_text(json.dumps(sweep))  # JSON is YAML
     gpus = ["cluster.gpus_per_node=1"] if check.device.type == "cuda" else []  # local jobs see no GPU without it
+    launches: list[subprocess.Popen] = []
 
     def launch(results: Path) -> subprocess.Popen:
-        command = [sys.executable, "-m", "scaling.launch", f"+sweep={sweep_file}", f"results_root={results}",
+        """The sweep launched into `results`, in a process group of its own (its jobs inherit it)."""
+        command = [sys.executable, "-m", "scaling.launch", f"+sweep={root / 'sweep.yaml'}", f"results_root={results}",
                    "cluster=local", *gpus]
-        log = (results.parent / f"{results.name}.log").open("w")
-        return subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def run_ids(results: Path) -> list[str]:
-        return [r["run_id"] for r in read_json(results / "sweeps" / f"{SWEEP_NAME}.json")["runs"]]
-
-    def log_tail(results: Path) -> str:
-        return " | ".join((results.parent / f"{results.name}.log").read_text(errors="replace").splitlines()[-5:])
+        with (root / f"{results.name}.log").open("w") as log:
+            launches.append(subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT,
+                                             start_new_session=True))
+        return launches[-1]
 
     killed, straight = root / "killed", root / "straight"
-    first, reference = launch(killed), launch(straight)
-    deadline = time.monotonic() + (240 if check.quick else 150)
-    victim = None
-    while victim is None:  # a run with a checkpoint, a few steps in and not finished
-        if time.monotonic() > deadline or first.poll() is not None:
-            raise RuntimeError(f"no run of the first launch got a few steps in before it ended or timed out: "
-                               f"{log_tail(killed)}")
-        for rdir in sorted((killed / "runs").glob("*")):
-            steps = [r["step"] for r in read_jsonl(rdir / "metrics.jsonl") if r["kind"] == "train"] \
-                if (rdir / "metrics.jsonl").exists() else []
-            summary = read_summary(rdir) if (rdir / "summary.json").exists() else None
-            if len(steps) >= 5 and (rdir / "checkpoint.pt").exists() and summary and summary["status"] == "running":
-                victim = rdir
-                break
-        time.sleep(0.05)
-    [jobs] = launched_jobs(killed, SWEEP_NAME)
-    groups = {os.getpgid(int(pid)) for pid in jobs.live()} | {first.pid}  # the launcher leads its own group
-    for group in groups:
-        os.killpg(group, signal.SIGKILL)
-    first.wait(timeout=60)
-    at_kill = [r["step"] for r in read_jsonl(victim / "metrics.jsonl") if r["kind"] == "train"]
-    status_at_kill = read_summary(victim)["status"]
-    again = launch(killed)
-    for proc, results in ((again, killed), (reference, straight)):
-        if proc.wait(timeout=(300 if check.quick else 200)) != 0:
-            raise RuntimeError(f"the launch into {results.name} exited {proc.returncode}: {log_tail(results)}")
+    try:
+        victim, at_kill = kill_and_resume(launch, killed, straight, check.quick)
+    finally:  # a launch that an error left running stops with the step
+        for proc in launches:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
     def curve(results: Path, rid: str) -> list[dict]:
         keep = ("kind", "step", "tokens", "loss", "val_loss")
         return [{k: r[k] for k in keep if k in r} for r in read_jsonl(run_dir(results, rid) / "metrics.jsonl")]
 
     runs = []
-    for rid in run_ids(straight):
+    for rid in [r["run_id"] for r in read_json(straight / "sweeps" / f"{SWEEP_NAME}.json")["runs"]]:
         got, want = curve(killed, rid), curve(straight, rid)
         pairs = [(g[k], w[k]) for g, w in zip(got, want) for k in ("loss", "val_loss") if k in w]
         rel = max((abs(g - w) / max(abs(w), 1e-30) for g, w in pairs), default=0.0)
@@ -368,12 +345,51 @@ def resume(check: Check) -> dict:
     ok = all(r["status"] == "completed" and r["same_rows"] and (r["identical"] if exact else r["max_rel_diff"] <=
              RESUME_RTOL) for r in runs) and any(r["restarts"] > 0 for r in runs)
     want = "bit for bit" if exact else f"within rel {RESUME_RTOL}"
-    return {"sweep": json.loads(sweep_file.read_text()), "killed_run": victim.name, "killed_at_step": max(at_kill),
-            "status_at_kill": status_at_kill, "signal": "SIGKILL to the jobs' process group", "tolerance": want,
-            "runs": runs, "passed": ok,
-            "headline": f"run {victim.name} SIGKILLed at step {max(at_kill)} and resumed; "
+    return {"sweep": sweep, "killed_run": victim.name, "killed_at_step": at_kill, "tolerance": want,
+            "signal": "SIGKILL to the jobs' process group", "runs": runs, "passed": ok,
+            "headline": f"run {victim.name} SIGKILLed at step {at_kill} and resumed; "
                         f"{sum(r['identical'] for r in runs)}/{len(runs)} curves bit-identical to the uninterrupted "
                         f"launch, max rel diff {max(r['max_rel_diff'] for r in runs):.2g} (wanted {want})"}
+
+
+def kill_and_resume(launch, killed: Path, straight: Path, quick: bool) -> tuple[Path, int]:
+    """Launch the sweep into `killed` and `straight` at once; SIGKILL the first launch's process group (its jobs')
+    once one of its runs has a checkpoint a few steps in, launch it again and wait for both. Returns the killed
+    run's folder and the last train step it had logged."""
+    from scaling.launch.cancel import launched_jobs
+    from scaling.store.results import read_jsonl, read_summary
+
+    def log_tail(results: Path) -> str:
+        return " | ".join((results.parent / f"{results.name}.log").read_text(errors="replace").splitlines()[-5:])
+
+    def train_steps(rdir: Path) -> list[int]:
+        rows = read_jsonl(rdir / "metrics.jsonl") if (rdir / "metrics.jsonl").exists() else []
+        return [r["step"] for r in rows if r["kind"] == "train"]
+
+    first, reference = launch(killed), launch(straight)
+    deadline = time.monotonic() + (240 if quick else 150)
+    victim = None
+    while victim is None:  # a run with a checkpoint, a few steps in and not finished
+        if time.monotonic() > deadline or first.poll() is not None:
+            raise RuntimeError(f"no run of the first launch got a few steps in before it ended or timed out: "
+                               f"{log_tail(killed)}")
+        for rdir in sorted((killed / "runs").glob("*")):
+            summary = read_summary(rdir) if (rdir / "summary.json").exists() else None
+            if summary and summary["status"] == "running" and (rdir / "checkpoint.pt").exists() \
+                    and len(train_steps(rdir)) >= 5:
+                victim = rdir
+                break
+        time.sleep(0.05)
+    [jobs] = launched_jobs(killed, SWEEP_NAME)
+    for group in {os.getpgid(int(pid)) for pid in jobs.live()} | {first.pid}:  # the launcher leads its own group
+        os.killpg(group, signal.SIGKILL)
+    first.wait(timeout=60)
+    at_kill = max(train_steps(victim))
+    again = launch(killed)
+    for proc, results in ((again, killed), (reference, straight)):
+        if proc.wait(timeout=300 if quick else 200) != 0:
+            raise RuntimeError(f"the launch into {results.name} exited {proc.returncode}: {log_tail(results)}")
+    return victim, at_kill
 
 
 # 5. compile
