@@ -81,7 +81,7 @@ def test_steps_past_the_time_budget_are_skipped_with_a_note(gpu_check, monkeypat
     (["--steps", "1,9"], "--steps 1,9", "choose from 1,2,3,4,5"),
     (["--steps", "one"], "--steps 'one'", "give e.g. --steps 1,3"),
     (["--budget-s", "0"], "--budget-s 0", "e.g. --budget-s 300"),
-    (["--device", "tpu"], "--device", "choose from 'cuda', 'cpu'"),
+    (["--device", "tpu"], "--device", "choose from"),
 ])
 def test_bad_flags_get_one_line_and_create_nothing(gpu_check, capsys, tmp_path, args, field, fix):
     out = tmp_path / "out"
