@@ -59,6 +59,7 @@ class Row:
     width: int
     structure: str  # the spec it was built from; "dense" is nn.Linear
     precision: str = "fp32"
+    path: str = ""  # the path label it ran on (bench_width's `paths`, or "compiled"); "" for dense
     params: int = 0
     flops_per_token: int = 0  # forward FLOPs (2 x MACs)
     ms: float | None = None  # median forward+backward time
@@ -89,15 +90,13 @@ def structure_config(spec: str):
     return OmegaConf.to_object(compose_run_config(overrides).structure)
 
 
-def time_steps(layers: dict, paths: dict[str, bool], args: argparse.Namespace, width: int, device) -> dict:
+def time_steps(layers: dict, policies: dict, args: argparse.Namespace, width: int, device) -> dict:
     """Median seconds of one forward + backward (input and weight gradients) of each layer in each precision, keyed
-    (name, precision), each on its path (paths[name]: PathPolicy.native). Layers and precisions take turns within
-    every repeat, so drifting load on a shared machine hits them all alike."""
-    import dataclasses
-
+    (name, precision), each under its path policy (policies[name]). Layers and precisions take turns within every
+    repeat, so drifting load on a shared machine hits them all alike."""
     import torch
 
-    from scaling.structures.fastpath.paths import DEFAULT_POLICY, use_policy
+    from scaling.structures.fastpath.paths import use_policy
     from scaling.train.device import autocast_for
 
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -116,24 +115,37 @@ def time_steps(layers: dict, paths: dict[str, bool], args: argparse.Namespace, w
     times: dict[tuple[str, str], list[float]] = {(n, p): [] for n in layers for p in args.precision}
     for i in range(args.warmup + args.repeats):
         for name, precision in times:
-            with use_policy(dataclasses.replace(DEFAULT_POLICY, native=paths[name])):
+            with use_policy(policies[name]):
                 seconds = timed(device, lambda: step(layers[name], precision))
             if i >= args.warmup:
                 times[name, precision].append(seconds)
     return {key: statistics.median(t) for key, t in times.items()}
 
 
-def bench_width(width: int, configs: dict, args: argparse.Namespace, device, bandwidth: float) -> list[Row]:
+def path_policies(names: list[str]) -> dict:
+    """--paths as bench_width takes them: each CPU path name with its PathPolicy (the default, native on or off)."""
+    import dataclasses
+
+    from scaling.structures.fastpath.paths import DEFAULT_POLICY
+
+    return {name: dataclasses.replace(DEFAULT_POLICY, native=PATHS[name]) for name in names}
+
+
+def bench_width(width: int, configs: dict, args: argparse.Namespace, device, bandwidth: float, paths: dict,
+                compiled: tuple[str, ...] = (), backend: str = "inductor") -> list[Row]:
     """One row per structure, path and precision at this width (a structure that rejects the width gets its
-    error); bandwidth (bytes/s) gives each row's memory-traffic limit."""
+    error); bandwidth (bytes/s) gives each row's memory-traffic limit. paths: {label: PathPolicy}, the first
+    unlabelled in the rows; the specs in `compiled` also run under torch.compile with `backend` (the default
+    policy)."""
     import torch
     from torch import nn
 
     from scaling.structures import StructureError, build_linear
+    from scaling.structures.fastpath.paths import DEFAULT_POLICY
 
     torch.manual_seed(0)
     layers: dict[str, nn.Module] = {"dense": nn.Linear(width, width, bias=False, device=device)}
-    paths = {"dense": False}
+    policies, path_of = {"dense": DEFAULT_POLICY}, {"dense": ""}
     errors: dict[str, str] = {}
     labels = []
     for spec, cfg in configs.items():
@@ -146,11 +158,13 @@ def bench_width(width: int, configs: dict, args: argparse.Namespace, device, ban
         if cfg.name == "btt_moe":
             with torch.no_grad():
                 layer.router.weight.normal_(0, width**-0.5)
-        for path in args.paths:
-            label = spec if path == args.paths[0] else f"{spec} [{path}]"
-            layers[label], paths[label] = layer, PATHS[path]
+        variants = [(path, layer, policy) for path, policy in paths.items()]
+        variants += [("compiled", torch.compile(layer, backend=backend), DEFAULT_POLICY)] if spec in compiled else []
+        for path, module, policy in variants:
+            label = spec if path == next(iter(paths)) else f"{spec} [{path}]"
+            layers[label], policies[label], path_of[label] = module, policy, path
             labels.append(label)
-    seconds = time_steps(layers, paths, args, width, device)
+    seconds = time_steps(layers, policies, args, width, device)
     rows = []
     for precision in args.precision:
         dense_s = seconds["dense", precision]
@@ -160,12 +174,12 @@ def bench_width(width: int, configs: dict, args: argparse.Namespace, device, ban
             if spec in errors:
                 rows.append(Row(width, spec, precision, error=errors[spec]))
                 continue
-            layer, s = layers[spec], seconds[spec, precision]
+            layer, s = getattr(layers[spec], "_orig_mod", layers[spec]), seconds[spec, precision]
             flops = 2 * width * width if spec == "dense" else layer.flops_per_token()
             params = sum(p.numel() for p in layer.parameters())
             rate = 3 * flops * args.tokens / s / 1e9
-            rows.append(Row(width, spec, precision, params, flops, s * 1e3, rate, rate / dense_rate, dense_s / s,
-                            limit_ms))
+            rows.append(Row(width, spec, precision, path_of[spec], params, flops, s * 1e3, rate, rate / dense_rate,
+                            dense_s / s, limit_ms))
     return rows
 
 
@@ -222,7 +236,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"--structures: {unknown} are not registered structures; choose from {sorted(REGISTRY)}")
     configs = {spec: structure_config(spec) for spec in specs}
     bandwidth = copy_bandwidth(device, COPY_MB)
-    rows = [row for width in args.widths for row in bench_width(width, configs, args, device, bandwidth)]
+    paths = path_policies(args.paths)
+    rows = [row for width in args.widths for row in bench_width(width, configs, args, device, bandwidth, paths)]
     if args.json:
         meta = {"tokens": args.tokens, "threads": args.threads, "warmup": args.warmup, "repeats": args.repeats,
                 "paths": args.paths, "omp_wait": args.omp_wait, "keep_freed_memory": args.keep_freed_memory,

@@ -17,7 +17,9 @@ Device and precision as in training (--device, --precision; bench/common.py): --
 and bf16 (autocast; default both, side by side); on a GPU, --device cuda. Two utilisation columns: "x GEMM", the
 model's achieved FLOP/s over a large dense matmul's (--gemm-size, same device and precision, measured in this
 process; 1024 on the CPU, whose bf16 matmuls run at a fiftieth of fp32's without AMX), and "MFU", over the hardware peak
-(--peak-tflops, or the data-sheet bf16 peak of a known GPU; blank when unknown, as on CPUs).
+(--peak-tflops, or the data-sheet bf16 peak of a known GPU; blank when unknown, as on CPUs). --compile [BACKEND] times
+every model under torch.compile (inductor by default) instead of eager (give --warmup >= 1: the first step
+compiles).
 Threads and process settings (--threads, --omp-wait, --keep-freed-memory): bench/common.py.
 """
 
@@ -74,6 +76,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gemm-size", type=int, default=None,
                         help="side of the dense matmul behind 'x GEMM' (default 1024 on the CPU, 8192 on CUDA)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="hardware peak for MFU, TFLOP/s")
+    parser.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                        help="time every model under torch.compile with this backend (default inductor); its "
+                             "compilation falls in the warm-up steps")
     add_device_arguments(parser)
     add_common_arguments(parser)
     args = parser.parse_args(argv)
@@ -140,7 +145,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
     models, optimizers, flops, params = {}, {}, {}, {}
     for spec, cfg in specs.items():
         model, rules = build_parametrized_model(model_cfg, cfg, info)
-        models[spec] = model.to(device)
+        models[spec] = torch.compile(model.to(device), backend=args.compile) if args.compile else model.to(device)
         optimizers[spec] = make_optimizer(model, rules, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.0)
         report = model_flops(model, info)
         flops[spec], params[spec] = report.train_flops_per_unit, report.params
