@@ -2,8 +2,10 @@
 
 Only completed runs with a finite final loss and a FLOP count enter the tables; every other run is listed
 in `excluded` with its reason, so nothing is dropped silently. A run directory whose files cannot be used
-(scaling.store.results.read_summary: unreadable, edited, metrics missing) or that has no summary.json yet is
-named in one warning line and left out of every sweep that does not list it. Each run gets
+(scaling.store.results.read_summary: unreadable, a summary field unusable or missing, another run's summary,
+edited, config or metrics missing) or that has no summary.json yet is named in one warning line and left out of
+every sweep that does not list it; a completed run's evaluations without a usable val_loss are named in one line
+and left out, its other evaluations kept. Each run gets
 
     n_eff = train_flops_per_token / 6      (effective parameters: what a dense model of equal cost would have)
 
@@ -17,6 +19,7 @@ train_loss` (analysis.io.metric).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass, replace
@@ -220,7 +223,27 @@ def iter_directory_records(results_root: str | Path) -> Iterable[RunRecord]:
             logger.warning(f"warning: run {rdir.name} left out: {paths.summary} does not exist (the run has not "
                            "written it yet, was killed as it started, or it was deleted to resume the run); "
                            "launch its sweep again to finish it")
+        elif summary["status"] == RunState.COMPLETED:
+            rec.metrics = _usable_evals(rec, paths.metrics)
         yield rec
+
+
+def _usable_evals(rec: RunRecord, path: Path) -> list[dict[str, Any]]:
+    """The run's metric rows less its evaluations without a usable val_loss (NaN, a string), named in one warning
+    line: the run's other evaluations and its final loss still enter the fits."""
+    def bad(m: dict[str, Any]) -> bool:
+        loss = m.get("val_loss")
+        return m.get("kind") == "eval" and (isinstance(loss, (str, bool)) or _finite_positive(loss) is None)
+
+    dropped = [m for m in rec.metrics if bad(m)]
+    if dropped:
+        evals = sum(m.get("kind") == "eval" for m in rec.metrics)
+        shown = ", ".join(f"step {m['step']}: {json.dumps(m.get('val_loss'))[:20]}" for m in dropped[:3])
+        logger.warning(f"warning: run {rec.run_id}: {path}: {len(dropped)} of {evals} eval rows have no usable "
+                       f"val_loss ({shown}{', ...' if len(dropped) > 3 else ''}); those rows are left out and the "
+                       f"run's other {evals - len(dropped)} evaluations are used; delete the run directory "
+                       f"{path.parent} to retrain the run for a whole curve")
+    return [m for m in rec.metrics if not bad(m)]
 
 
 def _checked_root(results_root: str | Path) -> Path:

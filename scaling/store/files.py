@@ -8,13 +8,14 @@ error (the run has not written it yet); a torn last line of metrics.jsonl (a cra
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from scaling.store.states import SUMMARY_STATES, in_order
+from scaling.store.states import FINISHED_STATES, SUMMARY_STATES, RunState, in_order
 from scaling.store.summary import Summary
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -47,15 +48,27 @@ def _text(path: Path, fix: str) -> str | None:
         raise RunFileError(path, f"not UTF-8 text (byte {err.start})", fix) from None
 
 
-_NUMBER, _TEXT = (int, float), (str,)
-SUMMARY_TYPES = {**dict.fromkeys(("params", "width", "tokens", "flops", "final_val_loss", "steps",
-                                  "train_flops_per_token"), _NUMBER),
-                 **dict.fromkeys(("run_id", "sweep", "label", "family", "structure", "schedule"), _TEXT)}
-SUMMARY_TYPE_WORDS = {_NUMBER: "a number", _TEXT: "a string"}  # what the report reads from a summary
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def read_summary_file(path: Path) -> Summary | None:
-    """summary.json as a dict with a known status; None when the run has not written one yet."""
+# What the report, status and `scaling.train` read from a summary: each key's check and what it must hold. Tokens
+# and FLOPs are 0 when a run starts; any of these may be null in a summary that does not need it (FINISHED_KEYS).
+_POSITIVE = (lambda v: _number(v) and v > 0, "a positive number")
+_COUNT = (lambda v: _number(v) and v >= 0, "a number >= 0")
+_NAME = (lambda v: isinstance(v, str) and v != "", "a non-empty string")
+SUMMARY_FIELDS = {**dict.fromkeys(("params", "width", "final_val_loss", "steps", "train_flops_per_token",
+                                   "tokens_per_s"), _POSITIVE),
+                  **dict.fromkeys(("tokens", "flops"), _COUNT),
+                  **dict.fromkeys(("run_id", "sweep", "label", "family", "structure", "schedule"), _NAME)}
+# What the trainer writes in every finished run's summary (a completed run's final_val_loss too).
+FINISHED_KEYS = ("run_id", "label", "family", "structure", "width", "params", "train_flops_per_token", "tokens",
+                 "flops", "steps", "schedule")
+
+
+def read_summary_file(path: Path, run_id: str | None = None) -> Summary | None:
+    """summary.json as a dict with a known status and usable fields (SUMMARY_FIELDS, FINISHED_KEYS), of run `run_id`
+    when given; None when the run has not written one yet."""
     fix = f"delete {path.name} to let the next launch resume the run from its checkpoint (or retrain it)"
     text = _text(path, fix)
     if text is None:
@@ -69,10 +82,18 @@ def read_summary_file(path: Path) -> Summary | None:
     status = summary.get("status")
     if not (isinstance(status, str) and status in SUMMARY_STATES):
         raise RunFileError(path, f"status {status!r} is not one of {in_order(SUMMARY_STATES)}", fix)
-    for key, value in summary.items():
-        kind = SUMMARY_TYPES.get(key)
-        if kind is not None and value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
-            raise RunFileError(path, f"{key} holds {json.dumps(value)[:40]}, not {SUMMARY_TYPE_WORDS[kind]}", fix)
+    for key, (usable, words) in SUMMARY_FIELDS.items():
+        value = summary.get(key)
+        if value is not None and not usable(value):
+            raise RunFileError(path, f"{key} holds {json.dumps(value)[:40]}, not {words}", fix)
+    if status in FINISHED_STATES:
+        needed = FINISHED_KEYS + (("final_val_loss",) if status == RunState.COMPLETED else ())
+        missing = [key for key in needed if summary.get(key) is None]
+        if missing:
+            raise RunFileError(path, f"has no {', '.join(missing)}, but the run has {status}", fix)
+    if run_id is not None and summary.get("run_id") not in (None, run_id):
+        raise RunFileError(path, f"run_id holds {json.dumps(summary['run_id'])[:40]}, not the name of its run "
+                           f"directory ({run_id}): copied from another run?", fix)
     return summary
 
 

@@ -226,23 +226,25 @@ def iter_run_dirs(results_root: str | os.PathLike) -> Iterator[Path]:
 
 def read_summary(rdir: Path) -> Summary | None:
     """The run's summary.json, once its files are checked; None before the run wrote one. RunFileError (the file and
-    the fix) when the run cannot be used: summary.json unreadable, config.yaml not the config of this run (its
-    settings hash to another id: edited), or a finished run's metrics.jsonl missing or empty."""
+    the fix) when the run cannot be used: summary.json unreadable, a field of it unusable or another run's
+    (scaling.store.files.read_summary_file), config.yaml not the config of this run (its settings hash to another id:
+    edited), or a finished run's config.yaml or metrics.jsonl missing or empty."""
     paths = RunPaths(rdir)
-    summary = read_summary_file(paths.summary)
+    summary = read_summary_file(paths.summary, rdir.name)
     config = read_config_file(paths.config)
     if config is not None and not config_matches(config, rdir.name):
         raise RunFileError(paths.config, f"its settings are not those of run {rdir.name} (edited since the run "
                            "started, or written by another version of the harness)", "restore the file, or delete "
                            f"the run directory {rdir} to retrain the run")
     if summary is not None and summary["status"] in FINISHED_STATES:
-        try:
-            size = paths.metrics.stat().st_size
-        except FileNotFoundError:
-            size = None
-        if not size:
-            raise RunFileError(paths.metrics, f"{'empty' if size == 0 else 'missing'}, but the run has "
-                               f"{summary['status']}", f"delete the run directory {rdir} to retrain the run")
+        for path in (paths.config, paths.metrics):
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                size = None
+            if not size:
+                raise RunFileError(path, f"{'empty' if size == 0 else 'missing'}, but the run has "
+                                   f"{summary['status']}", f"delete the run directory {rdir} to retrain the run")
     return summary
 
 

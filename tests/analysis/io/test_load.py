@@ -94,7 +94,7 @@ def test_recorded_coordinates_take_precedence():
     assert (row["omega"], row["psi"], row["nu"]) == (0.25, 0.75, 0.6)
 
 
-def test_unusable_runs_are_excluded_with_reasons(tmp_path):
+def test_unusable_runs_are_excluded_with_reasons(tmp_path, caplog):
     sweep = small_sweep(diverged=1)
     ids = sweep.write(tmp_path)
     running = run_dir(tmp_path, "0" * 16)
@@ -110,7 +110,10 @@ def test_unusable_runs_are_excluded_with_reasons(tmp_path):
     reasons = dict(zip(table.excluded["run_id"], table.excluded["reason"]))
     assert reasons["0" * 16] == "status running"
     assert reasons["1" * 16] == "unusable summary.json"
-    assert reasons[ids[0]] == "no finite final_val_loss"
+    assert reasons[ids[0]] == "unusable summary.json"  # final_val_loss NaN: named in one warning line
+    assert [r.message for r in caplog.records if ids[0] in r.message] == [
+        f"warning: run {ids[0]} left out: {nan_loss / 'summary.json'}: final_val_loss holds NaN, not a positive "
+        "number; delete summary.json to let the next launch resume the run from its checkpoint (or retrain it)"]
     assert sum(r == "status diverged" for r in reasons.values()) == 2
     assert len(table.runs) + len(table.excluded) == len(ids) + 2
     note = table.exclusion_note()

@@ -2,9 +2,10 @@
 `python -m analysis report`), one table per kind:
 
   BAD_RUNS: one run of a sweep of four has bad files (truncated, empty, not UTF-8, `[]`, a directory or deleted
-      summary.json; a run killed as it took its lease; a torn lease; missing or empty metrics.jsonl; an edited
-      config.yaml). Every command carries on with the other runs and names the bad one in one line; the report
-      of the other three is written.
+      summary.json; a summary field of the wrong type, negative, NaN, null or missing, or another run's id; a run
+      killed as it took its lease; a torn lease; missing or empty metrics.jsonl; an edited or missing config.yaml).
+      Every command carries on with the other runs and names the bad one in one line; the report of the other
+      three is written. An evaluation row without a usable val_loss costs only that row (named in one line).
   ROOT_FAULTS: the results root (or the report's --out) is empty, a file, under a file, read-only, immutable or
       full. One `error:` line naming the path and the fix, exit status 2, nothing created. Read-only, immutable
       and full use a real tmpfs mount and `chattr +i` (root only; skipped, saying why, where they cannot be made).
@@ -91,6 +92,24 @@ def _summary_field(key: str, value):
     return spoil
 
 
+def _drop_summary_field(key: str):
+    def spoil(paths: RunPaths) -> Path:
+        summary = json.loads(paths.summary.read_text())
+        paths.summary.write_text(json.dumps({k: v for k, v in summary.items() if k != key}))
+        return paths.summary
+    return spoil
+
+
+def _eval_loss(value):
+    """The third evaluation's val_loss replaced by `value`."""
+    def spoil(paths: RunPaths) -> Path:
+        rows = [json.loads(line) for line in paths.metrics.read_text().splitlines()]
+        rows[2]["val_loss"] = value
+        paths.metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return paths.metrics
+    return spoil
+
+
 def _edit_config(paths: RunPaths) -> Path:
     config = yaml.safe_load(paths.config.read_text())
     config["train"]["lr"] = 0.02  # the run trained with 0.01: its directory name no longer matches
@@ -116,7 +135,7 @@ def _torn_lease(paths: RunPaths) -> Path:
     return paths.summary
 
 
-CORRUPT, PENDING = "corrupt", "pending"
+CORRUPT, PENDING, COMPLETED = "corrupt", "pending", "completed"  # COMPLETED: the run is kept, its bad rows left out
 BAD_RUNS = {  # case: (spoil, what status calls the run, the problem the one line names)
     "truncated summary": (_write("summary", b'{"status": "comp'), CORRUPT, "not valid JSON"),
     "empty summary": (_write("summary", b""), CORRUPT, "not valid JSON"),
@@ -130,9 +149,29 @@ BAD_RUNS = {  # case: (spoil, what status calls the run, the problem the one lin
     "metrics empty": (_write("metrics", b""), CORRUPT, "empty, but the run has completed"),
     "config edited": (_edit_config, CORRUPT, "its settings are not those of run"),
     # issue 23, a second fresh table: a summary field of the wrong type no longer crashes the report for every run
-    "summary params a string": (_summary_field("params", "big"), CORRUPT, 'params holds "big", not a number'),
-    "summary width a list": (_summary_field("width", [1, 2]), CORRUPT, "width holds [1, 2], not a number"),
-    "summary sweep a number": (_summary_field("sweep", 7), CORRUPT, "sweep holds 7, not a string"),
+    "summary params a string": (_summary_field("params", "big"), CORRUPT, 'params holds "big", not a positive number'),
+    "summary width a list": (_summary_field("width", [1, 2]), CORRUPT, "width holds [1, 2], not a positive number"),
+    "summary sweep a number": (_summary_field("sweep", 7), CORRUPT, "sweep holds 7, not a non-empty string"),
+    # issue 23: damaged fields were used silently (or gave numpy warnings); now one line, and the run is left out
+    "summary params negative": (_summary_field("params", -5), CORRUPT, "params holds -5, not a positive number"),
+    "summary flops null": (_summary_field("flops", None), CORRUPT, "has no flops, but the run has completed"),
+    "summary label null": (_summary_field("label", None), CORRUPT, "has no label, but the run has completed"),
+    "summary label missing": (_drop_summary_field("label"), CORRUPT, "has no label, but the run has completed"),
+    "summary tokens missing": (_drop_summary_field("tokens"), CORRUPT, "has no tokens, but the run has completed"),
+    "summary final_val_loss NaN": (_summary_field("final_val_loss", float("nan")), CORRUPT,
+                                   "final_val_loss holds NaN, not a positive number"),
+    "summary final_val_loss a string": (_summary_field("final_val_loss", "low"), CORRUPT,
+                                        'final_val_loss holds "low", not a positive number'),
+    "summary only a status": (_write("summary", b'{"status": "completed"}'), CORRUPT,
+                              "has no run_id, label, family, structure, width, params, train_flops_per_token, "
+                              "tokens, flops, steps, schedule, final_val_loss, but the run has completed"),
+    "summary status done": (_write("summary", b'{"status": "done"}'), CORRUPT, "status 'done' is not one of"),
+    "summary another run's id": (_summary_field("run_id", "0123456789abcdef"), CORRUPT,  # copied from that run
+                                 'run_id holds "0123456789abcdef", not the name of its run directory'),
+    "config missing": (_remove("config"), CORRUPT, "missing, but the run has completed"),
+    # an evaluation without a usable loss: that row is left out, the run's other evaluations and final loss kept
+    "eval val_loss NaN": (_eval_loss(float("nan")), COMPLETED, "NaN); those rows are left out and the run's other 6"),
+    "eval val_loss a string": (_eval_loss("low"), COMPLETED, '"low"); those rows are left out and the run\'s other 6'),
 }
 TRAINS = {"summary deleted", "killed after taking its lease", "torn lease"}  # train resumes or takes over the run
 
@@ -198,7 +237,7 @@ def test_a_bad_run_is_named_in_one_line_and_every_command_carries_on(store, tmp_
     # status: the count line, and for a bad run one line naming the file, what is wrong and the fix; exit 1
     code = status_main(sweep)
     out = capsys.readouterr().out
-    assert f"4 runs: completed 3, {state} 1" in out
+    assert ("4 runs: completed 4" if state == COMPLETED else f"4 runs: completed 3, {state} 1") in out
     if state == CORRUPT:
         line = one_line(out, rid)
         assert code == 1 and line.startswith(f"  corrupt {rid}: {path}: ") and problem in line
@@ -209,30 +248,42 @@ def test_a_bad_run_is_named_in_one_line_and_every_command_carries_on(store, tmp_
     # launch (dry run): a bad run is skipped in one line, the others are decided as ever
     code = launch_main([*sweep, "dry_run=true", "estimate_time=false"])
     captured = capsys.readouterr()
-    assert code == 0 and f"{0 if state == CORRUPT else 1} to run" in captured.out
+    assert code == 0 and f"{int(state == PENDING)} to run" in captured.out
     if state == CORRUPT:
         assert one_line(captured.err, rid).startswith(f"  skipped {rid}: {path}: ")
     else:
         assert rid not in captured.err
 
-    # the report of every other run is written; the bad run is named in one line
+    # the report of every other run is written; the bad run is named in one line (a kept run: its bad rows)
     out_dir = tmp_path / "report"
     code = analysis_main(["report", "--results", str(root), "--out", str(out_dir), *REPORT_ARGS])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     line = one_line(captured.err, rid)
-    assert line.startswith(f"warning: run {rid} left out: {path}") and problem in line
     assert (out_dir / "report.md").is_file()
     assert json.loads((out_dir / "fits.json").read_text())["sweeps"] == ["tiny"]  # no "(no sweep)" of bad runs
-    assert set(pd.read_parquet(out_dir / "runs.parquet")["run_id"]) == {r.plan.run_id for r in store["runs"][1:]}
+    reported = set(pd.read_parquet(out_dir / "runs.parquet")["run_id"])
+    if state == COMPLETED:
+        assert line.startswith(f"warning: run {rid}: {path}: 1 of 7 eval rows have no usable val_loss (step ")
+        assert problem in line and "delete the run directory" in line
+        assert reported == {r.plan.run_id for r in store["runs"]}
+        evals = pd.read_parquet(out_dir / "curves.parquet")
+        assert len(evals[evals["run_id"] == rid]) == 6 and evals["val_loss"].notna().all()
+    else:
+        assert line.startswith(f"warning: run {rid} left out: {path}") and problem in line
+        assert reported == {r.plan.run_id for r in store["runs"][1:]}
 
-    # train: a bad run is refused in one line (its files are left for the user); a pending one is trained
+    # train: a bad run is refused in one line (its files are left for the user); a pending one is trained, a kept
+    # one is finished already
     before = {p.name: p.read_bytes() for p in RunPaths(run_dir(root, rid)).dir.iterdir() if p.is_file()}
     code = train_main(train_args(bad, root))
     captured = capsys.readouterr()
+    after = {p.name: p.read_bytes() for p in run_dir(root, rid).iterdir() if p.is_file()}
     if state == CORRUPT:
         assert code == 2 and captured.err.count("\n") == 1 and captured.err.startswith(f"error: {path}: {problem}")
-        assert {p.name: p.read_bytes() for p in run_dir(root, rid).iterdir() if p.is_file()} == before
+        assert after == before
+    elif state == COMPLETED:
+        assert code == 0 and captured.err == "" and after == before
     else:
         assert code == 0 and read_summary(run_dir(root, rid))["status"] == "completed"
         if case == "torn lease":

@@ -15,7 +15,7 @@ from analysis.io.load import iter_directory_records
 from scaling.store.paths import RunPaths
 from scaling.config.compose import compose_run_config
 from scaling.launch.submit import launch
-from scaling.store.results import atomic_write_json, read_jsonl, read_summary, run_dir, run_id
+from scaling.store.results import atomic_write_bytes, atomic_write_json, read_jsonl, read_summary, run_dir, run_id
 from scaling.store.files import RunFileError, read_config_file, read_metrics_file, read_summary_file
 from scaling.launch.status import log_status
 from scaling.launch.sweeps import expand
@@ -31,8 +31,13 @@ BAD_SUMMARIES = {"not utf-8": b"\xff\xfe{}", "a list": b"[]", "torn json": b'{"s
 def test_a_corrupt_summary_is_reported_by_status_launch_train_and_analysis(tmp_path, capsys, content):
     runs = expand(OmegaConf.create(tiny_sweep()), [f"results_root={tmp_path}"]).runs
     bad, good = runs[0].plan.run_id, runs[1].plan.run_id
-    atomic_write_json(run_dir(tmp_path, good) / "summary.json", {"status": "completed"})
-    (run_dir(tmp_path, good) / "metrics.jsonl").write_text('{"step": 0, "kind": "eval"}\n')
+    p, done = runs[1].plan, run_dir(tmp_path, good)
+    summary = {"run_id": good, "status": "completed", "label": "btt", "family": p.family, "structure": p.structure,
+               "width": p.width, "params": p.params, "train_flops_per_token": p.train_flops_per_unit,
+               "tokens": p.units, "flops": p.train_flops, "final_val_loss": 3.0, "steps": p.steps, "schedule": "cosine"}
+    atomic_write_json(done / "summary.json", summary)
+    atomic_write_bytes(done / "config.yaml", OmegaConf.to_yaml(runs[1].cfg).encode())
+    (done / "metrics.jsonl").write_text('{"step": 0, "kind": "eval"}\n')
     path = run_dir(tmp_path, bad) / "summary.json"
     path.parent.mkdir(parents=True)
     path.write_bytes(content)
@@ -53,7 +58,7 @@ def test_a_corrupt_summary_is_reported_by_status_launch_train_and_analysis(tmp_p
     assert path.read_bytes() == content  # left for the user to inspect: not overwritten with "failed"
 
     records = {r.run_id: r for r in iter_directory_records(tmp_path)}
-    assert records[bad].summary is None and records[good].summary == {"status": "completed"}
+    assert records[bad].summary is None and records[good].summary == summary
     assert str(path) in capsys.readouterr().err
 
 

@@ -37,10 +37,10 @@ def test_the_groups():
 
 
 def test_a_summary_keeps_its_status_string_and_keys(tmp_path):
-    write_summary(tmp_path, {"run_id": "0" * 16, "status": RunState.COMPLETED, "final_val_loss": None})
+    write_summary(tmp_path, {"run_id": "0" * 16, "status": RunState.FAILED, "final_val_loss": None})
     assert (tmp_path / "summary.json").read_text() == \
-        '{\n  "final_val_loss": null,\n  "run_id": "0000000000000000",\n  "status": "completed"\n}\n'
-    assert read_summary_file(tmp_path / "summary.json")["status"] == "completed"
+        '{\n  "final_val_loss": null,\n  "run_id": "0000000000000000",\n  "status": "failed"\n}\n'
+    assert read_summary_file(tmp_path / "summary.json")["status"] == "failed"
 
 
 def test_the_summary_writer_refuses_what_the_schema_does_not_define(tmp_path):
