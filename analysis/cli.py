@@ -391,20 +391,21 @@ def writable_out(out: str) -> None:
 def _report(args: argparse.Namespace) -> str:
 
     writable_out(args.out)  # fail now, not after the whole analysis
-    if not (args.results or args.wandb or args.exports):
+    results = args.results is not None  # given, if empty (load_sweeps names an empty --results)
+    if not (results or args.wandb or args.exports):
         raise AnalysisError("give where the runs are: --results ROOT, --exports DIR or --wandb ENTITY/PROJECT")
-    if args.wandb and (args.results or args.exports):
+    if args.wandb and (results or args.exports):
         raise AnalysisError("--wandb reads every run from wandb; give it without --results and --exports")
-    if (args.sweep or args.rounds) and not args.results:
+    if (args.sweep or args.rounds) and not results:
         raise AnalysisError("--sweep and --rounds read the sweep manifests of --results; with --wandb or --exports "
                             "alone all their runs are read")
     if args.wandb:
         tables, source = {None: load_wandb(args.wandb)}, f"wandb:{args.wandb}"
     else:
-        sources = [load_sweeps(args.results, args.sweep, rounds=args.rounds)] if args.results else []
+        sources = [load_sweeps(args.results, args.sweep, rounds=args.rounds)] if results else []
         sources += [read_exports(d) for d in args.exports or []]
         tables = merged_tables(*sources)
-        source = " + ".join(([str(args.results)] if args.results else []) + list(args.exports or []))
+        source = " + ".join(([str(args.results)] if results else []) + list(args.exports or []))
     checks = load_coordchecks(args.coordcheck)
     report = analyse(tables, source, args.replicates, args.seed, args.level, workers=args.workers,
                      coordchecks=checks, max_factor=args.max_interval_factor, interpolate_lr=args.interpolate_lr,
