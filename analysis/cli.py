@@ -28,6 +28,7 @@ from analysis.io.wandb_source import load_wandb
 from analysis.plan_next import check_budgets, check_out, first_round, plan_next, summary, sweep_text
 from analysis.report import docs_tables, plots, to_wandb
 from analysis.report.build import PROTOCOLS, analyse
+from analysis.report.parallel import available_cores
 from analysis.report.markdown import verdict_text
 from analysis.report.write import write_report
 from scaling.config.compose import SWEEPS_DIR
@@ -44,8 +45,9 @@ FLAGS = {"max_factor": "--max-interval-factor", "names": "--sweep", "paths": "--
          "results_root": "--results"}
 
 
-# argparse reads only -1 and -2.5 as negative numbers (values), so `--at-flops -1e20` would be an unknown option.
-NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$|^-inf(inity)?$", re.IGNORECASE)
+# argparse reads only -1 and -2.5 as negative numbers (values), so `--at-flops -1e20` or `--cells -1x3` would be an
+# unknown option: any argument that starts with a minus and a digit (no flag does) is a value, refused by its type.
+NEGATIVE_NUMBER = re.compile(r"^-\.?\d|^-inf(inity)?$", re.IGNORECASE)
 
 
 class Parser(argparse.ArgumentParser):
@@ -74,6 +76,8 @@ def _bounded(kind: type, lo: float, hi: float, want: str):
 
 
 COUNT = _bounded(int, 1, 10**6, "an integer from 1 to 1000000")
+MOST_WORKERS = 4 * available_cores()  # processes beyond this only add memory and start-up time
+WORKERS = _bounded(int, 1, MOST_WORKERS, f"an integer from 1 to {MOST_WORKERS} (4x this machine's cores)")
 SEED = _bounded(int, 0, 2**32 - 1, "an integer from 0 to 4294967295")
 LEVEL = _bounded(float, 1e-9, 1 - 1e-9, "a number between 0 and 1, e.g. 0.95")
 POSITIVE = _bounded(float, 1e-300, 1e300, "a positive finite number")
@@ -90,6 +94,13 @@ def CELL(text: str) -> str:
     if not ok:
         raise argparse.ArgumentTypeError(f"{text!r} is not DECADESxSEEDS: give decades in (0, 10] and seeds from 1 "
                                          "to 1000, e.g. 1.5x3")
+    return text
+
+
+def NAME(text: str) -> str:
+    """An argparse type: a sweep's name, not empty."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is empty: give a sweep's name, e.g. quickstart")
     return text
 
 
@@ -135,13 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="online, offline or disabled (default: $WANDB_MODE, else offline)")
     rep.add_argument("--coordcheck", nargs="*", default=[], metavar="DIR",
                      help="coordcheck.out folders (or coord.csv files) of `python -m scaling.coordcheck` to plot")
-    rep.add_argument("--sweep", action="append", metavar="NAME",
+    rep.add_argument("--sweep", action="append", type=NAME, metavar="NAME",
                      help="report this sweep (repeat to compare sweeps side by side; default: every sweep, each "
                           "separately)")
     rep.add_argument("--rounds", action="store_true",
                      help="read the --sweep sweeps as rounds of one experiment (a sweep and the plan-next rounds "
                           "after it), fitted together")
-    rep.add_argument("--workers", type=COUNT, default=None, help="processes for fits and plots (default: all cores)")
+    rep.add_argument("--workers", type=WORKERS, default=None, help="processes for fits and plots (default: all cores)")
     rep.add_argument("--max-interval-factor", type=FACTOR, default=DEFAULT_MAX_FACTOR,
                      help="a headline interval wider than this factor (hi/lo) makes a fit weak (default 3)")
     rep.add_argument("--interpolate-lr", action="store_true",
@@ -159,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     nxt = sub.add_parser("plan-next", help="write the next round of a sweep: sizes centred on each label's "
                          "predicted N*(C) at new FLOP budgets")
-    nxt.add_argument("--sweep", required=True, metavar="NAME", help="the first round (its results and sweep file)")
+    nxt.add_argument("--sweep", required=True, type=NAME, metavar="NAME",
+                     help="the first round (its results and sweep file)")
     nxt.add_argument("--budgets", required=True, type=float, nargs="+", metavar="C",
                      help="new FLOP budgets (analysis.plan_next.check_budgets names a bad one)")
     nxt.add_argument("--results", default="results", help="results root holding runs/ and sweeps/ (default results)")
@@ -170,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="plan labels whose size law failed too (marked weak) instead of stopping")
     nxt.add_argument("--sweep-dir", action="append", default=[], metavar="DIR",
                      help="folder holding the first round's sweep file (like the launcher's sweep_dir=)")
-    nxt.add_argument("--workers", type=COUNT, default=None, help="processes for the fits (default: all cores)")
+    nxt.add_argument("--workers", type=WORKERS, default=None, help="processes for the fits (default: all cores)")
     nxt.add_argument("--max-interval-factor", type=FACTOR, default=DEFAULT_MAX_FACTOR,
                      help="as for report: a headline interval wider than this makes a fit weak (default 3)")
     nxt.add_argument("--interpolate-lr", action="store_true", help="as for report")
@@ -258,6 +270,12 @@ def usable_rows(df: pd.DataFrame, columns: dict[str, str | None]) -> tuple[pd.Da
 def _table(args: argparse.Namespace) -> pd.DataFrame:
     """--csv as a DataFrame of its usable rows; the dropped ones are counted on stderr."""
     columns = {k: getattr(args, k, None) for k in ("loss_col", "flops_col", "params_col", "tokens_col")}
+    seen: dict[str, str] = {}  # column -> the first argument naming it
+    for argument, name in columns.items():
+        if name is not None and name in seen:
+            raise AnalysisError(f"`{seen[name]}` and `{argument}` name the same column {name!r}; give each its own "
+                                "column", seen[name], argument)
+        seen.setdefault(name, argument)
     df, note = usable_rows(read_table(args.csv), columns)
     if note:
         print(f"note: {note}", file=sys.stderr)
@@ -373,20 +391,21 @@ def writable_out(out: str) -> None:
 def _report(args: argparse.Namespace) -> str:
 
     writable_out(args.out)  # fail now, not after the whole analysis
-    if not (args.results or args.wandb or args.exports):
+    results = args.results is not None  # given, if empty (load_sweeps names an empty --results)
+    if not (results or args.wandb or args.exports):
         raise AnalysisError("give where the runs are: --results ROOT, --exports DIR or --wandb ENTITY/PROJECT")
-    if args.wandb and (args.results or args.exports):
+    if args.wandb and (results or args.exports):
         raise AnalysisError("--wandb reads every run from wandb; give it without --results and --exports")
-    if (args.sweep or args.rounds) and not args.results:
+    if (args.sweep or args.rounds) and not results:
         raise AnalysisError("--sweep and --rounds read the sweep manifests of --results; with --wandb or --exports "
                             "alone all their runs are read")
     if args.wandb:
         tables, source = {None: load_wandb(args.wandb)}, f"wandb:{args.wandb}"
     else:
-        sources = [load_sweeps(args.results, args.sweep, rounds=args.rounds)] if args.results else []
+        sources = [load_sweeps(args.results, args.sweep, rounds=args.rounds)] if results else []
         sources += [read_exports(d) for d in args.exports or []]
         tables = merged_tables(*sources)
-        source = " + ".join(([str(args.results)] if args.results else []) + list(args.exports or []))
+        source = " + ".join(([str(args.results)] if results else []) + list(args.exports or []))
     checks = load_coordchecks(args.coordcheck)
     report = analyse(tables, source, args.replicates, args.seed, args.level, workers=args.workers,
                      coordchecks=checks, max_factor=args.max_interval_factor, interpolate_lr=args.interpolate_lr,

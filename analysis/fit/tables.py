@@ -80,6 +80,9 @@ def groups(df: pd.DataFrame, group_col: str | None) -> dict[str, pd.DataFrame]:
     if group_col not in df.columns:
         raise AnalysisError(f"group_col={group_col!r}: no such column; the table has {list(df.columns)}",
                             "group_col")
+    if df[group_col].isna().all():
+        raise AnalysisError(f"group_col={group_col!r}: the column is empty in every row; fill it in (one fit per "
+                            "value), or leave out `group_col` for one fit", "group_col")
     return {str(k): g for k, g in df.groupby(group_col, sort=True)}
 
 

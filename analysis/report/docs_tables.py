@@ -20,6 +20,7 @@ from pathlib import Path
 from analysis.errors import AnalysisError
 
 BLOCK = re.compile(r"(<!-- results-table: (?P<report>[^ ]+) -->\n)(?P<body>.*?)(<!-- /results-table -->)", re.S)
+MARKER = re.compile(r"<!-- (?:(?P<close>/)results-table|results-table: (?P<report>[^ ]+)) -->")
 MODELS = {"shared": "multiplier", "per-label": "multiplier_per_label"}
 
 
@@ -74,6 +75,21 @@ def report_tables(report_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_markers(path: Path, text: str) -> None:
+    """Each marker of the file `path` names a report folder that exists and is closed before the next one opens."""
+    markers = list(MARKER.finditer(text))
+    for m, after in zip(markers, [*markers[1:], None]):
+        if m["close"]:
+            continue
+        where = f"{path}, line {text.count(chr(10), 0, m.start()) + 1}: {m[0]}"
+        folder = path.parent / m["report"]
+        if not folder.is_dir():
+            raise AnalysisError(f"{where} names the report folder {folder}, which does not exist; fix the marker's "
+                                "path (relative to the file) or write that report with `python -m analysis report`")
+        if after is None or not after["close"]:
+            raise AnalysisError(f"{where} is not closed; end its table with <!-- /results-table -->")
+
+
 def regenerate(text: str, base: Path) -> str:
     """`text` with every marked table rewritten from the report its marker names (relative to `base`)."""
     return BLOCK.sub(lambda m: m.group(1) + report_tables(base / m.group("report")) + m.group(4), text)
@@ -81,12 +97,12 @@ def regenerate(text: str, base: Path) -> str:
 
 def update(files: list[Path], check: bool) -> list[Path]:
     """Rewrite the marked tables of `files` (with `check`, only compare); the files whose tables differ(ed)."""
-    stale = []
-    for path in files:
-        text = path.read_text()
-        new = regenerate(text, path.parent)
-        if new != text:
-            stale.append(path)
-            if not check:
-                path.write_text(new)
+    texts = {path: path.read_text() for path in files}
+    for path, text in texts.items():
+        check_markers(path, text)
+    new = {path: regenerate(text, path.parent) for path, text in texts.items()}  # every file's before any is written
+    stale = [path for path in files if new[path] != texts[path]]
+    if not check:
+        for path in stale:
+            path.write_text(new[path])
     return stale

@@ -14,7 +14,7 @@ from __future__ import annotations
 import signal
 import sys
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from hydra._internal.hydra import Hydra
 from hydra._internal.utils import create_config_search_path, get_args_parser
@@ -95,6 +95,11 @@ def show_info(command: Command, args: Sequence[str]) -> int:
     """Run Hydra's handler for the informational flag in `args` over this command's config; return the exit code."""
     parser = get_args_parser()
     parser.prog = f"python -m {command.name}"
+
+    def one_line_error(message: str) -> NoReturn:  # argparse prints usage over many lines, then exits
+        raise CommandLineError(f"{message}; see python -m {command.name} --help")
+
+    parser.error = one_line_error
     # a command's own flags (describe --json) pass; overrides after a flag are kept; --version exits
     parsed, _ = parser.parse_known_intermixed_args(list(args))
     overrides = command.prepare(list(parsed.overrides))

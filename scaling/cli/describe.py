@@ -22,13 +22,12 @@ from omegaconf import OmegaConf
 from scaling.cli.command import Command, CommandLineError, run_command
 from scaling.config.schema import ModelConfig, StructureConfig
 from scaling.config.compose import compose_run_config
-from scaling.data import data_info
 from scaling.data.interface import DataInfo
 from scaling.models.flops import attention_cores, measure_flops, model_flops
 from scaling.models import ModelConfigError
 from scaling.mup.parametrization import build_parametrized_model
 from scaling.structures import StructureError
-from scaling.train.plan import ConfigError, check_run_config_values
+from scaling.train.plan import ConfigError, check_run_config_values, run_data
 
 
 def describe_model(model_cfg: ModelConfig, structure_cfg: StructureConfig, info: DataInfo) -> dict[str, Any]:
@@ -194,7 +193,7 @@ def describe_command(argv: Sequence[str]) -> int:
         check_run_config_values(cfg)  # the checks `train` makes first (the model's settings; not its budget)
         model_cfg: ModelConfig = OmegaConf.to_object(cfg.model)
         structure_cfg: StructureConfig = OmegaConf.to_object(cfg.structure)
-        result = describe_model(model_cfg, structure_cfg, data_info(cfg.data, cfg.model.context))
+        result = describe_model(model_cfg, structure_cfg, run_data(cfg))
     except (ConfigError, StructureError, ModelConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -228,11 +228,27 @@ def compose_conf(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
         return compose(config_name=config_name, overrides=list(overrides))
 
 
+def check_one_option(overrides: Sequence[str]) -> None:
+    """A config group takes one option: Hydra reads `structure=[btt,dense]` as every option merged in turn (the
+    later's settings over the earlier's), which is never one run's config."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        group = key.lstrip("+~")
+        if not (group.isidentifier() and value.strip().startswith("[")):
+            continue
+        folders = [d / group for d in (CONF_DIR, *config_dirs(overrides)) if (d / group).is_dir()]
+        options = sorted({p.stem for folder in folders for p in folder.glob("*.yaml")})
+        if options:
+            raise SettingError(f"{group}={value}: {group} takes one name, not a list; choose one of: "
+                               f"{', '.join(options)}")
+
+
 def compose_run_config(overrides: Sequence[str] = ()) -> DictConfig:
     """Compose conf/run.yaml with Hydra overrides, e.g. ["model=vit", "model.width=128"]."""
 
     register_schemas()
     check_bool_overrides(list(overrides))
+    check_one_option(overrides)
     cfg = compose_conf("run", integral_overrides(list(overrides)))
     OmegaConf.set_struct(cfg, True)
     _later_wins(cfg, overrides)

@@ -79,6 +79,8 @@ RULES: dict[str, Rule] = {
     "train.snapshot_steps": STEPS, "train.fork_from": RUN_ID,
     "logger.mode": optional(one_of(*LOGGER_MODES)),
     "logger.project": Rule(lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty name"),
+    # OmegaConf's list[str] converts numbers to strings but keeps a nested list or mapping ([a,[b]]) as it is
+    "logger.tags": Rule(lambda v: all(isinstance(t, str) for t in v), "a list of strings, e.g. [a,b]"),
 }
 
 CLUSTER_RULES: dict[str, Rule] = {

@@ -118,8 +118,14 @@ def ensure_cache(cfg: Any, *, allow_download: bool = False, num_proc: int = 1) -
             f"`python -m scaling.data.prepare data.name=owt data.tokenizer={cfg.tokenizer}` "
             "(downloads ~40 GB; data.path may name a local copy of the dataset)"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(target.with_name(target.name + ".lock")):
+    lock = target.with_name(target.name + ".lock")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock.touch()
+    except OSError as err:  # no such place (/proc/x), read-only, no permission
+        raise ValueError(f"data.cache_dir={cfg.cache_dir}: cannot write the token cache in {target.parent} "
+                         f"({err.strerror}); give a writable folder, data.cache_dir=DIR") from None
+    with _file_lock(lock):
         if not (target / "meta.json").is_file():
             _build_atomically(cfg, target, num_proc)
     return open_cache(target)

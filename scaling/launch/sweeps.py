@@ -41,8 +41,8 @@ from scaling.train.budget_evals import attach_eval_budgets
 from scaling.config.schema import LaunchConfig
 from scaling.config.labels import default_label
 from scaling.config.compose import (
-    SEARCHPATH, SweepPathError, compose_conf, compose_run_config, is_sweep_path, read_sweep_yaml, register_sweep_group,
-    sweep_dir_args, sweep_files, with_config_dirs,
+    SEARCHPATH, SweepPathError, check_one_option, compose_conf, compose_run_config, is_sweep_path, read_sweep_yaml,
+    register_sweep_group, sweep_dir_args, sweep_files, with_config_dirs,
 )
 from scaling.train.fork import fork_step
 from scaling.train.plan import ConfigError, RunPlan, plan_run
@@ -176,6 +176,7 @@ def compose_launch_config(args: Sequence[str]) -> DictConfig:
     launch_args, run_args = split_run_overrides(register_sweeps(args))
     try:
         check_bool_overrides(launch_args, LaunchConfig)
+        check_one_option(launch_args)
         cfg = compose_conf("launch", launch_args)
         cfg.overrides = [*cfg.overrides, *run_args]
         if cfg.get("sweep") is None:

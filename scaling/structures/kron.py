@@ -37,7 +37,7 @@ class Kronecker(StructuredLinear):
     @classmethod
     def validate(cls, cfg: StructureConfig, d_in: int, d_out: int) -> TTLayout:
         """Resolve the factor sizes (a rank-1 TT layout); StructureError names the width or field to change."""
-        check_cores(cfg.cores, "kron")
+        check_cores(cfg.cores, "kron", d_in, d_out)
         ns = clean_factors(d_in, cfg.cores, cfg.layout, "kron", "d_in")
         ms = clean_factors(d_out, cfg.cores, cfg.layout, "kron", "d_out")
         return TTLayout(ns, ms, (1,) * (cfg.cores + 1))

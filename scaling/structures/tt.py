@@ -54,10 +54,16 @@ class TTLayout:
 CORES = at_least(2, "an integer >= 2")  # structure.cores of kron and tt (one core is a dense layer)
 
 
-def check_cores(cores: int, structure: str) -> None:
-    """Kron and TT need at least two cores."""
+def check_cores(cores: int, structure: str, d_in: int, d_out: int) -> None:
+    """Kron and TT need at least two cores, and no more than the narrower width has factors >= 2."""
     if cores < 2:
         raise StructureError(f"{structure} needs structure.cores >= 2, got {cores}; one core is a dense layer")
+    most = min(d_in, d_out).bit_length() - 1  # 2^most <= the narrower width
+    if cores > most:
+        fix = f"set structure.cores to at most {most}" if most >= 2 else "use a different structure for this layer"
+        raise StructureError(f"{structure} with structure.cores={cores} splits each width into {cores} factors >= 2, "
+                             f"which needs widths >= 2^{cores}, but this layer is {d_in} -> {d_out}; {fix} (or "
+                             "widen the model)")
 
 
 def tt_apply(x: torch.Tensor, cores: list[torch.Tensor], in_factors: tuple[int, ...], d_out: int) -> torch.Tensor:
@@ -93,7 +99,7 @@ class TensorTrain(StructuredLinear):
     @classmethod
     def validate(cls, cfg: StructureConfig, d_in: int, d_out: int) -> TTLayout:
         """Resolve factors and ranks; StructureError names the width or field to change."""
-        check_cores(cfg.cores, "tt")
+        check_cores(cfg.cores, "tt", d_in, d_out)
         rank = 1 if cfg.rank is None else cfg.rank
         if rank < 1:
             raise StructureError(f"tt needs structure.rank >= 1, got {rank}")

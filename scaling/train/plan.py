@@ -33,12 +33,15 @@ class ConfigError(ValueError):
 
 
 def check_run_config_values(cfg: DictConfig) -> None:
-    """Unknown keys, the generic ranges (scaling.config.validate) and the structure's declared settings."""
+    """Unknown keys, the generic ranges (scaling.config.validate), the model family and the structure's declared
+    settings."""
     try:
         check_run_config(cfg)
         check_settings(as_dataclass(cfg.structure, StructureConfig))
     except (SettingError, StructureError) as err:
         raise ConfigError(str(err)) from None
+    if cfg.model.family not in FAMILIES:
+        raise ConfigError(f"model.family={cfg.model.family!r} is not known; choose one of {tuple(FAMILIES)}")
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,16 @@ def check_memory(cfg: DictConfig, params: int) -> None:
                           f"this machine's {have / 2**30:.3g} GiB of memory; lower model.width or model.depth")
 
 
+def run_data(cfg: DictConfig) -> DataInfo:
+    """The run's data, its kind checked against the model first; a data error (a missing file, a cache folder that
+    cannot be written) is a ConfigError."""
+    try:
+        check_data_kind(cfg.model.family, cfg.data.kind)  # before data_info, which may download or tokenize
+        return data_info(cfg.data, context=cfg.model.context)
+    except (ValueError, FileNotFoundError) as err:
+        raise ConfigError(str(err)) from err
+
+
 def plan_run(cfg: DictConfig, cuda: bool | None = None) -> RunPlan:
     """Validate a run config and compute its size and budget; raise ConfigError if it cannot run.
 
@@ -117,13 +130,10 @@ def plan_run(cfg: DictConfig, cuda: bool | None = None) -> RunPlan:
     resolve_runtime(cfg, cuda)
     check_device(cfg.train.device, cuda)
     m, t = cfg.model, cfg.train
-    if m.family not in FAMILIES:
-        raise ConfigError(f"model.family={m.family!r} is not known; choose one of {tuple(FAMILIES)}")
+    info = run_data(cfg)
     try:
-        check_data_kind(m.family, cfg.data.kind)  # before data_info, which may download or tokenize
-        info = data_info(cfg.data, context=m.context)
         model = build_meta_model(cfg, info)
-    except (ValueError, FileNotFoundError) as err:  # StructureError, ModelConfigError, data errors
+    except ValueError as err:  # StructureError, ModelConfigError
         raise ConfigError(str(err)) from err
     report = model_flops(model, info, context=m.context)
     units_per_step = t.batch_size * (m.context if info.unit == "token" else 1)

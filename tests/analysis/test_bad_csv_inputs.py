@@ -90,6 +90,29 @@ CASES = [
     (["coverage", "--out", "{csv}", "--cells", "0.3x1"], "good", "--out", "is a file, not a folder"),
     (["docs-tables", "{csv}"], "binary", "not UTF-8 text", "name Markdown files with results-table markers"),
     (["docs-tables", "nofile.md"], "good", "nofile.md: no such file", "name Markdown files"),
+    # issue 23, probe 2
+    ([*FIT[:-2], "--group-col", "structure"], "nogroup", "--group-col 'structure': the column is empty in every row",
+     "fill it in (one fit per value), or leave out --group-col for one fit"),
+    ([*ISO, "--group-col", "structure"], "nogroup", "--group-col 'structure': the column is empty", "leave out"),
+    ([*PAR, "--group-col", "structure"], "nogroup", "--group-col 'structure': the column is empty", "leave out"),
+    (["report", "--results", "r", "--out", "o", "--workers", "100000"], "good", "--workers: 100000 is out of range",
+     "(4x this machine's cores)"),
+    (["plan-next", "--sweep", "s", "--budgets", "1e15", "--workers", "100000"], "good",
+     "--workers: 100000 is out of range", "(4x this machine's cores)"),
+    (["docs-tables", "no_report.md"], "good", "no_report.md, line 3: <!-- results-table: nope --> names the report "
+     "folder nope, which does not exist", "fix the marker's path"),
+    (["docs-tables", "unclosed.md"], "good", "unclosed.md, line 1: <!-- results-table: reports --> is not closed",
+     "end its table with <!-- /results-table -->"),
+    ([*FIT[:5], "--loss-col", "flops"], "good", "--loss-col and --flops-col name the same column 'flops'",
+     "give each its own column"),
+    ([*PAR[:4], "loss", *PAR[5:]], "good", "--loss-col and --params-col name the same column 'loss'",
+     "give each its own column"),
+    (["coverage", "--out", "o", "--cells", "-1x3"], "good", "--cells: '-1x3' is not DECADESxSEEDS",
+     "give decades in (0, 10] and seeds from 1 to 1000, e.g. 1.5x3"),
+    (["coverage", "--out", "o", "--cells", "0.3x1", "-0.5x2"], "good", "--cells: '-0.5x2' is not", "e.g. 1.5x3"),
+    (["plan-next", "--sweep", "", "--budgets", "1e15"], "good", "--sweep: '' is empty",
+     "give a sweep's name, e.g. quickstart"),
+    (["report", "--results", "r", "--out", "o", "--sweep", " "], "good", "--sweep: ' ' is empty", "a sweep's name"),
 ]
 
 
@@ -106,12 +129,14 @@ def _table(kind: str) -> pd.DataFrame:
         df.loc[3, "loss"] = 1e300
     elif kind == "infloss":
         df["loss"] = np.inf
+    elif kind == "nogroup":
+        df["structure"] = np.nan
     return df
 
 
 @pytest.fixture
 def csvs(tmp_path):
-    paths = {kind: tmp_path / f"{kind}.csv" for kind in ("good", "words", "all_bad", "huge")}
+    paths = {kind: tmp_path / f"{kind}.csv" for kind in ("good", "words", "all_bad", "huge", "nogroup")}
     for kind, path in paths.items():
         _table(kind).to_csv(path, index=False)
     (tmp_path / "binary.csv").write_bytes(bytes(range(256)) * 8)
@@ -122,6 +147,10 @@ def csvs(tmp_path):
     (tmp_path / "semicolons.csv").write_text(_table("good")[["params", "flops", "loss"]].to_csv(index=False, sep=";"))
     _table("infloss").to_csv(tmp_path / "infloss.csv", index=False)
     (tmp_path / "adir.csv").mkdir()
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "no_report.md").write_text("# Results\n\n<!-- results-table: nope -->\n| old |\n"
+                                           "<!-- /results-table -->\n")
+    (tmp_path / "unclosed.md").write_text("<!-- results-table: reports -->\n| old |\n")
     return tmp_path
 
 

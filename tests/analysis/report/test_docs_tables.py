@@ -44,7 +44,14 @@ def test_a_marker_naming_no_report_is_one_line(tmp_path, capsys):
     page = tmp_path / "page.md"
     page.write_text(MARKED)
     assert main(["docs-tables", str(page)]) == 2
+    assert capsys.readouterr().err == (f"error: {page}, line 2: <!-- results-table: results/quickstart --> names the "
+                                       f"report folder {tmp_path}/results/quickstart, which does not exist; fix the "
+                                       "marker's path (relative to the file) or write that report with `python -m "
+                                       "analysis report`\n")
+    (tmp_path / "results/quickstart").mkdir(parents=True)  # the folder, but no report in it
+    assert main(["docs-tables", str(page)]) == 2
     assert "results/quickstart/fits.json: cannot read the report's fits" in capsys.readouterr().err
+    assert page.read_text() == MARKED
 
 
 def test_the_committed_docs_tables_match_the_committed_reports():

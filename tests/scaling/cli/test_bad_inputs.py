@@ -455,6 +455,28 @@ CASES = [
      "set results_root=DIR to a writable folder", "launch"),
     ("dry_run=true results_root=/sys/kernel", "results_root=/sys/kernel", "set results_root=DIR to a writable folder",
      "launch"),
+    # issue 23, probe 2: train, status, describe
+    ("structure=kron structure.cores=100", "kron with structure.cores=100 splits each width into 100 factors",
+     "needs widths >= 2^100, but this layer is 32 -> 32; set structure.cores to at most 5", "train"),
+    ("structure=tt structure.cores=6", "tt with structure.cores=6", "set structure.cores to at most 5", "describe"),
+    ("structure=[btt,dense]", "structure=[btt,dense]: structure takes one name, not a list",
+     "choose one of: btt, btt_moe, btt_moe_norm, btt_norm, dense", "train"),
+    ("model=[gpt2]", "model=[gpt2]: model takes one name", "choose one of: gpt2, mlp, vit", "describe"),
+    ("data.cache_dir=/proc/nope", "data.cache_dir=/proc/nope: cannot write the token cache", "give a writable folder",
+     "train"),
+    ("data.cache_dir=/proc/nope", "data.cache_dir=/proc/nope", "give a writable folder", "describe"),
+    ("data.name=files data.path=/nonexistent/x", "data.path='/nonexistent/x' matches no files",
+     "give a text file, a directory or a glob", "describe"),
+    ("logger.tags=[a,[b]]", "logger.tags=['a', ['b']]", "must be a list of strings, e.g. [a,b]", "train"),
+    ("logger.tags=[a,{b:1}]", "logger.tags=['a', {'b': 1}]", "must be a list of strings", "train"),
+    ("--cfg nope", "argument --cfg/-c: invalid choice: 'nope'", "(choose from 'job', 'hydra', 'all'); see python -m "
+     "scaling.train --help", "train"),
+    ("--info bogus", "argument --info/-i: invalid choice: 'bogus'", "choose from 'all', 'config'", "train"),
+    ("bogus=1", "bogus is not a setting", "the settings here are model, structure, data, train, logger", "train"),
+    ("seed=1", "seed is not a setting", "did you mean train.seed?", "train"),
+    ("bogus=1", "bogus is not a setting", "the settings here are sweep, cluster, dry_run", "status"),
+    ("cluster.bogus=1", "cluster.bogus is not a setting", "the settings here are cluster.kind", "status"),
+    ("model.family=bogus", "model.family='bogus' is not known", "choose one of ('gpt2', 'vit', 'mlp')", "describe"),
 ]
 
 
