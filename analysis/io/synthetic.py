@@ -94,6 +94,7 @@ class SyntheticSweep:
     lr_widths: Sequence[int] = ()  # widths of an LR sweep (empty: none)
     lrs: Sequence[float] = tuple(3e-3 * 2.0 ** k for k in range(-3, 4))
     lr_tokens: float = 2e6
+    lr_seeds: int = 1  # seeds per point of the LR sweep
     diverged: int = 2  # runs per structure recorded as diverged (excluded with a note)
     family: str = "gpt2"
     data: str = "shakespeare"
@@ -120,7 +121,9 @@ class SyntheticSweep:
             for width in self.lr_widths:
                 lr_star = 3e-3 * (width / self.lr_widths[0]) ** s.lr_drift
                 for lr in self.lrs:
-                    out.append(self._run(rng, s, 12 * self.depth * width ** 2, self.lr_tokens, lr, 0, lr_star))
+                    for seed in range(self.lr_seeds):
+                        out.append(self._run(rng, s, 12 * self.depth * width ** 2, self.lr_tokens, lr, seed,
+                                             lr_star))
             for k in range(self.diverged):
                 out.append(self._run(rng, s, 2e6, 1e7, 3e-3 * 64, 100 + k, status=RunState.DIVERGED))
         ids = [r.run_id for r in out]

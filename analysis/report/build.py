@@ -39,7 +39,7 @@ from analysis.fit.inputs import (best_lr_runs, final_only, fixed_epoch_points, f
 from analysis.fit.isoflop import IsoflopFit, fit_isoflop
 from analysis.io.load import RunTable
 from analysis.io.metric import with_metric
-from analysis.fit.lr_transfer import lr_drift, lr_sweeps
+from analysis.fit.lr_transfer import TRANSFER_COLS, lr_drift, lr_sweeps, transfer_comparison
 from analysis.fit.noise import SeedNoise, given_noise
 from analysis.report.parallel import parallel_map
 from analysis.fit.parametric import ParametricFit, fit_parametric
@@ -94,6 +94,7 @@ class ExperimentResult:
     pooled: PooledFit | None = None  # the joint fit of every label (status per label: structures' "pooled")
     protocol: str = "budgets"  # or "fixed_epochs" (see the module docstring)
     metric: str = "val_loss"  # the loss the fits read (analysis.io.metric)
+    transfer: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(TRANSFER_COLS)))
 
     @property
     def title(self) -> str:
@@ -208,9 +209,10 @@ def _statuses(res: StructureResult, holdouts: list[pd.DataFrame], max_factor: fl
     return res
 
 
-def _compare(sweep: str | None, name: str, runs: pd.DataFrame,
-             structures: dict[str, StructureResult]) -> ExperimentResult:
-    """Dense comparisons, taxonomy trends and LR transfer of one experiment's fitted labels."""
+def _compare(sweep: str | None, name: str, runs: pd.DataFrame, structures: dict[str, StructureResult],
+             given: SeedNoise | None, replicates: int, seed: int, level: float) -> ExperimentResult:
+    """Dense comparisons, taxonomy trends and LR transfer (bootstrapped over `given` or seed noise) of one
+    experiment's fitted labels."""
     notes = []
     reference = None
     dense = structures.get(DENSE)
@@ -239,7 +241,10 @@ def _compare(sweep: str | None, name: str, runs: pd.DataFrame,
     if len(tax) and any(s.structure == "einsum" for s in structures.values()):
         trends = taxonomy_trends(tax, {k: s.frontier for k, s in fitted.items()})
     sweeps = lr_sweeps(runs)
-    return ExperimentResult(sweep, name, structures, reference, sweeps, lr_drift(sweeps), trends, notes)
+    transfer = transfer_comparison(runs, {s.label: s.structure for s in structures.values()}, given, replicates,
+                                   _fit_seed(seed, sweep, name, "lr"), level)
+    return ExperimentResult(sweep, name, structures, reference, sweeps, lr_drift(sweeps), trends, notes,
+                            transfer=transfer)
 
 
 def _pooled(table: RunTable, runs: pd.DataFrame, exp: ExperimentResult, given: SeedNoise | None,
@@ -302,7 +307,7 @@ def analyse(tables: RunTable | Mapping[str | None, RunTable], source: str = "",
     experiments = []
     for (sweep, name), runs in groups.items():
         structures = {res.label: res for key, res in zip(keys, results) if key == (sweep, name)}
-        experiments.append(_compare(sweep, name, runs, structures))
+        experiments.append(_compare(sweep, name, runs, structures, given, replicates, seed, level))
         experiments[-1].protocol = "fixed_epochs" if fixed[(sweep, name)] else "budgets"
         experiments[-1].metric = metric
         _pooled(tables[sweep], runs, experiments[-1], given, replicates, seed, level)
@@ -366,6 +371,7 @@ def report_dict(report: Report) -> dict:
             "taxonomy_trends": {t.coordinate: t.slope.to_dict() for t in exp.trends},
             "lr_sweeps": exp.lr_sweeps.to_dict(orient="records"),
             "lr_drift": exp.lr_drift.to_dict(orient="records"),
+            "lr_transfer": exp.transfer.to_dict(orient="records"),
             "pooled": fit(exp.pooled), "notes": exp.notes, "protocol": exp.protocol,
         })
     excluded = sum(len(t.excluded) for t in report.tables.values())

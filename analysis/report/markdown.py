@@ -19,7 +19,7 @@ from analysis.fit.inputs import CONFIG_COLS, HPARAM_COLS, fixed_epoch_points, fr
 from analysis.fit.isoflop import DEFAULT_BUDGET_TOLERANCE, assign_budgets
 from analysis.io.load import RunTable
 from analysis.io.metric import METRIC_NAMES
-from analysis.fit.lr_transfer import CLEAR_SLOPE, lr_curves, transfer_comparison
+from analysis.fit.lr_transfer import CLEAR_SLOPE, NOT_TESTED, lr_curves
 from analysis.report.build import DENSE, ExperimentResult, Report, StructureResult, exponent_fits
 
 EXCLUDED_SHOWN = 30
@@ -172,14 +172,20 @@ def headline(exp: ExperimentResult) -> str:
 
 
 def transfer_lines(exp: ExperimentResult) -> list[str]:
-    """Per structure swept under both parametrizations: does the optimal LR drift clearly less structure-aware?"""
-    compared = transfer_comparison(exp.lr_drift, {s.label: s.structure for s in exp.structures.values()})
+    """Per structure swept under both parametrizations: does the optimal LR drift less structure-aware, with
+    confidence (the gap's bootstrap interval, analysis.fit.lr_transfer)?"""
     lines = []
-    for r in compared.itertuples():
-        said = "drifts clearly less" if r.clearly_less else "does not drift clearly less"
-        lines.append(f"- **{r.structure}**: the optimal LR {said} across width under structure-aware (slope of log2 "
-                     f"lr* vs log2 width {r.slope_structure_aware:+.2f}) than under naive ({r.slope_naive:+.2f}); "
-                     f"clearly: |slope| lower by more than {CLEAR_SLOPE}.")
+    for r in exp.transfer.itertuples():
+        slopes = (f"- **{r.structure}**: slope of log2 lr* vs log2 width {r.slope_structure_aware:+.2f} "
+                  f"structure-aware, {r.slope_naive:+.2f} naive; gap |naive| - |structure-aware| = ")
+        if r.verdict == NOT_TESTED:
+            lines.append(slopes + f"{r.gap:.2f}; {NOT_TESTED} (no repeated seeds; give --loss-noise).")
+            continue
+        meaning = {"reproduced": "structure-aware drifts less", "not reproduced": "naive drifts less",
+                   "not resolved": "the interval includes 0"}[r.verdict]
+        lines.append(slopes + f"{r.gap:.2f} [{r.gap_lo:.2f}, {r.gap_hi:.2f}] ({r.level:.0%}, {r.replicates} "
+                     f"replicates, {r.noise}), P(gap > {CLEAR_SLOPE}) = {r.p_clear:.2f}: **{r.verdict}** "
+                     f"({meaning}).")
     return lines
 
 

@@ -11,6 +11,7 @@ from analysis import (compute_multiplier, exponent_difference, fit_isoflop, fron
 from analysis.fit.bootstrap import percentile_interval
 from analysis.fit.frontier import PARAMS, FrontierFit
 from analysis.fit.inputs import frontier_curves, isoflop_points, seed_noise
+from analysis.fit.lr_transfer import NOT_TESTED, transfer_comparison
 from analysis.fit.noise import SeedNoise
 from analysis.io.synthetic import HOFFMANN, Law, SyntheticStructure, SyntheticSweep
 
@@ -100,17 +101,64 @@ def test_lr_transfer_drift_per_parametrization():
     np.testing.assert_allclose(dense["lr_star"], 3e-3, rtol=1e-6)  # the parabola vertex is exact here
 
 
-def test_transfer_comparison_pairs_parametrizations_of_one_structure():
-    from analysis.fit.lr_transfer import transfer_comparison
+KRON = Law(1.8, 450, 410.7, 0.27, 0.28)
+KRON_LABELS = {"dense": "dense", "kron_sa": "kron", "kron_naive": "kron"}
 
-    drift = pd.DataFrame({"experiment": ["e"] * 5, "label": ["btt_sa", "btt_naive", "kron_sa", "kron_naive", "dense"],
-                          "parametrization": ["structure_aware", "naive"] * 2 + ["structure_aware"],
-                          "slope": [0.1, 0.9, -0.2, 0.35, 0.0]})
-    structure_of = {"btt_sa": "btt", "btt_naive": "btt", "kron_sa": "kron", "kron_naive": "kron", "dense": "dense"}
-    out = transfer_comparison(drift, structure_of).set_index("structure")
-    assert list(out.index) == ["btt", "kron"]  # dense has no naive row to compare with
-    assert out.loc["btt", "clearly_less"] and not out.loc["kron", "clearly_less"]  # 0.2 vs 0.35: within 0.3
-    assert out.loc["kron", "slope_naive"] == 0.35
+
+def transfer_runs(sigma: float, seeds: int = 1) -> pd.DataFrame:
+    """An LR sweep at 4 widths: dense and kron structure-aware transfer (lr* flat), kron naive drifts by +0.6;
+    seed-to-seed noise sigma in log L."""
+    structures = [SyntheticStructure("dense", HOFFMANN), SyntheticStructure("kron", KRON, label="kron_sa"),
+                  SyntheticStructure("kron", KRON, lr_drift=0.6, label="kron_naive")]
+    sweep = SyntheticSweep(structures, budgets=(), diverged=0, lr_widths=(64, 128, 256, 512), sigma_run=sigma,
+                           sigma_eval=0, lrs=tuple(3e-3 * 2.0 ** (k / 2) for k in range(-6, 9)), lr_seeds=seeds)
+    return table_from_records(sweep.records()).runs
+
+
+def test_transfer_with_small_noise_is_reproduced():
+    out = transfer_comparison(transfer_runs(0.002), KRON_LABELS, SeedNoise(0.002, 0, "test"), 400, seed=1)
+    assert list(out["structure"]) == ["kron"]  # dense has no naive sweep to compare with
+    (r,) = out.itertuples()
+    assert abs(r.slope_structure_aware) < 0.1 and r.slope_naive == pytest.approx(0.6, abs=0.1)
+    assert r.gap == pytest.approx(abs(r.slope_naive) - abs(r.slope_structure_aware))
+    assert 0 < r.gap_lo < r.gap < r.gap_hi and r.level == 0.95
+    assert r.p_clear > 0.95 and r.verdict == "reproduced"
+
+
+def test_transfer_with_noise_swamping_the_lr_curve_is_not_resolved():
+    (r,) = transfer_comparison(transfer_runs(0.05), KRON_LABELS, SeedNoise(0.05, 0, "test"), 400,
+                               seed=1).itertuples()
+    assert r.gap_lo < 0 < r.gap_hi and r.verdict == "not resolved"
+    assert 0.2 < r.p_clear < 0.8  # a coin flip whether it drifts clearly less
+
+
+def test_transfer_without_a_noise_level_is_not_tested():
+    (r,) = transfer_comparison(transfer_runs(0.002), KRON_LABELS).itertuples()  # one seed, no --loss-noise
+    assert r.verdict == NOT_TESTED == "no noise level: not tested"
+    assert r.gap > 0.3 and np.isnan(r.gap_lo) and np.isnan(r.gap_hi) and np.isnan(r.p_clear) and r.noise is None
+
+
+def test_transfer_noise_is_measured_from_seed_repeats():
+    rows = []
+    for label, param, step in (("kron_sa", "structure_aware", 0.02), ("kron_naive", "naive", 0.04)):
+        for width in (16, 32):
+            for lr in (1e-3, 2e-3, 4e-3):
+                for seed in (0, 1):  # the seeds' log-losses differ by `step` at every point
+                    rows.append({"experiment": "e", "label": label, "parametrization": param, "width": width,
+                                 "depth": 2, "tokens_target": 1e6, "lr": lr, "batch_size": 32, "seed": seed,
+                                 "final_val_loss": np.exp(1 + np.log(lr / 2e-3) ** 2 + seed * step)})
+    (r,) = transfer_comparison(pd.DataFrame(rows), KRON_LABELS, replicates=50).itertuples()
+    # pooled within-point variance, ddof 1: a pair differing by d has variance d^2 / 2; 6 pairs of each step
+    assert r.sigma == pytest.approx(np.sqrt((0.02 ** 2 / 2 + 0.04 ** 2 / 2) / 2))
+    assert r.noise.startswith(f"log-loss std {r.sigma:.3g} from repeated seeds") and r.verdict != NOT_TESTED
+
+
+def test_transfer_bootstrap_is_deterministic_under_a_seed():
+    runs = transfer_runs(0.01, seeds=2)
+    first, again = (transfer_comparison(runs, KRON_LABELS, replicates=200, seed=3) for _ in range(2))
+    pd.testing.assert_frame_equal(first, again)
+    other = transfer_comparison(runs, KRON_LABELS, replicates=200, seed=4)
+    assert other["gap"].equals(first["gap"]) and not other["gap_lo"].equals(first["gap_lo"])
 
 
 def test_held_out_frontier_loss_is_the_lowest_seed_mean():

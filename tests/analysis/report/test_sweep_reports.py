@@ -80,6 +80,11 @@ def test_every_shipped_sweep_reports_each_variant_as_a_label(tmp_path, name):
                     assert res["status"][fit]["status"] == "failed"
     report = (tmp_path / "out" / "report.md").read_text()
     assert report.index("## Verdict") < report.index("### Fit status")
+    if name == "lr_transfer":  # BTT's and Kronecker's two seeds measure the noise the drift gap is bootstrapped at
+        (transfer,) = [e["lr_transfer"] for e in fits["experiments"]]
+        assert {t["structure"] for t in transfer} == {"btt", "kron", "low_rank", "monarch"}
+        assert all(t["verdict"] in ("reproduced", "not reproduced", "not resolved") for t in transfer)
+        assert all(t["noise"].endswith("from repeated seeds (96 configs)") for t in transfer)
     assert (tmp_path / "out" / "runs.parquet").is_file() and (tmp_path / "out" / "curves.parquet").is_file()
 
 
