@@ -21,7 +21,8 @@ from analysis.fit import coverage
 from analysis.fit.bootstrap import DEFAULT_LEVEL, DEFAULT_REPLICATES, Interval
 from analysis.fit.diagnostics import DEFAULT_MAX_FACTOR
 from analysis.errors import AnalysisError
-from analysis.io.exports import merged_tables, plain, read_exports
+from analysis.fit.precision import precision_check
+from analysis.io.exports import merged_tables, plain, read_exports, write_exports
 from analysis.io.load import load_coordchecks, load_sweeps
 from analysis.io.metric import METRICS
 from analysis.io.wandb_source import load_wandb
@@ -229,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     cov.add_argument("--replicates", type=COUNT, default=200, help="bootstrap replicates per fit")
     cov.add_argument("--seed", type=SEED, default=0, help="seed of the simulation")
     cov.add_argument("--out", required=True, help="directory for coverage.csv, summary.csv and coverage.md")
+
+    pre = sub.add_parser("precision-check", help="does bf16 keep fp32's loss? mean final loss per label and "
+                                                 "precision over seeds, the difference within 2 standard errors")
+    src = pre.add_mutually_exclusive_group(required=True)
+    src.add_argument("--results", help="results root holding runs/<run_id>/ (with --sweep)")
+    src.add_argument("--exports", metavar="DIR", help="a written check's folder: its runs re-analysed")
+    pre.add_argument("--sweep", type=NAME, help="with --results: the sweep with both precisions (precision_check)")
+    pre.add_argument("--out", help="directory for the per-run table, curves and precision.md / precision.json")
 
     doc = sub.add_parser("docs-tables", help="rewrite the docs' result tables from the committed reports' fits.json")
     doc.add_argument("files", nargs="*", default=list(DOCS_WITH_TABLES), metavar="FILE",
@@ -471,8 +480,27 @@ def _docs_tables(args: argparse.Namespace) -> str:
     return f"{'out of date' if stale else 'up to date'}: " + ", ".join(map(str, stale or files))
 
 
+def _precision_check(args: argparse.Namespace) -> str:
+    if args.out:
+        writable_out(args.out)
+    if args.results is not None and not args.sweep:
+        raise AnalysisError("--results needs --sweep: the sweep that trained both precisions (precision_check)")
+    tables = load_sweeps(args.results, [args.sweep]) if args.exports is None else read_exports(args.exports)
+    check = precision_check(pd.concat([t.runs for t in tables.values()], ignore_index=True))
+    text = check.markdown()
+    if args.out:
+        out = Path(args.out)
+        write_exports(tables, out)
+        title = f"# Precision check: {', '.join(map(str, tables))}\n\n"
+        atomic_write_bytes(out / "precision.md", (title + text + "\n").encode())
+        atomic_write_bytes(out / "precision.json", (json.dumps(plain(check.as_dict()), indent=2) + "\n").encode())
+        text += f"\nwrote {out / 'precision.md'}"
+    return text
+
+
 COMMANDS = {"report": _report, "plan-next": _plan_next, "fit-parametric": _parametric, "fit-frontier": _frontier,
-            "isoflop": _isoflop, "coverage": _coverage, "docs-tables": _docs_tables}
+            "isoflop": _isoflop, "coverage": _coverage, "docs-tables": _docs_tables,
+            "precision-check": _precision_check}
 
 
 def flag_message(err: AnalysisError) -> str:

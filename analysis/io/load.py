@@ -41,7 +41,7 @@ from scaling.store.summary import TOTALS_KEYS
 EVAL_COLUMNS = ("run_id", "step", "tokens", "flops", "val_loss", "wall_s")
 EXCLUDED_COLUMNS = ("run_id", "status", "reason", "source")
 EXTRA_COLUMNS = ("experiment", "data", "theta", "omega", "psi", "nu", "n_eff", "schedule", "batch_size",
-                 "eval_flops", "final_train_loss")
+                 "eval_flops", "final_train_loss", "precision")
 TRAIN_LOSS_WINDOW = 0.05  # final_train_loss: the mean training loss over this last fraction of a run's units
 RUN_COLUMNS = TOTALS_KEYS + EXTRA_COLUMNS
 TRUNK_REASON = "cooldown trunk (its branches are the reads)"
@@ -124,6 +124,7 @@ def _run_row(rec: RunRecord) -> dict[str, Any]:
     train = cfg.get("train") or {}
     row["schedule"] = s.get("schedule") or train.get("schedule") or "cosine"  # the trainer's default
     row["batch_size"] = s.get("batch_size") or train.get("batch_size")
+    row["precision"] = train.get("precision")  # as the run resolved it (fp32 / bf16)
     row["eval_flops"] = ",".join(repr(float(c)) for c in train.get("eval_flops") or []) or None  # sweep budgets
     row["label"] = rec.label or s.get("label") or cfg.get("label") or (
         default_label(cfg) if structure.get("name") else row.get("structure") or "unknown")

@@ -119,7 +119,7 @@ class TrainConfig:
     # Where and how the run computes; each changes the numbers, so each is part of the run id. `auto` is resolved
     # before the id is computed (scaling.train.plan.resolve_runtime) and config.yaml holds the resolved value.
     device: str = "auto"  # auto (cuda when the run's machine has one) | cpu | cuda | cuda:<index>
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU: docs/configuration.md) | fp32 | bf16
     threads: int = 1  # CPU threads (torch.set_num_threads): the thread count changes the order of float sums
     diverge_factor: float = 4.0  # loss above diverge_factor * initial loss (or non-finite) ends the run
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,8 @@ from analysis.errors import AnalysisError
 from analysis.fit.tables import isoflop_from_table, read_table
 from analysis.plan_next import check_out
 from analysis.io.synthetic import HOFFMANN, Law, SyntheticStructure, SyntheticSweep
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -140,3 +143,14 @@ def test_report_end_to_end(tmp_path, capsys):
     assert runs["run_id"].is_unique and len(runs) == len(pd.read_csv(tmp_path / "out" / "runs.csv"))
     assert set(curves["run_id"]) == set(runs["run_id"]) and len(curves) == 8 * len(runs)
     assert {"label", "flops", "val_loss", "wall_s"} <= set(curves.columns)
+
+
+def test_precision_check_recomputes_the_committed_verdict_from_its_exports(tmp_path, capsys):
+    """The committed bf16-vs-fp32 runs (docs/results/precision_check) re-analysed give the committed numbers."""
+    committed = REPO / "docs" / "results" / "precision_check"
+    assert main(["precision-check", "--exports", str(committed), "--out", str(tmp_path)]) == 0
+    assert "bf16 keeps the final_val_loss of fp32" in capsys.readouterr().out
+    assert json.loads((tmp_path / "precision.json").read_text()) == json.loads(
+        (committed / "precision.json").read_text())
+    assert main(["precision-check", "--results", str(tmp_path)]) == 2
+    assert "--results needs --sweep" in capsys.readouterr().err

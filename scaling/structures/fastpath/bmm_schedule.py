@@ -8,7 +8,8 @@ of tokens, in the layouts MKL's small batched GEMMs run fastest on:
     per chunk of t tokens            (xt: (b1, k1, c1 t), zt: (b1, p1, c1 t), z2: (b2, k2, c2 t), yt: (b2, p2, c2 t))
     forward   xt = load(x)                 one copy: token-major x -> core 1's operand (zero-padded)
               zt = w0 @ xt                 bmm, w0: (b1, p1, k1), zt feature-major
-              z2 = regroup(zt)             a view when the strides allow it (BTT, Monarch), else a copy
+              z2 = regroup(zt)             a view when the strides allow it (BTT, Monarch) and the GEMMs read it
+                                           in place (float32), else a copy (then saved instead of zt)
               yt = w1 @ z2                 bmm, w1: (b2, p2, k2)
               y  = store(yt)               one copy back to token-major (truncated)
     backward  gt = load(g);  dw1 += gt z2^T;  dz2 = w1^T gt;  dzt = regroup^-1(dz2)
@@ -18,6 +19,11 @@ The ends (`Side`) keep a block-diagonal core's operand token-major as (b, t, k) 
 runs, 3x cheaper here than the element-wise 2-D transpose a feature-major operand needs), and the GEMM reads or
 writes it transposed. Axes a core does not touch are carried as extra GEMM columns (c1, c2), and a weight shared
 across a core's batch is an expanded (stride-0) view, which bmm reads in place. xt and zt are saved for the backward.
+
+bf16 GEMMs run on oneDNN, which reads only batch_dense operands in place and copies any other first, one element at
+a time when the batch axis is not the outermost (15 ms for the 8 MB middle of BTT at d = 1024, 4,096 tokens, on 2
+AMX cores, against 0.4 ms for a blocked copy). So in bf16 every operand handed to bmm is batch_dense: the middle is
+regrouped by a copy, and the forward saves that copy (z2), which the weight gradient of core 2 reads, in place of zt.
 `reference_apply` is the same map with plain differentiable ops on the whole batch.
 """
 
@@ -48,22 +54,58 @@ def _as_view(moved: torch.Tensor, target: tuple[int, ...]) -> torch.Tensor | Non
         return None
 
 
+def batch_dense(m: torch.Tensor) -> bool:
+    """m (B, r, c) holds each batch entry as one dense r x c block, row- or column-major, the blocks r c apart: the
+    only layouts oneDNN's bf16 batched GEMM reads in place (module docstring)."""
+    size_b, rows, cols = m.shape
+    if size_b > 1 and m.stride(0) != rows * cols:
+        return False
+    return (m.stride(2) == 1 or cols == 1) and (m.stride(1) == cols or rows == 1) or (
+        (m.stride(1) == 1 or rows == 1) and (m.stride(2) == rows or cols == 1)
+    )
+
+
+def strided_gemms(dtype: torch.dtype) -> bool:
+    """torch's CPU batched GEMM reads strided operands in place in this dtype (MKL, float32 / float64); bf16 runs on
+    oneDNN, which copies all but batch_dense operands."""
+    return dtype in (torch.float32, torch.float64)
+
+
+def readable_view(
+    z: torch.Tensor, axes: tuple[int, ...], perm: tuple[int, ...], shape: tuple[int, int, int], t: int
+) -> torch.Tensor | None:
+    """z's features reordered by perm as a (shape[0], shape[1], shape[2] t) view that the GEMMs can read in place
+    (strided_gemms, else batch_dense), or None when the strides do not allow one."""
+    view = _as_view(_moved(z, axes, perm, t), (shape[0], shape[1], shape[2] * t))
+    return view if view is not None and (strided_gemms(z.dtype) or batch_dense(view)) else None
+
+
 def regroup(
     z: torch.Tensor, axes: tuple[int, ...], perm: tuple[int, ...], shape: tuple[int, int, int], t: int,
-    buf: torch.Tensor | None = None,
+    buf: torch.Tensor | None = None, copy: bool = False,
 ) -> torch.Tensor:
-    """z's features reordered by perm, as (shape[0], shape[1], shape[2] t): a view when the strides line up (BTT,
-    Monarch, TT forward), else a copy into buf (a new tensor without one)."""
-    moved = _moved(z, axes, perm, t)
-    target = (shape[0], shape[1], shape[2] * t)
-    view = _as_view(moved, target)
+    """z's features reordered by perm, as (shape[0], shape[1], shape[2] t): the readable_view when there is one (BTT,
+    Monarch, TT forward) and copy is off, else a copy into buf (a new tensor without one)."""
+    view = None if copy else readable_view(z, axes, perm, shape, t)
     if view is not None:
         return view
+    moved = _moved(z, axes, perm, t)
+    target = (shape[0], shape[1], shape[2] * t)
     if buf is None:
         return moved.reshape(target)
     out = buf[: moved.numel()].view(moved.shape)
     out.copy_(moved)
     return out.view(target)
+
+
+@functools.cache
+def mid_copied(plan: TwoCorePlan, dtype: torch.dtype) -> bool:
+    """Whether core 2's operand is a copy of core 1's output in this dtype (no readable_view of it); then the
+    forward saves that copy for the weight gradient, rather than core 1's output for the backward to copy again."""
+    b1, p1, _, c1 = plan.core1
+    b2, _, k2, c2 = plan.core2
+    z = torch.empty(b1 * p1 * c1 * 2, dtype=dtype, device="meta")
+    return readable_view(z, plan.mid_axes, plan.mid_perm, (b2, k2, c2), 2) is None
 
 
 @dataclass(frozen=True)
@@ -184,7 +226,8 @@ def forward_pieces(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """y = x W_e^T row range by row range; x (rows, d_in), w0 (E, b1, p1, k1), w1 (E, b2, p2, k2).
 
-    Returns (x_all, z_all, y): core 1's operands and outputs piece after piece (saved for the backward), and y.
+    Returns (x_all, z_all, y): core 1's operands piece after piece, and core 1's outputs (or, where mid_copied,
+    core 2's operands) the same way, both saved for the backward; and y.
     """
     src, dst = sides(plan)
     b1, p1, _, c1 = plan.core1
@@ -194,11 +237,13 @@ def forward_pieces(
     y = x.new_empty(n, plan.d_out)
     rows = max((stop - start for _, start, stop in pieces), default=0)
     y_buf, z_buf = x.new_empty(dst.size * rows), x.new_empty(mid * rows)
+    copied = mid_copied(plan, x.dtype)
     for e, start, stop in pieces:
         t = stop - start
         xt = src.load(x[start:stop], x_all[start * src.size : stop * src.size])
-        zt = torch.bmm(w0[e], xt, out=z_all[start * mid : stop * mid].view(b1, p1, c1 * t))
-        z2 = regroup(zt, plan.mid_axes, plan.mid_perm, (b2, k2, c2), t, z_buf)
+        saved = z_all[start * mid : stop * mid]
+        zt = torch.bmm(w0[e], xt, out=(z_buf[: mid * t] if copied else saved).view(b1, p1, c1 * t))
+        z2 = regroup(zt, plan.mid_axes, plan.mid_perm, (b2, k2, c2), t, saved if copied else z_buf, copy=copied)
         dst.store(dst.gemm(w1[e], z2, y_buf, t), y[start:stop])
     return x_all, z_all, y
 
@@ -220,12 +265,16 @@ def backward_pieces(
     g_buf, z_buf, dz_buf, dzt_buf, dx_buf = (g.new_empty(size * rows) for size in (dst.size, mid, mid, mid, src.size))
     mid_moved = tuple(plan.mid_axes[i] for i in plan.mid_perm)
     mid_back = inverse(plan.mid_perm)
+    copied = mid_copied(plan, g.dtype)
     for e, start, stop in pieces:
         t = stop - start
         gt = dst.load(g[start:stop], g_buf[: dst.size * t])  # (b2, p2, c2 t); dropped (padding) outputs get 0
-        zt = z_all[start * mid : stop * mid].view(b1, p1, c1 * t)
+        saved = z_all[start * mid : stop * mid]
         if need_w1:
-            z2 = regroup(zt, plan.mid_axes, plan.mid_perm, (b2, k2, c2), t, z_buf)
+            if copied:
+                z2 = saved.view(b2, k2, c2 * t)
+            else:
+                z2 = regroup(saved.view(b1, p1, c1 * t), plan.mid_axes, plan.mid_perm, (b2, k2, c2), t, z_buf)
             dw1[e].baddbmm_(gt, z2.transpose(1, 2))
         if need_x or need_w0:
             dz2 = torch.bmm(w1[e].transpose(1, 2), gt, out=dz_buf[: mid * t].view(b2, k2, c2 * t))

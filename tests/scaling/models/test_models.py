@@ -188,6 +188,25 @@ def test_attention_uses_mup_scale_and_explicit_matches_sdpa(causal: bool, c: flo
     torch.testing.assert_close(core(q, k, v), expected)
 
 
+def test_cpu_bf16_attention_is_computed_in_fp32() -> None:
+    """bf16 q, k, v on the CPU (bf16 autocast hands them over) are attended in fp32, gradients included, and the
+    output is the fp32 result rounded to bf16 (torch's CPU bf16 attention is slower and less accurate)."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 64, 8, generator=g).bfloat16().requires_grad_(True) for _ in range(3))
+    core = AttentionCore(n_heads=3, head_dim=8, causal=True, attn_scale=8.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = core(q, k, v)
+    leaves = [t.detach().float().requires_grad_(True) for t in (q, k, v)]
+    expected = F.scaled_dot_product_attention(*leaves, is_causal=True, scale=1.0)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, expected.bfloat16())
+    out.float().sum().backward()
+    expected.sum().backward()
+    for bf16, fp32 in zip((q, k, v), leaves):
+        assert bf16.grad.dtype == torch.bfloat16
+        torch.testing.assert_close(bf16.grad.float(), fp32.grad, rtol=1e-2, atol=1e-2)
+
+
 def test_mlp_pools_vit_mean_and_flat_images() -> None:
     model_cfg, info = MODELS["vit"]
     model = build_model(dataclasses.replace(model_cfg, pool="mean"), StructureConfig(), info)

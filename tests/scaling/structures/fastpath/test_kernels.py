@@ -24,7 +24,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from scaling.config.schema import StructureConfig
 from scaling.structures import StructuredLinear, build_linear
+from scaling.structures.fastpath import bmm_schedule
 from scaling.structures.fastpath import kernels as K
+from scaling.structures.fastpath.bmm_schedule import batch_dense
 from scaling.structures.btt import BlockTensorTrain, btt_cores, btt_plan
 from scaling.structures.einsum import Einsum, einsum_cores
 from scaling.structures.kron import Kronecker
@@ -440,9 +442,11 @@ def test_flop_counter_sees_the_analytic_flops(case):
     assert counter.get_total_flops() == 10 * layer.flops_per_token()
 
 
-def activation_copies(layer: StructuredLinear, tokens: int, chunk: int) -> tuple[int, int]:
-    """aten::copy_ calls of at least one chunk of activations, in forward and in backward."""
-    x = torch.randn(tokens, layer.d_in, requires_grad=True)
+def activation_copies(
+    layer: StructuredLinear, tokens: int, chunk: int, dtype: torch.dtype = torch.float32
+) -> tuple[int, int]:
+    """aten::copy_ calls of at least one chunk of activations (clones included), in forward and in backward."""
+    x = torch.randn(tokens, layer.d_in, dtype=dtype, requires_grad=True)
     big = chunk * min(layer.d_in, layer.d_out)  # above every weight-sized copy in these cases
     counts = []
     for phase in ("forward", "backward"):
@@ -483,6 +487,37 @@ def test_fast_path_copies_activations_only_at_the_ends(case, per_chunk, bmm_path
     chunks = 4
     forward, backward = activation_copies(layer, tokens=chunks * 128, chunk=128)
     assert (forward, backward) == (chunks * per_chunk[0], chunks * per_chunk[1])
+
+
+def test_batch_dense_names_the_layouts_onednn_reads_in_place():
+    m = torch.zeros(4, 8, 16)
+    assert batch_dense(m) and batch_dense(m.transpose(1, 2))  # row- or column-major blocks, r c apart
+    assert not batch_dense(torch.zeros(8, 4, 16).transpose(0, 1))  # blocks interleaved: batch stride 16, not 128
+    assert not batch_dense(torch.zeros(4, 8, 32)[:, :, :16])  # rows padded apart
+    assert batch_dense(torch.zeros(1, 8, 32)[:, :, :16].contiguous()) and batch_dense(torch.zeros(3, 1, 5))
+
+
+@pytest.mark.parametrize("case", [Case(S("btt"), 256, 256), Case(S("monarch", blocks=16), 256, 256)], ids=str)
+def test_bf16_schedule_saves_core_twos_operand(case):
+    """In bf16 the BTT / Monarch middle is a strided view oneDNN would copy: the forward copies it once, batch-dense,
+    and saves that copy; in float32 MKL reads the view and nothing is copied."""
+    plan = plan_and_cores(build(case))[0]
+    assert bmm_schedule.mid_copied(plan, torch.bfloat16) and not bmm_schedule.mid_copied(plan, torch.float32)
+
+
+@pytest.mark.parametrize(
+    "case,copies",
+    [(Case(S("btt"), 256, 256), (3, 3)), (Case(S("monarch", blocks=16), 256, 256), (3, 3)),
+     (Case(S("btt", rank=4), 256, 256), (3, 3))],
+    ids=lambda v: str(v) if isinstance(v, Case) else "",
+)
+def test_bf16_gemm_schedule_copies_only_layout_changes(case, copies):
+    """On bf16 GEMMs every operand is batch_dense, so oneDNN clones nothing: forward = load x, regroup, store y;
+    backward = load dy, regroup dz, store dx (the weight gradient of core 2 reads the saved regrouped z)."""
+    layer = build(case).bfloat16()
+    with use_policy(dataclasses.replace(FUSED_ALWAYS, native=False, bf16_gemm=True)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert activation_copies(layer, tokens=512, chunk=512, dtype=torch.bfloat16) == copies
 
 
 @pytest.mark.parametrize(
