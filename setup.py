@@ -5,9 +5,10 @@ conf/, sweeps/ and searches/ stay top-level folders of the repository and instal
 analysis.search.spec find with importlib; an editable
 install maps them back onto the checkout's folders. Everything else is configured in pyproject.toml.
 
-The GEMM (scaling/structures/fastpath/csrc/offset_gemm.c) The extension is plain C (no Python API, loaded with ctypes by
-scaling.structures.fastpath.native); it is built on x86-64 only and marked optional, so a failed build leaves the
-PyTorch path in place instead of failing the install.
+The extensions are plain C (no Python API, loaded with ctypes): the offset GEMM (csrc/offset_gemm.c, by
+scaling.structures.fastpath.native) and the AMX two-core kernel (csrc/amx_two_core.c, by ...fastpath.amx). They are
+built on x86-64 only and marked optional, so a failed build leaves the PyTorch path in place instead of failing the
+install.
 """
 
 import platform
@@ -32,6 +33,15 @@ if platform.machine().lower() in {"x86_64", "amd64"}:
         Extension(
             "scaling.structures.fastpath._offset_gemm",
             sources=["scaling/structures/fastpath/csrc/offset_gemm.c"],
+            extra_compile_args=["-O3", "-std=c11"],
+            libraries=["pthread"],
+            optional=True,
+        )
+    )
+    extensions.append(
+        Extension(
+            "scaling.structures.fastpath._amx_two_core",
+            sources=["scaling/structures/fastpath/csrc/amx_two_core.c"],
             extra_compile_args=["-O3", "-std=c11"],
             libraries=["pthread"],
             optional=True,

@@ -20,9 +20,10 @@ input and output gradient in bf16 (what the previous and next autocast ops hand 
 run their fused paths in both (scaling/structures/fastpath/paths.py: under bf16 the GEMMs run in bf16 where the
 CPU has AMX or AVX512-BF16, else in fp32 on the bf16-rounded operands); dense is nn.Linear under autocast.
 
---paths: the CPU fast paths to time each structure on, side by side: `native` (the default where it is built:
-the offset GEMM of the C extension, structures/fastpath/native.py, for the plans it takes) and `bmm` (the PyTorch
-batched-GEMM schedule, the path everywhere else; rows marked "[bmm]" when both run). The BTT-MoE router gets
+--paths: the CPU fast paths to time each structure on, side by side: `native` (the default policy where the C
+extensions are built: in fp32 the offset GEMM, structures/fastpath/native.py, in bf16 on an AMX CPU the AMX kernel,
+structures/fastpath/amx.py, each for the plans it takes) and `bmm` (the PyTorch batched-GEMM schedule, the path
+everywhere else; rows marked "[bmm]" when both run). The BTT-MoE router gets
 random weights (a zero router would send every token to the same experts). Process settings as in training
 (bench/common.py): OMP_WAIT_POLICY=PASSIVE (--omp-wait) and glibc keeping freed memory (--keep-freed-memory).
 
@@ -49,7 +50,7 @@ from common import (
 )
 
 EXTRA_SPECS = ["btt:rank=4"]
-PATHS = {"native": True, "bmm": False}  # PathPolicy.native for each path
+PATHS = {"native": {}, "bmm": {"native": False, "amx": False}}  # each path's changes to the default PathPolicy
 BYTES = {"fp32": 4, "bf16": 2}
 COPY_MB = 256  # size of the copy that measures the memory bandwidth: larger than the caches
 
@@ -123,12 +124,13 @@ def time_steps(layers: dict, policies: dict, args: argparse.Namespace, width: in
 
 
 def path_policies(names: list[str]) -> dict:
-    """--paths as bench_width takes them: each CPU path name with its PathPolicy (the default, native on or off)."""
+    """--paths as bench_width takes them: each CPU path name with its PathPolicy (the default, or native and amx
+    off)."""
     import dataclasses
 
     from scaling.structures.fastpath.paths import DEFAULT_POLICY
 
-    return {name: dataclasses.replace(DEFAULT_POLICY, native=PATHS[name]) for name in names}
+    return {name: dataclasses.replace(DEFAULT_POLICY, **PATHS[name]) for name in names}
 
 
 def bench_width(width: int, configs: dict, args: argparse.Namespace, device, bandwidth: float, paths: dict,

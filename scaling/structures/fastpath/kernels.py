@@ -3,7 +3,8 @@
 `two_core_apply` runs one plan (BTT, Monarch, Einsum); `routed_two_core_apply` a mixture of two-core experts
 (BTT-MoE); `tt2_apply` the 2-core Tensor-Train (Kronecker at rank 1). Which path each call takes is
 paths.select_path's decision under a PathPolicy (passed in, or paths.current_policy()); the Functions run the
-bmm schedule (bmm_schedule.py) or the native offset GEMM (token_major.py) and never choose for themselves. On CUDA
+bmm schedule (bmm_schedule.py), the native offset GEMM (token_major.py) or the AMX kernel (amx.py, bf16) and never
+choose for themselves. On CUDA
 two_core_apply runs triton_two_core.apply (Path.TRITON), imported only then (triton is optional).
 
 Under CPU bf16 autocast the entry points hand the Functions their operands rounded to bf16 (as autocast's matmuls
@@ -30,7 +31,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from scaling.structures.fastpath import bmm_schedule
-from scaling.structures.fastpath import native
+from scaling.structures.fastpath import amx, native
 from scaling.structures.fastpath.bmm_schedule import reference_apply
 from scaling.structures.fastpath.paths import (
     Path, PathPolicy, autocast_bf16, compute_dtype, current_policy, select_path,
@@ -163,6 +164,9 @@ def two_core_apply(
     path = select_path(plan, flat, policy)
     if path is Path.REFERENCE:
         y = reference_apply(flat, w0, w1, plan)
+    elif path is Path.AMX:
+        y = _in_compute_precision(flat, policy, lambda x, w0, w1: amx.AmxTwoCoreFunction.apply(
+            x.contiguous(), w0, w1, plan), flat, w0, w1)
     elif path is Path.TRITON:
         from scaling.structures.fastpath import triton_two_core
 
@@ -178,7 +182,7 @@ def routed_two_core_apply(
     gates: torch.Tensor, chunk: int | None = None, policy: PathPolicy | None = None,
 ) -> torch.Tensor:
     """y_n = sum_j gates[n, j] * expert_{experts[n, j]}(x_n) with two-core experts, on a fused CPU path (the caller
-    checks select_path(plan, x, policy, size_floor=False) is BMM or NATIVE).
+    checks select_path(plan, x, policy, routed=True) is BMM or NATIVE).
 
     x (N, d_in); w0 (E, b1, p1, k1) and w1 (E, b2, p2, k2) hold the experts' core views; experts (N, k) the routed
     expert ids, gates (N, k) their weights. Only the routed experts run (routing.mix_experts' slot order).
@@ -186,7 +190,7 @@ def routed_two_core_apply(
     if x.dim() != 2 or x.shape[-1] != plan.d_in:
         raise ValueError(f"input has shape {tuple(x.shape)}, the experts expect (tokens, d_in={plan.d_in})")
     policy = current_policy() if policy is None else policy
-    path = select_path(plan, x, policy, size_floor=False)
+    path = select_path(plan, x, policy, routed=True)
     if path not in (Path.BMM, Path.NATIVE):
         raise ValueError(f"routed_two_core_apply runs the fused CPU Functions only: this call's path is {path.name}")
     flat = experts.reshape(-1)

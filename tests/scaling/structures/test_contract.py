@@ -259,9 +259,10 @@ def relative_errors(got, want) -> list[float]:
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("name", NAMES)
 def test_bf16_fast_paths_are_as_accurate_as_autocast(name, shape):
-    """Under CPU bf16 autocast the fused Functions (forced on, GEMMs in fp32 on bf16-rounded operands or in bf16)
-    and plain ops under autocast: output and gradients each within 2x (+1%) of plain autocast's error against the
-    fp32 plain-ops path, forward and backward; the output is bf16 before any bias."""
+    """Under CPU bf16 autocast the fused Functions (forced on, GEMMs in fp32 on bf16-rounded operands, in bf16, or
+    on the AMX kernel where the CPU has it) and plain ops under autocast: output and gradients each within 2x (+1%)
+    of plain autocast's error against the fp32 plain-ops path, forward and backward; the output is bf16 before any
+    bias."""
     d_in, d_out = shape
     layer = build(name, d_in, d_out, bias=False)
     with torch.no_grad():
@@ -279,11 +280,12 @@ def test_bf16_fast_paths_are_as_accurate_as_autocast(name, shape):
 
     plain = PathPolicy(fused=False, native=False)
     want, autocast = run(plain, False), run(plain, True)
-    for bf16_gemm in (False, True):
-        fast = run(PathPolicy(fused_min_elements=0, bf16_gemm=bf16_gemm), True)
+    for bf16_gemm, amx in ((False, False), (True, False), (True, True)):  # amx: the AMX kernel where it runs
+        fast = run(PathPolicy(fused_min_elements=0, bf16_gemm=bf16_gemm, amx=amx), True)
         assert fast[0].dtype == torch.bfloat16 and all(g.dtype == torch.float32 for g in fast[2].values())
         for i, (err, bound) in enumerate(zip(relative_errors(fast, want), relative_errors(autocast, want))):
-            assert err <= 2 * bound + 0.01, f"bf16_gemm={bf16_gemm}, term {i}: {err:.4f} vs autocast's {bound:.4f}"
+            assert err <= 2 * bound + 0.01, (f"bf16_gemm={bf16_gemm}, amx={amx}, term {i}: {err:.4f} vs autocast's "
+                                             f"{bound:.4f}")
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")

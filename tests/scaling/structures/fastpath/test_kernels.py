@@ -27,15 +27,16 @@ from scaling.structures import StructuredLinear, build_linear
 from scaling.structures.fastpath import bmm_schedule
 from scaling.structures.fastpath import kernels as K
 from scaling.structures.fastpath.bmm_schedule import batch_dense
-from scaling.structures.btt import BlockTensorTrain, btt_cores, btt_plan
-from scaling.structures.einsum import Einsum, einsum_cores
+from scaling.structures.btt import BlockTensorTrain, btt_plan
+from scaling.structures.einsum import Einsum
 from scaling.structures.kron import Kronecker
-from scaling.structures.monarch import Monarch, monarch_plan
+from scaling.structures.monarch import Monarch
 from scaling.structures.fastpath.paths import (
     PathPolicy, current_policy, native_runs, native_tables, use_policy, uses_fast_path,
 )
 from scaling.structures.tt import TensorTrain
 from scaling.structures.fastpath.two_core import TwoCorePlan
+from two_core_plans import plan_and_cores
 
 S = StructureConfig
 
@@ -66,7 +67,7 @@ def path(request):
 
 @pytest.fixture
 def bmm_path():
-    with use_policy(dataclasses.replace(FUSED_ALWAYS, native=False)):
+    with use_policy(dataclasses.replace(FUSED_ALWAYS, native=False, amx=False)):
         yield
 
 
@@ -230,19 +231,6 @@ def test_fallback_path_matches_fast_path(case):
     fast = outputs_and_grads(layer, lambda v: forward_with_chunk(layer, v, chunk=4), x)
     slow = outputs_and_grads(layer, lambda v: forward_with_chunk(layer, v, chunk=None, fast=False), x)
     assert_same(fast, slow, rtol=1e-10, atol=1e-10)
-
-
-def plan_and_cores(layer: StructuredLinear) -> tuple[TwoCorePlan, torch.Tensor, torch.Tensor]:
-    """The plan and (b, out, in) core views a two-core-plan structure's forward passes to two_core_apply."""
-    if isinstance(layer, BlockTensorTrain):
-        lay = layer.layout
-        return btt_plan(lay.m1, lay.m0, lay.n0, lay.n1, lay.rank), *btt_cores(layer.W0, layer.W1, lay.rank)
-    if isinstance(layer, Monarch):
-        lay = layer.layout
-        plan = monarch_plan(layer.d_in, layer.d_out, lay.blocks, lay.in_blk, lay.mid, lay.out_blk)
-        return plan, layer.R.transpose(1, 2), layer.L.transpose(1, 2)
-    assert isinstance(layer, Einsum)
-    return layer.plan, *einsum_cores(layer.A, layer.B, layer.a_first)
 
 
 def tt_cores(layer: TensorTrain | Kronecker) -> list[torch.Tensor]:
@@ -515,7 +503,7 @@ def test_bf16_gemm_schedule_copies_only_layout_changes(case, copies):
     """On bf16 GEMMs every operand is batch_dense, so oneDNN clones nothing: forward = load x, regroup, store y;
     backward = load dy, regroup dz, store dx (the weight gradient of core 2 reads the saved regrouped z)."""
     layer = build(case).bfloat16()
-    with use_policy(dataclasses.replace(FUSED_ALWAYS, native=False, bf16_gemm=True)):
+    with use_policy(dataclasses.replace(FUSED_ALWAYS, native=False, amx=False, bf16_gemm=True)):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert activation_copies(layer, tokens=512, chunk=512, dtype=torch.bfloat16) == copies
 

@@ -1,0 +1,119 @@
+"""BTT and Monarch in bf16 on AMX tiles: the C extension csrc/amx_two_core.c behind paths.Path.AMX.
+
+`pip install` builds it as the optional extension `scaling.structures.fastpath._amx_two_core` (x86-64 with a C
+compiler that knows AMX; elsewhere it is skipped). It runs where `available()`: built, and the CPU has AMX-TILE and
+AMX-BF16 and Linux grants the tile state. It takes the two-core plans `amx_shape` maps (no carried columns, x
+read in order, the middle regrouped as BTT's (b1, r, s) -> (s, b1, r) or Monarch's transpose, the output in order
+or interleaved) under CPU bf16 autocast, and does a layer's forward, and its whole backward (dx and both weight
+gradients, accumulated in fp32 and rounded to bf16 once), each in one pass over tiles of 16 tokens: the
+intermediate never leaves the cache, and nothing but the input is saved for the backward (which recomputes the
+middle from it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.util
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from scaling.structures.fastpath.two_core import TwoCorePlan
+
+_INT64 = ctypes.c_int64
+_PTR = ctypes.c_void_p
+K_CHUNK, N_CHUNK = 32, 16  # the kernel's tile: 32 bf16 of a block's inputs, 16 of its outputs
+
+
+class _Shape(ctypes.Structure):
+    _fields_ = [(name, _INT64) for name in
+                ("n", "d_in", "d_out", "b1", "p1", "k1", "rank", "s", "p2", "interleaved")]
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    """The loaded extension, or None when it was not built or this CPU (or kernel) cannot run AMX."""
+    spec = importlib.util.find_spec("scaling.structures.fastpath._amx_two_core")
+    if spec is None or spec.origin is None:
+        return None
+    lib = ctypes.CDLL(spec.origin)
+    if not lib.amx_two_core_supported():
+        return None
+    lib.amx_two_core_forward.argtypes = [ctypes.POINTER(_Shape)] + [_PTR] * 4 + [ctypes.c_int]
+    lib.amx_two_core_backward.argtypes = [ctypes.POINTER(_Shape)] + [_PTR] * 8 + [ctypes.c_int]
+    for name in ("amx_two_core_forward", "amx_two_core_backward"):
+        getattr(lib, name).restype = ctypes.c_int
+    lib.amx_two_core_pack.argtypes = [_PTR] + [_INT64] * 6 + [_PTR]
+    lib.amx_two_core_pack.restype = None
+    return lib
+
+
+def available() -> bool:
+    """Whether the AMX kernel can run here (built, AMX CPU, tile state granted)."""
+    return _library() is not None
+
+
+def amx_shape(plan: TwoCorePlan) -> tuple[int, ...] | None:
+    """(b1, p1, k1, rank, s, p2, interleaved) of a plan the kernel runs (module docstring), else None."""
+    plan = plan.without_unit_axes()
+    (b1, p1, k1, c1), (b2, p2, k2, c2) = plan.core1, plan.core2
+    if c1 != 1 or c2 != 1 or plan.in_axes != (b1, k1) or plan.in_perm != (0, 1) or plan.out_axes != (b2, p2):
+        return None
+    if plan.mid_axes == (b1, p1) and plan.mid_perm == (1, 0):
+        rank = 1
+    elif len(plan.mid_axes) == 3 and plan.mid_axes[0] == b1 and plan.mid_perm == (2, 0, 1):
+        rank = plan.mid_axes[1]
+    else:
+        return None
+    if b2 * rank != p1 or k2 != b1 * rank or plan.out_perm not in ((0, 1), (1, 0)):
+        return None
+    return b1, p1, k1, rank, b2, p2, int(plan.out_perm == (1, 0))
+
+
+def pack(w: torch.Tensor) -> torch.Tensor:
+    """w (blocks, N, K) bf16, any strides, applied as out[t, n] = sum_k a[t, k] w[b, n, k], as the kernel's B tiles:
+    N padded to 16s and K to 32s with zeros, pairs of k interleaved per column (AMX's VNNI layout):
+    (blocks, N / 16, K / 2, 16, 2)."""
+    blocks, n, k = w.shape
+    out = w.new_empty(blocks, -(-n // N_CHUNK), -(-k // K_CHUNK) * K_CHUNK // 2, N_CHUNK, 2)
+    _library().amx_two_core_pack(w.data_ptr(), blocks, n, k, *w.stride(), out.data_ptr())
+    return out
+
+
+def _shape(plan: TwoCorePlan, n: int) -> _Shape:
+    return _Shape(n, plan.d_in, plan.d_out, *amx_shape(plan))
+
+
+def _check(status: int) -> None:
+    if status != 0:
+        raise MemoryError("the AMX kernel could not allocate its scratch buffers or accumulators")
+
+
+class AmxTwoCoreFunction(torch.autograd.Function):
+    """y = two_core(x) on AMX; x (N, d_in) contiguous, w0 (b1, p1, k1), w1 (b2, p2, k2), all bf16."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, plan: TwoCorePlan) -> torch.Tensor:
+        y = x.new_empty(x.shape[0], plan.d_out)
+        shape, packed = _shape(plan, x.shape[0]), (pack(w0), pack(w1))  # held: the kernel reads them
+        _check(_library().amx_two_core_forward(
+            ctypes.byref(shape), x.data_ptr(), packed[0].data_ptr(), packed[1].data_ptr(), y.data_ptr(),
+            torch.get_num_threads()))
+        ctx.save_for_backward(x, w0, w1, packed[0])
+        ctx.plan = plan
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy: torch.Tensor):
+        x, w0, w1, w0p = ctx.saved_tensors
+        dy = dy.to(torch.bfloat16).contiguous()
+        dx, dw0, dw1 = (x.new_empty(t.shape) for t in (x, w0, w1))  # contiguous (w0, w1 may be strided views)
+        packed = (w0p, pack(w1.transpose(1, 2)), pack(w0.transpose(1, 2)))
+        shape = _shape(ctx.plan, x.shape[0])
+        _check(_library().amx_two_core_backward(
+            ctypes.byref(shape), x.data_ptr(), dy.data_ptr(), *(p.data_ptr() for p in packed), dx.data_ptr(),
+            dw0.data_ptr(), dw1.data_ptr(), torch.get_num_threads()))
+        needs = ctx.needs_input_grad
+        return dx if needs[0] else None, dw0 if needs[1] else None, dw1 if needs[2] else None, None

@@ -1,0 +1,139 @@
+"""The AMX two-core kernel (scaling/structures/fastpath/amx.py, csrc/amx_two_core.c) and its place in the path policy.
+
+Which plans it takes and when select_path chooses it are checked everywhere; the kernel itself only on CPUs with
+AMX (skipped elsewhere, with the reason): its output and input gradient equal plain ops under bf16 autocast bit for
+bit, and its weight gradients (fp32 sums over every token, rounded once) agree with autocast's to bf16 rounding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch.profiler import profile
+from torch.utils.flop_counter import FlopCounterMode
+
+from scaling.config.schema import StructureConfig
+from scaling.structures import build_linear
+from scaling.structures.fastpath import amx
+from scaling.structures.fastpath.bmm_schedule import reference_apply
+from scaling.structures.fastpath.paths import DEFAULT_POLICY, Path, PathPolicy, select_path, use_policy
+from two_core_plans import plan_and_cores
+
+S = StructureConfig
+BF16_POLICY = PathPolicy(fused_min_elements=0, bf16_gemm=True)
+CASES = [  # (structure, d_in, d_out, tokens): tails of a 16-token tile, padded blocks, rank 2, Monarch's shuffle
+    (S("btt"), 256, 256, 100),
+    (S("btt"), 1024, 1024, 4096),
+    (S("btt", rank=2), 256, 256, 50),
+    (S("btt"), 128, 512, 40),
+    (S("monarch", blocks=23), 512, 512, 33),
+    (S("monarch", blocks=16), 256, 256, 7),
+    (S("einsum", theta=[0.5, 0, 0.5, 0, 0.5, 0.5, 0]), 256, 256, 64),  # BTT rank 1's point
+]
+needs_amx = pytest.mark.skipif(not amx.available(), reason="the AMX kernel needs a CPU with AMX-BF16 (and its build)")
+
+
+def layer_and_plan(cfg: StructureConfig, d_in: int, d_out: int):
+    torch.manual_seed(0)
+    layer = build_linear(cfg, d_in, d_out)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_()
+    return layer, plan_and_cores(layer)
+
+
+@pytest.mark.parametrize("cfg,d_in,d_out,tokens", CASES, ids=str)
+def test_btt_monarch_and_einsum_at_btt_points_are_taken(cfg, d_in, d_out, tokens):
+    _, (plan, _, _) = layer_and_plan(cfg, d_in, d_out)
+    assert amx.amx_shape(plan) is not None
+
+
+CARRIED = [0.5, 0.5, 0, 0.5, 0.5, 0, 0]  # an Einsum point whose cores carry columns
+
+
+@pytest.mark.parametrize("cfg,d", [(S("monarch", blocks=11), 128), (S("einsum", theta=CARRIED), 256)], ids=str)
+def test_other_plans_stay_off_the_kernel(cfg, d):
+    """Monarch whose shuffle is not a plain transpose (11 blocks of 12 at d = 128) and an Einsum point with carried
+    columns are not the kernel's."""
+    assert amx.amx_shape(plan_and_cores(build_linear(cfg, d, d))[0]) is None
+
+
+def test_path_policy_chooses_the_kernel_only_for_bf16_gemms_one_layer_unwatched(monkeypatch):
+    _, (plan, _, _) = layer_and_plan(S("btt"), 256, 256)
+    x = torch.randn(512, 256)
+    monkeypatch.setattr(amx, "available", lambda: True)  # the choice, on any CPU; the kernel is tested below
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert select_path(plan, x, BF16_POLICY) is Path.AMX
+        assert select_path(plan, x, dataclasses.replace(BF16_POLICY, amx=False)) is Path.BMM
+        assert select_path(plan, x, dataclasses.replace(BF16_POLICY, bf16_gemm=False)) is not Path.AMX
+        assert select_path(plan, x, BF16_POLICY, routed=True) is Path.BMM  # experts run the bmm schedule
+        with FlopCounterMode(display=False):
+            assert select_path(plan, x, BF16_POLICY) is Path.BMM  # the counter cannot see the kernel
+    assert select_path(plan, x, BF16_POLICY) is not Path.AMX  # fp32
+    assert PathPolicy.from_environment({"SCALING_AMX": "0"}).amx is False and DEFAULT_POLICY.amx
+
+
+@needs_amx
+@pytest.mark.parametrize("cfg,d_in,d_out,tokens", CASES, ids=str)
+def test_kernel_equals_plain_ops_under_bf16_autocast(cfg, d_in, d_out, tokens):
+    _, (plan, w0, w1) = layer_and_plan(cfg, d_in, d_out)
+    x = torch.randn(tokens, d_in).bfloat16()
+    w0b, w1b = (w.detach().bfloat16().requires_grad_(True) for w in (w0, w1))
+    xa = x.clone().requires_grad_(True)
+    y = amx.AmxTwoCoreFunction.apply(xa, w0b, w1b, plan)
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    xr, w0r, w1r = (t.detach().float().requires_grad_(True) for t in (x, w0b, w1b))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        yr = reference_apply(xr, w0r, w1r, plan)
+    yr.float().backward(grad.float())
+    assert torch.equal(y, yr) and torch.equal(xa.grad, xr.grad.bfloat16())
+    for ours, theirs in ((w0b.grad, w0r.grad), (w1b.grad, w1r.grad)):  # summation orders differ: bf16 rounding
+        assert ours.dtype == torch.bfloat16 and ours.shape == theirs.shape
+        assert ((ours.float() - theirs).norm() / theirs.norm()).item() < 1e-3
+
+
+@needs_amx
+def test_pack_is_the_vnni_tile_layout():
+    w = torch.randn(3, 20, 37).bfloat16().transpose(1, 2)  # strided: (3, 37, 20)
+    packed = amx.pack(w)
+    assert packed.shape == (3, 3, 16, 16, 2)  # N 37 -> 48 (3 x 16), K 20 -> 32 (16 pairs)
+    padded = torch.zeros(3, 48, 32, dtype=torch.bfloat16)
+    padded[:, :37, :20] = w
+    assert torch.equal(packed, padded.view(3, 3, 16, 16, 2).permute(0, 1, 3, 2, 4))
+
+
+@needs_amx
+def test_layers_take_the_kernel_and_agree_with_the_bmm_path():
+    layer, _ = layer_and_plan(S("btt"), 512, 512)
+    x = torch.randn(600, 512)
+    grads = {}
+    for name, policy in (("amx", BF16_POLICY), ("bmm", dataclasses.replace(BF16_POLICY, amx=False))):
+        layer.zero_grad(set_to_none=True)
+        with use_policy(policy), torch.autocast("cpu", dtype=torch.bfloat16):
+            y = layer(x)
+        y.float().square().mean().backward()
+        grads[name] = (y, [p.grad.clone() for p in layer.parameters()])
+    assert torch.equal(grads["amx"][0], grads["bmm"][0])
+    for ours, theirs in zip(grads["amx"][1], grads["bmm"][1]):
+        assert ((ours - theirs).norm() / theirs.norm()).item() < 1e-2
+
+
+@needs_amx
+def test_kernel_copies_no_activation():
+    """The whole layer runs in the kernel's pass over the tokens: no activation-sized copy in forward or backward."""
+    layer, _ = layer_and_plan(S("btt"), 256, 256)
+    x = torch.randn(512, 256).bfloat16().requires_grad_(True)
+    counts = []
+    with use_policy(BF16_POLICY), torch.autocast("cpu", dtype=torch.bfloat16):
+        for phase in ("forward", "backward"):
+            with profile(record_shapes=True) as prof:
+                if phase == "forward":
+                    y = layer(x)
+                else:
+                    y.backward(torch.randn_like(y))
+            counts.append(sum(1 for e in prof.events() if e.name == "aten::copy_" and e.input_shapes
+                              and e.input_shapes[0] and torch.Size(e.input_shapes[0]).numel() >= 512 * 64))
+    assert counts == [0, 0]
