@@ -5,7 +5,7 @@ compiler that knows AMX; elsewhere it is skipped). It runs where `available()`: 
 AMX-BF16 and Linux grants the tile state. It takes the two-core plans `amx_shape` maps (no carried columns, x
 read in order, the middle regrouped as BTT's (b1, r, s) -> (s, b1, r) or Monarch's transpose, the output in order
 or interleaved) under CPU bf16 autocast, and does a layer's forward, and its whole backward (dx and both weight
-gradients, accumulated in fp32 and rounded to bf16 once), each in one pass over tiles of 16 tokens: the
+gradients, accumulated in fp32 and rounded to bf16 once), each in one pass over tiles of 32 tokens: the
 intermediate never leaves the cache, and nothing but the input is saved for the backward (which recomputes the
 middle from it).
 """

@@ -16,8 +16,8 @@ one over a block of layer calls with `use_policy(policy)`; layers call the kerne
     AMX        the bf16 kernel of amx.py (the C extension csrc/amx_two_core.c): under CPU bf16 autocast with bf16
                GEMMs, on CPUs with AMX, for the plans amx.amx_shape takes (BTT, Monarch, Einsum at BTT's points),
                one layer at a time (not routed experts), never under a torch dispatch mode (as NATIVE); measured
-               fwd+bwd at d = 1024, 4,096 tokens, 2 threads: BTT rank 1 1.7x dense bf16's speed (the bmm path
-               1.25x), Monarch 1.45x (0.9x); below fused_min_elements plain ops, as the bmm path
+               fwd+bwd at d = 1024, 4,096 tokens, 2 threads: BTT rank 1 1.96x dense bf16's speed (the bmm path
+               1.2x), Monarch 1.6x (0.86x); below fused_min_elements plain ops, as the bmm path
     TRITON     on CUDA, the Triton kernels of triton_two_core.py (triton_chosen): eager, triton importable,
                plans with c1 = c2 = 1 (BTT, Monarch) and blocks at most TRITON_MAX_BLOCK wide, fp32 / bf16 / fp16
                operands (under CUDA autocast the autocast dtype, accumulated in fp32), never under a torch dispatch
