@@ -18,8 +18,8 @@ from scaling.store.results import append_jsonl, atomic_write_bytes, atomic_write
 from scaling.launch.sweeps import compose_launch_config, sweep_names
 from sweep_fixtures import shipped_runs
 
-SHIPPED = ("btt_gpt2", "einsum_taxonomy", "lr_transfer", "mlp_cbs", "mlp_fashion_mnist", "moe_gpt2", "quickstart",
-           "structures_gpt2", "vit_fashion_mnist")
+SHIPPED = ("btt_gpt2", "einsum_taxonomy", "lr_transfer", "mlp_cbs", "mlp_fashion_mnist", "moe_gpt2", "precision_check",
+           "quickstart", "structures_gpt2", "vit_fashion_mnist")
 
 
 def write_fixture(root, name: str, rng: np.random.Generator) -> list:
