@@ -122,16 +122,17 @@ def _described(noise: SeedNoise | None) -> str | None:
 
 
 def transfer_comparison(runs: pd.DataFrame, structure_of: dict[str, str], given: SeedNoise | None = None,
-                        replicates: int = DEFAULT_REPLICATES, seed: int = 0,
-                        level: float = DEFAULT_LEVEL) -> pd.DataFrame:
+                        replicates: int = DEFAULT_REPLICATES, seed: int = 0, level: float = DEFAULT_LEVEL,
+                        drift: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (experiment, structure) with both structure_aware and naive drift: the point slopes, the gap
     |slope_naive| - |slope_structure_aware| with its bootstrap interval, P(gap > CLEAR_SLOPE) and the verdict.
 
     The noise is `given` (e.g. --loss-noise) or measured from `runs`' repeated seeds; with neither, the verdict is
-    NOT_TESTED and the interval and probability are nan."""
+    NOT_TESTED and the interval and probability are nan. `drift` is lr_drift(lr_sweeps(runs)) where the caller has
+    it already."""
     noise = given or seed_noise(runs)
     curves = lr_curves(runs)
-    drift = lr_drift(lr_sweeps(runs))
+    drift = lr_drift(lr_sweeps(runs)) if drift is None else drift
     drift = drift.assign(structure=drift["label"].map(structure_of))
     rng = np.random.default_rng(seed)
     rows = []

@@ -241,10 +241,10 @@ def _compare(sweep: str | None, name: str, runs: pd.DataFrame, structures: dict[
     if len(tax) and any(s.structure == "einsum" for s in structures.values()):
         trends = taxonomy_trends(tax, {k: s.frontier for k, s in fitted.items()})
     sweeps = lr_sweeps(runs)
+    drift = lr_drift(sweeps)
     transfer = transfer_comparison(runs, {s.label: s.structure for s in structures.values()}, given, replicates,
-                                   _fit_seed(seed, sweep, name, "lr"), level)
-    return ExperimentResult(sweep, name, structures, reference, sweeps, lr_drift(sweeps), trends, notes,
-                            transfer=transfer)
+                                   _fit_seed(seed, sweep, name, "lr"), level, drift)
+    return ExperimentResult(sweep, name, structures, reference, sweeps, drift, trends, notes, transfer=transfer)
 
 
 def _pooled(table: RunTable, runs: pd.DataFrame, exp: ExperimentResult, given: SeedNoise | None,
