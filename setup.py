@@ -27,26 +27,12 @@ def data_packages(package: str, folder: str) -> dict[str, str]:
 DATA_PACKAGES = (data_packages("scaling.conf", "conf") | data_packages("scaling.sweep_files", "sweeps")
                  | data_packages("analysis.search_files", "searches"))
 
-extensions = []
-if platform.machine().lower() in {"x86_64", "amd64"}:
-    extensions.append(
-        Extension(
-            "scaling.structures.fastpath._offset_gemm",
-            sources=["scaling/structures/fastpath/csrc/offset_gemm.c"],
-            extra_compile_args=["-O3", "-std=c11"],
-            libraries=["pthread"],
-            optional=True,
-        )
-    )
-    extensions.append(
-        Extension(
-            "scaling.structures.fastpath._amx_two_core",
-            sources=["scaling/structures/fastpath/csrc/amx_two_core.c"],
-            extra_compile_args=["-O3", "-std=c11"],
-            libraries=["pthread"],
-            optional=True,
-        )
-    )
+C_SOURCES = ("offset_gemm", "amx_two_core")  # scaling/structures/fastpath/csrc/NAME.c -> ...fastpath._NAME
+extensions = [
+    Extension(f"scaling.structures.fastpath._{name}", sources=[f"scaling/structures/fastpath/csrc/{name}.c"],
+              extra_compile_args=["-O3", "-std=c11"], libraries=["pthread"], optional=True)
+    for name in C_SOURCES
+] if platform.machine().lower() in {"x86_64", "amd64"} else []
 
 setup(
     packages=[*find_packages(include=["scaling*", "analysis*"]), *DATA_PACKAGES],
