@@ -23,9 +23,9 @@ CPU has AMX or AVX512-BF16, else in fp32 on the bf16-rounded operands); dense is
 --paths: the CPU fast paths to time each structure on, side by side: `native` (the default policy where the C
 extensions are built: in fp32 the offset GEMM, structures/fastpath/native.py, in bf16 on an AMX CPU the AMX kernel,
 structures/fastpath/amx.py, each for the plans it takes) and `bmm` (the PyTorch batched-GEMM schedule, the path
-everywhere else; rows marked "[bmm]" when both run). The BTT-MoE router gets
-random weights (a zero router would send every token to the same experts). Process settings as in training
-(bench/common.py): OMP_WAIT_POLICY=PASSIVE (--omp-wait) and glibc keeping freed memory (--keep-freed-memory).
+everywhere else; rows marked "[bmm]" when both run). The BTT-MoE router gets random weights (a zero router would
+send every token to the same experts). Process settings as in training (bench/common.py): OMP_WAIT_POLICY=PASSIVE
+(--omp-wait) and glibc keeping freed memory (--keep-freed-memory).
 
 --device cuda (bench/common.py): every structure runs its plain-ops path and dense is a cuBLAS GEMM of the same
 shape, so "x dense" is the ratio of achieved TFLOP/s to cuBLAS's.

@@ -54,6 +54,7 @@ def available() -> bool:
     return _library() is not None
 
 
+@functools.cache  # asked on every bf16 layer call (paths.amx_chosen) and by each kernel call
 def amx_shape(plan: TwoCorePlan) -> tuple[int, ...] | None:
     """(b1, p1, k1, rank, s, p2, interleaved) of a plan the kernel runs (module docstring), else None."""
     plan = plan.without_unit_axes()

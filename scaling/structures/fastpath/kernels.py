@@ -4,8 +4,8 @@
 (BTT-MoE); `tt2_apply` the 2-core Tensor-Train (Kronecker at rank 1). Which path each call takes is
 paths.select_path's decision under a PathPolicy (passed in, or paths.current_policy()); the Functions run the
 bmm schedule (bmm_schedule.py), the native offset GEMM (token_major.py) or the AMX kernel (amx.py, bf16) and never
-choose for themselves. On CUDA
-two_core_apply runs triton_two_core.apply (Path.TRITON), imported only then (triton is optional).
+choose for themselves. On CUDA two_core_apply runs triton_two_core.apply (Path.TRITON), imported only then (triton
+is optional).
 
 Under CPU bf16 autocast the entry points hand the Functions their operands rounded to bf16 (as autocast's matmuls
 round theirs) in paths.compute_dtype, run them with autocast off, and return bf16 (`_in_compute_precision`): the
