@@ -15,9 +15,10 @@
                  advance too); `seeds` runs per size
     sizes:       widths per candidate and round, around its predicted compute-optimal size (default 4)
     tokens_per_param: the FLOP-formula guess of N* before a candidate has runs: N* = sqrt(C / (6 r)) (default 20)
-    lr_check:    {values: [3 learning rates], labels: [...] or all}: each listed candidate trains at each value
-                 (one size, the first round's budget) and keeps the best; the other theta points inherit the LR
-                 of their nearest checked neighbour in (omega, psi, nu); named ones keep their own
+    lr_check:    {values: [3 learning rates], labels: [...] or all}: each listed candidate (or `dense`, the
+                 baseline) trains at each value (one size, the first round's budget) and keeps the best; the other
+                 theta points inherit the LR of their nearest checked neighbour in (omega, psi, nu); named ones and
+                 an unchecked dense keep their own. `all` checks every candidate and dense
     replicates:  bootstrap replicates of each round's pooled fit (default 200)
 Found like sweep files: `search_dir=PATH` folders first, then the searches shipped with the package.
 """
@@ -90,9 +91,10 @@ class SearchSpec:
         return len(self.lr_labels) * len(self.lr_values) * self.stages[0].flops
 
     def full_grid(self) -> float:
-        """The equivalent full grid: every candidate at every round's budget and sizes, and the LR check for all."""
+        """The equivalent full grid: every candidate at every round's budget and sizes, and the LR check of every
+        candidate and dense."""
         return sum(self.cost(s, len(self.candidates)) for s in self.stages) + \
-            len(self.candidates) * len(self.lr_values) * self.stages[0].flops
+            (len(self.candidates) + 1) * len(self.lr_values) * self.stages[0].flops
 
 
 def search_dirs(extra: Sequence[str] = ()) -> list[Path]:
@@ -201,10 +203,11 @@ def parse(spec: dict[str, Any], path: Path | None = None) -> SearchSpec:
     values = [_positive(f"{where}.lr_check.values", v) for v in lr.get("values", [])]
     if lr and len(set(values)) != 3:
         raise SearchError(f"{where}.lr_check.values={values}: give 3 distinct learning rates around the base one")
-    lr_labels = labels if lr.get("labels") == "all" else list(lr.get("labels") or [])
-    missing = sorted(set(lr_labels) - set(labels))
+    lr_labels = [DENSE, *labels] if lr.get("labels") == "all" else list(lr.get("labels") or [])
+    missing = sorted(set(lr_labels) - {DENSE, *labels})
     if missing:
-        raise SearchError(f"{where}.lr_check.labels: {missing} are not candidates; name candidates or write `all`")
+        raise SearchError(f"{where}.lr_check.labels: {missing} are not candidates; name candidates (or `dense`) "
+                          "or write `all`")
     out = SearchSpec(
         name, str(spec.get("description") or ""), _overrides(f"{where}.base", spec["base"]), budget,
         _positive(f"{where}.allowance", spec["allowance"]), _overrides(f"{where}.reference", spec["reference"]),

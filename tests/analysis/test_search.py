@@ -44,7 +44,7 @@ def test_costs_count_dense_and_the_lr_check():
     spec = parse(dict(TINY))
     assert spec.cost(spec.stages[0], 2) == 3 * 3 * 1 * 2e9
     assert spec.lr_cost == 3 * 2e9
-    assert spec.full_grid() == 3 * 3 * (2e9 + 4e9) + 2 * 3 * 2e9
+    assert spec.full_grid() == 3 * 3 * (2e9 + 4e9) + 3 * 3 * 2e9
 
 
 @pytest.mark.parametrize("change, words", [
@@ -138,4 +138,5 @@ def test_the_lr_check_sweeps_the_lr_of_candidates_that_set_their_own(tmp_path):
     sweep = driver.lr_sweep()
     assert all(not o.startswith("train.lr=") for v in sweep["variants"].values() for o in v["overrides"])
     driver.launch(sweep, dry_run=True)  # validates and expands; trains nothing
-    assert driver.flops[sweep["name"]] == pytest.approx(3 * 2 * 2e9, rel=0.02)  # 3 LRs x 2 candidates, whole steps
+    assert sorted(sweep["variants"]) == ["btt", "dense", "low_rank_half"]  # `all` checks the baseline too
+    assert driver.flops[sweep["name"]] == pytest.approx(3 * 3 * 2e9, rel=0.02)  # 3 LRs x 3 labels, whole steps
