@@ -3,6 +3,8 @@
 `pip install` builds it as the optional extension `scaling.structures.fastpath._offset_gemm` (x86-64 with a C compiler;
 elsewhere, or if the build fails, it is skipped). It is loaded with ctypes and used only where `available()`:
 the library loaded and this CPU has AVX2 and FMA (SCALING_NATIVE=0 switches it off through paths.DEFAULT_POLICY).
+Its micro-kernel is AVX-512 where the CPU has AVX-512F (SCALING_NATIVE_AVX512=0, read when the library loads,
+keeps the AVX2 one), else AVX2; `vector_bits()` says which runs.
 Otherwise the structures run their PyTorch batched-GEMM path (bmm_schedule.py), which the tests also cover.
 
 One `Gemm` is, for batch entries b, rows m, columns n < N and terms k:
@@ -103,6 +105,7 @@ def _library() -> ctypes.CDLL | None:
     lib = ctypes.CDLL(spec.origin)
     if not lib.offset_gemm_supported():
         return None
+    lib.offset_gemm_vector_bits.restype = ctypes.c_int
     lib.offset_gemm.argtypes = [_INT64] * 4 + [_PTR] * 10 + [ctypes.c_int, ctypes.c_int]
     lib.offset_gemm.restype = ctypes.c_int
     lib.offset_gemm_chain.argtypes = [_INT64, ctypes.POINTER(_ChainOp), _INT64, _INT64, ctypes.c_int]
@@ -113,6 +116,11 @@ def _library() -> ctypes.CDLL | None:
 def available() -> bool:
     """Whether the native GEMM can run here (built, and this CPU has AVX2+FMA)."""
     return _library() is not None
+
+
+def vector_bits() -> int:
+    """512 when the AVX-512 micro-kernel runs, 256 for the AVX2 one (the extension must be available)."""
+    return _require().offset_gemm_vector_bits()
 
 
 def _require() -> ctypes.CDLL:

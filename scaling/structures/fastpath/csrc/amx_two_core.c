@@ -10,7 +10,9 @@
    and accumulates both weight gradients over the tile's tokens in fp32 (per thread; summed and rounded to bf16 once
    at the end, as one autocast matmul over all tokens rounds). Per step the layer moves x, y, dy, dx and x again.
 
-   Each GEMM runs on tiles: A = 16 token rows x 32 bf16 of one block (staged in a zero-padded scratch), B = the
+   Each GEMM runs on tiles: A = 16 token rows x 32 bf16 of one block (x and dy read in place when their blocks need
+   no padding, as BTT's at d = 1024: 1.05-1.2x faster fwd+bwd than staging them; else staged in a zero-padded
+   scratch, as every intermediate is), B = the
    weight of that block packed by the caller in VNNI pairs (see amx.py: pack), C = 16 x 16 fp32. Blocks' K are
    padded to multiples of 32 and N to multiples of 16, so one tile configuration serves every shape. A weight
    gradient tile multiplies 16 outputs x 32 tokens (the activations' gradient transposed in registers) by 32 tokens
@@ -282,16 +284,32 @@ static int alloc_scratch(scratch_t *w, const shape_t *sh) {
     return 0;
 }
 
-/* x's tile (rows t0.., `rows` of them) through core 1 and the regroup: w->zs holds z2 (bf16) for all 16 rows
-   (zero past the last token). */
-AMX static void core1_regroup(const shape_t *sh, const scratch_t *w, const uint16_t *x, const uint16_t *w0p,
-                              int64_t t0, int64_t rows) {
+/* An operand tile as the GEMMs read it: rows `ld` elements apart, block b at `at + b bs`. */
+typedef struct {
+    const uint16_t *at;
+    int64_t ld, bs;
+} operand_t;
+
+/* The tile's rows of a token-major tensor (row length `width` = nb blocks of `block`) read in place when no block
+   needs padding (a whole tile of rows, blocks a multiple of KCHUNK that fill the row), else NULL: stage them. */
+static const uint16_t *in_place(const uint16_t *rows_at, int64_t rows, int64_t nb, int64_t block, int64_t width) {
+    return rows == ROWS && block % KCHUNK == 0 && nb * block == width ? rows_at : NULL;
+}
+
+/* x's tile (rows t0.., `rows` of them) through core 1 and the regroup: w->zs holds z2 (bf16) for all 32 rows
+   (zero past the last token). Returns x's tile as core 1 read it (in place, or staged in w->xs). */
+AMX static operand_t core1_regroup(const shape_t *sh, const scratch_t *w, const uint16_t *x, const uint16_t *w0p,
+                                   int64_t t0, int64_t rows) {
     const int64_t b1 = sh->b1, k1 = sh->k1, s = sh->s, k2 = sh->b1 * sh->rank;
-    for (int64_t i = 0; i < ROWS; i++)
-        for (int64_t b = 0; b < b1; b++)
-            copy_block(w->xs + i * w->xr + b * w->kp1, x + (t0 + i) * sh->d_in + b * k1,
-                       i < rows ? clamp(sh->d_in - b * k1, 0, k1) : 0, k1);
-    block_gemm(w->xs, w->xr, w->kp1, w0p, b1, w->kp1, w->np1, w->zf, w->zfr, w->np1);
+    operand_t xt = {in_place(x + t0 * sh->d_in, rows, b1, k1, sh->d_in), sh->d_in, k1};
+    if (!xt.at) {
+        for (int64_t i = 0; i < ROWS; i++)
+            for (int64_t b = 0; b < b1; b++)
+                copy_block(w->xs + i * w->xr + b * w->kp1, x + (t0 + i) * sh->d_in + b * k1,
+                           i < rows ? clamp(sh->d_in - b * k1, 0, k1) : 0, k1);
+        xt = (operand_t){w->xs, w->xr, w->kp1};
+    }
+    block_gemm(xt.at, xt.ld, xt.bs, w0p, b1, w->kp1, w->np1, w->zf, w->zfr, w->np1);
     for (int64_t i = 0; i < ROWS; i++) {
         if (sh->rank == 1) {
             transpose_convert(w->zs + i * w->zr, w->kp2, w->zf + i * w->zfr, w->np1, b1, s, INT64_MAX);
@@ -299,6 +317,7 @@ AMX static void core1_regroup(const shape_t *sh, const scratch_t *w, const uint1
         }
         for (int64_t si = 0; si < s; si++) gather_row(w->zs + i * w->zr + si * w->kp2, w->zf + i * w->zfr + si, w->mid, k2);
     }
+    return xt;
 }
 
 AMX static void *forward_tiles(void *arg) {
@@ -336,8 +355,10 @@ AMX static void *backward_tiles(void *arg) {
     configure_tiles();
     for (int64_t tile = j->tile0; tile < j->tile1; tile++) {
         const int64_t t0 = tile * ROWS, rows = sh->n - t0 < ROWS ? sh->n - t0 : ROWS;
-        core1_regroup(sh, &w, j->x, j->w0p, t0, rows);  /* z2 again, for dW1 */
-        for (int64_t i = 0; i < ROWS; i++) {  /* stage dy per core-2 block: (row, s, q), zero past the last token */
+        const operand_t xt = core1_regroup(sh, &w, j->x, j->w0p, t0, rows);  /* z2 again, for dW1 */
+        operand_t gt = {sh->interleaved ? NULL : in_place(j->dy + t0 * sh->d_out, rows, s, p2, sh->d_out), sh->d_out,
+                        p2};
+        for (int64_t i = 0; i < ROWS && !gt.at; i++) {  /* stage dy per core-2 block: (row, s, q), zero past the end */
             const uint16_t *row = j->dy + (t0 + i) * sh->d_out;
             for (int64_t si = 0; si < s; si++) {
                 uint16_t *dst = w.gs + i * w.gr + si * w.kpo;
@@ -350,7 +371,8 @@ AMX static void *backward_tiles(void *arg) {
                 }
             }
         }
-        block_gemm(w.gs, w.gr, w.kpo, j->w1tp, s, w.kpo, w.npm, w.dzf, w.dzr, w.npm);
+        if (!gt.at) gt = (operand_t){w.gs, w.gr, w.kpo};
+        block_gemm(gt.at, gt.ld, gt.bs, j->w1tp, s, w.kpo, w.npm, w.dzf, w.dzr, w.npm);
         for (int64_t i = 0; i < ROWS; i++) {  /* invert the regroup and round: dz (row, b, p) */
             if (r == 1) {
                 transpose_convert(w.ds + i * w.dr, w.kpm, w.dzf + i * w.dzr, w.npm, s, b1, INT64_MAX);
@@ -363,9 +385,9 @@ AMX static void *backward_tiles(void *arg) {
             for (int64_t b = 0; b < b1; b++)
                 convert_row(j->out + (t0 + i) * sh->d_in + b * k1, w.dxf + i * w.dxr + b * w.npi,
                             clamp(sh->d_in - b * k1, 0, k1));
-        weight_gradient(j->dw1, s, round_up(p2, 16), round_up(b1 * r, 16), w.gs, w.gr, w.kpo, w.zs, w.zr, w.kp2,
+        weight_gradient(j->dw1, s, round_up(p2, 16), round_up(b1 * r, 16), gt.at, gt.ld, gt.bs, w.zs, w.zr, w.kp2,
                         w.gts, w.pairs);
-        weight_gradient(j->dw0, b1, round_up(p1, 16), round_up(k1, 16), w.ds, w.dr, w.kpm, w.xs, w.xr, w.kp1,
+        weight_gradient(j->dw0, b1, round_up(p1, 16), round_up(k1, 16), w.ds, w.dr, w.kpm, xt.at, xt.ld, xt.bs,
                         w.gts, w.pairs);
     }
     _tile_release();

@@ -6,19 +6,24 @@
    while B and C need unit stride along n (they are loaded and stored 8 floats at a time). This lets a two-core
    structure (BTT, Monarch, Einsum, Tensor-Train) run on token-major activations with no transposing copies.
 
-   AVX2 + FMA micro-kernel of 6 rows x 16 columns held in 12 registers; K in chunks of KC. Work is split over
+   Two micro-kernels, chosen once per process by the CPU: AVX-512 (8 rows x 32 columns in 16 registers, column
+   tails masked) where the CPU has AVX-512F, else AVX2 + FMA (6 rows x 16 columns in 12 registers); K in chunks
+   of KC. Work is split over
    `nthreads` POSIX threads, by rows when there are many (the activations' tokens), else by batch entries
    (weight gradients: one entry per block, K = tokens). Callers must keep C of different batch entries disjoint.
    offset_gemm_chain runs several such GEMMs over the same tokens, tile after tile, so what one writes is still
-   in cache when the next reads it. Compiled without -mavx2: the kernels carry a target attribute, and
-   offset_gemm_supported() tells callers whether this CPU can run them. */
+   in cache when the next reads it. Compiled without -mavx2: the kernels carry target attributes, and
+   offset_gemm_supported() tells callers whether this CPU can run them (and picks the kernel). */
 #include <immintrin.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
-#define MR 6
+#define MR 6   /* AVX2 tile */
 #define NR 16
+#define MR512 8  /* AVX-512 tile */
+#define NR512 32
 #define KC 128
 #define MAX_THREADS 64
 
@@ -37,6 +42,7 @@ typedef struct {
 } job_t;
 
 #define AVX2 __attribute__((target("avx2,fma")))
+#define AVX512 __attribute__((target("avx512f")))
 
 AVX2 static inline __m256i tail_mask(int64_t n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -88,35 +94,93 @@ AVX2 static inline void any_tile(int64_t mr, int64_t nr, int64_t kc, const float
     else tile(mr, nr, 0, 1, kc, arow, a_k, B, b_k, crow, load_c);
 }
 
-/* One thread's share of a GEMM: loops K chunk -> a run of mc rows -> batch entry -> 6-row group -> 16 columns. */
-AVX2 static void run(const job_t *j) {
-    const gemm_t *g = &j->g;
-    for (int64_t k0 = 0; k0 < g->K; k0 += KC) {
-        const int64_t kc = g->K - k0 < KC ? g->K - k0 : KC;
-        const int load_c = g->accumulate || k0 > 0;
-        for (int64_t mc = j->m0; mc < j->m1; mc += j->mc) {
-            const int64_t mc_stop = mc + j->mc < j->m1 ? mc + j->mc : j->m1;
-            for (int64_t b = j->b0; b < j->b1; b++) {
-                const float *A = g->A + g->a_b[b], *B = g->B + g->b_b[b];
-                float *C = g->C + g->c_b[b];
-                for (int64_t m = mc; m < mc_stop; m += MR) {
-                    const int64_t mr = mc_stop - m < MR ? mc_stop - m : MR;
-                    const float *arow[MR];
-                    float *crow[MR];
-                    for (int r = 0; r < MR; r++) {
-                        const int64_t row = m + (r < mr ? r : 0);
-                        arow[r] = A + g->a_m[row];
-                        crow[r] = C + g->c_m[row];
-                    }
-                    for (int64_t n = 0; n < g->N; n += NR) {
-                        float *cr[MR];
-                        for (int r = 0; r < MR; r++) cr[r] = crow[r] + n;
-                        any_tile(mr, g->N - n, kc, arow, g->a_k + k0, B + n, g->b_k + k0, cr, load_c);
-                    }
-                }
-            }
-        }
+/* AVX-512 tile: mr <= 8 rows, nr <= 32 columns (16 per register; `two` registers per row when nr > 16), kc
+   terms; columns past nr are masked off (masks cost nothing here), so only mr and two need constants. */
+AVX512 static inline __attribute__((always_inline)) void tile512(
+        int64_t mr, int64_t nr, int two, int64_t kc, const float *const *arow, const int64_t *a_k,
+        const float *B, const int64_t *b_k, float *const *crow, int load_c) {
+    const __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
+    const __mmask16 m1 = nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+           c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    for (int64_t k = 0; k < kc; k++) {
+        const int64_t o = a_k[k];
+        const float *b = B + b_k[k];
+        const __m512 b0 = _mm512_maskz_loadu_ps(m0, b);
+        const __m512 b1 = two ? _mm512_maskz_loadu_ps(m1, b + 16) : _mm512_setzero_ps();
+        __m512 a;
+#define ROW(r, x0, x1) if (r < mr) { a = _mm512_set1_ps(arow[r][o]); \
+        x0 = _mm512_fmadd_ps(a, b0, x0); if (two) x1 = _mm512_fmadd_ps(a, b1, x1); }
+        ROW(0, c00, c01) ROW(1, c10, c11) ROW(2, c20, c21) ROW(3, c30, c31)
+        ROW(4, c40, c41) ROW(5, c50, c51) ROW(6, c60, c61) ROW(7, c70, c71)
+#undef ROW
     }
+#define STORE(r, x0, x1) if (r < mr) { float *c = crow[r]; \
+        if (load_c) x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(m0, c)); \
+        _mm512_mask_storeu_ps(c, m0, x0); \
+        if (two) { if (load_c) x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, c + 16)); \
+                   _mm512_mask_storeu_ps(c + 16, m1, x1); } }
+    STORE(0, c00, c01) STORE(1, c10, c11) STORE(2, c20, c21) STORE(3, c30, c31)
+    STORE(4, c40, c41) STORE(5, c50, c51) STORE(6, c60, c61) STORE(7, c70, c71)
+#undef STORE
+}
+
+AVX512 static inline void any_tile512(int64_t mr, int64_t nr, int64_t kc, const float *const *arow,
+                                      const int64_t *a_k, const float *B, const int64_t *b_k, float *const *crow,
+                                      int load_c) {
+    if (mr == MR512 && nr > 16) tile512(MR512, nr, 1, kc, arow, a_k, B, b_k, crow, load_c);
+    else if (mr == MR512) tile512(MR512, nr, 0, kc, arow, a_k, B, b_k, crow, load_c);
+    else tile512(mr, nr, nr > 16, kc, arow, a_k, B, b_k, crow, load_c);
+}
+
+/* One thread's share of a GEMM, for a kernel of mr_max x nr_max tiles: loops K chunk -> a run of mc rows ->
+   batch entry -> mr_max-row group -> nr_max columns. */
+#define DEFINE_RUN(name, attr, mr_max, nr_max, tile_fn) \
+attr static void name(const job_t *j) { \
+    const gemm_t *g = &j->g; \
+    for (int64_t k0 = 0; k0 < g->K; k0 += KC) { \
+        const int64_t kc = g->K - k0 < KC ? g->K - k0 : KC; \
+        const int load_c = g->accumulate || k0 > 0; \
+        for (int64_t mc = j->m0; mc < j->m1; mc += j->mc) { \
+            const int64_t mc_stop = mc + j->mc < j->m1 ? mc + j->mc : j->m1; \
+            for (int64_t b = j->b0; b < j->b1; b++) { \
+                const float *A = g->A + g->a_b[b], *B = g->B + g->b_b[b]; \
+                const float *A_next = b + 1 < j->b1 ? g->A + g->a_b[b + 1] : NULL; \
+                float *C = g->C + g->c_b[b]; \
+                for (int64_t m = mc; m < mc_stop; m += mr_max) { \
+                    const int64_t mr = mc_stop - m < mr_max ? mc_stop - m : mr_max; \
+                    const float *arow[mr_max]; \
+                    float *crow[mr_max]; \
+                    for (int r = 0; r < mr_max; r++) { \
+                        const int64_t row = m + (r < mr ? r : 0); \
+                        arow[r] = A + g->a_m[row]; \
+                        crow[r] = C + g->c_m[row]; \
+                        if (A_next && r < mr) { \
+                            _mm_prefetch((const char *)(A_next + g->a_m[row] + g->a_k[k0]), _MM_HINT_T0); \
+                            _mm_prefetch((const char *)(A_next + g->a_m[row] + g->a_k[k0 + kc - 1]), _MM_HINT_T0); \
+                        } \
+                    } \
+                    for (int64_t n = 0; n < g->N; n += nr_max) { \
+                        float *cr[mr_max]; \
+                        for (int r = 0; r < mr_max; r++) cr[r] = crow[r] + n; \
+                        tile_fn(mr, g->N - n, kc, arow, g->a_k + k0, B + n, g->b_k + k0, cr, load_c); \
+                    } \
+                } \
+            } \
+        } \
+    } \
+}
+DEFINE_RUN(run_avx2, AVX2, MR, NR, any_tile)
+DEFINE_RUN(run_avx512, AVX512, MR512, NR512, any_tile512)
+#undef DEFINE_RUN
+
+/* The kernel this CPU runs and its rows per tile (offset_gemm_supported picks them). */
+static int use_avx512 = 0;
+static int64_t tile_rows = MR;
+
+static void run(const job_t *j) {
+    if (use_avx512) run_avx512(j);
+    else run_avx2(j);
 }
 
 static void *run_thread(void *arg) {
@@ -139,9 +203,19 @@ static int fan_out(void *(*fn)(void *), void *args, size_t arg_size, int nthread
     return status;
 }
 
+/* Whether this CPU runs the kernels (AVX2 and FMA); picks AVX-512 where the CPU has it and SCALING_NATIVE_AVX512 is
+   not "0". Called once, when the library is loaded. */
 int offset_gemm_supported(void) {
     __builtin_cpu_init();
+    const char *env = getenv("SCALING_NATIVE_AVX512");
+    use_avx512 = __builtin_cpu_supports("avx512f") && !(env && env[0] == '0' && env[1] == 0);
+    tile_rows = use_avx512 ? MR512 : MR;
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+/* 512 when the AVX-512 kernel runs, else 256. */
+int offset_gemm_vector_bits(void) {
+    return use_avx512 ? 512 : 256;
 }
 
 /* Returns 0, or -1 when a thread could not be started (the work is then finished on the calling thread). */
@@ -151,10 +225,10 @@ int offset_gemm(int64_t nb, int64_t M, int64_t N, int64_t K,
                 float *C, const int64_t *c_b, const int64_t *c_m, int accumulate, int nthreads) {
     if (nb <= 0 || M <= 0 || N <= 0 || K <= 0) return 0;  /* nothing to add: C is left as it is */
     const job_t base = {{nb, M, N, K, A, a_b, a_m, a_k, B, b_b, b_k, C, c_b, c_m, accumulate}, 0, M, 0, nb, M};
-    /* Many rows: threads take runs of rows and visit every batch entry 6 rows at a time (streams stay few).
+    /* Many rows: threads take runs of rows and visit every batch entry a tile's rows at a time (streams stay few).
        Few rows: threads take whole batch entries and all their rows (a weight gradient's block). */
     const int by_rows = nb < nthreads || M >= 16 * nb;
-    const int64_t units = by_rows ? (M + MR - 1) / MR : nb;
+    const int64_t units = by_rows ? (M + tile_rows - 1) / tile_rows : nb;
     if (nthreads > units) nthreads = (int)units;
     if (nthreads < 1) nthreads = 1;
     if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
@@ -163,9 +237,9 @@ int offset_gemm(int64_t nb, int64_t M, int64_t N, int64_t K,
         jobs[t] = base;
         const int64_t u0 = units * t / nthreads, u1 = units * (t + 1) / nthreads;
         if (by_rows) {
-            jobs[t].m0 = u0 * MR;
-            jobs[t].m1 = u1 * MR < M ? u1 * MR : M;
-            jobs[t].mc = MR;
+            jobs[t].m0 = u0 * tile_rows;
+            jobs[t].m1 = u1 * tile_rows < M ? u1 * tile_rows : M;
+            jobs[t].mc = tile_rows;
         } else {
             jobs[t].b0 = u0;
             jobs[t].b1 = u1;
@@ -188,7 +262,7 @@ typedef struct {
 
 /* One thread's tokens, tile after tile, every GEMM of the chain on the tile before the next tile: what one GEMM
    writes for a tile (z, dz) is still in cache when the next reads it. */
-AVX2 static void *run_chain(void *arg) {
+static void *run_chain(void *arg) {
     const chain_job_t *c = arg;
     for (int64_t s = c->t0; s < c->t1; s += c->tile) {
         const int64_t e = s + c->tile < c->t1 ? s + c->tile : c->t1;
@@ -196,11 +270,11 @@ AVX2 static void *run_chain(void *arg) {
             const chain_op_t *op = &c->ops[i];
             job_t j = {op->g, 0, op->g.M, 0, op->g.nb, op->g.M};
             j.g.C += c->thread * op->private_stride;
-            if (op->terms_per_token == 0) {  /* rows s..e: 6 at a time across every batch entry */
+            if (op->terms_per_token == 0) {  /* rows s..e: a tile's rows at a time across every batch entry */
                 j.g.M = j.m1 = e - s;
                 j.g.a_m += s;
                 j.g.c_m += s;
-                j.mc = MR;
+                j.mc = tile_rows;
             } else {  /* terms of tokens s..e, added to the thread's accumulator */
                 j.g.K = (e - s) * op->terms_per_token;
                 j.g.a_k += s * op->terms_per_token;

@@ -23,9 +23,10 @@ from two_core_plans import plan_and_cores
 
 S = StructureConfig
 BF16_POLICY = PathPolicy(fused_min_elements=0, bf16_gemm=True)
-CASES = [  # (structure, d_in, d_out, tokens): tails of a 16-token tile, padded blocks, rank 2, Monarch's shuffle
+CASES = [  # (structure, d_in, d_out, tokens): tails of a 32-token tile, padded blocks, rank 2, Monarch's shuffle
     (S("btt"), 256, 256, 100),
     (S("btt"), 1024, 1024, 4096),
+    (S("btt"), 1024, 1024, 100),  # x and dy read in place but in the last tile
     (S("btt", rank=2), 256, 256, 50),
     (S("btt"), 128, 512, 40),
     (S("monarch", blocks=23), 512, 512, 33),

@@ -3,14 +3,18 @@
 The primitive is checked against torch.einsum on gathered operands for random offset tables (rows split over
 threads and batch split over threads, column and row tails, accumulation), the chain with per-thread
 accumulators, the bounds checks that keep a wrong table from touching memory, and the layers on it (two-core
-plans, and the Tensor-Train core-0 gradient) on several threads against the bmm path. On an x86-64 CPU with
+plans, and the Tensor-Train core-0 gradient) on several threads against the bmm path; on an AVX-512 CPU the GEMM
+tests run on both micro-kernels. On an x86-64 CPU with
 AVX2 the extension must have been built: an install that silently skipped it would otherwise leave every
 layer on the slower path.
 """
 
 from __future__ import annotations
 
+import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,6 +48,29 @@ def cpu_has_avx2() -> bool:
 @pytest.mark.skipif(platform.machine() not in {"x86_64", "AMD64"} or not cpu_has_avx2(), reason="x86-64 + AVX2 only")
 def test_extension_is_built_and_usable_on_avx2_machines():
     assert native.available(), "pip install should have built scaling.structures._offset_gemm (is gcc installed?)"
+
+
+def cpu_has_avx512() -> bool:
+    info = Path("/proc/cpuinfo")
+    return info.exists() and " avx512f" in info.read_text()
+
+
+@needs_native
+def test_the_micro_kernel_follows_the_cpu():
+    assert native.vector_bits() == (512 if cpu_has_avx512() and os.environ.get("SCALING_NATIVE_AVX512") != "0" else 256)
+
+
+@needs_native
+@pytest.mark.skipif(not cpu_has_avx512(), reason="the AVX2 kernel is the default without AVX-512")
+def test_the_avx2_kernel_where_avx512_is_the_default():
+    """SCALING_NATIVE_AVX512=0 keeps the AVX2 micro-kernel: the GEMM tests run again on it, in a fresh process (the
+    kernel is picked when the library loads)."""
+    env = {**os.environ, "SCALING_NATIVE_AVX512": "0"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                           "micro_kernel_follows or gemm_matches_einsum or chain_runs_tiles"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout
 
 
 def test_switched_off_by_environment():
