@@ -52,7 +52,7 @@ def profile(args: argparse.Namespace) -> list[dict]:
     torch.manual_seed(0)
     x, g = torch.randn(t, d), torch.randn(t, d)
     w0, w1 = torch.randn(plan.core1[:3]), torch.randn(plan.core2[:3])
-    z, y, dx = torch.empty(t, tm.mid), torch.empty(t, d), torch.empty(t, d)
+    z, y, dx = torch.empty(t, tm.mid_stride), torch.empty(t, d), torch.empty(t, d)
     dw0, dw1t = torch.zeros(threads, *plan.core1[:3]), torch.zeros(threads, plan.core2[0], plan.core2[2], plan.core2[1])
     ops = dict(zip(NAMES, tm.forward_ops(x, w0, w1, z, y) + tm.backward_ops(g, x, z, w0, w1, dx, dw0, dw1t)))
     weight, out = torch.randn(d, d), torch.empty(t, d)
