@@ -206,7 +206,8 @@ class WidthPlanner:
 
     def valid(self, lo: float, hi: float, flops: float) -> dict[int, float]:
         """Valid widths (multiples of `step`, at least one step of training at `flops`) whose N_eff brackets
-        [lo, hi]: the window grows until one lies at or below lo and one at or above hi."""
+        [lo, hi]: the window grows until one lies at or below lo and one at or above hi, or reaches the smallest
+        (largest) valid width, which then stands in for lo (hi)."""
         w_lo, w_hi = self._guess(lo) / 1.25, self._guess(hi) * 1.25
         while True:
             first = max(self.step, int(w_lo // self.step) * self.step)
@@ -215,10 +216,10 @@ class WidthPlanner:
             found = {w: p.train_flops_per_unit / 6 for w, p in self.plans.items()
                      if p is not None and flops >= p.units_per_step * p.train_flops_per_unit}
             low, high = any(n <= lo for n in found.values()), any(n >= hi for n in found.values())
-            if low and high:
-                return dict(sorted(found.items()))
             stuck_low = not low and first <= self.step
             stuck_high = not high and w_hi >= _MAX_WIDTH
+            if found and (low or stuck_low) and (high or stuck_high):
+                return dict(sorted(found.items()))
             if stuck_low or stuck_high:
                 near = ", ".join(f"{w} (N_eff {n:.3g})" for w, n in sorted(found.items())[:: max(1, len(found) // 6)])
                 raise AnalysisError(f"label {self.label} at C = {flops:.3g}: no valid {WIDTH} gives N_eff "
@@ -227,10 +228,15 @@ class WidthPlanner:
             w_lo, w_hi = (w_lo / _GROW if not low else w_lo), (w_hi * _GROW if not high else w_hi)
 
     def choose(self, wanted: np.ndarray, flops: float) -> tuple[list[int], list[float]]:
-        """Snap target sizes to valid widths: the smallest down, the largest up, the rest to the nearest in log."""
+        """Snap target sizes to valid widths: the smallest down, the largest up, the rest to the nearest in log.
+        Targets starting below the smallest valid width move up, keeping their span, to start at it; targets beyond
+        the largest snap to it."""
         found = self.valid(float(wanted[0]), float(wanted[-1]), flops)
+        if wanted[0] < min(found.values()):
+            wanted = wanted * (min(found.values()) / wanted[0])
+            found = self.valid(float(wanted[0]), float(wanted[-1]), flops)
         widths, n = np.array(list(found)), np.array(list(found.values()))
-        below, above = n <= wanted[0], n >= wanted[-1]
+        below, above = n <= wanted[0], n >= min(wanted[-1], n.max())
         picks = {int(widths[below][np.argmax(n[below])]), int(widths[above][np.argmin(n[above])])}
         picks |= {int(widths[np.argmin(np.abs(np.log(n / t)))]) for t in wanted[1:-1]}
         chosen = sorted(picks)

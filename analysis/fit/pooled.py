@@ -13,7 +13,10 @@ F0 = log L*(u = 0) and s = -dlog L*/du at u = 0 (u = c, or c + log k_l), with E 
 fraction of a decade to a decade and a half a sweep spans, (E, A, alpha) lie on a curved valley of nearly equal
 fit; in (E, F0, s) the valley runs along E alone, so the solver converges instead of crawling along it.
 Under the per-label model the multiplier of l at C_ref is C_d / C_ref where dense reaches l's loss at C_ref:
-L*_ref(C_d) = L*_l(C_ref). The shared model is nested in it with n_labels - 1 fewer parameters; the likelihood
+L*_ref(C_d) = L*_l(C_ref). Both models also give the loss gap at C_ref, log L*_l(C_ref) - log L*_ref(C_ref): the
+same comparison read off the losses instead of the compute axis. Near the data it stays as well determined as the
+losses are, where a multiplier, extrapolating along a flat frontier (a label near E), can reach 1e20 with an
+interval to match. The shared model is nested in it with n_labels - 1 fewer parameters; the likelihood
 ratio LR = (RSS_shared - RSS_per_label) / var is compared with its distribution under the shared fit.
 
 Fixed-epoch protocol (`isoflop=False`, CBS's MLP comparison): every width trains the same number of epochs, so a
@@ -58,11 +61,14 @@ class PooledLabel:
     multiplier: Interval  # shared model: k_l
     multiplier_per_label: Interval  # per-label model: C_d / C_ref
     alpha_per_label: Interval
+    loss_gap: Interval  # shared model: log L*_l(C_ref) - log L*_ref(C_ref)
+    loss_gap_per_label: Interval  # the same under the per-label model
 
     def to_dict(self) -> dict:
         return {"runs": self.runs, "multiplier": self.multiplier.to_dict(),
                 "multiplier_per_label": self.multiplier_per_label.to_dict(),
-                "alpha_per_label": self.alpha_per_label.to_dict()}
+                "alpha_per_label": self.alpha_per_label.to_dict(), "loss_gap": self.loss_gap.to_dict(),
+                "loss_gap_per_label": self.loss_gap_per_label.to_dict()}
 
 
 @dataclass
@@ -90,6 +96,11 @@ class PooledFit:
         """The multiplier of the supported model."""
         lab = self.labels[label]
         return lab.multiplier if self.model == "shared" else lab.multiplier_per_label
+
+    def loss_gap(self, label: str) -> Interval:
+        """log L*_label(C_ref) - log L*_reference(C_ref) of the supported model (negative: below the reference)."""
+        lab = self.labels[label]
+        return lab.loss_gap if self.model == "shared" else lab.loss_gap_per_label
 
     def to_dict(self) -> dict:
         return {"reference": self.reference, "reference_flops": self.reference_flops, "model": self.model,
@@ -312,6 +323,18 @@ def _alt_multiplier(d: _Design, th: np.ndarray, c_ref: float) -> np.ndarray:
     return c_d - c_ref
 
 
+@np.errstate(all="ignore")
+def _gaps(d: _Design, th: np.ndarray, c_ref: float, shared: bool) -> np.ndarray:
+    """log L*_l(C_ref) - log L*_ref(C_ref) per label [R, L], under the shared or the per-label model."""
+    L = d.L
+    if shared:
+        logk = np.concatenate([np.zeros((len(th), 1)), th[:, 3:2 + L]], axis=1)
+        f = d._frontier(th[:, :1], th[:, 1:2], th[:, 2:3], c_ref + logk)[0]
+    else:
+        f = d._frontier(th[:, :1], th[:, 1:1 + L], th[:, 1 + L:1 + 2 * L], np.full((len(th), L), c_ref))[0]
+    return f - f[:, :1]
+
+
 def _curves(d: _Design, th0: np.ndarray, th1: np.ndarray, c0: float,
             labels: list[str]) -> dict[str, dict[str, tuple[float, float, float]]]:
     """(E, A, alpha) per label of both models' L*(C) = E + A C^-alpha, C in FLOPs (not centred)."""
@@ -389,6 +412,8 @@ def fit_pooled(reads: pd.DataFrame, reference: str | None = None, reference_flop
     logk_bs = np.concatenate([np.zeros((replicates, 1)), b0[:, 3:3 + L - 1]], axis=1)[ok0]
     alt_pt, b_alt_mult = _alt_multiplier(d, th1[None], c_ref)[0], _alt_multiplier(d, b1, c_ref)
     alpha_alt_pt, b_alpha_alt = _per_label_exponents(d, th1[None])[0], _per_label_exponents(d, b1)
+    gap_pt, b_gap = _gaps(d, th0[None], c_ref, shared=True)[0], _gaps(d, b0[ok0], c_ref, shared=True)
+    gap_alt_pt, b_gap_alt = _gaps(d, th1[None], c_ref, shared=False)[0], _gaps(d, b1, c_ref, shared=False)
     runs_per_label = reads.groupby("label")["run_id"].nunique()
     budgets = reads.groupby("label")["flops"].nunique()
     # with 2 budgets a label's E, A_l, alpha_l are not all determined: its per-label numbers get no interval
@@ -404,7 +429,10 @@ def fit_pooled(reads: pd.DataFrame, reference: str | None = None, reference_flop
                 replace(bias_corrected_interval(float(np.exp(alt_pt[i])),
                                                 np.exp(b_alt_mult[own & (reference not in thin), i]), level),
                         dropped=float(1 - ok1.mean())),
-                bias_corrected_interval(float(alpha_alt_pt[i]), b_alpha_alt[own, i], level))
+                bias_corrected_interval(float(alpha_alt_pt[i]), b_alpha_alt[own, i], level),
+                replace(bias_corrected_interval(float(gap_pt[i]), b_gap[:, i], level), dropped=float(1 - ok0.mean())),
+                replace(bias_corrected_interval(float(gap_alt_pt[i]), b_gap_alt[ok1, i], level),
+                        dropped=float(1 - ok1.mean())))
     failed = {"shared": int((~ok0).sum()), "per-label": int((~ok1).sum()), "null per-label": int((~ok1n).sum())}
     notes = [f"{v} of {replicates} {k} bootstrap replicates did not converge and were dropped"
              for k, v in failed.items() if v]

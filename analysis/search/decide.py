@@ -1,10 +1,11 @@
-"""Who advances in a structure search: successive halving on compute multipliers with intervals, under a budget.
+"""Who advances in a structure search: successive halving on scores with intervals, under a budget.
 
 Pure: every function takes measured numbers and returns a decision, so the search logic is tested on synthetic
-results. A multiplier is an Interval (value, lo, hi) of "compute dense needs for this candidate's loss / the
-candidate's compute"; larger is better. Two candidates cannot be told apart when their intervals overlap.
+results. A score is an Interval (value, lo, hi), larger is better; the search scores a candidate by its loss
+advantage over dense at the round's budget (search/driver.py). Two candidates cannot be told apart when their
+intervals overlap.
 
-Rule per round: rank the candidates by multiplier; advance the top `keep` fraction (at least one) and every
+Rule per round: rank the candidates by score; advance the top `keep` fraction (at least one) and every
 candidate whose interval overlaps the best's (noise must not pick the winner). Before a round starts, the
 candidates it cannot afford under the allowance are dropped, worst first; the search stops early when not even
 the best can run. The winner set is the best at the last round measured plus every candidate tied with it.
@@ -33,7 +34,7 @@ class RoundRecord:
     index: int
     flops: float
     candidates: list[str]  # who ran this round
-    multipliers: dict[str, Interval]  # after this round, for the candidates that ran it
+    scores: dict[str, Interval]  # after this round, for the candidates that ran it
     cost: float  # training FLOPs of the round (baseline included)
     advanced: list[str] = field(default_factory=list)  # ranked best first; empty after the last round
 
@@ -56,29 +57,29 @@ def _score(iv: Interval | None) -> float:
     return iv.value if iv is not None and math.isfinite(iv.value) else -math.inf
 
 
-def ranked(multipliers: Mapping[str, Interval], labels: Sequence[str]) -> list[str]:
-    """`labels` best first (an unmeasured or failed multiplier ranks last; ties keep the given order)."""
-    return sorted(labels, key=lambda lab: -_score(multipliers.get(lab)))
+def ranked(scores: Mapping[str, Interval], labels: Sequence[str]) -> list[str]:
+    """`labels` best first (an unmeasured or failed score ranks last; ties keep the given order)."""
+    return sorted(labels, key=lambda lab: -_score(scores.get(lab)))
 
 
-def tied_with_best(multipliers: Mapping[str, Interval], labels: Sequence[str]) -> list[str]:
+def tied_with_best(scores: Mapping[str, Interval], labels: Sequence[str]) -> list[str]:
     """The best of `labels` and every one whose interval overlaps the best's, best first."""
-    order = ranked(multipliers, labels)
-    if not order or _score(multipliers.get(order[0])) == -math.inf:
+    order = ranked(scores, labels)
+    if not order or _score(scores.get(order[0])) == -math.inf:
         return []
-    best = multipliers[order[0]]
-    return [order[0], *(lab for lab in order[1:] if _overlaps(multipliers.get(lab), best))]
+    best = scores[order[0]]
+    return [order[0], *(lab for lab in order[1:] if _overlaps(scores.get(lab), best))]
 
 
 def _overlaps(a: Interval | None, b: Interval) -> bool:
     return a is not None and all(map(math.isfinite, (a.lo, a.hi, b.lo, b.hi))) and a.hi >= b.lo and b.hi >= a.lo
 
 
-def advance(multipliers: Mapping[str, Interval], labels: Sequence[str], keep: float) -> list[str]:
+def advance(scores: Mapping[str, Interval], labels: Sequence[str], keep: float) -> list[str]:
     """The top `keep` fraction of `labels` (at least one) plus every candidate tied with the best; best first."""
-    order = ranked(multipliers, labels)
-    top = set(order[:max(1, math.ceil(keep * len(order)))]) | set(tied_with_best(multipliers, labels))
-    return [lab for lab in order if lab in top and _score(multipliers.get(lab)) > -math.inf]
+    order = ranked(scores, labels)
+    top = set(order[:max(1, math.ceil(keep * len(order)))]) | set(tied_with_best(scores, labels))
+    return [lab for lab in order if lab in top and _score(scores.get(lab)) > -math.inf]
 
 
 def affordable(stage: Stage, order: Sequence[str], cost: Cost, left: float) -> tuple[list[str], list[str]]:
@@ -108,7 +109,7 @@ def search(candidates: Sequence[str], stages: Sequence[Stage], measure: Measure,
         if i < len(stages) - 1:
             rec.advanced = alive = advance(measured, alive, stage.keep)
     final = rounds[-1] if rounds else None
-    winners = tied_with_best(final.multipliers, final.candidates) if final else []
+    winners = tied_with_best(final.scores, final.candidates) if final else []
     return Trace(rounds, winners, spent, allowance, bool(final) and final.index == len(stages) - 1, unaffordable)
 
 

@@ -104,7 +104,7 @@ def test_a_tiny_search_runs_end_to_end_and_resumes_without_training_twice(tmp_pa
     assert first["spent"] == pytest.approx(sum(r["flops"] for m in manifests for r in m["runs"]))
     assert first["spent"] <= first["allowance"] and first["spent"] < first["full_grid"]
     text = (out / "search.md").read_text()
-    assert "## Verdict" in text and "multiplier vs dense" in text and "full grid" in text
+    assert "## Verdict" in text and "loss advantage over dense" in text and "full grid" in text
     assert (out / "plots" / "taxonomy.png").stat().st_size > 0
     assert (out / "analysis" / "runs.csv").exists()
     trained = _finished(root)
@@ -125,6 +125,16 @@ def test_a_candidate_with_no_runs_is_sized_by_its_flop_formulas():
     widths, n_eff = planner.choose(targets(Interval(n_star, n_star, n_star), 3)[0], 2e9)
     assert widths == [16, 32, 64]
     assert n_eff[0] <= n_star / 2 and n_eff[-1] >= n_star * 2
+
+
+def test_sizes_below_the_smallest_valid_width_start_at_it():
+    """A compute-optimal size smaller than the smallest width can give (tiny budgets) plans a ladder of the same span
+    that starts at the smallest width, instead of failing."""
+    planner = WidthPlanner("low_rank_half", [*TINY["base"], "structure=einsum", "structure.theta=[1,0,0,0,1,0,0.5]"],
+                           8, {})
+    smallest = planner.plan(8).train_flops_per_unit / 6
+    widths, n_eff = planner.choose(targets(Interval(smallest / 3, smallest / 3, smallest / 3), 4)[0], 2e9)
+    assert widths[0] == 8 and len(widths) >= 3 and n_eff[-1] >= 4 * smallest
 
 
 def test_the_lr_check_sweeps_the_lr_of_candidates_that_set_their_own(tmp_path):
