@@ -236,7 +236,7 @@ class WidthPlanner:
             wanted = wanted * (min(found.values()) / wanted[0])
             found = self.valid(float(wanted[0]), float(wanted[-1]), flops)
         widths, n = np.array(list(found)), np.array(list(found.values()))
-        below, above = n <= wanted[0], n >= min(wanted[-1], n.max())
+        below, above = n <= max(wanted[0], n.min()), n >= min(wanted[-1], n.max())  # never empty (rounding)
         picks = {int(widths[below][np.argmax(n[below])]), int(widths[above][np.argmin(n[above])])}
         picks |= {int(widths[np.argmin(np.abs(np.log(n / t)))]) for t in wanted[1:-1]}
         chosen = sorted(picks)
