@@ -27,7 +27,7 @@ from typing import Any, Sequence
 from analysis.errors import AnalysisError
 from analysis.fit.bootstrap import Interval
 from analysis.fit.pooled import PooledFit
-from analysis.io.load import load_sweeps
+from analysis.io.load import RunTable, load_sweeps
 from analysis.plan_next import WIDTH, WIDTH_STEP, WidthPlanner, size_laws, targets
 from analysis.report.build import Report, analyse
 from analysis.search.decide import Stage, Trace, best_lr, nearest, planned_cost, search
@@ -87,6 +87,7 @@ class Driver:
         self.widths: dict[tuple[str, int], list[int]] = {}
         self.sizing: dict[tuple[str, int], str] = {}
         self.flops: dict[str, float] = {}  # sweep -> training FLOPs of its runs
+        self.run_ids: dict[str, set[str]] = {}  # sweep -> the runs of its manifest as launched now
         self.report: Report | None = None
 
     def overrides(self, label: str) -> list[str]:
@@ -126,11 +127,21 @@ class Driver:
         except SweepError as err:
             raise SearchError(f"sweep {sweep['name']}: {err}") from None
         self.flops[sweep["name"]] = sum(float(r["flops"]) for r in manifest["runs"])
+        self.run_ids[sweep["name"]] = {r["run_id"] for r in manifest["runs"]}
         pending = [r["run_id"] for r in manifest["runs"] if r["state"] not in FINISHED_STATES]
         if pending and not dry_run:
             raise RoundPending(f"sweep {sweep['name']}: {len(pending)} of {len(manifest['runs'])} runs are not "
                                f"finished (e.g. {pending[0]}); rerun the same command once they are (failed runs: "
                                "add retry_failed=true); finished runs are kept")
+
+    def load(self, names: list[str]) -> dict[str, RunTable]:
+        """The runs of the named sweeps as launched by this search, as one table (later rounds read as rounds of
+        one experiment, named "A+B"): runs an earlier version of the search file recorded under the same sweep
+        names are left out."""
+        ids = set().union(*(self.run_ids[name] for name in names))
+        return {name: RunTable(*(frame[frame["run_id"].isin(ids)].reset_index(drop=True)
+                                 for frame in (table.runs, table.evals, table.excluded)))
+                for name, table in load_sweeps(self.root, names, rounds=len(names) > 1).items()}
 
     def lr_sweep(self) -> dict[str, Any]:
         first = self.spec.stages[0].flops
@@ -149,7 +160,7 @@ class Driver:
             return
         sweep = self.lr_sweep()
         self.launch(sweep)
-        runs = load_sweeps(self.root, [sweep["name"]])[sweep["name"]].runs
+        runs = self.load([sweep["name"]])[sweep["name"]].runs
         for label in self.spec.lr_labels:
             mine = runs[runs["label"] == label]
             losses = {float(lr): float(loss) for lr, loss in zip(mine["lr"], mine["final_val_loss"])}
@@ -178,8 +189,7 @@ class Driver:
         the pooled fit of every round so far."""
         self.launch(self.round_sweep(i, stage, labels))
         names = [round_name(self.spec, j) for j in range(i + 1)]
-        tables = load_sweeps(self.root, names, rounds=len(names) > 1)  # later rounds: one table of all
-        self.report = analyse(tables, self.root, replicates=self.spec.replicates, workers=self.workers)
+        self.report = analyse(self.load(names), self.root, replicates=self.spec.replicates, workers=self.workers)
         pooled = self.report.experiments[0].pooled
         if pooled is None:
             raise SearchError(f"round {i + 1}: no pooled fit of {'+'.join(names)} "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -115,6 +116,17 @@ def test_a_tiny_search_runs_end_to_end_and_resumes_without_training_twice(tmp_pa
     assert _finished(root) == trained
     again = json.loads((out / "search.json").read_text())
     assert again["winners"] == first["winners"] and again["rounds"] == first["rounds"]
+
+    # an edited search file: the runs its earlier version left under the same sweep names are not read
+    (folder / "tiny_search.yaml").write_text(yaml.safe_dump(
+        {**TINY, "lr_check": {"values": [0.004, 0.008, 0.016], "labels": ["low_rank_half"]}}))
+    assert main(args) == 0
+    edited = json.loads((out / "search.json").read_text())
+    assert edited["candidates"]["low_rank_half"]["lr"] in (0.004, 0.008, 0.016)
+    current = {r["run_id"] for n in edited["sweeps"]
+               for r in json.loads((root / "sweeps" / f"{n}.json").read_text())["runs"]}
+    used = set(pd.read_csv(out / "analysis" / "runs.csv")["run_id"])
+    assert used <= current and len(_finished(root)) > len(used)
 
 
 def test_a_candidate_with_no_runs_is_sized_by_its_flop_formulas():
