@@ -3,7 +3,7 @@
    For every batch entry b, row m < M, column n < N:
        C[c_b[b] + c_m[m] + n] (+)= sum_{k < K} A[a_b[b] + a_m[m] + a_k[k]] * B[b_b[b] + b_k[k] + n]
    so any permutation or blocking of A's axes is read in place (A is only ever broadcast, one element at a time),
-   while B and C need unit stride along n (they are loaded and stored 8 floats at a time). This lets a two-core
+   while B and C need unit stride along n (they are loaded and stored a vector at a time). This lets a two-core
    structure (BTT, Monarch, Einsum, Tensor-Train) run on token-major activations with no transposing copies.
 
    Two micro-kernels, chosen once per process by the CPU: AVX-512 (8 rows x 32 columns in 16 registers, column
