@@ -15,9 +15,10 @@ fit; in (E, F0, s) the valley runs along E alone, so the solver converges instea
 Under the per-label model the multiplier of l at C_ref is C_d / C_ref where dense reaches l's loss at C_ref:
 L*_ref(C_d) = L*_l(C_ref). Both models also give the loss gap at C_ref, log L*_l(C_ref) - log L*_ref(C_ref): the
 same comparison read off the losses instead of the compute axis. Near the data it stays as well determined as the
-losses are, where a multiplier, extrapolating along a flat frontier (a label near E), can reach 1e20 with an
-interval to match. The shared model is nested in it with n_labels - 1 fewer parameters; the likelihood
-ratio LR = (RSS_shared - RSS_per_label) / var is compared with its distribution under the shared fit.
+losses are, where a multiplier extrapolates along dense's frontier and, over a factor 4 of compute (a structure
+search's first round), can have an interval spanning decades. The shared model is nested in the per-label one with
+n_labels - 1 fewer parameters; the likelihood ratio LR = (RSS_shared - RSS_per_label) / var is compared with its
+distribution under the shared fit.
 
 Fixed-epoch protocol (`isoflop=False`, CBS's MLP comparison): every width trains the same number of epochs, so a
 label's runs are points (C, L) along one loss-vs-compute curve, not isoFLOP parabolas. The parabola term is
