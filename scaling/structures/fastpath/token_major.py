@@ -59,8 +59,7 @@ class TokenMajorPlan:
     core2: tuple[int, int, int, int]  # (b2, p2, k2, c2)
     d_in: int
     in_size: int  # x's row length as read (d_in, or padded)
-    mid: int
-    mid_stride: int  # row length of z and dz as stored: mid padded to an odd number of cache lines (padded_row)
+    mid_stride: int  # row length of z and dz as stored: the b1 p1 c1 middle features padded (padded_row)
     d_out: int
     out_size: int
     x_b: Offsets  # core 1's operand within an x row, per b1 and per c1 (k1 is innermost)
@@ -177,7 +176,7 @@ def _tables(plan: TwoCorePlan) -> TokenMajorPlan | None:
     y_index = _stored_as(b2, c2, p2).reshape(plan.out_axes).permute(plan.out_perm).reshape(-1)[: plan.d_out]
     direct = plan.out_size == plan.d_out and torch.equal(y_index, torch.arange(plan.d_out))
     return TokenMajorPlan(
-        core1=plan.core1, core2=plan.core2, d_in=plan.d_in, in_size=plan.in_size, mid=mid, mid_stride=padded_row(mid),
+        core1=plan.core1, core2=plan.core2, d_in=plan.d_in, in_size=plan.in_size, mid_stride=padded_row(mid),
         d_out=plan.d_out, out_size=plan.out_size, x_b=x_b, x_c=x_c, z_b=z_b, z_k=z_k, z_c=z_c,
         dz_b=dz_b, dz_p=dz_p, dz_c=dz_c, y_index=y_index.contiguous(), direct=direct,
     )
