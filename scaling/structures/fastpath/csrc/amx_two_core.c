@@ -320,6 +320,28 @@ AMX static operand_t core1_regroup(const shape_t *sh, const scratch_t *w, const 
     return xt;
 }
 
+/* dy's tile (rows t0.., `rows` of them) as core 2 transposed reads it: in place, or staged in w->gs per core-2
+   block (row, s, q), Monarch's interleaved output gathered, zero past the last token. */
+AMX static operand_t dy_tile(const shape_t *sh, const scratch_t *w, const uint16_t *dy, int64_t t0, int64_t rows) {
+    const int64_t s = sh->s, p2 = sh->p2;
+    const uint16_t *at = sh->interleaved ? NULL : in_place(dy + t0 * sh->d_out, rows, s, p2, sh->d_out);
+    if (at) return (operand_t){at, sh->d_out, p2};
+    for (int64_t i = 0; i < ROWS; i++) {
+        const uint16_t *row = dy + (t0 + i) * sh->d_out;
+        for (int64_t si = 0; si < s; si++) {
+            uint16_t *dst = w->gs + i * w->gr + si * w->kpo;
+            if (i >= rows) {
+                copy_block(dst, row, 0, p2);
+            } else if (sh->interleaved) {
+                for (int64_t q = 0; q < p2; q++) dst[q] = q * s + si < sh->d_out ? row[q * s + si] : 0;
+            } else {
+                copy_block(dst, row + si * p2, clamp(sh->d_out - si * p2, 0, p2), p2);
+            }
+        }
+    }
+    return (operand_t){w->gs, w->gr, w->kpo};
+}
+
 AMX static void *forward_tiles(void *arg) {
     job_t *j = (job_t *)arg;
     const shape_t *sh = j->sh;
@@ -356,22 +378,7 @@ AMX static void *backward_tiles(void *arg) {
     for (int64_t tile = j->tile0; tile < j->tile1; tile++) {
         const int64_t t0 = tile * ROWS, rows = sh->n - t0 < ROWS ? sh->n - t0 : ROWS;
         const operand_t xt = core1_regroup(sh, &w, j->x, j->w0p, t0, rows);  /* z2 again, for dW1 */
-        operand_t gt = {sh->interleaved ? NULL : in_place(j->dy + t0 * sh->d_out, rows, s, p2, sh->d_out), sh->d_out,
-                        p2};
-        for (int64_t i = 0; i < ROWS && !gt.at; i++) {  /* stage dy per core-2 block: (row, s, q), zero past the end */
-            const uint16_t *row = j->dy + (t0 + i) * sh->d_out;
-            for (int64_t si = 0; si < s; si++) {
-                uint16_t *dst = w.gs + i * w.gr + si * w.kpo;
-                if (i >= rows) {
-                    copy_block(dst, row, 0, p2);
-                } else if (sh->interleaved) {
-                    for (int64_t q = 0; q < p2; q++) dst[q] = q * s + si < sh->d_out ? row[q * s + si] : 0;
-                } else {
-                    copy_block(dst, row + si * p2, clamp(sh->d_out - si * p2, 0, p2), p2);
-                }
-            }
-        }
-        if (!gt.at) gt = (operand_t){w.gs, w.gr, w.kpo};
+        const operand_t gt = dy_tile(sh, &w, j->dy, t0, rows);
         block_gemm(gt.at, gt.ld, gt.bs, j->w1tp, s, w.kpo, w.npm, w.dzf, w.dzr, w.npm);
         for (int64_t i = 0; i < ROWS; i++) {  /* invert the regroup and round: dz (row, b, p) */
             if (r == 1) {
