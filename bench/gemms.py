@@ -3,8 +3,9 @@
     python bench/gemms.py [--width 1024] [--tokens 4096] [--rank 1] [--tile 16] [--json]
 
 A BTT layer (d -> d, given rank) runs six GEMMs per training step on the native path (scaling/structures/
-token_major.py): core 1 and core 2 forward; dw1, dz, dw0 and dx backward. Each is timed alone (as a chain of
-one GEMM over all tokens, tile by tile), alternating with a dense d x d GEMM on the same tokens, in two settings:
+token_major.py): core 1 and core 2 forward; dw1, dz, dw0 and dx backward (which also runs core 1 again, to
+recompute z). Each is timed alone (as a chain of one GEMM over all tokens, tile by tile, its middle operand a
+per-thread scratch tile as in the layer), alternating with a dense d x d GEMM on the same tokens, in two settings:
 `hot`, repeating the GEMM back to back so its operands stay in cache, and `cold`, with the dense GEMM in
 between (it sweeps the caches, as the rest of a network does). Reported: each GEMM's achieved GFLOP/s as a
 fraction of dense GEMM's. The shares show where a layer's time goes (the weight gradients, which sum over
@@ -52,9 +53,11 @@ def profile(args: argparse.Namespace) -> list[dict]:
     torch.manual_seed(0)
     x, g = torch.randn(t, d), torch.randn(t, d)
     w0, w1 = torch.randn(plan.core1[:3]), torch.randn(plan.core2[:3])
-    z, y, dx = torch.empty(t, tm.mid_stride), torch.empty(t, d), torch.empty(t, d)
+    z, dz = tm.scratch(x, args.tile).normal_(), tm.scratch(x, args.tile).normal_()  # no denormals from garbage
+    y, dx = torch.empty(t, d), torch.empty(t, d)
     dw0, dw1t = torch.zeros(threads, *plan.core1[:3]), torch.zeros(threads, plan.core2[0], plan.core2[2], plan.core2[1])
-    ops = dict(zip(NAMES, tm.forward_ops(x, w0, w1, z, y) + tm.backward_ops(g, x, z, w0, w1, dx, dw0, dw1t)))
+    backward = tm.backward_ops(g, x, w0, w1, dx, dw0, dw1t, z, dz, args.tile)[1:]  # [0] is core 1 again
+    ops = dict(zip(NAMES, tm.forward_ops(x, w0, w1, z, y, args.tile) + backward))
     weight, out = torch.randn(d, d), torch.empty(t, d)
     dense = lambda: torch.mm(x, weight, out=out)  # noqa: E731
     gemm_flops = plan.flops_per_token() // 2 * t  # each of the six GEMMs does half the forward's FLOPs

@@ -13,7 +13,8 @@ layer ms), and the memory-traffic limit: the time to move the activations a fwd+
 bandwidth (`limit_ms`: tokens x (3 d_in + 2 d_out) elements: the forward reads x and writes y, the backward reads
 dy and x again and writes dx; 4 bytes each in fp32, 2 in bf16; weights are negligible). The copy bandwidth
 (bench/common.py copy_bandwidth) is printed as its own row. Layers of one width take turns within each repeat,
-precisions included, so load drift on a shared machine biases the ratios less.
+precisions included, so load drift on a shared machine biases the ratios less, in an order shuffled every
+repeat (bench/common.py shuffled), so none always runs right after the same one.
 
 --precision: one or more of fp32 and bf16 (default both, side by side): bf16 is CPU/CUDA bf16 autocast, with the
 input and output gradient in bf16 (what the previous and next autocast ops hand over). On the CPU the structures
@@ -45,6 +46,7 @@ from common import (
     apply_process_settings,
     copy_bandwidth,
     precisions,
+    shuffled,
     resolve_device,
     timed,
 )
@@ -115,7 +117,7 @@ def time_steps(layers: dict, policies: dict, args: argparse.Namespace, width: in
 
     times: dict[tuple[str, str], list[float]] = {(n, p): [] for n in layers for p in args.precision}
     for i in range(args.warmup + args.repeats):
-        for name, precision in times:
+        for name, precision in shuffled(list(times), i):
             with use_policy(policies[name]):
                 seconds = timed(device, lambda: step(layers[name], precision))
             if i >= args.warmup:

@@ -6,10 +6,11 @@
 
 Each model is built and initialised by the project's parametrisation (scaling.mup.parametrization) and trained by its
 AdamW on one shared random batch. A repeat runs one optimiser step (forward, backward, step) of every model in
-turn, in every precision, so drifting load on a shared machine hits them alike; a model's step time is its median
-over repeats. Reported per model and precision: parameters, training FLOPs per token (3 x the forward FLOPs of
-scaling.models.flops: linear layers and attention), tokens/s, achieved GFLOP/s, and the speedup over dense in the
-same precision (dense step time / the model's). The machine's measured copy bandwidth is printed as its own row.
+turn, in every precision (in an order shuffled every repeat, bench/common.py shuffled), so drifting load on a
+shared machine hits them alike; a model's step time is its median over repeats. Reported per model and precision:
+parameters, training FLOPs per token (3 x the forward FLOPs of scaling.models.flops: linear layers and attention),
+tokens/s, achieved GFLOP/s, and the speedup over dense in the same precision (dense step time / the model's). The
+machine's measured copy bandwidth is printed as its own row.
 
 A structure is a conf/structure preset with optional overrides, as in bench/layers.py: `btt:rank=4`.
 
@@ -40,6 +41,7 @@ from common import (
     peak_tflops,
     precisions,
     resolve_device,
+    shuffled,
     timed,
 )
 
@@ -163,7 +165,7 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
     used = precisions(device, args.precision)
     times: dict[tuple[str, str], list[float]] = {(spec, p): [] for spec in specs for p in used}
     for i in range(args.warmup + args.repeats):
-        for spec, precision in times:
+        for spec, precision in shuffled(list(times), i):
             seconds = timed(device, lambda: step(spec, precision))
             if i >= args.warmup:
                 times[spec, precision].append(seconds)

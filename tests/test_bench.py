@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -89,3 +90,17 @@ def test_gemms_profiles_the_six_gemms_of_a_btt_step():
     out = bench_json("gemms.py", "--width", "64", "--tokens", "64", "--repeats", "2")
     assert sorted({r["gemm"] for r in out["rows"]}) == sorted(["core1", "core2", "dw1", "dz", "dw0", "dx"])
     assert {r["setting"] for r in out["rows"]} == {"hot", "cold"} and all(r["ms"] > 0 for r in out["rows"])
+
+
+
+def test_the_timing_order_is_a_new_permutation_each_repeat():
+    spec = importlib.util.spec_from_file_location("bench_common", BENCH / "common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    keys = ["dense", "btt", "btt [bmm]", "monarch", "monarch [bmm]"]
+    orders = [common.shuffled(keys, i) for i in range(12)]
+    assert all(sorted(order) == sorted(keys) for order in orders)
+    assert orders == [common.shuffled(keys, i) for i in range(12)]  # seeded: the same orders every run
+    before_btt = {order[order.index("btt") - 1] for order in orders if order[0] != "btt"}
+    assert len(before_btt) >= 3  # not always after the same layer (a fixed order put it after dense every time)
+    assert common.shuffled([], 3) == []

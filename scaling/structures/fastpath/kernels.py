@@ -57,18 +57,20 @@ class _Schedule:
         return cls(plan, tm, plan.chunk_tokens() if chunk is None else chunk, policy.native_tile_tokens)
 
     def forward(self, x, w0, w1, counts):
-        """(pieces, x operand, z, y): whole segments on the native GEMM, chunks of them on bmm."""
+        """(pieces, x operand, z, y): whole segments on the native GEMM, chunks of them on bmm. z, core 1's
+        outputs saved for the backward, is None on the native GEMM, whose backward recomputes it."""
         if self.tm is None:
             pieces = bmm_schedule.row_pieces(counts, self.chunk)
             return (pieces, *bmm_schedule.forward_pieces(x, w0, w1, self.plan, pieces))
         pieces = bmm_schedule.row_pieces(counts, max(1, sum(counts)))
-        return (pieces, *native_forward_pieces(x, w0, w1, self.tm, pieces, self.tile))
+        x_op, y = native_forward_pieces(x, w0, w1, self.tm, pieces, self.tile)
+        return pieces, x_op, None, y
 
     def backward(self, g, x_op, z_all, w0, w1, pieces, needs):
         """forward's gradients (dx, dw0, dw1) on the same path."""
         if self.tm is None:
             return bmm_schedule.backward_pieces(g, x_op, z_all, w0, w1, self.plan, pieces, needs)
-        return native_backward_pieces(g, x_op, z_all, w0, w1, self.tm, pieces, self.tile, needs)
+        return native_backward_pieces(g, x_op, w0, w1, self.tm, pieces, self.tile, needs)
 
 
 class _TwoCoreFunction(torch.autograd.Function):

@@ -12,7 +12,8 @@ One `Gemm` is, for batch entries b, rows m, columns n < N and terms k:
     C[c_b[b] + c_m[m] + n] (+)= sum_k A[a_b[b] + a_m[m] + a_k[k]] * B[b_b[b] + b_k[k] + n]
 
 so A is read through any offsets, while B and C need unit stride along n. `chain` runs several GEMMs over the
-same tokens tile by tile (one axis of each counts tokens), so intermediates stay in cache between them. Every
+same tokens tile by tile (one axis of each counts tokens), so intermediates stay in cache between them; an
+intermediate can live in a per-thread scratch of one tile's rows (`tile_steps`), so it never reaches memory. Every
 offset is checked against the tensors' sizes before the call: a wrong table raises instead of touching memory
 outside them. Tables are `Offsets`, which know their smallest and largest entry, so that check costs no pass
 over them; `steps` and `pairs` are cached, so a layer called again with the same token count builds none.
@@ -59,6 +60,15 @@ def steps(count: int, stride: int) -> Offsets:
     return Offsets(torch.arange(count, dtype=torch.int64) * stride, min(0, last), max(0, last))
 
 
+@functools.lru_cache(maxsize=256)
+def tile_steps(count: int, tile: int, stride: int) -> Offsets:
+    """Rows of `count` tokens in a scratch of `tile` rows: (i mod tile) * stride. A chain of that tile visits tiles
+    starting at multiples of `tile`, so each tile's tokens use rows 0..tile-1 (private to each thread)."""
+    rows = min(count, tile)
+    table = (torch.arange(count, dtype=torch.int64) % tile) * stride
+    return Offsets(table, 0, max(rows - 1, 0) * stride)
+
+
 @functools.lru_cache(maxsize=64)  # a table can be tokens x carried entries: a few MB each at most
 def pairs(outer: Offsets, inner: Offsets) -> Offsets:
     """The offset table outer[i] + inner[j] for every (i, j), i outer: two nested axes as one."""
@@ -71,8 +81,9 @@ def pairs(outer: Offsets, inner: Offsets) -> Offsets:
 @dataclass
 class Gemm:
     """One offset GEMM (module docstring). In a chain, `terms_per_token` = 0 means the rows are the tokens, else
-    the terms are (token, carried) pairs, that many per token; `private` means C is (threads, ...) accumulators,
-    one per thread, summed by the caller (a chained GEMM summing over tokens needs them)."""
+    the terms are (token, carried) pairs, that many per token. `private` means C is (threads, ...), one per thread:
+    accumulators summed by the caller (a chained GEMM summing over tokens needs them), or a tile's scratch
+    (tile_steps rows) that a later GEMM of the chain reads as A with `private_a`."""
 
     A: torch.Tensor
     a_b: Offsets
@@ -88,12 +99,13 @@ class Gemm:
     accumulate: bool = False
     terms_per_token: int = 0
     private: bool = False
+    private_a: bool = False
 
 
 class _ChainOp(ctypes.Structure):
     _fields_ = [(name, _INT64) for name in ("nb", "M", "N", "K")] + [
         (name, _PTR) for name in ("A", "a_b", "a_m", "a_k", "B", "b_b", "b_k", "C", "c_b", "c_m")
-    ] + [(name, _INT64) for name in ("accumulate", "terms_per_token", "private_stride")]
+    ] + [(name, _INT64) for name in ("accumulate", "terms_per_token", "private_stride", "a_private_stride")]
 
 
 @functools.cache
@@ -142,22 +154,28 @@ def _check_operand(name: str, t: torch.Tensor, size: int, width: int, *tables: O
         raise ValueError(f"offset gemm: {name}'s offsets reach [{low}, {high}) outside its {size} floats")
 
 
-def _validate(op: Gemm, threads: int) -> int:
-    """Checks op's shapes and bounds; returns C's per-thread stride (0 unless private)."""
+def _per_thread_size(name: str, t: torch.Tensor, private: bool, threads: int) -> int:
+    """The floats each thread may address in t: all of them, or, private, one slice of its first axis."""
+    if not private:
+        return t.numel()
+    if t.dim() == 0 or t.shape[0] < threads:
+        raise ValueError(f"offset gemm: private {name} needs one slice per thread ({threads}), "
+                         f"got shape {tuple(t.shape)}")
+    return t[0].numel()
+
+
+def _validate(op: Gemm, threads: int) -> tuple[int, int]:
+    """Checks op's shapes and bounds; returns A's and C's per-thread strides (0 where not private)."""
     nb, m, k = len(op.a_b), len(op.a_m), len(op.a_k)
     if not (len(op.b_b) == len(op.c_b) == nb and len(op.c_m) == m and len(op.b_k) == k):
         raise ValueError(f"offset gemm: table sizes disagree (batch {nb}/{len(op.b_b)}/{len(op.c_b)}, "
                          f"rows {m}/{len(op.c_m)}, terms {k}/{len(op.b_k)})")
-    _check_operand("A", op.A, op.A.numel(), 1, op.a_b, op.a_m, op.a_k)
+    a_size = _per_thread_size("A", op.A, op.private_a, threads)
+    c_size = _per_thread_size("C", op.C, op.private, threads)
+    _check_operand("A", op.A, a_size, 1, op.a_b, op.a_m, op.a_k)
     _check_operand("B", op.B, op.B.numel(), op.n, op.b_b, op.b_k)
-    if not op.private:
-        _check_operand("C", op.C, op.C.numel(), op.n, op.c_b, op.c_m)
-        return 0
-    if op.C.shape[0] < threads:
-        raise ValueError(f"offset gemm: private C has {op.C.shape[0]} accumulators for {threads} threads")
-    stride = op.C[0].numel()
-    _check_operand("C", op.C, stride, op.n, op.c_b, op.c_m)
-    return stride
+    _check_operand("C", op.C, c_size, op.n, op.c_b, op.c_m)
+    return a_size if op.private_a else 0, c_size if op.private else 0
 
 
 def _sizes_and_pointers(op: Gemm) -> list[int]:
@@ -176,8 +194,8 @@ def gemm(op: Gemm) -> torch.Tensor:
     """Runs one GEMM on torch.get_num_threads() threads (by rows when there are many, else by batch entries:
     C of different batch entries must not overlap); returns op.C. With no terms C is left as it is."""
     lib = _require()
-    if op.private or op.terms_per_token:
-        raise ValueError("offset gemm: private accumulators and terms_per_token belong to chain()")
+    if op.private or op.private_a or op.terms_per_token:
+        raise ValueError("offset gemm: private operands and terms_per_token belong to chain()")
     _validate(op, 1)
     if not _empty(op):
         lib.offset_gemm(*_sizes_and_pointers(op), int(op.accumulate), torch.get_num_threads())
@@ -188,7 +206,8 @@ def chain(ops: list[Gemm], tokens: int, tile: int) -> None:
     """Runs `ops` in order on each tile of `tile` tokens, threads taking runs of tiles (module docstring).
 
     A GEMM whose rows are the tokens must have tokens rows; one summing over tokens, tokens * terms_per_token
-    terms and a private C with torch.get_num_threads() accumulators.
+    terms and a private C with torch.get_num_threads() accumulators. Private scratch passed between GEMMs must be
+    addressed by tile_steps tables of this `tile`.
     """
     lib = _require()
     threads = torch.get_num_threads()
@@ -199,10 +218,10 @@ def chain(ops: list[Gemm], tokens: int, tile: int) -> None:
             raise ValueError(f"chain: GEMM {i} covers {counted} tokens, the chain runs {tokens}")
         if op.terms_per_token and not op.private:
             raise ValueError(f"chain: GEMM {i} sums over tokens and needs private accumulators (private=True)")
-        stride = _validate(op, threads)
+        a_stride, c_stride = _validate(op, threads)
         if _empty(op):
             continue
-        structs.append(_ChainOp(*_sizes_and_pointers(op), int(op.accumulate), op.terms_per_token, stride))
+        structs.append(_ChainOp(*_sizes_and_pointers(op), int(op.accumulate), op.terms_per_token, c_stride, a_stride))
     if structs and tokens > 0:
         array = (_ChainOp * len(structs))(*structs)
         if lib.offset_gemm_chain(len(structs), array, tokens, tile, threads) == -2:

@@ -9,14 +9,19 @@ reads any permutation of its A operand's axes in place, so here every GEMM reads
     backward  dw1[b2]^T = z^T g,  dz[t, (b2, c2, k2)] = g . w1[b2],  dw0[b1] = dz^T x,  dx = dz . w0[b1]
 
 with w0 (b1, p1, k1), w1 (b2, p2, k2) as in two_core.py. The GEMMs of the forward (and of the backward) run as
-one `native.chain`, tile of tokens after tile, so z and dz are read back from cache; weight gradients add into
-per-thread accumulators. Carried axes (c) are extra batch entries, or extra terms where a weight gradient sums
-over them. x is read in place when d_in fills the plan's input axes (else zero-padded once), and ys is y itself
-when the output needs no reordering or truncation (`direct`: BTT, Einsum at the structured points); else y is
-gathered from it (Monarch, whose output shuffle interleaves the blocks' outputs). The GEMMs that write dx and read
-x for dw0 need core 1's contracted axis innermost in x; `token_major_plan` returns None for plans without it,
-which stay on the PyTorch path, as do plans whose regrouping between the cores (or its inverse, for dz) cuts
-across axes (Monarch whose block count does not divide its middle block size).
+one `native.chain`, tile of tokens after tile, and z and dz live only in a per-thread scratch of one tile's rows
+(native.tile_steps): they never reach memory, and the backward recomputes z (core 1 again, 1/6 more FLOPs) rather
+than read a saved copy. A step then moves x, y, dy and dx (and x again) and nothing else: BTT at d = 1024 moved
+~130 MB per fwd+bwd with z saved and dz stored, ~80 MB this way. Weight gradients add into per-thread
+accumulators. Carried axes (c) are extra batch entries, or extra terms where a weight gradient sums over them.
+
+x is read in place when d_in fills the plan's input axes (else zero-padded once), and ys is y itself when the
+output needs no reordering or truncation (`direct`: BTT, Einsum at the structured points); else y is one strided
+copy of it (Monarch, whose output shuffle interleaves the blocks' outputs: a transpose, 2.2x faster than gathering
+the columns through an index at d = 1024), and the gradient one copy back. The GEMMs that write dx and read x for
+dw0 need core 1's contracted axis innermost in x; `token_major_plan` returns None for plans without it, which stay
+on the PyTorch path, as do plans whose regrouping between the cores (or its inverse, for dz) cuts across axes
+(Monarch whose block count does not divide its middle block size).
 """
 
 from __future__ import annotations
@@ -70,73 +75,100 @@ class TokenMajorPlan:
     dz_b: Offsets  # core 1's output within a dz row (stored (b2, c2, k2)), per b1 / p1 / c1
     dz_p: Offsets
     dz_c: Offsets
-    y_index: torch.Tensor  # y's features within a stored output row (b2, c2, p2)
-    direct: bool  # y_index is 0..d_out-1 and out_size == d_out: core 2 writes y itself
+    out_axes: tuple[int, ...]  # the plan's output split (TwoCorePlan.out_axes, out_perm)
+    out_perm: tuple[int, ...]
+    direct: bool  # output_rows is the identity: core 2 writes y itself
 
-    def forward(
-        self, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, z: torch.Tensor, ys: torch.Tensor, tile: int
-    ) -> None:
-        """z and ys (stored output rows) from x (t, in_size); w0 (b1, p1, k1), w1 (b2, p2, k2)."""
-        native.chain(self.forward_ops(x, w0, w1, z, ys), x.shape[0], tile)
+    def output_rows(self, ys: torch.Tensor) -> torch.Tensor:
+        """y (t, d_out) from stored output rows ys (t, out_size, ordered (b2, c2, p2)): one strided copy."""
+        (b2, p2, _, c2), t = self.core2, ys.shape[0]
+        plan_order = ys.view(t, b2, c2, p2).transpose(2, 3).reshape(t, *self.out_axes)
+        y = plan_order.permute(0, *(1 + a for a in self.out_perm)).reshape(t, self.out_size)
+        return y[:, : self.d_out].contiguous()
+
+    def stored_rows(self, g: torch.Tensor) -> torch.Tensor:
+        """output_rows' adjoint: g (t, d_out) as stored output rows (t, out_size), zero where y is truncated."""
+        (b2, p2, _, c2), t = self.core2, g.shape[0]
+        padded = g if self.out_size == self.d_out else F.pad(g, (0, self.out_size - self.d_out))
+        permuted_axes = [self.out_axes[a] for a in self.out_perm]
+        inverse = sorted(range(len(self.out_perm)), key=self.out_perm.__getitem__)
+        plan_order = padded.view(t, *permuted_axes).permute(0, *(1 + a for a in inverse))
+        return plan_order.reshape(t, b2, p2, c2).transpose(2, 3).reshape(t, self.out_size).contiguous()
+
+    def scratch(self, like: torch.Tensor, tile: int) -> torch.Tensor:
+        """A per-thread tile of middle rows (z or dz): (threads, tile, mid_stride), like's dtype and device."""
+        return like.new_empty(torch.get_num_threads(), tile, self.mid_stride)
+
+    def forward(self, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, ys: torch.Tensor, tile: int) -> None:
+        """ys (stored output rows) from x (t, in_size); w0 (b1, p1, k1), w1 (b2, p2, k2)."""
+        native.chain(self.forward_ops(x, w0, w1, self.scratch(x, tile), ys, tile), x.shape[0], tile)
 
     def forward_ops(
-        self, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, z: torch.Tensor, ys: torch.Tensor
+        self, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, z: torch.Tensor, ys: torch.Tensor, tile: int
     ) -> list[native.Gemm]:
-        """The forward's two GEMMs (core 1, core 2), for `forward` or to time one at a time."""
-        (b1, p1, k1, c1), (b2, p2, k2, c2) = self.core1, self.core2
-        t = x.shape[0]
-        core1 = native.Gemm(
+        """The forward's two GEMMs (core 1 into the scratch z, core 2), for `forward` or to time one at a time."""
+        return [self._core1(x, w0, z, tile), self._core2(z, w1, ys, tile)]
+
+    def _core1(self, x: torch.Tensor, w0: torch.Tensor, z: torch.Tensor, tile: int) -> native.Gemm:
+        (b1, p1, k1, c1), t = self.core1, x.shape[0]
+        return native.Gemm(
             x, pairs(self.x_b, self.x_c), steps(t, self.in_size), steps(k1, 1),
             w0.transpose(1, 2).contiguous(), pairs(steps(b1, k1 * p1), steps(c1, 0)), steps(k1, p1),
-            z, steps(b1 * c1, p1), steps(t, self.mid_stride), p1,
+            z, steps(b1 * c1, p1), native.tile_steps(t, tile, self.mid_stride), p1, private=True,
         )
-        core2 = native.Gemm(
-            z, pairs(self.z_b, self.z_c), steps(t, self.mid_stride), self.z_k,
+
+    def _core2(self, z: torch.Tensor, w1: torch.Tensor, ys: torch.Tensor, tile: int) -> native.Gemm:
+        (b2, p2, k2, c2), t = self.core2, ys.shape[0]
+        return native.Gemm(
+            z, pairs(self.z_b, self.z_c), native.tile_steps(t, tile, self.mid_stride), self.z_k,
             w1.transpose(1, 2).contiguous(), pairs(steps(b2, k2 * p2), steps(c2, 0)), steps(k2, p2),
-            ys, steps(b2 * c2, p2), steps(t, ys.shape[1]), p2,
+            ys, steps(b2 * c2, p2), steps(t, ys.shape[1]), p2, private_a=True,
         )
-        return [core1, core2]
 
     def backward(
-        self, g: torch.Tensor, x: torch.Tensor, z: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor,
+        self, g: torch.Tensor, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor,
         dx: torch.Tensor | None, dw0: torch.Tensor | None, dw1t: torch.Tensor | None, tile: int,
     ) -> None:
         """dx (t, in_size) = dL/dx; dw0 (threads, b1, p1, k1) and dw1t (threads, b2, k2, p2) += per-thread parts
         of dL/dw0 and dL/dw1^T. g holds stored output rows; None skips a gradient."""
-        native.chain(self.backward_ops(g, x, z, w0, w1, dx, dw0, dw1t), g.shape[0], tile)
+        z, dz = self.scratch(g, tile), self.scratch(g, tile)
+        native.chain(self.backward_ops(g, x, w0, w1, dx, dw0, dw1t, z, dz, tile), g.shape[0], tile)
 
     def backward_ops(
-        self, g: torch.Tensor, x: torch.Tensor, z: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor,
+        self, g: torch.Tensor, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor,
         dx: torch.Tensor | None, dw0: torch.Tensor | None, dw1t: torch.Tensor | None,
+        z: torch.Tensor, dz: torch.Tensor, tile: int,
     ) -> list[native.Gemm]:
-        """The backward's GEMMs in order (dw1, dz, dw0, dx; those needed), as `backward` runs them."""
+        """The backward's GEMMs in order (core 1 recomputing z and dw1, dz, dw0, dx; those needed), as `backward`
+        runs them, with z and dz the per-thread scratch tiles (`scratch`)."""
         (b1, p1, k1, c1), (b2, p2, k2, c2) = self.core1, self.core2
         t = g.shape[0]
+        rows = native.tile_steps(t, tile, self.mid_stride)
         ops = []
         if dw1t is not None:
+            ops.append(self._core1(x, w0, z, tile))
             ops.append(native.Gemm(
-                z, self.z_b, self.z_k, pairs(steps(t, self.mid_stride), self.z_c),
+                z, self.z_b, self.z_k, pairs(rows, self.z_c),
                 g, steps(b2, c2 * p2), pairs(steps(t, g.shape[1]), steps(c2, p2)),
-                dw1t, steps(b2, k2 * p2), steps(k2, p2), p2, terms_per_token=c2, private=True,
+                dw1t, steps(b2, k2 * p2), steps(k2, p2), p2, terms_per_token=c2, private=True, private_a=True,
             ))
-        if dx is not None or dw0 is not None:
-            dz = g.new_empty(t, self.mid_stride)  # stored (b2, c2, k2)
+        if dx is not None or dw0 is not None:  # dz stored (b2, c2, k2)
             ops.append(native.Gemm(
                 g, steps(b2 * c2, p2), steps(t, g.shape[1]), steps(p2, 1),
                 w1.contiguous(), pairs(steps(b2, p2 * k2), steps(c2, 0)), steps(p2, k2),
-                dz, steps(b2 * c2, k2), steps(t, self.mid_stride), k2,
+                dz, steps(b2 * c2, k2), rows, k2, private=True,
             ))
             if dw0 is not None:
                 ops.append(native.Gemm(
-                    dz, self.dz_b, self.dz_p, pairs(steps(t, self.mid_stride), self.dz_c),
+                    dz, self.dz_b, self.dz_p, pairs(rows, self.dz_c),
                     x, self.x_b, pairs(steps(t, self.in_size), self.x_c),
-                    dw0, steps(b1, p1 * k1), steps(p1, k1), k1, terms_per_token=c1, private=True,
+                    dw0, steps(b1, p1 * k1), steps(p1, k1), k1, terms_per_token=c1, private=True, private_a=True,
                 ))
             if dx is not None:
                 ops.append(native.Gemm(
-                    dz, pairs(self.dz_b, self.dz_c), steps(t, self.mid_stride), self.dz_p,
+                    dz, pairs(self.dz_b, self.dz_c), rows, self.dz_p,
                     w0.contiguous(), pairs(steps(b1, p1 * k1), steps(c1, 0)), steps(p1, k1),
-                    dx, pairs(self.x_b, self.x_c), steps(t, self.in_size), k1,
+                    dx, pairs(self.x_b, self.x_c), steps(t, self.in_size), k1, private_a=True,
                 ))
         return ops
 
@@ -178,28 +210,28 @@ def _tables(plan: TwoCorePlan) -> TokenMajorPlan | None:
     return TokenMajorPlan(
         core1=plan.core1, core2=plan.core2, d_in=plan.d_in, in_size=plan.in_size, mid_stride=padded_row(mid),
         d_out=plan.d_out, out_size=plan.out_size, x_b=x_b, x_c=x_c, z_b=z_b, z_k=z_k, z_c=z_c,
-        dz_b=dz_b, dz_p=dz_p, dz_c=dz_c, y_index=y_index.contiguous(), direct=direct,
+        dz_b=dz_b, dz_p=dz_p, dz_c=dz_c, out_axes=plan.out_axes, out_perm=plan.out_perm, direct=direct,
     )
 
 
 def native_forward_pieces(
     x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, tm: TokenMajorPlan, pieces: list[tuple[int, int, int]],
     tile: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """bmm_schedule.forward_pieces on the native offset GEMM, `tile` tokens at a time: returns (x as read, z, y),
-    no copies when the plan's input and output need no padding or reordering."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """bmm_schedule.forward_pieces on the native offset GEMM, `tile` tokens at a time: returns (x as read, y), no
+    copies when the plan's input and output need no padding or reordering (z is not kept: the backward
+    recomputes it)."""
     n = x.shape[0]
     x_in = x.contiguous() if tm.in_size == tm.d_in else F.pad(x, (0, tm.in_size - x.shape[-1]))
-    z_all = x.new_empty(n, tm.mid_stride)
     ys = x.new_empty(n, tm.d_out if tm.direct else tm.out_size)
     for e, start, stop in pieces:
         rows = slice(start, stop)
-        tm.forward(x_in[rows], w0[e], w1[e], z_all[rows], ys[rows], tile)
-    return x_in, z_all, ys if tm.direct else ys.index_select(1, tm.y_index)
+        tm.forward(x_in[rows], w0[e], w1[e], ys[rows], tile)
+    return x_in, ys if tm.direct else tm.output_rows(ys)
 
 
 def native_backward_pieces(
-    g: torch.Tensor, x_in: torch.Tensor, z_all: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor,
+    g: torch.Tensor, x_in: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor,
     tm: TokenMajorPlan, pieces: list[tuple[int, int, int]], tile: int, needs: tuple[bool, bool, bool],
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Gradients (dx, dw0, dw1) of native_forward_pieces; None where not needed. Weight gradients are summed
@@ -207,14 +239,14 @@ def native_backward_pieces(
     need_x, need_w0, need_w1 = needs
     n, threads = g.shape[0], torch.get_num_threads()
     (b1, p1, k1, _), (b2, p2, k2, _) = tm.core1, tm.core2
-    gs = g.contiguous() if tm.direct else g.new_zeros(n, tm.out_size).index_copy_(1, tm.y_index, g)
+    gs = g.contiguous() if tm.direct else tm.stored_rows(g)
     dw0 = g.new_zeros(w0.shape[0], threads, b1, p1, k1) if need_w0 else None
     dw1t = g.new_zeros(w1.shape[0], threads, b2, k2, p2) if need_w1 else None
     dx_in = g.new_empty(n, tm.in_size) if need_x else None
     for e, start, stop in pieces:
         rows = slice(start, stop)
         tm.backward(
-            gs[rows], x_in[rows], z_all[rows], w0[e], w1[e], None if dx_in is None else dx_in[rows],
+            gs[rows], x_in[rows], w0[e], w1[e], None if dx_in is None else dx_in[rows],
             None if dw0 is None else dw0[e], None if dw1t is None else dw1t[e], tile,
         )
     dw0 = dw0.sum(1) if need_w0 else None

@@ -252,7 +252,8 @@ int offset_gemm(int64_t nb, int64_t M, int64_t N, int64_t K,
 typedef struct {
     gemm_t g;
     int64_t terms_per_token;  /* 0: the rows are the tokens; else the terms are (token, carried) pairs, this many */
-    int64_t private_stride;   /* thread t adds into C + t * private_stride (weight gradients); 0: C is shared */
+    int64_t private_stride;   /* thread t writes C + t * private_stride (weight gradients, a tile's scratch); 0: shared */
+    int64_t a_private_stride; /* thread t reads A + t * a_private_stride (a tile's scratch an earlier GEMM wrote) */
 } chain_op_t;
 
 typedef struct {
@@ -261,7 +262,9 @@ typedef struct {
 } chain_job_t;
 
 /* One thread's tokens, tile after tile, every GEMM of the chain on the tile before the next tile: what one GEMM
-   writes for a tile (z, dz) is still in cache when the next reads it. */
+   writes for a tile (z, dz) is still in cache when the next reads it. Tiles start at multiples of `tile`, so an
+   intermediate can live in a per-thread scratch of `tile` rows (private C, then private A) whose row table
+   repeats every tile: it never goes to memory. */
 static void *run_chain(void *arg) {
     const chain_job_t *c = arg;
     for (int64_t s = c->t0; s < c->t1; s += c->tile) {
@@ -270,6 +273,7 @@ static void *run_chain(void *arg) {
             const chain_op_t *op = &c->ops[i];
             job_t j = {op->g, 0, op->g.M, 0, op->g.nb, op->g.M};
             j.g.C += c->thread * op->private_stride;
+            j.g.A += c->thread * op->a_private_stride;
             if (op->terms_per_token == 0) {  /* rows s..e: a tile's rows at a time across every batch entry */
                 j.g.M = j.m1 = e - s;
                 j.g.a_m += s;

@@ -2,10 +2,10 @@
 
 The primitive is checked against torch.einsum on gathered operands for random offset tables (rows split over
 threads and batch split over threads, column and row tails, accumulation), the chain with per-thread
-accumulators, the bounds checks that keep a wrong table from touching memory, and the layers on it (two-core
-plans, and the Tensor-Train core-0 gradient) on several threads against the bmm path; on an AVX-512 CPU the GEMM
-tests run on both micro-kernels. On an x86-64 CPU with
-AVX2 the extension must have been built: an install that silently skipped it would otherwise leave every
+accumulators and per-thread scratch tiles, the bounds checks that keep a wrong table from touching memory, and the
+layers on it (two-core plans, and the Tensor-Train core-0 gradient) on several threads against the bmm path, saving
+nothing but their input for the backward; on an AVX-512 CPU the GEMM tests run on both micro-kernels. On an x86-64
+CPU with AVX2 the extension must have been built: an install that silently skipped it would otherwise leave every
 layer on the slower path.
 """
 
@@ -147,6 +147,32 @@ def test_chain_runs_tiles_with_private_accumulators(threads):
 
 
 @needs_native
+@pytest.mark.parametrize("tokens,tile", [(101, 8), (64, 16), (5, 8)])
+def test_chain_passes_a_tile_through_per_thread_scratch(tokens, tile, threads):
+    """As above with z only in a (threads, tile, h) scratch: written as a private C, read as a private A, row
+    tables repeating every tile; dW = sum_t z^T y reads the scratch too."""
+    gen = torch.Generator().manual_seed(1)
+    d, h = 24, 40
+    x = torch.randn(tokens, d, generator=gen)
+    w1, w2 = torch.randn(d, h, generator=gen), torch.randn(h, d, generator=gen)
+    z, y = torch.full((threads, tile, h), float("nan")), torch.empty(tokens, d)
+    acc = torch.zeros(threads, h, d)
+    one, steps, rows = native.steps(1, 0), native.steps, native.tile_steps(tokens, tile, h)
+    ops = [
+        native.Gemm(x, one, steps(tokens, d), steps(d, 1), w1, one, steps(d, h), z, one, rows, h, private=True),
+        native.Gemm(z, one, rows, steps(h, 1), w2, one, steps(h, d), y, one, steps(tokens, d), d, private_a=True),
+        native.Gemm(z, one, steps(h, 1), rows, y, one, steps(tokens, d), acc, one, steps(h, d), d,
+                    terms_per_token=1, private=True, private_a=True),
+    ]
+    native.chain(ops, tokens, tile=tile)
+    want_z = x.double() @ w1.double()
+    torch.testing.assert_close(y.double(), want_z @ w2.double(), rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(acc.sum(0).double(), want_z.T @ y.double(), rtol=1e-5, atol=1e-2)
+    with pytest.raises(ValueError, match="one slice per thread"):  # a scratch short of the threads' slices
+        native.chain([native.Gemm(**{**vars(ops[1]), "A": z[: threads - 1]})], tokens, tile=tile)
+
+
+@needs_native
 def test_bad_tables_raise_before_touching_memory():
     op, _, _ = random_problem(3, 10, 8, 5, seed=1)
     shifted = native.offsets(op.a_k.table + op.A.numel())
@@ -162,8 +188,9 @@ def test_bad_tables_raise_before_touching_memory():
         native.gemm(native.Gemm(**{**vars(op), "B": op.B.double()}))
     with pytest.raises(ValueError, match="private accumulators"):
         native.chain([native.Gemm(**{**vars(op), "terms_per_token": 1})], tokens=5, tile=2)
-    with pytest.raises(ValueError, match="belong to chain"):
-        native.gemm(native.Gemm(**{**vars(op), "private": True}))
+    for flag in ("private", "private_a"):
+        with pytest.raises(ValueError, match="belong to chain"):
+            native.gemm(native.Gemm(**{**vars(op), flag: True}))
     none = native.steps(0, 1)
     no_rows = native.Gemm(**{**vars(op), "a_m": none, "c_m": none})
     assert native.gemm(no_rows) is no_rows.C  # empty tables: nothing to do, and no error
@@ -224,3 +251,24 @@ def test_layers_on_several_threads_match_the_bmm_path(cfg, d_in, d_out, entry, c
     assert ran == calls  # the compiled GEMM ran
     for got, want in zip(compiled, bmm):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)
+
+
+@needs_native
+@pytest.mark.parametrize("cfg,d", [(StructureConfig("btt"), 256), (StructureConfig("monarch", blocks=4), 64)])
+def test_the_native_path_saves_only_its_input_for_the_backward(cfg, d):
+    """The middle z is recomputed tile by tile in the backward: the layer keeps x and its weights, nothing else."""
+    layer = build_linear(cfg, d, d)
+    x = torch.randn(300, d, requires_grad=True)
+    saved = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t.numel())
+        return t
+
+    policy = PathPolicy(fused_min_elements=0, native_min_elements=0, native_column_multiple=1)
+    with use_policy(policy), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = layer(x)
+    weights = sum(p.numel() for p in layer.parameters())
+    assert x.numel() <= sum(saved) <= x.numel() + weights
+    y.sum().backward()
+    assert x.grad is not None and all(p.grad is not None for p in layer.parameters())
