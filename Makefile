@@ -30,10 +30,12 @@ quickstart: install
 lint: install
 	$(BIN)/ruff check .
 
-# CI's command (.ci/run): the linter, then every test, slow ones included, with the 25 slowest listed.
+# CI's command (.ci/run): the linter, then every test, slow ones included, with the 25 slowest listed: all but the
+# Slurm tests on two pytest-xdist workers, then those on the one local Slurm cluster in one process (tests/conftest.py).
 test: install system-deps
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q --durations=25 -n 2 -m "not slurm"
+	$(BIN)/python -m pytest -q --durations=5 -m slurm
 
 # Two pytest workers (pytest-xdist): the fast tests are mostly Python and subprocess start-up, 1.7x faster on 2 cores.
 test-fast: install system-deps

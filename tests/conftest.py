@@ -1,7 +1,9 @@
 """Shared pytest fixtures.
 
 `slurm_cluster` gives the Slurm integration tests a real single-node cluster (slurm/cluster.sh): it reuses one that
-is already running, or starts one and stops it again at the end of the session.
+is already running, or starts one and stops it again at the end of the session. Slurm's ports are fixed, so there is
+one cluster per machine: `make test` runs the tests marked `slurm` in a process of their own after the rest (on two
+pytest-xdist workers), and collection fails for a test that uses the cluster without that marker.
 
 Tests write nothing into the checkout: the token caches of runs that keep the default `data.cache_dir` go to a cache
 outside it (SCALING_DATA_DIR), and the session fails if the checkout gained a file.
@@ -86,6 +88,13 @@ def _slurm_conf_path(output: str) -> Path:
     if match is None:
         raise RuntimeError(f"slurm/cluster.sh printed no SLURM_CONF line:\n{output}")
     return Path(match.group(1))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test on the local Slurm cluster is marked `slurm` (module docstring)."""
+    for item in items:
+        if "slurm_cluster" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slurm") is None:
+            raise pytest.UsageError(f"{item.nodeid} uses slurm_cluster: mark it @pytest.mark.slurm")
 
 
 @pytest.fixture(scope="session", autouse=True)
