@@ -1,6 +1,6 @@
 """Where a two-core layer's time goes: each GEMM of the native path's schedule against dense GEMM, one process.
 
-    python bench/gemms.py [--width 1024] [--tokens 4096] [--rank 1] [--tile 16] [--json]
+    python bench/gemms.py [--width 1024] [--tokens 4096] [--rank 1] [--tile 32] [--json]
 
 A BTT layer (d -> d, given rank) runs six GEMMs per training step on the native path (scaling/structures/
 token_major.py): core 1 and core 2 forward; dw1, dz, dw0 and dx backward (which also runs core 1 again, to
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--tokens", type=int, default=4096)
     parser.add_argument("--rank", type=int, default=1)
-    parser.add_argument("--tile", type=int, default=16, help="tokens per tile (PathPolicy.native_tile_tokens)")
+    parser.add_argument("--tile", type=int, default=32, help="tokens per tile (PathPolicy.native_tile_tokens)")
     parser.add_argument("--repeats", type=int, default=9)
     add_common_arguments(parser)
     args = parser.parse_args(argv)

@@ -81,7 +81,9 @@ class PathPolicy:
         multiples of this waste part of one on every strip; fwd+bwd of Monarch with 20, 23, 28 and 39 blocks
         (d = 384, 512, 768, 1536) measured 1.3x, 1.0x, 1.0-1.1x and 1.03x the bmm path's time: those stay on bmm.
     native_tile_tokens: the native path runs every GEMM of the forward (or backward) on one tile of this many
-        tokens before the next; 16 and 32 measured within 5% of each other, 128 10% slower.
+        tokens before the next, its middle in a per-thread scratch of that many rows; with the scratch, fwd+bwd
+        with 32 against 16 measured 1.05-1.09x faster for BTT rank 1 at d = 512 and 768, 1.03x for Monarch at
+        1024, the same for BTT at 1024 and rank 2 (24 and 48 within noise of 32; 128 was 10% slower before).
     bf16_gemm: under CPU bf16 autocast, run the fused paths' GEMMs in bf16 (oneDNN's AMX / AVX512-BF16 kernels)
         rather than in fp32 on bf16-rounded operands; from_environment sets it where the CPU has those
         instructions (cpu_has_bf16_gemm).
@@ -96,7 +98,7 @@ class PathPolicy:
     native_min_elements: int = 1 << 19
     native_max_expansion: int = 2
     native_column_multiple: int = 8
-    native_tile_tokens: int = 16
+    native_tile_tokens: int = 32
     bf16_gemm: bool = False
     amx: bool = True
     triton: bool = True
