@@ -46,8 +46,8 @@ from common import (
     apply_process_settings,
     copy_bandwidth,
     precisions,
-    shuffled,
     resolve_device,
+    shuffled,
     timed,
 )
 

@@ -99,14 +99,11 @@ class TokenMajorPlan:
         """A per-thread tile of middle rows (z or dz): (threads, tile, mid_stride), like's dtype and device."""
         return like.new_empty(torch.get_num_threads(), tile, self.mid_stride)
 
-    def forward(self, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, ys: torch.Tensor, tile: int) -> None:
-        """ys (stored output rows) from x (t, in_size); w0 (b1, p1, k1), w1 (b2, p2, k2)."""
-        native.chain(self.forward_ops(x, w0, w1, self.scratch(x, tile), ys, tile), x.shape[0], tile)
-
     def forward_ops(
         self, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, z: torch.Tensor, ys: torch.Tensor, tile: int
     ) -> list[native.Gemm]:
-        """The forward's two GEMMs (core 1 into the scratch z, core 2), for `forward` or to time one at a time."""
+        """The forward's two GEMMs, core 1 into the scratch z and core 2: ys (stored output rows) from x (t, in_size);
+        w0 (b1, p1, k1), w1 (b2, p2, k2). One native.chain runs them (or each alone, to time it)."""
         return [self._core1(x, w0, z, tile), self._core2(z, w1, ys, tile)]
 
     def _core1(self, x: torch.Tensor, w0: torch.Tensor, z: torch.Tensor, tile: int) -> native.Gemm:
@@ -125,22 +122,15 @@ class TokenMajorPlan:
             ys, steps(b2 * c2, p2), steps(t, ys.shape[1]), p2, private_a=True,
         )
 
-    def backward(
-        self, g: torch.Tensor, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor,
-        dx: torch.Tensor | None, dw0: torch.Tensor | None, dw1t: torch.Tensor | None, tile: int,
-    ) -> None:
-        """dx (t, in_size) = dL/dx; dw0 (threads, b1, p1, k1) and dw1t (threads, b2, k2, p2) += per-thread parts
-        of dL/dw0 and dL/dw1^T. g holds stored output rows; None skips a gradient."""
-        z, dz = self.scratch(g, tile), self.scratch(g, tile)
-        native.chain(self.backward_ops(g, x, w0, w1, dx, dw0, dw1t, z, dz, tile), g.shape[0], tile)
-
     def backward_ops(
         self, g: torch.Tensor, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor,
         dx: torch.Tensor | None, dw0: torch.Tensor | None, dw1t: torch.Tensor | None,
         z: torch.Tensor, dz: torch.Tensor, tile: int,
     ) -> list[native.Gemm]:
-        """The backward's GEMMs in order (core 1 recomputing z and dw1, dz, dw0, dx; those needed), as `backward`
-        runs them, with z and dz the per-thread scratch tiles (`scratch`)."""
+        """The backward's GEMMs in order (core 1 recomputing z and dw1, dz, dw0, dx; those needed), z and dz the
+        per-thread scratch tiles (`scratch`): dx (t, in_size) = dL/dx; dw0 (threads, b1, p1, k1) and dw1t
+        (threads, b2, k2, p2) += per-thread parts of dL/dw0 and dL/dw1^T. g holds stored output rows; None skips
+        a gradient. One native.chain runs them."""
         (b1, p1, k1, c1), (b2, p2, k2, c2) = self.core1, self.core2
         t = g.shape[0]
         rows = native.tile_steps(t, tile, self.mid_stride)
@@ -224,9 +214,10 @@ def native_forward_pieces(
     n = x.shape[0]
     x_in = x.contiguous() if tm.in_size == tm.d_in else F.pad(x, (0, tm.in_size - x.shape[-1]))
     ys = x.new_empty(n, tm.d_out if tm.direct else tm.out_size)
+    z = tm.scratch(x, tile)
     for e, start, stop in pieces:
         rows = slice(start, stop)
-        tm.forward(x_in[rows], w0[e], w1[e], ys[rows], tile)
+        native.chain(tm.forward_ops(x_in[rows], w0[e], w1[e], z, ys[rows], tile), stop - start, tile)
     return x_in, ys if tm.direct else tm.output_rows(ys)
 
 
@@ -243,12 +234,14 @@ def native_backward_pieces(
     dw0 = g.new_zeros(w0.shape[0], threads, b1, p1, k1) if need_w0 else None
     dw1t = g.new_zeros(w1.shape[0], threads, b2, k2, p2) if need_w1 else None
     dx_in = g.new_empty(n, tm.in_size) if need_x else None
+    z, dz = tm.scratch(g, tile), tm.scratch(g, tile)
     for e, start, stop in pieces:
         rows = slice(start, stop)
-        tm.backward(
+        ops = tm.backward_ops(
             gs[rows], x_in[rows], w0[e], w1[e], None if dx_in is None else dx_in[rows],
-            None if dw0 is None else dw0[e], None if dw1t is None else dw1t[e], tile,
+            None if dw0 is None else dw0[e], None if dw1t is None else dw1t[e], z, dz, tile,
         )
+        native.chain(ops, stop - start, tile)
     dw0 = dw0.sum(1) if need_w0 else None
     dw1 = dw1t.sum(1).transpose(2, 3).contiguous() if need_w1 else None
     dx = dx_in if not need_x or tm.in_size == tm.d_in else dx_in[:, : tm.d_in].contiguous()
