@@ -44,8 +44,10 @@ def _library() -> ctypes.CDLL | None:
     lib.amx_two_core_backward.argtypes = [ctypes.POINTER(_Shape)] + [_PTR] * 8 + [ctypes.c_int]
     for name in ("amx_two_core_forward", "amx_two_core_backward"):
         getattr(lib, name).restype = ctypes.c_int
-    lib.amx_two_core_pack.argtypes = [_PTR] + [_INT64] * 6 + [_PTR]
+    lib.amx_two_core_pack.argtypes = [_PTR] + [_INT64] * 7 + [_PTR]
     lib.amx_two_core_pack.restype = None
+    lib.amx_two_core_x_in_pairs.argtypes = [ctypes.POINTER(_Shape)]
+    lib.amx_two_core_x_in_pairs.restype = ctypes.c_int
     return lib
 
 
@@ -72,14 +74,20 @@ def amx_shape(plan: TwoCorePlan) -> tuple[int, ...] | None:
     return b1, p1, k1, rank, b2, p2, int(plan.out_perm == (1, 0))
 
 
-def pack(w: torch.Tensor) -> torch.Tensor:
+def pack(w: torch.Tensor, shift: int = 0) -> torch.Tensor:
     """w (blocks, N, K) bf16, any strides, applied as out[t, n] = sum_k a[t, k] w[b, n, k], as the kernel's B tiles:
     N padded to 16s and K to 32s with zeros, pairs of k interleaved per column (AMX's VNNI layout):
-    (blocks, N / 16, K / 2, 16, 2)."""
+    (blocks, N / 16, K / 2, 16, 2). shift: block b's K starts (b shift) mod 32 into its padded K (core 1 where the
+    kernel reads x's blocks in pairs, csrc x_in_pairs; that offset is 0 or 16 and K = 16 + 32 j)."""
     blocks, n, k = w.shape
     out = w.new_empty(blocks, -(-n // N_CHUNK), -(-k // K_CHUNK) * K_CHUNK // 2, N_CHUNK, 2)
-    _library().amx_two_core_pack(w.data_ptr(), blocks, n, k, *w.stride(), out.data_ptr())
+    _library().amx_two_core_pack(w.data_ptr(), blocks, n, k, *w.stride(), shift, out.data_ptr())
     return out
+
+
+def pack_core1(w0: torch.Tensor, shape: _Shape) -> torch.Tensor:
+    """Core 1's weights packed as the kernel reads x for this shape: shifted where it reads x's blocks in pairs."""
+    return pack(w0, shape.k1 if _library().amx_two_core_x_in_pairs(ctypes.byref(shape)) else 0)
 
 
 def _shape(plan: TwoCorePlan, n: int) -> _Shape:
@@ -97,7 +105,8 @@ class AmxTwoCoreFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, plan: TwoCorePlan) -> torch.Tensor:
         y = x.new_empty(x.shape[0], plan.d_out)
-        shape, packed = _shape(plan, x.shape[0]), (pack(w0), pack(w1))  # held: the kernel reads them
+        shape = _shape(plan, x.shape[0])
+        packed = (pack_core1(w0, shape), pack(w1))  # held: the kernel reads them
         _check(_library().amx_two_core_forward(
             ctypes.byref(shape), x.data_ptr(), packed[0].data_ptr(), packed[1].data_ptr(), y.data_ptr(),
             torch.get_num_threads()))

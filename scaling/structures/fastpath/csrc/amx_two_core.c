@@ -11,15 +11,16 @@
    at the end, as one autocast matmul over all tokens rounds). Per step the layer moves x, y, dy, dx and x again.
 
    Each GEMM runs on tiles: A = 16 token rows x 32 bf16 of one block (x and dy read in place when their blocks need
-   no padding, as BTT's at d = 1024: 1.05-1.2x faster fwd+bwd than staging them; else staged in a zero-padded
-   scratch, as every intermediate is), B = the
-   weight of that block packed by the caller in VNNI pairs (see amx.py: pack), C = 16 x 16 fp32. Blocks' K are
-   padded to multiples of 32 and N to multiples of 16, so one tile configuration serves every shape. A weight
-   gradient tile multiplies 16 outputs x 32 tokens (the activations' gradient transposed in registers) by 32 tokens
-   x 16 inputs (the inputs, pairs of tokens interleaved): 32-token tiles measured 1.15x faster than 16-token ones
-   (fwd+bwd of BTT at d = 1024), the weight gradients' accumulators being loaded and stored half as often. Threads take runs of token tiles; each configures its own
-   tiles. amx_two_core_supported() requests the AMX state from Linux
-   (arch_prctl) and says whether the CPU and kernel allow it. Compiled without -mamx: the functions carry target
+   no padding, as BTT's at d = 1024: 1.05-1.2x faster fwd+bwd than staging them; x also when its blocks are 16 + 32 j
+   wide, read two blocks to a window, as BTT's at d = 512 and 768: forward 1.2-1.3x faster, backward 1.1x; else
+   staged in a zero-padded scratch, as every intermediate is), B = the weight of that block packed by the caller in
+   VNNI pairs (see amx.py: pack), C = 16 x 16 fp32. Blocks' K are padded to multiples of 32 and N to multiples of
+   16, so one tile configuration serves every shape. A weight gradient tile multiplies 16 outputs x 32 tokens (the
+   activations' gradient transposed in registers) by 32 tokens x 16 inputs (the inputs, pairs of tokens
+   interleaved): 32-token tiles measured 1.15x faster than 16-token ones (fwd+bwd of BTT at d = 1024), the weight
+   gradients' accumulators being loaded and stored half as often. Threads take runs of token tiles; each configures
+   its own tiles. amx_two_core_supported() requests the AMX state from Linux (arch_prctl) and says whether the CPU
+   and kernel allow it. Compiled without -mamx: the functions carry target
    attributes. */
 #define _GNU_SOURCE
 #include <cpuid.h>
@@ -148,8 +149,9 @@ AMX static inline void copy_block(uint16_t *dst, const uint16_t *src, int64_t co
 
 static int64_t clamp(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
 
-/* Every tile 16 rows x 64 bytes. The layer's GEMMs: 0 and 6 = C of the two halves, 1 = A, 2 = B; the weight
-   gradients: 3 = C (16 x 16 fp32), 4 = A (16 outputs x 32 tokens), 5 = B (16 token pairs x 16 columns). */
+/* Every tile 16 rows x 64 bytes. The layer's GEMMs (block_gemm): C in 0, 3, 6 and 7, A in 1 and 4, B in 2 and 5;
+   the weight gradients: 3 = C (16 x 16 fp32), 4 = A (16 outputs x 32 tokens), 5 = B (16 token pairs x 16
+   columns). */
 AMX static void configure_tiles(void) {
     tile_config_t cfg;
     memset(&cfg, 0, sizeof cfg);
@@ -158,28 +160,42 @@ AMX static void configure_tiles(void) {
     _tile_loadconfig(&cfg);
 }
 
-/* For each of nb blocks: C[32 rows, block b, np columns] = A[32 rows, block b, kp] @ packed B of block b (each B tile
-   loaded once for both 16-row halves). A: bf16, lda elements per row, blocks a_bs apart; C: fp32, ldc per row,
-   blocks c_bs apart. */
+/* For each of nb blocks: C[32 rows, block b, np columns] = A[32 rows, block b, kp] @ packed B of block b. A: bf16,
+   lda elements per row, block b's kp columns from b a_bs rounded down to a multiple of 32 (x_in_pairs: two blocks
+   of 16 + 32 j inputs share a window, each B padded on the other's side); C: fp32, ldc per row, blocks c_bs apart.
+   The output's 16-column units (block, column chunk) run in pairs on 2 x 2 tiles (two halves of 16 rows x two
+   units: four accumulators, two A and two B tiles), so consecutive multiplies do not wait on one register
+   (fwd+bwd 1.02-1.05x faster than one unit at a time at d = 512-1024). */
 AMX static void block_gemm(const uint16_t *A, int64_t lda, int64_t a_bs, const uint16_t *B, int64_t nb, int64_t kp,
                            int64_t np, float *C, int64_t ldc, int64_t c_bs) {
-    const int64_t kc_count = kp / KCHUNK, nc_count = np / NCHUNK;
-    for (int64_t b = 0; b < nb; b++) {
-        for (int64_t nc = 0; nc < nc_count; nc++) {
-            const uint16_t *bp = B + ((b * nc_count + nc) * (kp / 2)) * 32;
-            const uint16_t *a = A + b * a_bs;
-            _tile_zero(0);
-            _tile_zero(6);
-            for (int64_t kc = 0; kc < kc_count; kc++) {
-                _tile_loadd(2, bp + kc * (KCHUNK / 2) * 32, 64);
-                _tile_loadd(1, a + kc * KCHUNK, lda * 2);
-                _tile_dpbf16ps(0, 1, 2);
-                _tile_loadd(1, a + 16 * lda + kc * KCHUNK, lda * 2);
-                _tile_dpbf16ps(6, 1, 2);
-            }
-            _tile_stored(0, C + b * c_bs + nc * NCHUNK, ldc * 4);
-            _tile_stored(6, C + 16 * ldc + b * c_bs + nc * NCHUNK, ldc * 4);
+    const int64_t kc_count = kp / KCHUNK, nc_count = np / NCHUNK, units = nb * nc_count;
+    for (int64_t u = 0; u < units; u += 2) {
+        const int64_t v = u + 1 < units ? u + 1 : u;  /* an odd last unit runs twice, into the same place */
+        const uint16_t *bu = B + u * (kp / 2) * 32, *bv = B + v * (kp / 2) * 32;
+        const uint16_t *au = A + (((u / nc_count) * a_bs) & ~(int64_t)(KCHUNK - 1));
+        const uint16_t *av = A + (((v / nc_count) * a_bs) & ~(int64_t)(KCHUNK - 1));
+        _tile_zero(0);
+        _tile_zero(3);
+        _tile_zero(6);
+        _tile_zero(7);
+        for (int64_t kc = 0; kc < kc_count; kc++) {
+            _tile_loadd(2, bu + kc * (KCHUNK / 2) * 32, 64);
+            _tile_loadd(5, bv + kc * (KCHUNK / 2) * 32, 64);
+            _tile_loadd(1, au + kc * KCHUNK, lda * 2);
+            _tile_loadd(4, av + kc * KCHUNK, lda * 2);
+            _tile_dpbf16ps(0, 1, 2);
+            _tile_dpbf16ps(3, 4, 5);
+            _tile_loadd(1, au + 16 * lda + kc * KCHUNK, lda * 2);
+            _tile_loadd(4, av + 16 * lda + kc * KCHUNK, lda * 2);
+            _tile_dpbf16ps(6, 1, 2);
+            _tile_dpbf16ps(7, 4, 5);
         }
+        float *cu = C + (u / nc_count) * c_bs + (u % nc_count) * NCHUNK;
+        float *cv = C + (v / nc_count) * c_bs + (v % nc_count) * NCHUNK;
+        _tile_stored(0, cu, ldc * 4);
+        _tile_stored(6, cu + 16 * ldc, ldc * 4);
+        _tile_stored(3, cv, ldc * 4);
+        _tile_stored(7, cv + 16 * ldc, ldc * 4);
     }
 }
 
@@ -290,6 +306,14 @@ typedef struct {
     int64_t ld, bs;
 } operand_t;
 
+/* x read in place although its blocks of k1 = 16 + 32 j inputs are not whole K chunks: block b's window starts
+   at b k1 rounded down to 32 (an odd block's inputs are the window's last k1; its packed weights start with 16
+   zeros), so every window ends inside the row when b1 is even and the blocks fill it (BTT at d = 512 and 768:
+   no staging copy of x). */
+static int x_in_pairs(const shape_t *sh) {
+    return sh->k1 % KCHUNK == KCHUNK / 2 && sh->b1 % 2 == 0 && sh->b1 * sh->k1 == sh->d_in;
+}
+
 /* The tile's rows of a token-major tensor (row length `width` = nb blocks of `block`) read in place when no block
    needs padding (a whole tile of rows, blocks a multiple of KCHUNK that fill the row), else NULL: stage them. */
 static const uint16_t *in_place(const uint16_t *rows_at, int64_t rows, int64_t nb, int64_t block, int64_t width) {
@@ -301,8 +325,15 @@ static const uint16_t *in_place(const uint16_t *rows_at, int64_t rows, int64_t n
 AMX static operand_t core1_regroup(const shape_t *sh, const scratch_t *w, const uint16_t *x, const uint16_t *w0p,
                                    int64_t t0, int64_t rows) {
     const int64_t b1 = sh->b1, k1 = sh->k1, s = sh->s, k2 = sh->b1 * sh->rank;
-    operand_t xt = {in_place(x + t0 * sh->d_in, rows, b1, k1, sh->d_in), sh->d_in, k1};
-    if (!xt.at) {
+    const int pairs = x_in_pairs(sh);
+    const uint16_t *rows_at = x + t0 * sh->d_in;
+    const uint16_t *at = pairs ? (rows == ROWS ? rows_at : NULL) : in_place(rows_at, rows, b1, k1, sh->d_in);
+    operand_t xt = {at, sh->d_in, k1};
+    if (!xt.at && pairs) {  /* the last tile: its rows as they are, zero past the last token */
+        for (int64_t i = 0; i < ROWS; i++)
+            copy_block(w->xs + i * w->xr, rows_at + i * sh->d_in, i < rows ? sh->d_in : 0, sh->d_in);
+        xt = (operand_t){w->xs, w->xr, k1};
+    } else if (!xt.at) {
         for (int64_t i = 0; i < ROWS; i++)
             for (int64_t b = 0; b < b1; b++)
                 copy_block(w->xs + i * w->xr + b * w->kp1, x + (t0 + i) * sh->d_in + b * k1,
@@ -463,18 +494,22 @@ int amx_two_core_backward(const shape_t *sh, const uint16_t *x, const uint16_t *
     return status;
 }
 
+int amx_two_core_x_in_pairs(const shape_t *sh) { return x_in_pairs(sh); }
+
 /* out (nb, N / 16, K / 2, 16, 2), N and K padded to 16s and 32s with zeros = w (nb, n, k; strides sb, sn, sk in
-   elements) as B tiles: out[b][nc][kk][c][e] = w[b][16 nc + c][2 kk + e], the kernel's VNNI weight layout. */
+   elements) as B tiles: out[b][nc][kk][c][e] = w[b][16 nc + c][2 kk + e - o_b], the kernel's VNNI weight layout,
+   with block b's inputs shifted by o_b = (b shift) mod 32 (core 1 under x_in_pairs: shift = k1, o_b 0 or 16, which
+   round_up(k, 32) still holds; else 0). */
 void amx_two_core_pack(const uint16_t *w, int64_t nb, int64_t n, int64_t k, int64_t sb, int64_t sn, int64_t sk,
-                       uint16_t *out) {
+                       int64_t shift, uint16_t *out) {
     const int64_t np = round_up(n, NCHUNK), kp = round_up(k, KCHUNK);
     for (int64_t b = 0; b < nb; b++)
         for (int64_t nc = 0; nc < np / NCHUNK; nc++)
             for (int64_t kk = 0; kk < kp / 2; kk++)
                 for (int64_t c = 0; c < NCHUNK; c++)
                     for (int64_t e = 0; e < 2; e++) {
-                        const int64_t row = nc * NCHUNK + c, col = 2 * kk + e;
-                        *out++ = row < n && col < k ? w[b * sb + row * sn + col * sk] : 0;
+                        const int64_t row = nc * NCHUNK + c, col = 2 * kk + e - (b * shift) % KCHUNK;
+                        *out++ = row < n && col >= 0 && col < k ? w[b * sb + row * sn + col * sk] : 0;
                     }
 }
 

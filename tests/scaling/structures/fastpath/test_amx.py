@@ -107,6 +107,21 @@ def test_pack_is_the_vnni_tile_layout():
 
 
 @needs_amx
+def test_pack_shifts_every_other_block_of_16_inputs_for_x_read_in_pairs():
+    """Core 1 of BTT at d = 256 (blocks of 16 inputs): the kernel reads two blocks' inputs as one 32-wide window, so
+    odd blocks' weights sit in the upper half of their padded K, even blocks' in the lower."""
+    _, (plan, w0, _) = layer_and_plan(S("btt"), 256, 256)
+    w = w0.detach().bfloat16()
+    blocks, n, k = w.shape
+    assert k == 16 and amx._library().amx_two_core_x_in_pairs(amx._shape(plan, 64))
+    padded = torch.zeros(blocks, n, 32, dtype=torch.bfloat16)
+    padded[0::2, :, :16], padded[1::2, :, 16:] = w[0::2], w[1::2]
+    expected = padded.view(blocks, n // 16, 16, 16, 2).permute(0, 1, 3, 2, 4)
+    assert torch.equal(amx.pack_core1(w, amx._shape(plan, 64)), expected)
+    assert torch.equal(amx.pack(w, shift=16), expected)
+
+
+@needs_amx
 def test_layers_take_the_kernel_and_agree_with_the_bmm_path():
     layer, _ = layer_and_plan(S("btt"), 512, 512)
     x = torch.randn(600, 512)
