@@ -2,7 +2,7 @@
 
     python bench/train.py [--width 512] [--depth 4] [--context 128] [--batch 16] [--vocab 256]
                           [--structures btt low_rank kron] [--layers all_but_last] [--repeats 5]
-                          [--device cuda] [--precision fp32 bf16] [--peak-tflops 989] [--json]
+                          [--device cuda] [--precision fp32 bf16] [--peak-tflops 989] [--layers-free] [--json]
 
 Each model is built and initialised by the project's parametrisation (scaling.mup.parametrization) and trained by its
 AdamW on one shared random batch. A repeat runs one optimiser step (forward, backward, step) of every model in
@@ -18,7 +18,10 @@ Device and precision as in training (--device, --precision; bench/common.py): --
 and bf16 (autocast; default both, side by side); on a GPU, --device cuda. Two utilisation columns: "x GEMM", the
 model's achieved FLOP/s over a large dense matmul's (--gemm-size, same device and precision, measured in this
 process; 1024 on the CPU, whose bf16 matmuls run at a fiftieth of fp32's without AMX), and "MFU", over the hardware peak
-(--peak-tflops, or the data-sheet bf16 peak of a known GPU; blank when unknown, as on CPUs). --compile [BACKEND] times
+(--peak-tflops, or the data-sheet bf16 peak of a known GPU; blank when unknown, as on CPUs). --layers-free adds, per
+structure, a row "NAME [layers free]": the same model with its structured layers replaced by a stand-in that costs
+next to nothing (zeros out, zeros back), so its speedup is the most that faster structured layers alone could give
+over dense; the rest of the step (attention, norms, activations, the optimiser) bounds it. --compile [BACKEND] times
 every model under torch.compile (inductor by default) instead of eager (give --warmup >= 1: the first step
 compiles).
 Threads and process settings (--threads, --omp-wait, --keep-freed-memory): bench/common.py.
@@ -46,6 +49,7 @@ from common import (
 )
 
 DEFAULT_SPECS = ["btt", "low_rank", "kron"]
+FREE = "[layers free]"
 
 
 @dataclass
@@ -78,6 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gemm-size", type=int, default=None,
                         help="side of the dense matmul behind 'x GEMM' (default 1024 on the CPU, 8192 on CUDA)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="hardware peak for MFU, TFLOP/s")
+    parser.add_argument("--layers-free", action="store_true",
+                        help="also time each structured model with its structured layers free (the speedup's bound)")
     parser.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                         help="time every model under torch.compile with this backend (default inductor); its "
                              "compilation falls in the warm-up steps")
@@ -144,9 +150,13 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
         overrides = [f"structure={name}", f"structure.layers={args.layers}"]
         overrides += [f"structure.{kv}" for kv in rest.split(",") if kv]
         specs[spec] = OmegaConf.to_object(compose_run_config(overrides).structure)
+    if args.layers_free:
+        specs |= {f"{spec} {FREE}": cfg for spec, cfg in specs.items() if spec != "dense"}
     models, optimizers, flops, params = {}, {}, {}, {}
     for spec, cfg in specs.items():
         model, rules = build_parametrized_model(model_cfg, cfg, info)
+        if spec.endswith(FREE) and not free_structured_layers(model):
+            sys.exit(f"--layers-free: {spec.removesuffix(' ' + FREE)} has no structured layers to free")
         models[spec] = torch.compile(model.to(device), backend=args.compile) if args.compile else model.to(device)
         optimizers[spec] = make_optimizer(model, rules, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.0)
         report = model_flops(model, info)
@@ -189,6 +199,32 @@ def run(args: argparse.Namespace) -> tuple[list[Row], dict]:
                "peak_tflops": peak_tflops(device, used[-1], args.peak_tflops),
                "copy_gbs": copy_bandwidth(device) / 1e9, "torch": torch.__version__}
     return rows, setting
+
+
+def free_structured_layers(model) -> int:
+    """Give every structured (not dense) linear layer of model a stand-in forward that returns zeros of its output
+    shape, in the dtype the layer would return, and zero gradients for its input and parameters. Returns how many."""
+    import torch
+
+    from scaling.structures.base import StructuredLinear
+
+    class Free(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x: torch.Tensor, d_out: int, *params: torch.Tensor) -> torch.Tensor:
+            device = x.device.type
+            dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+            ctx.inputs = [(t.shape, t.dtype, t.device) for t in (x, *params)]
+            return x.new_zeros(*x.shape[:-1], d_out, dtype=dtype)
+
+        @staticmethod
+        def backward(ctx, dy: torch.Tensor):
+            x_grad, *param_grads = (torch.zeros(shape, dtype=dtype, device=where) for shape, dtype, where in ctx.inputs)
+            return x_grad, None, *param_grads
+
+    layers = [m for m in model.modules() if isinstance(m, StructuredLinear) and m.structure != "dense"]
+    for layer in layers:
+        layer.forward = lambda x, layer=layer: Free.apply(x, layer.d_out, *layer.parameters())
+    return len(layers)
 
 
 def print_table(rows: list[Row], copy_gbs: float) -> None:

@@ -62,6 +62,41 @@ def test_train_reports_throughput_and_utilisation_in_both_precisions():
         assert r["x_gemm"] == pytest.approx(r["gflops"] / (out["gemm_tflops"][p] * 1e3))
 
 
+def test_train_layers_free_times_each_structure_with_its_layers_replaced():
+    out = bench_json("train.py", "--width", "64", "--depth", "1", "--context", "16", "--batch", "2", "--warmup", "0",
+                     "--repeats", "1", "--structures", "btt", "--device", "cpu", "--precision", "bf16",
+                     "--gemm-size", "128", "--layers-free")
+    rows = {r["structure"]: r for r in out["rows"]}
+    assert set(rows) == {"dense", "btt", "btt [layers free]"}
+    free, btt = rows["btt [layers free]"], rows["btt"]
+    assert (free["params"], free["train_flops_per_token"]) == (btt["params"], btt["train_flops_per_token"])
+    assert free["speedup_vs_dense"] == pytest.approx(rows["dense"]["step_ms"] / free["step_ms"])
+
+
+def test_free_structured_layers_return_zeros_and_zero_gradients_in_the_layer_dtype(monkeypatch):
+    import torch
+
+    from scaling.config.schema import StructureConfig
+    from scaling.structures import build_linear
+
+    monkeypatch.syspath_prepend(str(BENCH))  # bench/train.py imports its neighbour common.py
+    spec = importlib.util.spec_from_file_location("bench_train", BENCH / "train.py")
+    bench_train = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_train", bench_train)  # its dataclass looks itself up there
+    spec.loader.exec_module(bench_train)
+    model = torch.nn.Sequential(build_linear(StructureConfig("btt"), 64, 128),
+                                build_linear(StructureConfig("dense"), 128, 8))
+    assert bench_train.free_structured_layers(model) == 1
+    x = torch.randn(5, 64, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = model[0](x)
+        model(x).float().sum().backward()
+    assert hidden.dtype == torch.bfloat16 and hidden.shape == (5, 128) and not hidden.any()
+    assert x.grad is not None and not x.grad.any()
+    assert all(p.grad is not None and not p.grad.any() for p in model[0].parameters())
+    assert model[1].weight.grad.abs().sum() == 0  # the dense layer ran for real, on the stand-in's zeros
+
+
 def test_train_without_a_known_peak_leaves_mfu_blank():
     out = bench_json("train.py", "--width", "64", "--depth", "1", "--context", "16", "--batch", "2", "--warmup", "0",
                      "--repeats", "1", "--structures", "low_rank", "--device", "cpu", "--gemm-size", "128")
