@@ -123,11 +123,20 @@ class _RoutedTwoCoreFunction(torch.autograd.Function):
         x_op, z_all, ys, w0, w1, gates, tokens = ctx.saved_tensors
         need_x, need_w0, need_w1, need_gates = ctx.needs_input_grad[:4]
         dys = dy.index_select(0, tokens)  # each slot's share of the output gradient
-        dgates = torch.einsum("sd,sd->s", dys, ys) if need_gates else None
+        dgates = row_dots(dys, ys) if need_gates else None
         dys.mul_(gates[:, None])
         dxs, dw0, dw1 = ctx.schedule.backward(dys, x_op, z_all, w0, w1, ctx.pieces, (need_x, need_w0, need_w1))
         dx = dxs.new_zeros(ctx.tokens_in, ctx.schedule.plan.d_in).index_add_(0, tokens, dxs) if need_x else None
         return dx, dw0, dw1, dgates, None, None, None
+
+
+def row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum_d a[s, d] b[s, d] for every row s, in a's dtype; bf16 and fp16 operands multiplied in fp32 (their
+    products are exact there) and summed in fp32. One pass of elementwise products and a sum: an einsum ran this as
+    a batched GEMM of 1 x 1 outputs, 3.5x (fp32) and 2.9x (bf16) slower at 8,192 x 1,024."""
+    if a.dtype in (torch.bfloat16, torch.float16):
+        return a.float().mul_(b).sum(-1).to(a.dtype)
+    return torch.linalg.vecdot(a, b)
 
 
 def _in_compute_precision(x: torch.Tensor, policy: PathPolicy, run, *operands: torch.Tensor) -> torch.Tensor:

@@ -374,6 +374,22 @@ def test_routed_experts_match_the_all_experts_reference(d_in, d_out, n_experts, 
     assert results[0][2][1].abs().sum() == 0  # the expert without tokens gets no gradient
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+def test_row_dots_sum_exact_products_in_at_least_fp32(dtype):
+    """The gate gradient's per-slot dot products: bf16 rows are multiplied exactly and summed in fp32, so the result
+    is the exact dot rounded once (to fp32 summation error), never worse than bf16's rounding of it."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(37, 300, generator=gen, dtype=torch.float64).to(dtype) for _ in range(2))
+    exact = (a.double() * b.double()).sum(-1)
+    got = K.row_dots(a, b)
+    assert got.dtype == dtype and got.shape == (37,)
+    scale = (a.double().abs() * b.double().abs()).sum(-1)
+    bound = {torch.float64: 1e-13, torch.float32: 1e-5, torch.bfloat16: 2 ** -8}[dtype]
+    assert ((got.double() - exact).abs() <= bound * scale).all()
+    if dtype == torch.bfloat16:  # the exact dot, rounded once: bf16 products would round 300 times
+        assert ((got.double() - exact).abs() <= 2 ** -8 * exact.abs() + 1e-5 * scale).all()
+
+
 def test_routed_experts_in_float32_on_both_paths(path):
     torch.manual_seed(0)
     d, n_experts, top_k, tokens = 64, 4, 2, 40
