@@ -113,7 +113,7 @@ class BTTMoE(StructuredLinear):
         """The routed experts' gated outputs summed per token, x (N, d_in) -> (N, d_out)."""
         lay, policy = self.layout, current_policy()
         plan = btt_plan(lay.m1, lay.m0, lay.n0, lay.n1, 1)
-        if select_path(plan, x, policy, routed=True) in (Path.BMM, Path.NATIVE):
+        if select_path(plan, x, policy, routed=True) in (Path.BMM, Path.NATIVE, Path.AMX):
             # one fused Function: gather, the routed experts, gating and scatter-add (CPU; on CUDA each expert's
             # btt_apply below takes the Triton path)
             w0, w1 = btt_cores(*self.weights(), rank=1)  # (E, m1, n0, m0), (E, n0, n1, m1): views

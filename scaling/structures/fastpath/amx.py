@@ -99,31 +99,52 @@ def _check(status: int) -> None:
         raise MemoryError("the AMX kernel could not allocate its scratch buffers or accumulators")
 
 
+def forward(
+    x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, plan: TwoCorePlan, out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """y = two_core(x) on AMX (into out, contiguous, when given) and core 1's packed weights (the backward reads them
+    again); x (N, d_in) contiguous, w0 (b1, p1, k1), w1 (b2, p2, k2), all bf16."""
+    y = x.new_empty(x.shape[0], plan.d_out) if out is None else out
+    shape = _shape(plan, x.shape[0])
+    packed = (pack_core1(w0, shape), pack(w1))  # held: the kernel reads them
+    _check(_library().amx_two_core_forward(
+        ctypes.byref(shape), x.data_ptr(), packed[0].data_ptr(), packed[1].data_ptr(), y.data_ptr(),
+        torch.get_num_threads()))
+    return y, packed[0]
+
+
+def backward(
+    x: torch.Tensor, dy: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, plan: TwoCorePlan,
+    w0_packed: torch.Tensor | None = None, dx_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dw0, dw1) of forward's y given dy (N, d_out), all bf16; dx into dx_out (contiguous) when given, dw0 and
+    dw1 contiguous; w0_packed: forward's, else packed again."""
+    shape = _shape(plan, x.shape[0])
+    dy = dy.to(torch.bfloat16).contiguous()
+    dx = x.new_empty(x.shape) if dx_out is None else dx_out
+    dw0, dw1 = w0.new_empty(w0.shape), w1.new_empty(w1.shape)  # contiguous (w0, w1 may be strided views)
+    w0_packed = pack_core1(w0, shape) if w0_packed is None else w0_packed
+    packed = (w0_packed, pack(w1.transpose(1, 2)), pack(w0.transpose(1, 2)))
+    _check(_library().amx_two_core_backward(
+        ctypes.byref(shape), x.data_ptr(), dy.data_ptr(), *(p.data_ptr() for p in packed), dx.data_ptr(),
+        dw0.data_ptr(), dw1.data_ptr(), torch.get_num_threads()))
+    return dx, dw0, dw1
+
+
 class AmxTwoCoreFunction(torch.autograd.Function):
     """y = two_core(x) on AMX; x (N, d_in) contiguous, w0 (b1, p1, k1), w1 (b2, p2, k2), all bf16."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, plan: TwoCorePlan) -> torch.Tensor:
-        y = x.new_empty(x.shape[0], plan.d_out)
-        shape = _shape(plan, x.shape[0])
-        packed = (pack_core1(w0, shape), pack(w1))  # held: the kernel reads them
-        _check(_library().amx_two_core_forward(
-            ctypes.byref(shape), x.data_ptr(), packed[0].data_ptr(), packed[1].data_ptr(), y.data_ptr(),
-            torch.get_num_threads()))
-        ctx.save_for_backward(x, w0, w1, packed[0])
+        y, w0_packed = forward(x, w0, w1, plan)
+        ctx.save_for_backward(x, w0, w1, w0_packed)
         ctx.plan = plan
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy: torch.Tensor):
-        x, w0, w1, w0p = ctx.saved_tensors
-        dy = dy.to(torch.bfloat16).contiguous()
-        dx, dw0, dw1 = (x.new_empty(t.shape) for t in (x, w0, w1))  # contiguous (w0, w1 may be strided views)
-        packed = (w0p, pack(w1.transpose(1, 2)), pack(w0.transpose(1, 2)))
-        shape = _shape(ctx.plan, x.shape[0])
-        _check(_library().amx_two_core_backward(
-            ctypes.byref(shape), x.data_ptr(), dy.data_ptr(), *(p.data_ptr() for p in packed), dx.data_ptr(),
-            dw0.data_ptr(), dw1.data_ptr(), torch.get_num_threads()))
+        x, w0, w1, w0_packed = ctx.saved_tensors
+        dx, dw0, dw1 = backward(x, dy, w0, w1, ctx.plan, w0_packed)
         needs = ctx.needs_input_grad
         return dx if needs[0] else None, dw0 if needs[1] else None, dw1 if needs[2] else None, None

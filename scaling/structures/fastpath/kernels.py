@@ -44,30 +44,45 @@ from scaling.structures.fastpath.two_core import TwoCorePlan, chunk_tokens
 
 @dataclass(frozen=True)
 class _Schedule:
-    """How one fused call runs: the plan, and its offset tables when on the native GEMM (else the bmm chunks)."""
+    """How one fused call runs: the plan, and its offset tables when on the native GEMM, or amx on the AMX kernel
+    (else the bmm chunks)."""
 
     plan: TwoCorePlan
     tm: TokenMajorPlan | None
     chunk: int
     tile: int
+    amx: bool = False
 
     @classmethod
     def of(cls, plan: TwoCorePlan, path: Path, chunk: int | None, policy: PathPolicy) -> _Schedule:
         tm = token_major_plan(plan) if path is Path.NATIVE else None
-        return cls(plan, tm, plan.chunk_tokens() if chunk is None else chunk, policy.native_tile_tokens)
+        chunk = plan.chunk_tokens() if chunk is None else chunk
+        return cls(plan, tm, chunk, policy.native_tile_tokens, amx=path is Path.AMX)
 
     def forward(self, x, w0, w1, counts):
-        """(pieces, x operand, z, y): whole segments on the native GEMM, chunks of them on bmm. z, core 1's
-        outputs saved for the backward, is None on the native GEMM, whose backward recomputes it."""
-        if self.tm is None:
+        """(pieces, x operand, z, y): whole segments on the native GEMM and the AMX kernel, chunks of them on bmm.
+        z, core 1's outputs saved for the backward, is None on the native GEMM and the AMX kernel, whose backwards
+        recompute it."""
+        if self.tm is None and not self.amx:
             pieces = bmm_schedule.row_pieces(counts, self.chunk)
             return (pieces, *bmm_schedule.forward_pieces(x, w0, w1, self.plan, pieces))
         pieces = bmm_schedule.row_pieces(counts, max(1, sum(counts)))
+        if self.amx:
+            x_op, y = x.contiguous(), x.new_empty(x.shape[0], self.plan.d_out)
+            for e, start, stop in pieces:
+                amx.forward(x_op[start:stop], w0[e], w1[e], self.plan, out=y[start:stop])
+            return pieces, x_op, None, y
         x_op, y = native_forward_pieces(x, w0, w1, self.tm, pieces, self.tile)
         return pieces, x_op, None, y
 
     def backward(self, g, x_op, z_all, w0, w1, pieces, needs):
-        """forward's gradients (dx, dw0, dw1) on the same path."""
+        """forward's gradients (dx, dw0, dw1) on the same path (the AMX kernel computes all three)."""
+        if self.amx:
+            dx, dw0, dw1 = x_op.new_empty(x_op.shape), w0.new_zeros(w0.shape), w1.new_zeros(w1.shape)
+            for e, start, stop in pieces:
+                _, dw0[e], dw1[e] = amx.backward(x_op[start:stop], g[start:stop], w0[e], w1[e], self.plan,
+                                                 dx_out=dx[start:stop])
+            return dx, dw0, dw1
         if self.tm is None:
             return bmm_schedule.backward_pieces(g, x_op, z_all, w0, w1, self.plan, pieces, needs)
         return native_backward_pieces(g, x_op, w0, w1, self.tm, pieces, self.tile, needs)
@@ -193,7 +208,7 @@ def routed_two_core_apply(
     gates: torch.Tensor, chunk: int | None = None, policy: PathPolicy | None = None,
 ) -> torch.Tensor:
     """y_n = sum_j gates[n, j] * expert_{experts[n, j]}(x_n) with two-core experts, on a fused CPU path (the caller
-    checks select_path(plan, x, policy, routed=True) is BMM or NATIVE).
+    checks select_path(plan, x, policy, routed=True) is BMM, NATIVE or AMX).
 
     x (N, d_in); w0 (E, b1, p1, k1) and w1 (E, b2, p2, k2) hold the experts' core views; experts (N, k) the routed
     expert ids, gates (N, k) their weights. Only the routed experts run (routing.mix_experts' slot order).
@@ -202,7 +217,7 @@ def routed_two_core_apply(
         raise ValueError(f"input has shape {tuple(x.shape)}, the experts expect (tokens, d_in={plan.d_in})")
     policy = current_policy() if policy is None else policy
     path = select_path(plan, x, policy, routed=True)
-    if path not in (Path.BMM, Path.NATIVE):
+    if path not in (Path.BMM, Path.NATIVE, Path.AMX):
         raise ValueError(f"routed_two_core_apply runs the fused CPU Functions only: this call's path is {path.name}")
     flat = experts.reshape(-1)
     order = torch.argsort(flat, stable=True)

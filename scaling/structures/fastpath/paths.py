@@ -15,7 +15,8 @@ one over a block of layer calls with `use_policy(policy)`; layers call the kerne
                (FlopCounterMode cannot see it)
     AMX        the bf16 kernel of amx.py (the C extension csrc/amx_two_core.c): under CPU bf16 autocast with bf16
                GEMMs, on CPUs with AMX, for the plans amx.amx_shape takes (BTT, Monarch, Einsum at BTT's points),
-               one layer at a time (not routed experts), never under a torch dispatch mode (as NATIVE); measured
+               a layer, or each routed expert on its segment of tokens, never under a torch dispatch mode (as
+               NATIVE); measured
                fwd+bwd at d = 1024, 4,096 tokens, 2 threads: BTT rank 1 1.96x dense bf16's speed (the bmm path
                1.2x), Monarch 1.6x (0.86x); below fused_min_elements plain ops, as the bmm path
     TRITON     on CUDA, the Triton kernels of triton_two_core.py (triton_chosen): eager, triton importable,
@@ -243,7 +244,7 @@ def amx_chosen(plan: TwoCorePlan, x: torch.Tensor, policy: PathPolicy) -> bool:
 
 def select_path(plan: TwoCorePlan, x: torch.Tensor, policy: PathPolicy, routed: bool = False) -> Path:
     """The path of one two-core call on x (N, d_in). routed: the experts of a mixture, which skip fused_min_elements
-    (their plain alternative is a loop over experts) and run on BMM or NATIVE (the AMX kernel runs one layer)."""
+    (their plain alternative is a loop over experts) and run on BMM, NATIVE or AMX."""
     if x.device.type != "cpu" and not torch.compiler.is_compiling():
         cuda = x.device.type == "cuda"  # (other devices may have no autocast state to ask)
         chosen = triton_chosen(x.device.type, operand_dtype(x) if cuda else x.dtype, cuda and triton_available(),
@@ -254,6 +255,6 @@ def select_path(plan: TwoCorePlan, x: torch.Tensor, policy: PathPolicy, routed: 
     small = x.shape[0] * max(plan.in_size, plan.out_size) < policy.fused_min_elements
     if not routed and small and policy.size_floor(x):
         return Path.REFERENCE
-    if not routed and amx_chosen(plan, x, policy):
+    if amx_chosen(plan, x, policy):
         return Path.AMX
     return Path.BMM if native_tables(plan, x, policy) is None else Path.NATIVE

@@ -69,7 +69,7 @@ def test_path_policy_chooses_the_kernel_only_for_bf16_gemms_one_layer_unwatched(
         assert select_path(plan, x, BF16_POLICY) is Path.AMX
         assert select_path(plan, x, dataclasses.replace(BF16_POLICY, amx=False)) is Path.BMM
         assert select_path(plan, x, dataclasses.replace(BF16_POLICY, bf16_gemm=False)) is not Path.AMX
-        assert select_path(plan, x, BF16_POLICY, routed=True) is Path.BMM  # experts run the bmm schedule
+        assert select_path(plan, x, BF16_POLICY, routed=True) is Path.AMX  # routed experts too, each on its segment
         with FlopCounterMode(display=False):
             assert select_path(plan, x, BF16_POLICY) is Path.BMM  # the counter cannot see the kernel
     assert select_path(plan, x, BF16_POLICY) is not Path.AMX  # fp32
@@ -134,6 +134,32 @@ def test_layers_take_the_kernel_and_agree_with_the_bmm_path():
         grads[name] = (y, [p.grad.clone() for p in layer.parameters()])
     assert torch.equal(grads["amx"][0], grads["bmm"][0])
     for ours, theirs in zip(grads["amx"][1], grads["bmm"][1]):
+        assert ((ours - theirs).norm() / theirs.norm()).item() < 1e-2
+
+
+@needs_amx
+def test_routed_experts_take_the_kernel_and_agree_with_the_bmm_path(monkeypatch):
+    """BTT-MoE under bf16 autocast: each routed expert runs the kernel on its segment of the sorted slots; the layer's
+    output equals the bmm path's bit for bit, its gradients (router's included) agree to bf16 rounding."""
+    torch.manual_seed(0)
+    layer = build_linear(S("btt_moe", experts=4, top_k=2), 256, 256)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_()
+    x = torch.randn(300, 256)
+    calls = []
+    real_forward = amx.forward
+    monkeypatch.setattr(amx, "forward", lambda x, *rest, **kw: calls.append(x.shape[0]) or real_forward(x, *rest, **kw))
+    results = {}
+    for name, policy in (("amx", BF16_POLICY), ("bmm", dataclasses.replace(BF16_POLICY, amx=False))):
+        layer.zero_grad(set_to_none=True)
+        with use_policy(policy), torch.autocast("cpu", dtype=torch.bfloat16):
+            y = layer(x)
+        (y.float().square().mean() + layer.aux_loss()).backward()
+        results[name] = (y, [p.grad.clone() for p in layer.parameters()])
+    assert sum(calls) == 300 * 2  # every (token, expert) slot once, in the AMX run only
+    assert torch.equal(results["amx"][0], results["bmm"][0])
+    for ours, theirs in zip(results["amx"][1], results["bmm"][1]):
         assert ((ours - theirs).norm() / theirs.norm()).item() < 1e-2
 
 
