@@ -48,6 +48,8 @@ def _library() -> ctypes.CDLL | None:
     lib.amx_two_core_pack.restype = None
     lib.amx_two_core_x_in_pairs.argtypes = [ctypes.POINTER(_Shape)]
     lib.amx_two_core_x_in_pairs.restype = ctypes.c_int
+    lib.amx_two_core_row_dots.argtypes = [_INT64, _INT64, _PTR, _PTR, _PTR, ctypes.c_int]
+    lib.amx_two_core_row_dots.restype = None
     return lib
 
 
@@ -88,6 +90,16 @@ def pack(w: torch.Tensor, shift: int = 0) -> torch.Tensor:
 def pack_core1(w0: torch.Tensor, shape: _Shape) -> torch.Tensor:
     """Core 1's weights packed as the kernel reads x for this shape: shifted where it reads x's blocks in pairs."""
     return pack(w0, shape.k1 if _library().amx_two_core_x_in_pairs(ctypes.byref(shape)) else 0)
+
+
+def row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum_c a[r, c] b[r, c] per row of two (N, d) bf16 matrices, as fp32: each product exact in fp32 and summed
+    there, in one pass over both (the extension's AVX-512 loop; torch ops needed three passes and two upcasts)."""
+    a, b = a.contiguous(), b.contiguous()
+    out = torch.empty(a.shape[0], dtype=torch.float32)
+    _library().amx_two_core_row_dots(a.shape[0], a.shape[1], a.data_ptr(), b.data_ptr(), out.data_ptr(),
+                                     torch.get_num_threads())
+    return out
 
 
 def _shape(plan: TwoCorePlan, n: int) -> _Shape:

@@ -496,6 +496,47 @@ int amx_two_core_backward(const shape_t *sh, const uint16_t *x, const uint16_t *
 
 int amx_two_core_x_in_pairs(const shape_t *sh) { return x_in_pairs(sh); }
 
+typedef struct {
+    int64_t r0, r1, d;
+    const uint16_t *a, *b;
+    float *out;
+} dots_job_t;
+
+AMX static inline __m512 bf16_to_fp32(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+
+AMX static void *row_dots_rows(void *arg) {
+    const dots_job_t *j = (const dots_job_t *)arg;
+    for (int64_t r = j->r0; r < j->r1; r++) {
+        const uint16_t *a = j->a + r * j->d, *b = j->b + r * j->d;
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t c = 0; c < j->d; c += 16) {
+            const __mmask16 m = first(j->d - c);
+            acc = _mm512_fmadd_ps(bf16_to_fp32(_mm256_maskz_loadu_epi16(m, a + c)),
+                                  bf16_to_fp32(_mm256_maskz_loadu_epi16(m, b + c)), acc);
+        }
+        j->out[r] = _mm512_reduce_add_ps(acc);
+    }
+    return NULL;
+}
+
+/* out[r] = sum_c a[r, c] b[r, c] for r < n: bf16 rows (d apart), each product exact in fp32 and summed there (a
+   routed expert's gate gradient, one pass over both operands). */
+void amx_two_core_row_dots(int64_t n, int64_t d, const uint16_t *a, const uint16_t *b, float *out, int nthreads) {
+    dots_job_t jobs[MAX_THREADS];
+    pthread_t threads[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
+    if (nthreads > n) nthreads = (int)n;
+    if (nthreads < 1) nthreads = 1;
+    for (int i = 0; i < nthreads; i++) jobs[i] = (dots_job_t){n * i / nthreads, n * (i + 1) / nthreads, d, a, b, out};
+    for (int i = 1; i < nthreads; i++) started[i] = pthread_create(&threads[i], NULL, row_dots_rows, &jobs[i]) == 0;
+    row_dots_rows(&jobs[0]);
+    for (int i = 1; i < nthreads; i++) {
+        if (started[i]) pthread_join(threads[i], NULL);
+        else row_dots_rows(&jobs[i]);
+    }
+}
+
 /* out (nb, N / 16, K / 2, 16, 2), N and K padded to 16s and 32s with zeros = w (nb, n, k; strides sb, sn, sk in
    elements) as B tiles: out[b][nc][kk][c][e] = w[b][16 nc + c][2 kk + e - o_b], the kernel's VNNI weight layout,
    with block b's inputs shifted by o_b = (b shift) mod 32 (core 1 under x_in_pairs: shift = k1, o_b 0 or 16, which

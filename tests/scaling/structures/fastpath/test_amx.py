@@ -138,6 +138,18 @@ def test_layers_take_the_kernel_and_agree_with_the_bmm_path():
 
 
 @needs_amx
+@pytest.mark.parametrize("rows,width", [(1, 5), (3, 37), (1000, 1024)])
+def test_row_dots_are_the_exact_products_summed_in_fp32(rows, width):
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(rows, width, generator=gen).bfloat16() for _ in range(2))
+    exact = (a.double() * b.double()).sum(-1)
+    got = amx.row_dots(a, b)
+    assert got.dtype == torch.float32 and got.shape == (rows,)
+    scale = (a.double() * b.double()).abs().sum(-1)
+    assert ((got.double() - exact).abs() <= 1e-6 * scale).all()  # fp32 summation error only
+
+
+@needs_amx
 def test_routed_experts_take_the_kernel_and_agree_with_the_bmm_path(monkeypatch):
     """BTT-MoE under bf16 autocast: each routed expert runs the kernel on its segment of the sorted slots; the layer's
     output equals the bmm path's bit for bit, its gradients (router's included) agree to bf16 rounding."""
