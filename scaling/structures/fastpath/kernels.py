@@ -147,11 +147,15 @@ class _RoutedTwoCoreFunction(torch.autograd.Function):
 
 def row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """sum_d a[s, d] b[s, d] for every row s, in a's dtype; bf16 and fp16 operands multiplied in fp32 (their
-    products are exact there) and summed in fp32, bf16 in one pass by the AMX extension where it runs (amx.row_dots).
-    An einsum ran this as a batched GEMM of 1 x 1 outputs: 3.5x (fp32) and 2.9x (bf16) slower at 8,192 x 1,024
-    than elementwise products and a sum, and the extension's pass is faster again (BTT-MoE's bf16 step 1.1x)."""
-    if a.dtype == torch.bfloat16 and a.device.type == "cpu" and amx.available():
+    products are exact there) and summed in fp32. On the CPU one pass over both by the extensions where they run
+    (amx.row_dots for bf16, native.row_dots for fp32), else torch ops. An einsum ran this as a batched GEMM of
+    1 x 1 outputs: 3.5x (fp32) and 2.9x (bf16) slower at 8,192 x 1,024 than elementwise products and a sum, and
+    the extensions' passes are faster again (BTT-MoE's step at d = 1024 1.15x in bf16, 1.1x in fp32)."""
+    on_cpu = a.device.type == "cpu"
+    if a.dtype == torch.bfloat16 and on_cpu and amx.available():
         return amx.row_dots(a, b).to(a.dtype)
+    if a.dtype == torch.float32 and on_cpu and native.available():
+        return native.row_dots(a, b)
     if a.dtype in (torch.bfloat16, torch.float16):
         return a.float().mul_(b).sum(-1).to(a.dtype)
     return torch.linalg.vecdot(a, b)

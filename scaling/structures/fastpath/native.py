@@ -122,6 +122,8 @@ def _library() -> ctypes.CDLL | None:
     lib.offset_gemm.restype = ctypes.c_int
     lib.offset_gemm_chain.argtypes = [_INT64, ctypes.POINTER(_ChainOp), _INT64, _INT64, ctypes.c_int]
     lib.offset_gemm_chain.restype = ctypes.c_int
+    lib.offset_gemm_row_dots.argtypes = [_INT64, _INT64, _PTR, _PTR, _PTR, ctypes.c_int]
+    lib.offset_gemm_row_dots.restype = ctypes.c_int
     return lib
 
 
@@ -140,6 +142,16 @@ def _require() -> ctypes.CDLL:
     if lib is None:
         raise RuntimeError("the native offset GEMM is not available here; check native.available() first")
     return lib
+
+
+def row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum_c a[r, c] b[r, c] per row of two (N, d) float32 matrices, in one pass over both (the extension's loop;
+    torch's vecdot wrote the products out and read them back to sum them)."""
+    a, b = a.contiguous(), b.contiguous()
+    out = a.new_empty(a.shape[0])
+    _require().offset_gemm_row_dots(a.shape[0], a.shape[1], a.data_ptr(), b.data_ptr(), out.data_ptr(),
+                                    torch.get_num_threads())
+    return out
 
 
 def _check_operand(name: str, t: torch.Tensor, size: int, width: int, *tables: Offsets) -> None:

@@ -310,3 +310,39 @@ int offset_gemm_chain(int64_t n_ops, const chain_op_t *ops, int64_t tokens, int6
     }
     return fan_out(run_chain, jobs, sizeof(chain_job_t), nthreads);
 }
+
+typedef struct {
+    int64_t r0, r1, d;
+    const float *a, *b;
+    float *out;
+} dots_job_t;
+
+AVX2 static void *row_dots_rows(void *arg) {
+    const dots_job_t *j = arg;
+    for (int64_t r = j->r0; r < j->r1; r++) {
+        const float *a = j->a + r * j->d, *b = j->b + r * j->d;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        int64_t c = 0;
+        for (; c + 16 <= j->d; c += 16) {
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + c), _mm256_loadu_ps(b + c), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + c + 8), _mm256_loadu_ps(b + c + 8), acc1);
+        }
+        float lanes[8], sum = 0.0f;
+        _mm256_storeu_ps(lanes, _mm256_add_ps(acc0, acc1));
+        for (int i = 0; i < 8; i++) sum += lanes[i];
+        for (; c < j->d; c++) sum += a[c] * b[c];
+        j->out[r] = sum;
+    }
+    return NULL;
+}
+
+/* out[r] = sum_c a[r, c] b[r, c] for r < n, fp32 rows d apart: one pass over both (a routed expert's gate
+   gradient; torch's vecdot writes the products out and sums them again). Returns as fan_out. */
+int offset_gemm_row_dots(int64_t n, int64_t d, const float *a, const float *b, float *out, int nthreads) {
+    if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
+    if (nthreads > n) nthreads = (int)n;
+    if (nthreads < 1) return 0;
+    dots_job_t jobs[MAX_THREADS];
+    for (int t = 0; t < nthreads; t++) jobs[t] = (dots_job_t){n * t / nthreads, n * (t + 1) / nthreads, d, a, b, out};
+    return fan_out(row_dots_rows, jobs, sizeof(dots_job_t), nthreads);
+}

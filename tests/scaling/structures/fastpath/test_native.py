@@ -125,6 +125,17 @@ def test_gemm_matches_einsum(nb, m, n, k, threads):
 
 
 @needs_native
+@pytest.mark.parametrize("rows,width", [(1, 5), (3, 37), (1000, 1024)])
+def test_row_dots_match_a_float64_sum(rows, width, threads):
+    gen = torch.Generator().manual_seed(rows)
+    a, b = (torch.randn(rows, width, generator=gen) for _ in range(2))
+    got = native.row_dots(a, b.t().contiguous().t())  # any strides: made contiguous
+    exact = (a.double() * b.double()).sum(-1)
+    assert got.dtype == torch.float32 and got.shape == (rows,)
+    assert ((got.double() - exact).abs() <= 1e-6 * (a.double() * b.double()).abs().sum(-1)).all()
+
+
+@needs_native
 def test_chain_runs_tiles_with_private_accumulators(threads):
     """y = x W1 W2 per tile, and dW = sum_t x^T y summed over tokens into one accumulator per thread."""
     gen = torch.Generator().manual_seed(0)
