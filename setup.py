@@ -6,7 +6,8 @@ analysis.search.spec find with importlib; an editable
 install maps them back onto the checkout's folders. Everything else is configured in pyproject.toml.
 
 The extensions are plain C (no Python API, loaded with ctypes): the offset GEMM (csrc/offset_gemm.c, by
-scaling.structures.fastpath.native) and the AMX two-core kernel (csrc/amx_two_core.c, by ...fastpath.amx). They are
+scaling.structures.fastpath.native) and the AMX two-core kernel (csrc/amx_two_core.c, by ...fastpath.amx), both
+on the thread pool of csrc/fan_out.h. They are
 built on x86-64 only and marked optional, so a failed build leaves the PyTorch path in place instead of failing the
 install.
 """
@@ -30,6 +31,7 @@ DATA_PACKAGES = (data_packages("scaling.conf", "conf") | data_packages("scaling.
 C_SOURCES = ("offset_gemm", "amx_two_core")  # scaling/structures/fastpath/csrc/NAME.c -> ...fastpath._NAME
 extensions = [
     Extension(f"scaling.structures.fastpath._{name}", sources=[f"scaling/structures/fastpath/csrc/{name}.c"],
+              depends=["scaling/structures/fastpath/csrc/fan_out.h"],  # the thread pool both include
               extra_compile_args=["-O3", "-std=c11"], libraries=["pthread"], optional=True)
     for name in C_SOURCES
 ] if platform.machine().lower() in {"x86_64", "amd64"} else []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,10 @@ def test_a_wheel_install_runs_a_shipped_sweep_from_an_empty_directory(tmp_path):
     site = sh(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=empty).stdout.strip()
     assert where.stdout.split() == [f"{site}/scaling/conf", f"{site}/scaling/sweep_files"]
 
+    cpuinfo = Path("/proc/cpuinfo")
+    avx2 = platform.machine() in ("x86_64", "AMD64") and cpuinfo.exists() and " avx2" in cpuinfo.read_text()
+    if avx2:  # the compiled GEMM (with the thread-pool header it includes) was built too
+        sh(python, "-c", "from scaling.structures.fastpath import native; assert native.available()", cwd=empty)
     help_text = sh(venv / "bin" / "scaling-train", "--help", cwd=empty).stdout
     structures = "btt, btt_moe, btt_moe_norm, btt_norm, dense, einsum, einsum_norm, kron, low_rank, monarch, tt"
     assert f"structure: {structures}" in help_text

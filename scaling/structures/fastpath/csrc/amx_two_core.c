@@ -25,17 +25,18 @@
 #define _GNU_SOURCE
 #include <cpuid.h>
 #include <immintrin.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "fan_out.h"
+
 #define ROWS 32  /* tokens per tile: two 16-row halves in the layer's GEMMs, the K of the weight gradients' */
 #define KCHUNK 32
 #define NCHUNK 16
-#define MAX_THREADS 64
+#define MAX_THREADS FAN_OUT_MAX_THREADS
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 
@@ -433,16 +434,10 @@ AMX static void *backward_tiles(void *arg) {
     return NULL;
 }
 
-/* Runs body over the token tiles on nthreads threads (the caller's thread included); jobs[i] is thread i's. */
+/* Runs body over the token tiles on nthreads threads (the caller's and the pool's, fan_out.h); jobs[i] is thread
+   i's. */
 static int run(job_t *jobs, int nthreads, void *(*body)(void *)) {
-    pthread_t threads[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    for (int i = 1; i < nthreads; i++) started[i] = pthread_create(&threads[i], NULL, body, &jobs[i]) == 0;
-    body(&jobs[0]);
-    for (int i = 1; i < nthreads; i++) {
-        if (started[i]) pthread_join(threads[i], NULL);
-        else body(&jobs[i]);  /* no thread: run its share here */
-    }
+    fan_out(body, jobs, sizeof(job_t), nthreads);
     for (int i = 0; i < nthreads; i++) if (jobs[i].status) return jobs[i].status;
     return 0;
 }
@@ -522,19 +517,12 @@ AMX static void *row_dots_rows(void *arg) {
 /* out[r] = sum_c a[r, c] b[r, c] for r < n: bf16 rows (d apart), each product exact in fp32 and summed there (a
    routed expert's gate gradient, one pass over both operands). */
 void amx_two_core_row_dots(int64_t n, int64_t d, const uint16_t *a, const uint16_t *b, float *out, int nthreads) {
-    dots_job_t jobs[MAX_THREADS];
-    pthread_t threads[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
     if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
     if (nthreads > n) nthreads = (int)n;
-    if (nthreads < 1) nthreads = 1;
+    if (nthreads < 1) return;
+    dots_job_t jobs[MAX_THREADS];
     for (int i = 0; i < nthreads; i++) jobs[i] = (dots_job_t){n * i / nthreads, n * (i + 1) / nthreads, d, a, b, out};
-    for (int i = 1; i < nthreads; i++) started[i] = pthread_create(&threads[i], NULL, row_dots_rows, &jobs[i]) == 0;
-    row_dots_rows(&jobs[0]);
-    for (int i = 1; i < nthreads; i++) {
-        if (started[i]) pthread_join(threads[i], NULL);
-        else row_dots_rows(&jobs[i]);
-    }
+    fan_out(row_dots_rows, jobs, sizeof(dots_job_t), nthreads);
 }
 
 /* out (nb, N / 16, K / 2, 16, 2), N and K padded to 16s and 32s with zeros = w (nb, n, k; strides sb, sn, sk in

@@ -14,18 +14,20 @@
    offset_gemm_chain runs several such GEMMs over the same tokens, tile after tile, so what one writes is still
    in cache when the next reads it. Compiled without -mavx2: the kernels carry target attributes, and
    offset_gemm_supported() tells callers whether this CPU can run them (and picks the kernel). */
+#define _POSIX_C_SOURCE 200809L  /* clock_gettime, for fan_out.h */
 #include <immintrin.h>
-#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+
+#include "fan_out.h"
 
 #define MR 6   /* AVX2 tile */
 #define NR 16
 #define MR512 8  /* AVX-512 tile */
 #define NR512 32
 #define KC 128
-#define MAX_THREADS 64
+#define MAX_THREADS FAN_OUT_MAX_THREADS
 
 /* One GEMM: its sizes, operands and offset tables (the comment above). */
 typedef struct {
@@ -186,21 +188,6 @@ static void run(const job_t *j) {
 static void *run_thread(void *arg) {
     run(arg);
     return NULL;
-}
-
-/* Runs fn(args[t]) on nthreads threads (the caller's among them); -1 if a thread could not be started (its
-   share then runs on the calling thread). */
-static int fan_out(void *(*fn)(void *), void *args, size_t arg_size, int nthreads) {
-    pthread_t threads[MAX_THREADS];
-    int started[MAX_THREADS] = {0}, status = 0;
-    for (int t = 1; t < nthreads; t++)
-        started[t] = pthread_create(&threads[t], NULL, fn, (char *)args + t * arg_size) == 0;
-    fn(args);
-    for (int t = 1; t < nthreads; t++) {
-        if (started[t]) pthread_join(threads[t], NULL);
-        else { fn((char *)args + t * arg_size); status = -1; }
-    }
-    return status;
 }
 
 /* Whether this CPU runs the kernels (AVX2 and FMA); picks AVX-512 where the CPU has it and SCALING_NATIVE_AVX512 is

@@ -136,6 +136,60 @@ def test_row_dots_match_a_float64_sum(rows, width, threads):
 
 
 @needs_native
+def test_thread_pool_serves_changing_thread_counts_and_concurrent_callers():
+    """The extension's worker threads persist between calls (csrc/fan_out.h): calls with 3, 1 and 2 threads, and
+    calls from four Python threads at once (ctypes releases the GIL; one fan-out runs at a time), all compute the
+    same product."""
+    import threading
+
+    op, expected, index = random_problem(6, 300, 32, 40, seed=7)
+    previous = torch.get_num_threads()
+    try:
+        for count in (3, 1, 2):
+            torch.set_num_threads(count)
+            native.gemm(op)
+            torch.testing.assert_close(op.C[index].double(), expected, rtol=1e-5, atol=1e-4)
+        a, b = torch.randn(500, 300), torch.randn(500, 300)
+        want = (a.double() * b.double()).sum(-1)
+        results = [None] * 4
+
+        def work(i: int) -> None:
+            results[i] = [native.row_dots(a, b) for _ in range(20)]
+
+        callers = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join(timeout=60)
+        assert all(r is not None and len(r) == 20 for r in results)
+        for got in (g for r in results for g in r):
+            torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-4)
+    finally:
+        torch.set_num_threads(previous)
+
+
+FORK_SCRIPT = """
+import os, sys, torch
+from scaling.structures.fastpath import native
+torch.set_num_threads(2)
+a, b = torch.randn(4000, 256), torch.randn(4000, 256)
+want = native.row_dots(a, b)  # the parent's pool now has a worker
+pid = os.fork()
+if pid == 0:  # the child has no worker threads: its pool must start afresh, not wait for the parent's
+    torch.set_num_threads(2)  # (torch may reset it in a child)
+    os._exit(0 if torch.equal(native.row_dots(a, b), want) else 3)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@needs_native
+def test_thread_pool_works_in_a_forked_child():
+    done = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+@needs_native
 def test_chain_runs_tiles_with_private_accumulators(threads):
     """y = x W1 W2 per tile, and dW = sum_t x^T y summed over tokens into one accumulator per thread."""
     gen = torch.Generator().manual_seed(0)
