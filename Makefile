@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed
 
 .PHONY: install system-deps quickstart lint test test-fast bench coord-checks clean-results
 
-$(STAMP): pyproject.toml setup.py scaling/structures/fastpath/csrc/offset_gemm.c scaling/structures/fastpath/csrc/amx_two_core.c
+$(STAMP): pyproject.toml setup.py $(wildcard scaling/structures/fastpath/csrc/*.c scaling/structures/fastpath/csrc/*.h)
 	$(PY) -m venv $(VENV)
 	# CPU torch first, so nothing pulls a multi-GB CUDA build; triton (.[gpu], no dependencies of its own) for
 	# the Triton kernels' interpreter tests.
