@@ -175,6 +175,37 @@ def test_routed_experts_take_the_kernel_and_agree_with_the_bmm_path(monkeypatch)
         assert ((ours - theirs).norm() / theirs.norm()).item() < 1e-2
 
 
+def test_kronecker_has_a_two_core_plan_only_where_it_costs_the_analytic_flops():
+    square = build_linear(S("kron"), 256, 256)
+    assert square.plan is not None and amx.amx_shape(square.plan) is not None
+    assert square.plan.flops_per_token() == square.flops_per_token()
+    assert build_linear(S("kron"), 512, 2048).plan is None  # (16, 32) -> (32, 64): A_2 first would cost more
+    assert build_linear(S("kron", cores=3), 512, 512).plan is None
+
+
+@needs_amx
+def test_kronecker_takes_the_kernel_under_bf16_and_matches_the_dense_product(monkeypatch):
+    torch.manual_seed(0)
+    layer = build_linear(S("kron"), 256, 256)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_()
+    calls = []
+    real_forward = amx.forward
+    monkeypatch.setattr(amx, "forward", lambda x, *rest, **kw: calls.append(x.shape[0]) or real_forward(x, *rest, **kw))
+    x = torch.randn(2, 150, 256)
+    with use_policy(BF16_POLICY), torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    y.float().square().sum().backward()
+    assert calls == [300] and y.dtype == torch.bfloat16
+    a1, a2 = (f.detach().double().requires_grad_(True) for f in layer.factors())
+    ref = x.double() @ torch.kron(a1, a2).T
+    ref.square().sum().backward()
+    assert ((y.double() - ref).norm() / ref.norm()).item() < 1e-2
+    for ours, theirs in zip((f.grad for f in layer.factors()), (a1.grad, a2.grad)):
+        assert ((ours.double() - theirs).norm() / theirs.norm()).item() < 2e-2
+
+
 @needs_amx
 def test_kernel_copies_no_activation():
     """The whole layer runs in the kernel's pass over the tokens: no activation-sized copy in forward or backward."""
