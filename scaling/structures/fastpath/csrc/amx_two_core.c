@@ -343,8 +343,9 @@ AMX static operand_t core1_regroup(const shape_t *sh, const scratch_t *w, const 
     }
     block_gemm(xt.at, xt.ld, xt.bs, w0p, b1, w->kp1, w->np1, w->zf, w->zfr, w->np1);
     for (int64_t i = 0; i < ROWS; i++) {
-        if (sh->rank == 1) {
-            transpose_convert(w->zs + i * w->zr, w->kp2, w->zf + i * w->zfr, w->np1, b1, s, INT64_MAX);
+        if (sh->rank == 1 || w->np1 == sh->p1) {  /* rows (b, r) of s: z2 is their transpose */
+            const int64_t lds = sh->rank == 1 ? w->np1 : s;
+            transpose_convert(w->zs + i * w->zr, w->kp2, w->zf + i * w->zfr, lds, b1 * sh->rank, s, INT64_MAX);
             continue;
         }
         for (int64_t si = 0; si < s; si++) gather_row(w->zs + i * w->zr + si * w->kp2, w->zf + i * w->zfr + si, w->mid, k2);
@@ -413,8 +414,8 @@ AMX static void *backward_tiles(void *arg) {
         const operand_t gt = dy_tile(sh, &w, j->dy, t0, rows);
         block_gemm(gt.at, gt.ld, gt.bs, j->w1tp, s, w.kpo, w.npm, w.dzf, w.dzr, w.npm);
         for (int64_t i = 0; i < ROWS; i++) {  /* invert the regroup and round: dz (row, b, p) */
-            if (r == 1) {
-                transpose_convert(w.ds + i * w.dr, w.kpm, w.dzf + i * w.dzr, w.npm, s, b1, INT64_MAX);
+            if (r == 1 || w.kpm == p1) {  /* dz's blocks (b, r) of s: dz2 transposed */
+                transpose_convert(w.ds + i * w.dr, r == 1 ? w.kpm : s, w.dzf + i * w.dzr, w.npm, s, b1 * r, INT64_MAX);
                 continue;
             }
             for (int64_t b = 0; b < b1; b++) gather_row(w.ds + i * w.dr + b * w.kpm, w.dzf + i * w.dzr + b * r, w.back, p1);

@@ -28,6 +28,8 @@ CASES = [  # (structure, d_in, d_out, tokens): tails of a 32-token tile, padded 
     (S("btt"), 1024, 1024, 4096),
     (S("btt"), 1024, 1024, 100),  # x and dy read in place but in the last tile
     (S("btt", rank=2), 256, 256, 50),
+    (S("btt", rank=4), 512, 512, 70),  # rank > 1 regrouped by transposes (p1 a multiple of 32)
+    (S("btt", rank=3), 96, 96, 40),  # ... and by gathers (p1 = 12)
     (S("btt"), 128, 512, 40),
     (S("monarch", blocks=23), 512, 512, 33),
     (S("monarch", blocks=16), 256, 256, 7),
