@@ -112,8 +112,8 @@ static __mmask16 first(int64_t count) {
     return count >= 16 ? 0xffff : count <= 0 ? 0 : (__mmask16)((1u << count) - 1);
 }
 
-/* dst[c ldd + r] = bf16(src[r lds + c]) for r < rows, c < cols and c ldd + r < limit: a regroup of rank 1 (or
-   Monarch's interleaved output) as 16 x 16 register transposes. */
+/* dst[c ldd + r] = bf16(src[r lds + c]) for r < rows, c < cols and c ldd + r < limit: a regroup (rank 1, or any
+   rank whose blocks need no padding) or Monarch's interleaved output, as 16 x 16 register transposes. */
 AMX static void transpose_convert(uint16_t *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows,
                                   int64_t cols, int64_t limit) {
     __m512 r[16];
