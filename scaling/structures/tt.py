@@ -29,7 +29,9 @@ from scaling.config.rules import COUNT, at_least, optional
 from scaling.config.schema import StructureConfig
 from scaling.structures.base import FactorSpec, StructuredLinear, StructureError, register
 from scaling.structures.factorize import LAYOUT, clean_factors
-from scaling.structures.fastpath.kernels import tt2_apply
+from scaling.structures.fastpath.kernels import tt2_apply, two_core_apply
+from scaling.structures.fastpath.paths import Path, current_policy, select_path
+from scaling.structures.fastpath.two_core import TwoCorePlan
 
 
 @dataclass(frozen=True)
@@ -66,13 +68,43 @@ def check_cores(cores: int, structure: str, d_in: int, d_out: int) -> None:
                              "widen the model)")
 
 
+def tt2_plan(g0_shape: tuple[int, ...], g1_shape: tuple[int, ...]) -> TwoCorePlan | None:
+    """Two TT cores (m1, r, 1, n1), (1 ... ) as a two-core plan, BTT's of rank r with every block sharing its core:
+    x[i1, i2] -> z[i1, (s, j2)] (block i1: G1) -> y[j2, j1] (block j2 contracts (i1, s): G0), the output interleaved
+    back to (j1, j2). It contracts G1 first, so it is None where that costs more than the analytic count (core 0
+    first): n1 m2 (n2 + m1) != m1 n2 (n1 + m2); every square layer qualifies."""
+    (m1, r, _, n1), (m2, _, _, n2) = g0_shape, g1_shape
+    if n1 * m2 * (n2 + m1) != m1 * n2 * (n1 + m2):
+        return None
+    return TwoCorePlan(
+        d_in=n1 * n2, d_out=m1 * m2,
+        in_axes=(n1, n2), in_perm=(0, 1), core1=(n1, r * m2, n2, 1),
+        mid_axes=(n1, r, m2), mid_perm=(2, 0, 1), core2=(m2, m1, n1 * r, 1),
+        out_axes=(m2, m1), out_perm=(1, 0),
+    )
+
+
+def tt2_plan_cores(g0: torch.Tensor, g1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """tt2_plan's (blocks, out, in) cores: G1 as (r m2, n2) for each of the n1 blocks, G0 as (m1, n1 r) for each of
+    the m2 blocks (expanded, not copied; copied once to reorder their axes when r > 1)."""
+    (m1, r, _, n1), (m2, _, _, n2) = g0.shape, g1.shape
+    w0 = g1[:, 0].transpose(0, 1).reshape(r * m2, n2)
+    w1 = g0[:, :, 0].transpose(1, 2).reshape(m1, n1 * r)
+    return w0.expand(n1, r * m2, n2), w1.expand(m2, m1, n1 * r)
+
+
 def tt_apply(x: torch.Tensor, cores: list[torch.Tensor], in_factors: tuple[int, ...], d_out: int) -> torch.Tensor:
     """Contract x (..., d_in) with 4-D cores (m_k, r_k, r_{k-1}, n_k), core 0 first; returns (..., d_out).
 
-    Two cores run the fused token-major kernel (`kernels.tt2_apply`); more cores contract one einsum per core,
-    keeping the state as (N, P, r, n_k, Q): P = the m's produced so far, Q = the n's still to contract.
+    Two cores run the fused token-major kernel (`kernels.tt2_apply`), or, where select_path gives their plan the
+    AMX kernel (bf16 autocast on an AMX CPU, a plan with the analytic FLOPs: tt2_plan), `kernels.two_core_apply`:
+    fwd+bwd at 4,096 tokens 1.4-1.7x faster (Kronecker at d = 512 and 1024). More cores contract one einsum per
+    core, keeping the state as (N, P, r, n_k, Q): P = the m's produced so far, Q = the n's still to contract.
     """
     if len(cores) == 2:
+        plan = tt2_plan(cores[0].shape, cores[1].shape)
+        if plan is not None and select_path(plan, x.reshape(-1, plan.d_in), current_policy()) is Path.AMX:
+            return two_core_apply(x, *tt2_plan_cores(*cores), plan)
         return tt2_apply(x, cores[0], cores[1])
     lead = x.shape[:-1]
     z = x.reshape(-1, 1, 1, in_factors[0], math.prod(in_factors[1:]))

@@ -19,6 +19,7 @@ from scaling.structures import build_linear
 from scaling.structures.fastpath import amx
 from scaling.structures.fastpath.bmm_schedule import reference_apply
 from scaling.structures.fastpath.paths import DEFAULT_POLICY, Path, PathPolicy, select_path, use_policy
+from scaling.structures.tt import TensorTrain, tt2_plan
 from two_core_plans import plan_and_cores
 
 S = StructureConfig
@@ -177,34 +178,46 @@ def test_routed_experts_take_the_kernel_and_agree_with_the_bmm_path(monkeypatch)
         assert ((ours - theirs).norm() / theirs.norm()).item() < 1e-2
 
 
-def test_kronecker_has_a_two_core_plan_only_where_it_costs_the_analytic_flops():
-    square = build_linear(S("kron"), 256, 256)
-    assert square.plan is not None and amx.amx_shape(square.plan) is not None
-    assert square.plan.flops_per_token() == square.flops_per_token()
-    assert build_linear(S("kron"), 512, 2048).plan is None  # (16, 32) -> (32, 64): A_2 first would cost more
-    assert build_linear(S("kron", cores=3), 512, 512).plan is None
+def two_cores(layer) -> list[torch.Tensor]:
+    """A 2-core TT's cores (Kronecker's factors as rank-1 cores), as tt_apply takes them."""
+    if isinstance(layer, TensorTrain):
+        return layer.cores()
+    return [a.view(a.shape[0], 1, 1, a.shape[1]) for a in layer.factors()]
+
+
+def test_two_core_tensor_trains_have_a_plan_only_where_it_costs_the_analytic_flops():
+    for cfg, d in ((S("kron"), 256), (S("tt", rank=4), 512)):
+        layer = build_linear(cfg, d, d)
+        plan = tt2_plan(*(c.shape for c in two_cores(layer)))
+        assert plan is not None and amx.amx_shape(plan) is not None
+        assert plan.flops_per_token() == layer.flops_per_token()
+    for cfg in (S("kron"), S("tt", rank=4)):  # (16, 32) -> (32, 64): G_1 first would cost more
+        assert tt2_plan(*(c.shape for c in two_cores(build_linear(cfg, 512, 2048)))) is None
 
 
 @needs_amx
-def test_kronecker_takes_the_kernel_under_bf16_and_matches_the_dense_product(monkeypatch):
+@pytest.mark.parametrize("cfg,d", [(S("kron"), 256), (S("tt", rank=4), 512), (S("tt", rank=3), 144)], ids=str)
+def test_two_core_tensor_trains_take_the_kernel_under_bf16_and_match_the_dense_product(cfg, d, monkeypatch):
     torch.manual_seed(0)
-    layer = build_linear(S("kron"), 256, 256)
+    layer = build_linear(cfg, d, d)
     with torch.no_grad():
         for p in layer.parameters():
             p.normal_()
     calls = []
     real_forward = amx.forward
     monkeypatch.setattr(amx, "forward", lambda x, *rest, **kw: calls.append(x.shape[0]) or real_forward(x, *rest, **kw))
-    x = torch.randn(2, 150, 256)
+    x = torch.randn(2, 150, d)
     with use_policy(BF16_POLICY), torch.autocast("cpu", dtype=torch.bfloat16):
         y = layer(x)
     y.float().square().sum().backward()
     assert calls == [300] and y.dtype == torch.bfloat16
-    a1, a2 = (f.detach().double().requires_grad_(True) for f in layer.factors())
-    ref = x.double() @ torch.kron(a1, a2).T
+    params = [p.detach().double().requires_grad_(True) for p in layer.parameters()]
+    g0, g1 = (p.view(p.shape[0], 1, 1, p.shape[1]) for p in params) if cfg.name == "kron" else params
+    dense = torch.einsum("asi,csj->acij", g0[:, :, 0], g1[:, 0]).reshape(d, d)  # W[(j1 j2), (i1 i2)]
+    ref = x.double() @ dense.T
     ref.square().sum().backward()
     assert ((y.double() - ref).norm() / ref.norm()).item() < 1e-2
-    for ours, theirs in zip((f.grad for f in layer.factors()), (a1.grad, a2.grad)):
+    for ours, theirs in zip((p.grad for p in layer.parameters()), (p.grad for p in params)):
         assert ((ours.double() - theirs).norm() / theirs.norm()).item() < 2e-2
 
 
