@@ -14,7 +14,8 @@ one over a block of layer calls with `use_policy(policy)`; layers call the kerne
                compute only, for plans it runs fast (native_tables), and never under a torch dispatch mode
                (FlopCounterMode cannot see it)
     AMX        the bf16 kernel of amx.py (the C extension csrc/amx_two_core.c): under CPU bf16 autocast with bf16
-               GEMMs, on CPUs with AMX, for the plans amx.amx_shape takes (BTT, Monarch, Einsum at BTT's points),
+               GEMMs, on CPUs with AMX, for the plans amx.amx_shape takes (BTT, Monarch, Einsum at BTT's points,
+               two-core Tensor-Trains and Kronecker in square layers: tt.tt2_plan),
                a layer, or each routed expert on its segment of tokens, never under a torch dispatch mode (as
                NATIVE); measured
                fwd+bwd at d = 1024, 4,096 tokens, 2 threads: BTT rank 1 1.96x dense bf16's speed (the bmm path
