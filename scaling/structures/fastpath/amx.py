@@ -50,6 +50,8 @@ def _library() -> ctypes.CDLL | None:
     lib.amx_two_core_x_in_pairs.restype = ctypes.c_int
     lib.amx_two_core_row_dots.argtypes = [_INT64, _INT64, _PTR, _PTR, _PTR, ctypes.c_int]
     lib.amx_two_core_row_dots.restype = None
+    lib.amx_two_core_combine.argtypes = [_INT64] * 3 + [_PTR] * 4 + [ctypes.c_int]
+    lib.amx_two_core_combine.restype = None
     return lib
 
 
@@ -99,6 +101,17 @@ def row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     out = torch.empty(a.shape[0], dtype=torch.float32)
     _library().amx_two_core_row_dots(a.shape[0], a.shape[1], a.data_ptr(), b.data_ptr(), out.data_ptr(),
                                      torch.get_num_threads())
+    return out
+
+
+def combine(rows: torch.Tensor, slots: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """out[n] = bf16(sum_j weights[s] rows[s]) over the slots s = slots[n, j] (weights 1 when None): bf16 rows (S, d),
+    int64 slots (N, k), float32 weights (S,); products and sums in fp32, rounded once; each out row written once."""
+    rows, slots = rows.contiguous(), slots.contiguous()
+    out = rows.new_empty(slots.shape[0], rows.shape[1])
+    _library().amx_two_core_combine(slots.shape[0], slots.shape[1], rows.shape[1], rows.data_ptr(), slots.data_ptr(),
+                                    0 if weights is None else weights.contiguous().data_ptr(), out.data_ptr(),
+                                    torch.get_num_threads())
     return out
 
 

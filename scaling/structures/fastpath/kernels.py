@@ -113,21 +113,21 @@ class _TwoCoreFunction(torch.autograd.Function):
 class _RoutedTwoCoreFunction(torch.autograd.Function):
     """Mixture of two-core experts: y_n = sum_j gate_nj * expert_{e_nj}(x_n), only the routed experts computed.
 
-    The N k (token, expert) slots come sorted by expert (`tokens`: the token of each slot; `counts`: slots per
-    expert). Gathering the slots' inputs, gating the outputs and adding them back up are one pass each over the
-    slots (index_select, a multiply, index_add), and each expert runs the two-core schedule on its contiguous
-    segment. Backward: the gate gradient is <dy_n, expert output> per slot (a row-wise dot, no temporary).
+    The N k (token, expert) slots come sorted by expert (`tokens`: the token of each slot; `slots`: each token's k
+    slots; `counts`: slots per expert). Gathering the slots' inputs is one pass (index_select), each expert runs the
+    two-core schedule on its contiguous segment, and gating the outputs and adding them back per token one more
+    (`combine`). Backward: the gate gradient is <dy_n, expert output> per slot (`row_dots`), dx added back as y.
     """
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu")
     def forward(
         ctx, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, gates: torch.Tensor, schedule: _Schedule,
-        tokens: torch.Tensor, counts: list[int],
+        tokens: torch.Tensor, slots: torch.Tensor, counts: list[int],
     ) -> torch.Tensor:
         pieces, x_op, z_all, ys = schedule.forward(x.index_select(0, tokens), w0, w1, counts)
-        y = x.new_zeros(x.shape[0], schedule.plan.d_out).index_add_(0, tokens, ys * gates[:, None])
-        ctx.save_for_backward(x_op, z_all, ys, w0, w1, gates, tokens)
+        y = combine(ys, tokens, slots, gates)
+        ctx.save_for_backward(x_op, z_all, ys, w0, w1, gates, tokens, slots)
         ctx.schedule, ctx.pieces, ctx.tokens_in = schedule, pieces, x.shape[0]
         return y
 
@@ -135,14 +135,14 @@ class _RoutedTwoCoreFunction(torch.autograd.Function):
     @torch.amp.custom_bwd(device_type="cpu")  # autocast as in the forward (off)
     @once_differentiable
     def backward(ctx, dy: torch.Tensor):
-        x_op, z_all, ys, w0, w1, gates, tokens = ctx.saved_tensors
+        x_op, z_all, ys, w0, w1, gates, tokens, slots = ctx.saved_tensors
         need_x, need_w0, need_w1, need_gates = ctx.needs_input_grad[:4]
         dys = dy.index_select(0, tokens)  # each slot's share of the output gradient
         dgates = row_dots(dys, ys) if need_gates else None
         dys.mul_(gates[:, None])
         dxs, dw0, dw1 = ctx.schedule.backward(dys, x_op, z_all, w0, w1, ctx.pieces, (need_x, need_w0, need_w1))
-        dx = dxs.new_zeros(ctx.tokens_in, ctx.schedule.plan.d_in).index_add_(0, tokens, dxs) if need_x else None
-        return dx, dw0, dw1, dgates, None, None, None
+        dx = combine(dxs, tokens, slots) if need_x else None
+        return dx, dw0, dw1, dgates, None, None, None, None
 
 
 def row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -159,6 +159,23 @@ def row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if a.dtype in (torch.bfloat16, torch.float16):
         return a.float().mul_(b).sum(-1).to(a.dtype)
     return torch.linalg.vecdot(a, b)
+
+
+def combine(
+    rows: torch.Tensor, tokens: torch.Tensor, slots: torch.Tensor, weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """y[n] = sum_j weights[s] rows[s] over token n's slots s = slots[n, j] (weights 1 when None), (N, d) from the
+    slots' rows (S, d), tokens[s] the token of slot s: a mixture's experts added back per token. On the CPU one pass
+    of the extensions where they run (fp32 sums; bf16 rounded once), which writes each row once, else a gated,
+    zero-filled index_add."""
+    if rows.device.type == "cpu":
+        w = None if weights is None else weights.float()
+        if rows.dtype == torch.bfloat16 and amx.available():
+            return amx.combine(rows, slots, w)
+        if rows.dtype == torch.float32 and native.available():
+            return native.combine(rows, slots, w)
+    source = rows if weights is None else rows * weights[:, None]
+    return rows.new_zeros(slots.shape[0], rows.shape[1]).index_add_(0, tokens, source)
 
 
 def _in_compute_precision(x: torch.Tensor, policy: PathPolicy, run, *operands: torch.Tensor) -> torch.Tensor:
@@ -229,12 +246,14 @@ def routed_two_core_apply(
     flat = experts.reshape(-1)
     order = torch.argsort(flat, stable=True)
     tokens = order // experts.shape[-1]  # slot n k + j belongs to token n
+    slots = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
+    slots = slots.view(experts.shape)  # slots[n, j]: where token n's j-th expert's slot went
     counts = torch.bincount(flat, minlength=w0.shape[0]).tolist()
     schedule = _Schedule.of(plan, path, _whole_batch_on_bf16(x, policy, chunk), policy)
 
     def run(x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         slot_gates = gates.reshape(-1)[order].to(x.dtype)
-        return _RoutedTwoCoreFunction.apply(x, w0, w1, slot_gates, schedule, tokens, counts)
+        return _RoutedTwoCoreFunction.apply(x, w0, w1, slot_gates, schedule, tokens, slots, counts)
 
     return _in_compute_precision(x, policy, run, x, w0, w1, gates)
 

@@ -124,6 +124,8 @@ def _library() -> ctypes.CDLL | None:
     lib.offset_gemm_chain.restype = ctypes.c_int
     lib.offset_gemm_row_dots.argtypes = [_INT64, _INT64, _PTR, _PTR, _PTR, ctypes.c_int]
     lib.offset_gemm_row_dots.restype = ctypes.c_int
+    lib.offset_gemm_combine.argtypes = [_INT64] * 3 + [_PTR] * 4 + [ctypes.c_int]
+    lib.offset_gemm_combine.restype = ctypes.c_int
     return lib
 
 
@@ -151,6 +153,17 @@ def row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     out = a.new_empty(a.shape[0])
     _require().offset_gemm_row_dots(a.shape[0], a.shape[1], a.data_ptr(), b.data_ptr(), out.data_ptr(),
                                     torch.get_num_threads())
+    return out
+
+
+def combine(rows: torch.Tensor, slots: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """out[n] = sum_j weights[s] rows[s] over the slots s = slots[n, j] (weights 1 when None): float32 rows (S, d),
+    int64 slots (N, k) indexing them, float32 weights (S,); each out row written once, in one pass."""
+    rows, slots = rows.contiguous(), slots.contiguous()
+    out = rows.new_empty(slots.shape[0], rows.shape[1])
+    _require().offset_gemm_combine(slots.shape[0], slots.shape[1], rows.shape[1], rows.data_ptr(), slots.data_ptr(),
+                                   0 if weights is None else weights.contiguous().data_ptr(), out.data_ptr(),
+                                   torch.get_num_threads())
     return out
 
 

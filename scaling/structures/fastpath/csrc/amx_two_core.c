@@ -551,3 +551,42 @@ int amx_two_core_supported(void) {
     if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !(a & (1u << 5))) return 0;  /* AVX512-BF16 */
     return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
 }
+
+typedef struct {
+    int64_t t0, t1, k, d;
+    const uint16_t *rows;
+    const int64_t *slots;
+    const float *weights;
+    uint16_t *out;
+} combine_job_t;
+
+AMX static void *combine_rows(void *arg) {
+    const combine_job_t *j = (const combine_job_t *)arg;
+    for (int64_t t = j->t0; t < j->t1; t++) {
+        const int64_t *slot = j->slots + t * j->k;
+        for (int64_t c = 0; c < j->d; c += 16) {
+            const __mmask16 m = first(j->d - c);
+            __m512 acc = _mm512_setzero_ps();
+            for (int64_t i = 0; i < j->k; i++) {
+                const __m512 w = _mm512_set1_ps(j->weights ? j->weights[slot[i]] : 1.0f);
+                acc = _mm512_fmadd_ps(w, bf16_to_fp32(_mm256_maskz_loadu_epi16(m, j->rows + slot[i] * j->d + c)), acc);
+            }
+            _mm256_mask_storeu_epi16(j->out + t * j->d + c, m, (__m256i)_mm512_cvtneps_pbh(acc));
+        }
+    }
+    return NULL;
+}
+
+/* out[t] = bf16(sum_i weights[s] rows[s]) over the k slots s = slots[t, i] of each token t < n (weights 1 when
+   NULL): bf16 rows, fp32 weights, the products and sums in fp32 and rounded once; a mixture's slots added back per
+   token in one pass, each out row written once. */
+void amx_two_core_combine(int64_t n, int64_t k, int64_t d, const uint16_t *rows, const int64_t *slots,
+                          const float *weights, uint16_t *out, int nthreads) {
+    if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
+    if (nthreads > n) nthreads = (int)n;
+    if (nthreads < 1) return;
+    combine_job_t jobs[MAX_THREADS];
+    for (int i = 0; i < nthreads; i++)
+        jobs[i] = (combine_job_t){n * i / nthreads, n * (i + 1) / nthreads, k, d, rows, slots, weights, out};
+    fan_out(combine_rows, jobs, sizeof(combine_job_t), nthreads);
+}

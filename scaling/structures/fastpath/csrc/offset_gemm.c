@@ -333,3 +333,48 @@ int offset_gemm_row_dots(int64_t n, int64_t d, const float *a, const float *b, f
     for (int t = 0; t < nthreads; t++) jobs[t] = (dots_job_t){n * t / nthreads, n * (t + 1) / nthreads, d, a, b, out};
     return fan_out(row_dots_rows, jobs, sizeof(dots_job_t), nthreads);
 }
+
+typedef struct {
+    int64_t t0, t1, k, d;
+    const float *rows;
+    const int64_t *slots;
+    const float *weights;
+    float *out;
+} combine_job_t;
+
+AVX2 static void *combine_rows(void *arg) {
+    const combine_job_t *j = arg;
+    for (int64_t t = j->t0; t < j->t1; t++) {
+        const int64_t *slot = j->slots + t * j->k;
+        float *o = j->out + t * j->d;
+        int64_t c = 0;
+        for (; c + 8 <= j->d; c += 8) {
+            __m256 acc = _mm256_setzero_ps();
+            for (int64_t i = 0; i < j->k; i++) {
+                const __m256 w = _mm256_set1_ps(j->weights ? j->weights[slot[i]] : 1.0f);
+                acc = _mm256_fmadd_ps(w, _mm256_loadu_ps(j->rows + slot[i] * j->d + c), acc);
+            }
+            _mm256_storeu_ps(o + c, acc);
+        }
+        for (; c < j->d; c++) {
+            float acc = 0.0f;
+            for (int64_t i = 0; i < j->k; i++) acc += (j->weights ? j->weights[slot[i]] : 1.0f) * j->rows[slot[i] * j->d + c];
+            o[c] = acc;
+        }
+    }
+    return NULL;
+}
+
+/* out[t] = sum_i weights[s] rows[s] over the k slots s = slots[t, i] of each token t < n (weights 1 when NULL);
+   rows (slots, d) and out (n, d) fp32: a mixture's slots added back per token in one pass, each out row written
+   once. Returns as fan_out. */
+int offset_gemm_combine(int64_t n, int64_t k, int64_t d, const float *rows, const int64_t *slots,
+                        const float *weights, float *out, int nthreads) {
+    if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
+    if (nthreads > n) nthreads = (int)n;
+    if (nthreads < 1) return 0;
+    combine_job_t jobs[MAX_THREADS];
+    for (int t = 0; t < nthreads; t++)
+        jobs[t] = (combine_job_t){n * t / nthreads, n * (t + 1) / nthreads, k, d, rows, slots, weights, out};
+    return fan_out(combine_rows, jobs, sizeof(combine_job_t), nthreads);
+}

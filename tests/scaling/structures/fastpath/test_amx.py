@@ -153,6 +153,25 @@ def test_row_dots_are_the_exact_products_summed_in_fp32(rows, width):
 
 
 @needs_amx
+@pytest.mark.parametrize("tokens,k,width", [(1, 1, 3), (37, 2, 20), (300, 3, 1024)])
+def test_combine_sums_each_tokens_slots_in_fp32_and_rounds_once(tokens, k, width):
+    gen = torch.Generator().manual_seed(tokens)
+    flat = torch.stack([torch.randperm(5, generator=gen)[:k] for _ in range(tokens)]).reshape(-1)
+    order = torch.argsort(flat, stable=True)
+    slots = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel())).view(tokens, k)
+    rows = torch.randn(tokens * k, width, generator=gen).bfloat16()
+    weights = torch.rand(tokens * k, generator=gen).bfloat16().float()
+    for w in (None, weights):
+        source = rows.double() if w is None else rows.double() * w.double()[:, None]
+        exact = torch.zeros(tokens, width, dtype=torch.float64).index_add_(0, order // k, source)
+        magnitude = torch.zeros(tokens, width, dtype=torch.float64).index_add_(0, order // k, source.abs())
+        got = amx.combine(rows, slots, w)
+        assert got.dtype == torch.bfloat16
+        # an fp32 sum of exact products, rounded to bf16 once: within half a bf16 step of the exact sum
+        assert ((got.double() - exact).abs() <= 2 ** -8 * exact.abs() + 1e-6 * magnitude).all()
+
+
+@needs_amx
 def test_routed_experts_take_the_kernel_and_agree_with_the_bmm_path(monkeypatch):
     """BTT-MoE under bf16 autocast: each routed expert runs the kernel on its segment of the sorted slots; the layer's
     output equals the bmm path's bit for bit, its gradients (router's included) agree to bf16 rounding."""

@@ -135,6 +135,27 @@ def test_row_dots_match_a_float64_sum(rows, width, threads):
     assert ((got.double() - exact).abs() <= 1e-6 * (a.double() * b.double()).abs().sum(-1)).all()
 
 
+def routed_slots(tokens: int, k: int, experts: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens of the slots sorted by expert, slots (tokens, k) of each token) as routed_two_core_apply makes them."""
+    gen = torch.Generator().manual_seed(seed)
+    flat = torch.stack([torch.randperm(experts, generator=gen)[:k] for _ in range(tokens)]).reshape(-1)
+    order = torch.argsort(flat, stable=True)
+    slots = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel()))
+    return order // k, slots.view(tokens, k)
+
+
+@needs_native
+@pytest.mark.parametrize("tokens,k,width", [(1, 1, 3), (37, 2, 20), (300, 3, 1024)])
+def test_combine_adds_each_tokens_slots_back_as_index_add_does(tokens, k, width, threads):
+    slot_tokens, slots = routed_slots(tokens, k, 5, seed=tokens)
+    gen = torch.Generator().manual_seed(1)
+    rows, weights = torch.randn(tokens * k, width, generator=gen), torch.rand(tokens * k, generator=gen)
+    for w in (None, weights):
+        source = rows.double() if w is None else rows.double() * w.double()[:, None]
+        want = torch.zeros(tokens, width, dtype=torch.float64).index_add_(0, slot_tokens, source)
+        torch.testing.assert_close(native.combine(rows, slots, w).double(), want, rtol=1e-6, atol=1e-6)
+
+
 @needs_native
 def test_thread_pool_serves_changing_thread_counts_and_concurrent_callers():
     """The extension's worker threads persist between calls (csrc/fan_out.h): calls with 3, 1 and 2 threads, and
