@@ -36,7 +36,6 @@
 #define ROWS 32  /* tokens per tile: two 16-row halves in the layer's GEMMs, the K of the weight gradients' */
 #define KCHUNK 32
 #define NCHUNK 16
-#define MAX_THREADS FAN_OUT_MAX_THREADS
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 
@@ -444,16 +443,13 @@ static int run(job_t *jobs, int nthreads, void *(*body)(void *)) {
 }
 
 static int thread_count(const shape_t *sh, int nthreads) {
-    const int64_t tiles = (sh->n + ROWS - 1) / ROWS;
-    if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
-    if (nthreads > tiles) nthreads = (int)tiles;
-    return nthreads < 1 ? 1 : nthreads;
+    return fan_out_threads((sh->n + ROWS - 1) / ROWS, nthreads);
 }
 
 int amx_two_core_forward(const shape_t *sh, const uint16_t *x, const uint16_t *w0p, const uint16_t *w1p,
                          uint16_t *y, int nthreads) {
     const int64_t tiles = (sh->n + ROWS - 1) / ROWS;
-    job_t jobs[MAX_THREADS];
+    job_t jobs[FAN_OUT_MAX_THREADS];
     nthreads = thread_count(sh, nthreads);
     for (int i = 0; i < nthreads; i++)
         jobs[i] = (job_t){sh, tiles * i / nthreads, tiles * (i + 1) / nthreads, x, NULL, w0p, w1p, NULL, NULL, y,
@@ -468,7 +464,7 @@ int amx_two_core_backward(const shape_t *sh, const uint16_t *x, const uint16_t *
     const int64_t tiles = (sh->n + ROWS - 1) / ROWS, k2 = sh->b1 * sh->rank;
     const int64_t po0 = round_up(sh->p1, 16), ki0 = round_up(sh->k1, 16), po1 = round_up(sh->p2, 16);
     const int64_t ki1 = round_up(k2, 16), size0 = sh->b1 * po0 * ki0, size1 = sh->s * po1 * ki1;
-    job_t jobs[MAX_THREADS];
+    job_t jobs[FAN_OUT_MAX_THREADS];
     nthreads = thread_count(sh, nthreads);
     float *acc = calloc((size_t)(nthreads * (size0 + size1)), 4);
     if (!acc) return -1;
@@ -518,10 +514,8 @@ AMX static void *row_dots_rows(void *arg) {
 /* out[r] = sum_c a[r, c] b[r, c] for r < n: bf16 rows (d apart), each product exact in fp32 and summed there (a
    routed expert's gate gradient, one pass over both operands). */
 void amx_two_core_row_dots(int64_t n, int64_t d, const uint16_t *a, const uint16_t *b, float *out, int nthreads) {
-    if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
-    if (nthreads > n) nthreads = (int)n;
-    if (nthreads < 1) return;
-    dots_job_t jobs[MAX_THREADS];
+    nthreads = fan_out_threads(n, nthreads);
+    dots_job_t jobs[FAN_OUT_MAX_THREADS];
     for (int i = 0; i < nthreads; i++) jobs[i] = (dots_job_t){n * i / nthreads, n * (i + 1) / nthreads, d, a, b, out};
     fan_out(row_dots_rows, jobs, sizeof(dots_job_t), nthreads);
 }
@@ -582,10 +576,8 @@ AMX static void *combine_rows(void *arg) {
    token in one pass, each out row written once. */
 void amx_two_core_combine(int64_t n, int64_t k, int64_t d, const uint16_t *rows, const int64_t *slots,
                           const float *weights, uint16_t *out, int nthreads) {
-    if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
-    if (nthreads > n) nthreads = (int)n;
-    if (nthreads < 1) return;
-    combine_job_t jobs[MAX_THREADS];
+    nthreads = fan_out_threads(n, nthreads);
+    combine_job_t jobs[FAN_OUT_MAX_THREADS];
     for (int i = 0; i < nthreads; i++)
         jobs[i] = (combine_job_t){n * i / nthreads, n * (i + 1) / nthreads, k, d, rows, slots, weights, out};
     fan_out(combine_rows, jobs, sizeof(combine_job_t), nthreads);

@@ -3,8 +3,8 @@
    Included by each extension, which gets its own pool. Workers start on first need; after a task a worker spins
    for FAN_OUT_SPIN_NS before it sleeps on a condition variable, so calls that follow each other closely (a
    mixture's experts, a layer's q, k and v) find it awake; the caller, done with its own task, spins as long for
-   the workers'. One fan_out runs at a time (callers from several threads
-   queue); a child process after fork() starts with no workers. */
+   the workers'. One fan_out runs at a time (callers from several threads queue); a child process after fork()
+   starts with no workers. */
 #ifndef FAN_OUT_H
 #define FAN_OUT_H
 
@@ -76,6 +76,14 @@ static void fan_out_forget_workers(void) {  /* in a child after fork(): the pare
 }
 
 static void fan_out_register_fork(void) { pthread_atfork(NULL, NULL, fan_out_forget_workers); }
+
+/* The threads to split `units` pieces of work over: nthreads, at most one per unit and FAN_OUT_MAX_THREADS, at
+   least 1. */
+static int fan_out_threads(int64_t units, int nthreads) {
+    if (nthreads > FAN_OUT_MAX_THREADS) nthreads = FAN_OUT_MAX_THREADS;
+    if (nthreads > units) nthreads = (int)units;
+    return nthreads < 1 ? 1 : nthreads;
+}
 
 /* Runs fn(args + t arg_size) for t < nthreads, task 0 on the calling thread, and returns when all are done; -1 if
    a worker could not be started (its task then ran on the calling thread), else 0. */

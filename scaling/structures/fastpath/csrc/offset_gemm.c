@@ -27,7 +27,6 @@
 #define MR512 8  /* AVX-512 tile */
 #define NR512 32
 #define KC 128
-#define MAX_THREADS FAN_OUT_MAX_THREADS
 
 /* One GEMM: its sizes, operands and offset tables (the comment above). */
 typedef struct {
@@ -216,10 +215,8 @@ int offset_gemm(int64_t nb, int64_t M, int64_t N, int64_t K,
        Few rows: threads take whole batch entries and all their rows (a weight gradient's block). */
     const int by_rows = nb < nthreads || M >= 16 * nb;
     const int64_t units = by_rows ? (M + tile_rows - 1) / tile_rows : nb;
-    if (nthreads > units) nthreads = (int)units;
-    if (nthreads < 1) nthreads = 1;
-    if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
-    job_t jobs[MAX_THREADS];
+    nthreads = fan_out_threads(units, nthreads);
+    job_t jobs[FAN_OUT_MAX_THREADS];
     for (int t = 0; t < nthreads; t++) {
         jobs[t] = base;
         const int64_t u0 = units * t / nthreads, u1 = units * (t + 1) / nthreads;
@@ -285,12 +282,10 @@ int offset_gemm_chain(int64_t n_ops, const chain_op_t *ops, int64_t tokens, int6
     if (tokens <= 0 || n_ops <= 0) return 0;
     if (tile < 1) tile = 1;
     const int64_t units = (tokens + tile - 1) / tile;
-    if (nthreads > units) nthreads = (int)units;
-    if (nthreads < 1) nthreads = 1;
-    if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
+    nthreads = fan_out_threads(units, nthreads);
     for (int64_t i = 0; i < n_ops; i++)
         if (ops[i].terms_per_token > 0 && ops[i].private_stride == 0 && nthreads > 1) return -2;
-    chain_job_t jobs[MAX_THREADS];
+    chain_job_t jobs[FAN_OUT_MAX_THREADS];
     for (int t = 0; t < nthreads; t++) {
         const int64_t u0 = units * t / nthreads, u1 = units * (t + 1) / nthreads;
         jobs[t] = (chain_job_t){ops, n_ops, u0 * tile, u1 * tile < tokens ? u1 * tile : tokens, tile, t};
@@ -326,10 +321,8 @@ AVX2 static void *row_dots_rows(void *arg) {
 /* out[r] = sum_c a[r, c] b[r, c] for r < n, fp32 rows d apart: one pass over both (a routed expert's gate
    gradient; torch's vecdot writes the products out and sums them again). Returns as fan_out. */
 int offset_gemm_row_dots(int64_t n, int64_t d, const float *a, const float *b, float *out, int nthreads) {
-    if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
-    if (nthreads > n) nthreads = (int)n;
-    if (nthreads < 1) return 0;
-    dots_job_t jobs[MAX_THREADS];
+    nthreads = fan_out_threads(n, nthreads);
+    dots_job_t jobs[FAN_OUT_MAX_THREADS];
     for (int t = 0; t < nthreads; t++) jobs[t] = (dots_job_t){n * t / nthreads, n * (t + 1) / nthreads, d, a, b, out};
     return fan_out(row_dots_rows, jobs, sizeof(dots_job_t), nthreads);
 }
@@ -370,10 +363,8 @@ AVX2 static void *combine_rows(void *arg) {
    once. Returns as fan_out. */
 int offset_gemm_combine(int64_t n, int64_t k, int64_t d, const float *rows, const int64_t *slots,
                         const float *weights, float *out, int nthreads) {
-    if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
-    if (nthreads > n) nthreads = (int)n;
-    if (nthreads < 1) return 0;
-    combine_job_t jobs[MAX_THREADS];
+    nthreads = fan_out_threads(n, nthreads);
+    combine_job_t jobs[FAN_OUT_MAX_THREADS];
     for (int t = 0; t < nthreads; t++)
         jobs[t] = (combine_job_t){n * t / nthreads, n * (t + 1) / nthreads, k, d, rows, slots, weights, out};
     return fan_out(combine_rows, jobs, sizeof(combine_job_t), nthreads);
